@@ -1,0 +1,169 @@
+"""Base config: every field liveinterp reads, with `tiny` sizes.
+
+Recipes (`micro.py`, `tiny.py`, `small.py`, `1b.py`, `7b.py`) start from this and apply a
+size preset (`SIZES`) and their mesh. Load with config_flags, e.g.
+`--config=configs/tiny.py:sft --config.train.steps=100`.
+"""
+
+import ml_collections
+
+# Stages are listed (and checked) in liveinterp.common.config.STAGES.
+
+
+def _rules():
+  # logical name -> mesh axis (or axes, or None = replicated). Weights are FSDP-sharded
+  # over `fsdp` and tensor-parallel over `tensor`; activations shard the batch over
+  # (data, fsdp) and the hidden/heads dims over `tensor`.
+  return [
+      ("embed", "fsdp"),
+      ("mlp", "tensor"),
+      ("heads", "tensor"),
+      ("kv_heads", "tensor"),
+      ("head_dim", None),
+      ("vocab", "tensor"),
+      ("codebook", None),
+      ("conv_in", None),
+      ("conv_out", "tensor"),
+      ("conv_kernel", None),
+      ("norm", None),
+      ("layers", None),
+      ("activation_batch", ("data", "fsdp")),
+      ("activation_length", None),
+      ("activation_embed", None),
+      ("activation_mlp", "tensor"),
+      ("activation_heads", "tensor"),
+      ("activation_kv_heads", "tensor"),
+      ("activation_head_dim", None),
+      ("activation_vocab", "tensor"),
+      ("activation_channels", None),
+      ("activation_mel", None),
+      ("cache_batch", ("data", "fsdp")),
+      ("cache_length", None),
+      ("cache_kv_heads", "tensor"),
+      ("cache_head_dim", None),
+  ]
+
+
+# Model-size presets: (section, field) -> value. `tiny` is the base itself.
+SIZES = {
+    "micro": {
+        "encoder": dict(d_model=32, num_layers=1, num_heads=2, mlp_dim=64, conv_kernel=5),
+        "llm": dict(vocab_size=640, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2,
+                    head_dim=8, mlp_dim=64, window=64, sink_tokens=4, max_len=512),
+        "codec": dict(channels=8, latent_dim=16, codebook_size=64, num_codebooks=1,
+                      strides=(2, 4, 5, 8)),
+        "voice": dict(channels=16, embed_dim=16),
+    },
+    "tiny": {},
+    "small": {
+        "encoder": dict(d_model=256, num_layers=12, num_heads=4, mlp_dim=1024, conv_kernel=15),
+        "llm": dict(vocab_size=16384, d_model=768, num_layers=12, num_heads=12,
+                    num_kv_heads=4, head_dim=64, mlp_dim=2048, window=2048, sink_tokens=16,
+                    max_len=4096),
+        "codec": dict(channels=32, latent_dim=128, codebook_size=1024, num_codebooks=2),
+        "voice": dict(channels=256, embed_dim=192),
+    },
+    "1b": {
+        "encoder": dict(d_model=512, num_layers=16, num_heads=8, mlp_dim=2048, conv_kernel=15),
+        "llm": dict(vocab_size=40960, d_model=2048, num_layers=16, num_heads=32,
+                    num_kv_heads=8, head_dim=64, mlp_dim=8192, window=4096, sink_tokens=16,
+                    max_len=8192),
+        "codec": dict(channels=64, latent_dim=256, codebook_size=2048, num_codebooks=4),
+        "voice": dict(channels=512, embed_dim=256),
+    },
+    "7b": {
+        "encoder": dict(d_model=1024, num_layers=24, num_heads=16, mlp_dim=4096,
+                        conv_kernel=15),
+        "llm": dict(vocab_size=65536, d_model=4096, num_layers=32, num_heads=32,
+                    num_kv_heads=8, head_dim=128, mlp_dim=14336, window=8192,
+                    sink_tokens=16, max_len=16384),
+        "codec": dict(channels=64, latent_dim=256, codebook_size=2048, num_codebooks=4),
+        "voice": dict(channels=512, embed_dim=256),
+    },
+}
+
+
+def get_config():
+  c = ml_collections.ConfigDict()
+  c.name = "base"
+  c.size = "tiny"
+  c.stage = "demo"
+  c.seed = 0
+  c.workdir = ""
+
+  # ---- mesh: ici = within a slice, dcn = across slices; -1 fills ---------------------
+  c.mesh = ml_collections.ConfigDict(dict(
+      ici_data=1, ici_fsdp=-1, ici_tensor=1,
+      dcn_data=1, dcn_fsdp=1, dcn_tensor=1,
+      pod_devices=0,  # devices of the target pod (for memory estimates); 0 = this machine
+  ))
+  c.logical_axis_rules = _rules()
+
+  # ---- precision -------------------------------------------------------------------
+  c.dtype = "float32"        # compute dtype: float32 | bfloat16
+  c.param_dtype = "float32"
+
+  # ---- audio and streaming ----------------------------------------------------------
+  c.audio = ml_collections.ConfigDict(dict(
+      sample_rate=16000, n_mels=80, win_ms=25, hop_ms=10, n_fft=512,
+      max_seconds=30.0,
+  ))
+  c.stream = ml_collections.ConfigDict(dict(
+      chunk_ms=640,          # one read unit; a multiple of the 40 ms encoder frame
+      max_turn_tokens=64,    # decode budget per chunk
+  ))
+
+  # ---- models ------------------------------------------------------------------------
+  c.encoder = ml_collections.ConfigDict(dict(
+      d_model=144, num_layers=4, num_heads=4, mlp_dim=576, conv_kernel=15,
+      subsample=4, left_chunks=4, dropout=0.0,
+  ))
+  c.adapter = ml_collections.ConfigDict(dict(stack=2))
+  c.llm = ml_collections.ConfigDict(dict(
+      vocab_size=4096, d_model=256, num_layers=4, num_heads=4, num_kv_heads=2,
+      head_dim=64, mlp_dim=768, rope_theta=10000.0, window=512, sink_tokens=8,
+      max_len=2048, tie_embeddings=True,
+  ))
+  c.codec = ml_collections.ConfigDict(dict(
+      channels=16, latent_dim=64, codebook_size=256, num_codebooks=1,
+      strides=(2, 4, 5, 8),  # hop 320 samples = 50 Hz at 16 kHz
+      quantizer="vq", commitment=0.25, ema_decay=0.99,
+  ))
+  c.voice = ml_collections.ConfigDict(dict(channels=64, embed_dim=64))
+  c.tokenizer = ml_collections.ConfigDict(dict(text_vocab_size=2048, model_path=""))
+
+  # ---- data -------------------------------------------------------------------------
+  c.data = ml_collections.ConfigDict(dict(
+      pair="zh-en", build="tiny", data_dir="", seq_len=128, worker_count=0,
+      shuffle_seed=0,
+  ))
+
+  # ---- training ---------------------------------------------------------------------
+  c.train = ml_collections.ConfigDict(dict(
+      batch_size=8, steps=200, learning_rate=3e-3, warmup_steps=20, end_lr_ratio=0.1,
+      weight_decay=0.01, b1=0.9, b2=0.98, grad_clip=1.0, grad_accum_steps=1,
+      log_every=10, eval_every=100, init_from="",
+  ))
+  c.checkpoint = ml_collections.ConfigDict(dict(
+      every_steps=50, keep=3, async_save=True,
+  ))
+  return c
+
+
+def apply_size(c, size: str):
+  """Applies the `SIZES[size]` preset to config `c` in place."""
+  if size not in SIZES:
+    raise ValueError(f"size={size!r}: unknown, expected one of {sorted(SIZES)}")
+  c.size = size
+  for section, fields in SIZES[size].items():
+    for k, v in fields.items():
+      c[section][k] = v
+  return c
+
+
+def recipe(size: str, stage: str):
+  """Base config with a size preset and a stage; what each recipe file returns."""
+  c = apply_size(get_config(), size)
+  c.name = size
+  c.stage = stage
+  return c

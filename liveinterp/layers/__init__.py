@@ -1,0 +1,1 @@
+"""Reusable NNX layers whose parameters carry logical axis names."""
