@@ -1,0 +1,1 @@
+"""Training: optimizer, train state, the pure train step and the stage loop."""

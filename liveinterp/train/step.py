@@ -1,0 +1,72 @@
+"""The pure train step: `step(state, batch, rng) -> (state, metrics)`, one for every stage.
+
+A stage supplies `loss_fn(model, batch, rng) -> (loss, aux_metrics)`; this module turns it
+into a jitted, sharded, donated step, compiled ahead of the loop. Non-finite steps are
+skipped (state unchanged) and counted in `train/skipped`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from liveinterp.common import reporting, sharding
+from liveinterp.train.train_state import TrainState
+
+LossFn = Callable[[nnx.Module, Any, jax.Array], tuple[jax.Array, dict]]
+
+
+def make_train_step(graphdef, loss_fn: LossFn, tx: optax.GradientTransformation,
+                    schedule: optax.Schedule | None = None, prefix: str = "train"):
+  """Returns the pure step function (not yet jitted)."""
+
+  def step(state: TrainState, batch, rng: jax.Array):
+    rng = jax.random.fold_in(rng, state.step)
+
+    def compute(params):
+      model = nnx.merge(graphdef, params, state.model_state)
+      loss, aux = loss_fn(model, batch, rng)
+      _, _, new_model_state = nnx.split(model, nnx.Param, ...)
+      return loss, (aux, new_model_state)
+
+    (loss, (aux, model_state)), grads = jax.value_and_grad(compute, has_aux=True)(
+        state.params)
+    grad_norm = optax.global_norm(grads)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
+    new_state = TrainState(step=state.step + 1, params=keep(params, state.params),
+                           opt_state=keep(opt_state, state.opt_state),
+                           model_state=keep(model_state, state.model_state))
+    metrics = {f"{prefix}/loss": loss, f"{prefix}/grad_norm": grad_norm,
+               f"{prefix}/skipped": 1 - ok.astype(jnp.int32)}
+    if schedule is not None:
+      metrics[f"{prefix}/lr"] = schedule(state.step)
+    metrics.update({f"{prefix}/{k}": v for k, v in aux.items()})
+    return new_state, metrics
+
+  return step
+
+
+def compile_step(step_fn, abstract_state, state_shardings, abstract_batch, mesh, rules,
+                 batch_shardings=None, log_memory: bool = True):
+  """jit with explicit shardings and donated state; compiled now, memory logged."""
+  if batch_shardings is None:
+    batch_shardings = jax.tree.map(lambda x: sharding.data_sharding(mesh, x.ndim),
+                                   abstract_batch)
+  jitted = jax.jit(step_fn, in_shardings=(state_shardings, batch_shardings, None),
+                   out_shardings=(state_shardings, None), donate_argnums=(0,))
+  with sharding.use_mesh(mesh, rules):
+    compiled = jitted.lower(abstract_state, abstract_batch, jax.random.key(0)).compile()
+  if log_memory:
+    mem = compiled.memory_analysis()
+    if mem is not None:
+      reporting.log("compiled step: args %.1f MiB, outputs %.1f MiB, temps %.1f MiB "
+                    "(per device)", mem.argument_size_in_bytes / 2**20,
+                    mem.output_size_in_bytes / 2**20, mem.temp_size_in_bytes / 2**20)
+  return compiled, batch_shardings

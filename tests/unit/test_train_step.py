@@ -1,0 +1,100 @@
+"""The pure train step: sharded on a (2,2,2) mesh == unsharded; params really sharded."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from configs import micro
+from liveinterp.common import axes, mesh as mesh_lib, sharding
+from liveinterp.layers.embeddings import Embed
+from liveinterp.layers.linears import Dense
+from liveinterp.layers.normalizations import RMSNorm
+from liveinterp.train import optimizer, step as step_lib, train_state
+
+
+class TinyLM(nnx.Module):
+  def __init__(self, vocab, dim, hidden, rngs):
+    self.embed = Embed(vocab, dim, rngs=rngs)
+    self.norm = RMSNorm(dim, rngs=rngs)
+    self.up = Dense(dim, hidden, kernel_axes=(axes.EMBED, axes.MLP), rngs=rngs)
+    self.down = Dense(hidden, dim, kernel_axes=(axes.MLP, axes.EMBED), rngs=rngs)
+
+  def __call__(self, ids):
+    x = self.embed(ids)
+    x = sharding.shard_logical(x, (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_EMBED))
+    h = jax.nn.gelu(self.up(self.norm(x)))
+    h = sharding.shard_logical(h, (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_MLP))
+    return self.embed.attend(x + self.down(h))
+
+
+def loss_fn(model, batch, rng):
+  logits = model(batch["inputs"])
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"]).mean()
+  return loss, {"accuracy": (logits.argmax(-1) == batch["targets"]).mean()}
+
+
+def _run(mesh_kw, steps=3):
+  c = micro.get_config()
+  for k, v in mesh_kw.items():
+    c.mesh[k] = v
+  devices = jax.devices()[: int(np.prod(list(mesh_kw.values())))] if mesh_kw else jax.devices()[:1]
+  mesh = mesh_lib.create_mesh(c.mesh, devices)
+  rules = sharding.rules_from_config(c.logical_axis_rules)
+  tx = optimizer.make_optimizer(c.train)
+  model_fn = lambda rngs: TinyLM(64, 16, 32, rngs)
+  graphdef, state, shard = train_state.create_train_state(model_fn, tx, mesh, rules, seed=1)
+  rng = np.random.default_rng(0)
+  ids = rng.integers(0, 64, (8, 9)).astype(np.int32)
+  batch = {"inputs": jnp.asarray(ids[:, :-1]), "targets": jnp.asarray(ids[:, 1:])}
+  abstract_batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), batch)
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                          state)
+  step = step_lib.make_train_step(graphdef, loss_fn, tx)
+  compiled, batch_sh = step_lib.compile_step(step, abstract, shard, abstract_batch, mesh, rules)
+  batch = jax.device_put(batch, batch_sh)
+  losses = []
+  for i in range(steps):
+    state, metrics = compiled(state, batch, jax.random.key(0))
+    losses.append(float(metrics["train/loss"]))
+  return state, losses
+
+
+def test_sharded_step_equals_unsharded_and_params_are_sharded():
+  s1, l1 = _run({"ici_data": 1, "ici_fsdp": 1, "ici_tensor": 1})
+  s8, l8 = _run({"ici_data": 2, "ici_fsdp": 2, "ici_tensor": 2})
+  np.testing.assert_allclose(l1, l8, rtol=1e-5)
+  assert l8[-1] < l8[0]
+  for a, b in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s8.params)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+  up = s8.params["up"]["kernel"][...]
+  assert up.sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor")
+  assert up.addressable_shards[0].data.shape == (8, 16)
+  emb = s8.params["embed"]["embedding"][...]
+  assert emb.sharding.spec == jax.sharding.PartitionSpec("tensor", "fsdp")
+  mu = s8.opt_state[1][0].mu["up"]["kernel"][...]
+  assert mu.sharding.spec == up.sharding.spec  # optimizer state follows the params
+
+
+def test_nonfinite_step_is_skipped():
+  c = micro.get_config()
+  mesh = mesh_lib.create_mesh(c.mesh, jax.devices()[:1])
+  rules = sharding.rules_from_config(c.logical_axis_rules)
+  tx = optimizer.make_optimizer(c.train)
+  graphdef, state, shard = train_state.create_train_state(
+      lambda r: TinyLM(16, 8, 8, r), tx, mesh, rules)
+
+  def bad_loss(model, batch, rng):
+    loss, aux = loss_fn(model, batch, rng)
+    return loss * batch["scale"], aux
+
+  step = jax.jit(step_lib.make_train_step(graphdef, bad_loss, tx))
+  ids = jnp.zeros((2, 4), jnp.int32)
+  before = jax.tree.map(np.asarray, state.params)
+  state, m = step(state, {"inputs": ids, "targets": ids, "scale": jnp.float32(jnp.nan)},
+                  jax.random.key(0))
+  assert int(m["train/skipped"]) == 1 and int(state.step) == 1
+  for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(state.params)):
+    np.testing.assert_array_equal(a, np.asarray(b))
