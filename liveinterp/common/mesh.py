@@ -90,7 +90,7 @@ def create_mesh(mesh_cfg, devices: Sequence[jax.Device] | None = None) -> Mesh:
     except (ValueError, NotImplementedError, AssertionError):
       arr = np.asarray(devices).reshape(shape)
     return Mesh(arr, axes.MESH_AXES, axis_types=axis_types)
-  if all(hasattr(d, "slice_index") for d in devices):
+  if _num_slices(devices) == num_slices:  # real multislice (TPU): devices know their slice
     arr = mesh_utils.create_hybrid_device_mesh(ici, dcn, devices, allow_split_physical_axes=True)
   else:
     # Outer (dcn) blocks are processes (or emulated slices), inner (ici) their devices.
