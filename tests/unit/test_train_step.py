@@ -3,37 +3,11 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-import pytest
-from flax import nnx
 
 from configs import micro
-from liveinterp.common import axes, mesh as mesh_lib, sharding
-from liveinterp.layers.embeddings import Embed
-from liveinterp.layers.linears import Dense
-from liveinterp.layers.normalizations import RMSNorm
+from liveinterp.common import mesh as mesh_lib, sharding
 from liveinterp.train import optimizer, step as step_lib, train_state
-
-
-class TinyLM(nnx.Module):
-  def __init__(self, vocab, dim, hidden, rngs):
-    self.embed = Embed(vocab, dim, rngs=rngs)
-    self.norm = RMSNorm(dim, rngs=rngs)
-    self.up = Dense(dim, hidden, kernel_axes=(axes.EMBED, axes.MLP), rngs=rngs)
-    self.down = Dense(hidden, dim, kernel_axes=(axes.MLP, axes.EMBED), rngs=rngs)
-
-  def __call__(self, ids):
-    x = self.embed(ids)
-    x = sharding.shard_logical(x, (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_EMBED))
-    h = jax.nn.gelu(self.up(self.norm(x)))
-    h = sharding.shard_logical(h, (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_MLP))
-    return self.embed.attend(x + self.down(h))
-
-
-def loss_fn(model, batch, rng):
-  logits = model(batch["inputs"])
-  loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"]).mean()
-  return loss, {"accuracy": (logits.argmax(-1) == batch["targets"]).mean()}
+from tests.tiny_models import TinyLM, lm_loss as loss_fn
 
 
 def _run(mesh_kw, steps=3):
