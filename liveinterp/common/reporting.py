@@ -11,9 +11,11 @@ from absl import logging
 
 
 def log(msg: str, *args):
-  """absl info log on process 0 only."""
+  """Informational line on process 0 only (console and absl log)."""
   if jax.process_index() == 0:
-    logging.info(msg, *args)
+    text = msg % args if args else msg
+    logging.info(text)
+    print(text, flush=True)
 
 
 def console(msg: str):

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Idempotent set-up from scratch: creates .venv and installs the pinned requirements.
+# Re-runs are no-ops unless requirements.txt changed. Nothing is assumed pre-installed
+# but python3 (>= 3.11) with venv; espeak-ng comes from the espeakng-loader wheel, and the
+# optional LibreOffice/Bible/Ding corpora are fetched by the data build (apt-get download).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON_BIN:-python3}
+if ! "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null; then
+  echo "[setup] python3 venv/ensurepip missing: installing python3-venv with apt-get"
+  apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+fi
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+stamp=.venv/.requirements.sha256
+want=$(sha256sum requirements.txt | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "[setup] installing requirements into .venv (first time: ~2 min, ~3 GB)"
+  start=$(date +%s)
+  .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/python -m pip install -q -r requirements.txt 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/python -m pip check >/dev/null || { .venv/bin/python -m pip check; exit 1; }
+  TF_CPP_MIN_LOG_LEVEL=3 .venv/bin/python -c "import jax, flax, grain, orbax.checkpoint, clu.metric_writers" \
+    || { echo "[setup] import check failed" >&2; exit 1; }
+  echo "$want" > "$stamp"
+  echo "[setup] done in $(( $(date +%s) - start ))s"
+else
+  echo "[setup] .venv up to date"
+fi

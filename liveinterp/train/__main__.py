@@ -1,0 +1,48 @@
+"""`python -m liveinterp.train --config=configs/<recipe>.py:<stage> --workdir=DIR`.
+
+The same command runs under every launcher in launch/ (one process, N local processes,
+TPU VM workers, GKE/xpk, SLURM): distributed set-up is detected from flags/environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from liveinterp.common import distributed
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "config file[:stage]",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "stage output directory", required=True)
+_COORD = flags.DEFINE_string("coordinator_address", None, "host:port of process 0")
+_NPROC = flags.DEFINE_integer("num_processes", None, "processes in the job")
+_PID = flags.DEFINE_integer("process_id", None, "this process's index")
+_CPU = flags.DEFINE_integer("cpu_devices", 0, "CPU devices per process (0 = default)")
+_STOP_AT = flags.DEFINE_integer("stop_at", None, "stop this run at this step (checkpointed)")
+
+
+def main(argv):
+  del argv
+  # Metrics already reach the console through the progress line and TensorBoard through
+  # clu; keep absl's INFO chatter (including clu's logging writer) out of the console.
+  logging.set_verbosity(logging.WARNING)
+  distributed.initialize(_COORD.value, _NPROC.value, _PID.value, cpu_devices=_CPU.value)
+  # Imported after distributed init: nothing may touch JAX devices before it.
+  from liveinterp.common import reporting
+  from liveinterp.train import loop, stages
+
+  config = _CONFIG.value
+  stage = stages.build(config)
+  workdir = os.path.abspath(_WORKDIR.value)
+  result = loop.run(config, workdir, stage, stop_at=_STOP_AT.value)
+  if reporting.jax.process_index() == 0:
+    with open(os.path.join(workdir, "result.json"), "w") as f:
+      json.dump({k: v for k, v in result.items()}, f, indent=1)
+  reporting.console(f"[{config.stage}] done at step {result['step']}; outputs in {workdir}")
+
+
+if __name__ == "__main__":
+  app.run(main)
