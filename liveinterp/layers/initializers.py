@@ -19,12 +19,18 @@ def as_dtype(d) -> jnp.dtype:
 
 def param(rngs: nnx.Rngs, init: Initializer, shape: Sequence[int],
           logical_axes: Sequence[str | None], dtype=jnp.float32) -> nnx.Param:
-  """An `nnx.Param` initialised by `init` and annotated with logical axis names."""
+  """An `nnx.Param` initialised by `init` and annotated with logical axis names.
+
+  Under a mesh (`sharding.use_mesh`) the value is sharded as it is created; with no mesh
+  (plain single-device use, notebooks) it is not, but the names are kept as metadata.
+  """
   if len(logical_axes) != len(shape):
     raise ValueError(f"param: {len(logical_axes)} logical axes {tuple(logical_axes)} for "
                      f"shape {tuple(shape)}")
   value = init(rngs.params(), tuple(shape), as_dtype(dtype))
-  return nnx.Param(value, out_sharding=tuple(logical_axes))
+  mesh = jax.sharding.get_abstract_mesh()
+  eager = nnx.using_eager_sharding() and mesh is not None and not mesh.empty
+  return nnx.Param(value, out_sharding=tuple(logical_axes), eager_sharding=eager)
 
 
 def fan_in_normal(scale: float = 1.0, fan_in_axes: Sequence[int] = (0,)) -> Initializer:
