@@ -1,0 +1,1 @@
+"""Evaluation: latency (SimulEval definitions), quality, voice similarity, reports."""
