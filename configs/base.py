@@ -122,7 +122,7 @@ def get_config():
   c.llm = ml_collections.ConfigDict(dict(
       vocab_size=4096, d_model=256, num_layers=4, num_heads=4, num_kv_heads=2,
       head_dim=64, mlp_dim=768, rope_theta=10000.0, window=512, sink_tokens=8,
-      max_len=2048, tie_embeddings=True,
+      max_len=2048, tie_embeddings=True, remat="none",  # remat: none|full|dots|dots_no_batch
   ))
   c.codec = ml_collections.ConfigDict(dict(
       channels=16, latent_dim=64, codebook_size=256, num_codebooks=1,

@@ -1,0 +1,162 @@
+"""Fixed-size ring-buffer KV cache with attention sinks (StreamingLLM-style sliding window).
+
+Layout (one stream per batch row, every layer stacked on a leading axis):
+
+  k, v       [L, B, W, K, Dh]  keys (rotary already applied) and values, compute dtype
+  slot_pos   [B, W] int32      absolute position held by each slot, -1 = empty
+  length     [B] int32         tokens written so far = absolute position of the next token
+
+`W = window` slots. Slots `[0, sink)` hold positions `0 .. sink-1` forever (the *sinks*);
+slots `[sink, W)` are a ring over the later positions: position `p >= sink` lives in slot
+`sink + (p - sink) % (W - sink)`. Slot positions are the same for every layer, so they are
+stored once.
+
+Visibility rule (shared by the cache and by the training mask, so both see exactly the
+same keys): a query at position `q` sees the key at position `p` iff
+
+  p <= q  and  (p < sink  or  q - p < W - sink)
+
+i.e. the sinks plus the most recent `W - sink` positions (itself included). While
+`q < W` this is plain causal attention; past it every query sees exactly `W` keys, so the
+cost and memory of a step do not grow with the absolute position.
+
+Rotary positions: keys are rotated with their *absolute* position when they are written
+and never touched again. Rotary logits depend only on `q - p`, so a cached step computes
+exactly what the full forward with `attention_mask(..., window, sink)` computes (that is
+what the tests check). The alternative (StreamingLLM) re-positions keys by their slot
+inside the cache so that positions never exceed the window; we do not, because training
+then uses the very same mask and positions as inference. The price: the sinks sit at a
+distance `q - p` that grows with the stream, so training sequences should be long enough
+(or the position reset per utterance/segment) for the model to have seen such distances,
+and float32 rotary angles lose precision beyond ~1e6 positions.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from liveinterp.common import axes
+from liveinterp.common.sharding import shard_logical
+
+EMPTY = -1
+
+
+class KVCache(NamedTuple):
+  """Ring-buffer cache of all layers (see the module docstring for the layout)."""
+  k: jax.Array         # [L, B, W, K, Dh]
+  v: jax.Array         # [L, B, W, K, Dh]
+  slot_pos: jax.Array  # [B, W] int32, -1 = empty
+  length: jax.Array    # [B] int32
+
+
+def logical_axes() -> KVCache:
+  """Logical axis names of every cache leaf (for shardings of jitted inference steps)."""
+  kv = (axes.LAYERS, axes.CACHE_BATCH, axes.CACHE_LENGTH, axes.CACHE_KV_HEADS,
+        axes.CACHE_HEAD_DIM)
+  return KVCache(k=kv, v=kv, slot_pos=(axes.CACHE_BATCH, axes.CACHE_LENGTH),
+                 length=(axes.CACHE_BATCH,))
+
+
+def constrain(cache: KVCache) -> KVCache:
+  """Applies `shard_logical` with the cache's logical axes to every leaf."""
+  names = logical_axes()
+  return KVCache(*(shard_logical(x, n) for x, n in zip(cache, names)))
+
+
+def init(num_layers: int, batch: int, window: int, num_kv_heads: int, head_dim: int,
+         dtype=jnp.float32) -> KVCache:
+  """An empty cache: zeros for k/v, every slot position -1, length 0."""
+  shape = (num_layers, batch, window, num_kv_heads, head_dim)
+  cache = KVCache(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
+                  slot_pos=jnp.full((batch, window), EMPTY, jnp.int32),
+                  length=jnp.zeros((batch,), jnp.int32))
+  return constrain(cache)
+
+
+def window_visible(q_pos: jax.Array, k_pos: jax.Array, window: int | None,
+                   sink_tokens: int) -> jax.Array:
+  """Broadcasting bool: key at `k_pos` is visible to the query at `q_pos`.
+
+  `p <= q and (p < sink or q - p < window - sink)`; `window=None` means plain causal.
+  """
+  causal = k_pos <= q_pos
+  if window is None:
+    return causal
+  recent = (q_pos - k_pos) < (window - sink_tokens)
+  return causal & ((k_pos < sink_tokens) | recent)
+
+
+def attention_mask(positions_bt: jax.Array, segment_ids_bt: jax.Array | None = None,
+                   window: int | None = None, sink_tokens: int = 0) -> jax.Array:
+  """Training mask [B, 1, T, T] (True = attend) that reproduces what the cache sees.
+
+  Causal by index, same segment (packing), and the sink + sliding-window rule on the
+  positions (`window=None`: no window). Positions restart per packed segment, so every
+  segment has its own sinks.
+  """
+  t = positions_bt.shape[1]
+  idx = jnp.arange(t)
+  mask = (idx[None, :] <= idx[:, None])[None]  # [1, T, T]
+  mask = mask & window_visible(positions_bt[:, :, None], positions_bt[:, None, :],
+                               window, sink_tokens)
+  if segment_ids_bt is not None:
+    mask = mask & (segment_ids_bt[:, :, None] == segment_ids_bt[:, None, :])
+  return mask[:, None]
+
+
+def slot_of(pos: jax.Array, window: int, sink_tokens: int) -> jax.Array:
+  """Slot index of absolute position `pos` (sinks fixed, the rest a ring)."""
+  ring = window - sink_tokens
+  return jnp.where(pos < sink_tokens, pos, sink_tokens + (pos - sink_tokens) % ring)
+
+
+class ExtendPlan(NamedTuple):
+  """Everything a chunk of T new tokens needs, computed once for all layers."""
+  positions: jax.Array   # [B, T] absolute positions of the new tokens
+  write_idx: jax.Array   # [B, T] slot to write each token to; W = not written (dropped)
+  cache_mask: jax.Array  # [B, 1, T, W] queries x existing cache slots
+  new_mask: jax.Array    # [B, 1, T, T] queries x the chunk's own keys
+  slot_pos: jax.Array    # [B, W] slot positions after the write
+  length: jax.Array      # [B] length after the write
+
+
+def plan_extend(slot_pos_bw: jax.Array, length_b: jax.Array, valid_bt: jax.Array,
+                window: int, sink_tokens: int) -> ExtendPlan:
+  """Positions, slots and masks for appending the valid tokens of a [B, T] chunk.
+
+  Valid tokens of row b get positions `length[b], length[b]+1, ...` in order; invalid
+  ones (padding of rows with fewer new tokens) are neither attended to nor written, and
+  do not advance `length`. Queries attend to the cache as it was *before* the chunk plus
+  the chunk itself, so a chunk longer than the ring works, and of the chunk's tokens only
+  the sinks and the last `W - sink` are written (no two writes hit one slot).
+  """
+  valid = valid_bt.astype(bool)
+  vi = valid.astype(jnp.int32)
+  pos = length_b[:, None] + jnp.cumsum(vi, axis=1) - vi              # [B, T]
+  new_length = length_b + jnp.sum(vi, axis=1)
+  last = new_length[:, None] - 1
+  keep = valid & ((pos < sink_tokens) | (pos > last - (window - sink_tokens)))
+  write_idx = jnp.where(keep, slot_of(pos, window, sink_tokens), window)
+  b = jnp.arange(pos.shape[0])[:, None]
+  new_slot_pos = slot_pos_bw.at[b, write_idx].set(pos, mode="drop")
+  cache_mask = (slot_pos_bw[:, None, :] != EMPTY) & window_visible(
+      pos[:, :, None], slot_pos_bw[:, None, :], window, sink_tokens)
+  t = pos.shape[1]
+  idx = jnp.arange(t)
+  new_mask = ((idx[None, :] <= idx[:, None])[None] & valid[:, None, :]
+              & window_visible(pos[:, :, None], pos[:, None, :], window, sink_tokens))
+  return ExtendPlan(positions=pos, write_idx=write_idx, cache_mask=cache_mask[:, None],
+                    new_mask=new_mask[:, None], slot_pos=new_slot_pos,
+                    length=new_length)
+
+
+def write(cache_bwkd: jax.Array, new_btkd: jax.Array, write_idx_bt: jax.Array) -> jax.Array:
+  """Scatters the chunk's k or v [B, T, K, Dh] into one layer's cache [B, W, K, Dh].
+
+  Indices equal to W (dropped tokens) are ignored; shapes never change.
+  """
+  b = jnp.arange(cache_bwkd.shape[0])[:, None]
+  return cache_bwkd.at[b, write_idx_bt].set(new_btkd.astype(cache_bwkd.dtype), mode="drop")
