@@ -76,6 +76,8 @@ def validate(c, num_devices: int | None = None):
   if c.llm.num_heads % c.llm.num_kv_heads:
     raise ConfigError(f"llm.num_kv_heads={c.llm.num_kv_heads} does not divide "
                       f"llm.num_heads={c.llm.num_heads}")
+  if c.llm.remat not in ("none", "full", "dots", "dots_no_batch"):
+    raise ConfigError(f"llm.remat={c.llm.remat!r}: expected none|full|dots|dots_no_batch")
   if c.llm.head_dim % 2:
     raise ConfigError(f"llm.head_dim={c.llm.head_dim}: must be even (rotary embeddings)")
   if c.llm.sink_tokens >= c.llm.window:

@@ -59,6 +59,7 @@ BAD = [
     ("encoder.num_layers", 0, "encoder.num_layers=0: must be positive"),
     ("encoder.num_heads", 5, "encoder.num_heads=5 does not divide encoder.d_model=144"),
     ("llm.num_kv_heads", 3, "llm.num_kv_heads=3 does not divide llm.num_heads=4"),
+    ("llm.remat", "some", "llm.remat='some'"),
     ("llm.head_dim", 63, "llm.head_dim=63: must be even"),
     ("llm.sink_tokens", 600, "llm.sink_tokens=600 must be < llm.window=512"),
     ("stream.chunk_ms", 650, "stream.chunk_ms=650 is not a multiple"),
