@@ -109,6 +109,17 @@ def run(config, workdir: str, stage: Stage, stop_at: int | None = None) -> dict:
     _, state, _ = train_state.create_train_state(stage.model_fn, tx, mesh, rules,
                                                  seed=config.seed)
     start = 0
+    if config.train.init_from:
+      if not os.path.isdir(os.path.join(config.train.init_from, "checkpoints")):
+        raise FileNotFoundError(f"train.init_from={config.train.init_from!r}: no "
+                                f"checkpoints/ directory there")
+      src = checkpointing.Checkpointer(os.path.join(config.train.init_from, "checkpoints"))
+      try:
+        params = src.restore_params(abstract.params)
+      finally:
+        src.close()
+      state = state.replace(params=params)
+      reporting.console(f"[{stage.name}] initialised params from {config.train.init_from}")
   n_params = train_state.param_count(state.params)
   reporting.console(f"[{stage.name}] {n_params:,} parameters; mesh {dict(mesh.shape)}; "
                     f"{jax.process_count()} process(es), {jax.device_count()} devices")

@@ -78,3 +78,21 @@ def test_restore_onto_a_different_mesh(tmp_path):
   assert step == 4
   k = s.params["up"]["kernel"][...]
   assert k.sharding.spec == jax.sharding.PartitionSpec("fsdp", None)
+
+
+def test_init_from_another_run(tmp_path):
+  a, b = str(tmp_path / "a"), str(tmp_path / "b")
+  loop.run(_cfg(4), a, _stage())
+  c = _cfg(1)
+  c.train.init_from = a
+  c.train.learning_rate = 1e-12
+  c.train.weight_decay = 0.0
+  loop.run(c, b, _stage())
+  _, sa = _params(a, 4)
+  _, sb = _params(b, 1)
+  for x, y in zip(jax.tree.leaves(sa.params), jax.tree.leaves(sb.params)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-6)
+  c.train.init_from = str(tmp_path / "nope")
+  import pytest
+  with pytest.raises(FileNotFoundError, match="nope"):
+    loop.run(c, str(tmp_path / "c"), _stage())

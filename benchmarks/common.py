@@ -1,0 +1,63 @@
+"""Shared benchmark helpers: timing, the matmul roofline, table printing, JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def time_fn(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> float:
+  """Best wall time (s) of `fn()` (which must block on its result)."""
+  for _ in range(warmup):
+    fn()
+  best = float("inf")
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    fn()
+    best = min(best, time.perf_counter() - t0)
+  return best
+
+
+def matmul_flops_per_second(n: int = 1024, dtype=jnp.float32, repeats: int = 5) -> float:
+  """Measured FLOP/s of an n×n×n matmul on the default device (the roofline)."""
+  k1, k2 = jax.random.split(jax.random.key(0))
+  a = jax.random.normal(k1, (n, n), dtype)
+  b = jax.random.normal(k2, (n, n), dtype)
+  f = jax.jit(lambda a, b: a @ b)
+  t = time_fn(lambda: f(a, b).block_until_ready(), repeats=repeats)
+  return 2.0 * n ** 3 / t
+
+
+def environment() -> dict:
+  return {"backend": jax.default_backend(), "devices": jax.device_count(),
+          "device_kind": jax.devices()[0].device_kind, "jax": jax.__version__,
+          "machine": platform.machine(), "cpus": os.cpu_count()}
+
+
+def print_table(rows: Sequence[dict], columns: Sequence[str]):
+  def fmt(v):
+    if isinstance(v, float):
+      return f"{v:.3g}"
+    return str(v)
+  cells = [[fmt(r.get(c, "")) for c in columns] for r in rows]
+  widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+  print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+  print("  ".join("-" * w for w in widths))
+  for row in cells:
+    print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+
+
+def write_json(path: str, payload: dict):
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(payload, f, indent=1, default=lambda o: float(o) if np.isscalar(o) else str(o))
+  print(f"wrote {path}")

@@ -1,0 +1,97 @@
+"""Regenerates the README's results section from benchmarks/results/*.json.
+
+    python benchmarks/render_readme.py [--check]
+
+Every number in the section comes from a JSON file written by a benchmark or an
+evaluation; `--check` exits 1 when the README is out of date.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "benchmarks", "results")
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def _fmt(v):
+  if isinstance(v, bool):
+    return str(v)
+  if isinstance(v, float):
+    if v != 0 and (abs(v) >= 1e5 or abs(v) < 1e-2):
+      return f"{v:.3g}"
+    return f"{v:.3f}".rstrip("0").rstrip(".")
+  if isinstance(v, int) and abs(v) >= 100_000:
+    return f"{v / 1e6:.2f}M"
+  return str(v)
+
+
+def table(rows, columns, headers=None):
+  headers = headers or columns
+  out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(columns)]
+  for r in rows:
+    out.append("| " + " | ".join(_fmt(r.get(c, "")) for c in columns) + " |")
+  return "\n".join(out)
+
+
+def render_model_summary(data):
+  rows = data if isinstance(data, list) else data["rows"]
+  sizes = [r["size"] for r in rows]
+  keys = [k for k in rows[0] if k != "size"]
+  for r in rows[1:]:
+    keys += [k for k in r if k not in keys and k != "size"]
+  body = [{"metric": k, **{r["size"]: r.get(k, "") for r in rows}} for k in keys]
+  return ("### Model sizes (`python -m liveinterp.models.summary --compile "
+          "--out=benchmarks/results/model_summary.json`)\n\n" + table(body, ["metric"] + sizes))
+
+
+def render_generic(name, data):
+  rows = data.get("rows") if isinstance(data, dict) else data
+  if not rows:
+    return f"### {name}\n\n```\n{json.dumps(data, indent=1)[:2000]}\n```"
+  cols = [c for c in rows[0]]
+  env = data.get("env") if isinstance(data, dict) else None
+  head = f"### {name} (`{data.get('command', 'benchmarks/' + name + '.py')}`)" \
+      if isinstance(data, dict) else f"### {name}"
+  foot = f"\n\nMeasured on: {_fmt_env(env)}" if env else ""
+  return head + "\n\n" + table(rows, cols) + foot
+
+
+def _fmt_env(env):
+  return ", ".join(f"{k}={v}" for k, v in env.items())
+
+
+RENDERERS = {"model_summary": render_model_summary}
+
+
+def render() -> str:
+  parts = []
+  for path in sorted(glob.glob(os.path.join(RESULTS, "*.json"))):
+    name = os.path.splitext(os.path.basename(path))[0]
+    with open(path) as f:
+      data = json.load(f)
+    parts.append(RENDERERS.get(name, lambda d, n=name: render_generic(n, d))(data))
+  return "\n\n".join(parts) if parts else "_No benchmark results yet._"
+
+
+def update_readme(check: bool = False) -> bool:
+  path = os.path.join(ROOT, "README.md")
+  text = open(path).read()
+  a, b = text.index(START) + len(START), text.index(END)
+  new = text[:a] + "\n" + render() + "\n" + text[b:]
+  if check:
+    return new == text
+  with open(path, "w") as f:
+    f.write(new)
+  return True
+
+
+if __name__ == "__main__":
+  ok = update_readme(check="--check" in sys.argv)
+  if not ok:
+    print("README results section is out of date: run python benchmarks/render_readme.py")
+    sys.exit(1)

@@ -1,0 +1,201 @@
+"""Model sizes: parameters per module, FLOPs, and per-device memory on pod meshes.
+
+    python -m liveinterp.models.summary [--sizes=micro,tiny,small,1b,7b] [--compile]
+        [--out=summary.json]
+
+Nothing real is allocated: parameter counts come from `nnx.eval_shape`; per-device
+memory of the train state on a size's pod mesh (`mesh.pod_devices`) is computed from
+each parameter's shard shape on an `AbstractMesh`; `--compile` additionally compiles
+the S2ST train step (forward + backward + AdamW) for 8 fake CPU devices at a reduced
+batch and prints XLA's memory analysis.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import sys
+import time
+
+from absl import app, flags
+
+_SIZES = flags.DEFINE_list("sizes", ["micro", "tiny", "small", "1b", "7b"], "sizes")
+_COMPILE = flags.DEFINE_bool("compile", False, "also compile the train step (8 CPU devices)")
+_COMPILE_SIZES = flags.DEFINE_list("compile_sizes", ["1b", "7b"], "sizes to compile")
+_OUT = flags.DEFINE_string("out", "", "write the table as JSON here")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def load_recipe(size: str, stage: str = "pretrain"):
+  """The `configs/<size>.py` recipe (importable from anywhere)."""
+  if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+  spec = importlib.util.spec_from_file_location(f"recipe_{size}",
+                                                os.path.join(ROOT, "configs", f"{size}.py"))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod.get_config(stage)
+
+
+def module_builders():
+  from liveinterp.models import adapter, codec, conformer, llm, voice
+  return {
+      "encoder": lambda cfg, rngs: conformer.ConformerEncoder(cfg, rngs=rngs),
+      "adapter": lambda cfg, rngs: adapter.Adapter.from_config(cfg, rngs=rngs),
+      "llm": lambda cfg, rngs: llm.LLM(cfg, rngs=rngs),
+      "codec": lambda cfg, rngs: codec.Codec(cfg, rngs=rngs),
+      "voice": lambda cfg, rngs: voice.SpeakerEncoder(cfg, rngs=rngs),
+  }
+
+
+def abstract_params(cfg, build):
+  import jax
+  from flax import nnx
+  with nnx.use_eager_sharding(False):
+    model = nnx.eval_shape(lambda: build(cfg, nnx.Rngs(0)))
+  return nnx.state(model, nnx.Param)
+
+
+def count(tree) -> int:
+  import jax
+  return int(sum(math.prod(x.shape) for x in jax.tree.leaves(tree)))
+
+
+def pod_mesh(cfg, devices: int):
+  """AbstractMesh of the recipe's ici sizes filled for `devices` (single slice)."""
+  from jax.sharding import AbstractMesh, AxisType
+  from liveinterp.common import axes, mesh as mesh_lib
+  sizes = mesh_lib.fill_axis_sizes([cfg.mesh[f"ici_{a}"] for a in axes.MESH_AXES],
+                                   devices, "ici")
+  return AbstractMesh(tuple(sizes), axes.MESH_AXES,
+                      axis_types=(AxisType.Auto,) * len(axes.MESH_AXES))
+
+
+def per_device_state_bytes(cfg, params, mesh) -> dict[str, float]:
+  """Largest per-device shard bytes of params + AdamW (mu, nu) in param dtype."""
+  import jax
+  import numpy as np
+  from flax import nnx
+  from jax.sharding import NamedSharding
+  from liveinterp.common import sharding
+  rules = sharding.rules_from_config(cfg.logical_axis_rules)
+  sizes = dict(mesh.shape)
+  itemsize = np.dtype(cfg.param_dtype).itemsize
+  total = 0
+  leaves = jax.tree.leaves(params, is_leaf=lambda x: isinstance(x, nnx.Variable))
+  for v in leaves:
+    names = v.get_metadata().get("out_sharding") or (None,) * len(v.shape)
+    spec = sharding.logical_to_spec(names, rules, sizes)
+    total += math.prod(NamedSharding(mesh, spec).shard_shape(v.shape)) * itemsize
+  return {"params_GiB": total / 2**30, "train_state_GiB": 3 * total / 2**30}
+
+
+def compiled_memory(cfg, batch: int = 8, seq: int = 256) -> dict[str, float]:
+  """Compile (no run) the S2ST train step on 8 fake CPU devices; XLA memory analysis."""
+  import jax
+  import jax.numpy as jnp
+  import optax
+  from liveinterp.common import axes, mesh as mesh_lib, sharding
+  from liveinterp.models import s2st
+  from liveinterp.train import optimizer, step as step_lib, train_state
+  devices = jax.devices()[:8]
+  c = cfg.copy_and_resolve_references()
+  c.mesh.ici_data, c.mesh.ici_tensor = 1, min(int(cfg.mesh.ici_tensor), 2)
+  c.mesh.ici_fsdp = -1
+  mesh = mesh_lib.create_mesh(c.mesh, devices)
+  rules = sharding.rules_from_config(c.logical_axis_rules)
+  tx = optimizer.make_optimizer(c.train)
+  model_fn = lambda rngs: s2st.S2ST(c, rngs=rngs)
+
+  def loss_fn(model, batch, rng):
+    del rng
+    logits, _ = model(batch["tokens"], batch["audio"], batch["audio_slots"])
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits[:, :-1], batch["tokens"][:, 1:])
+    return ce.mean(), {}
+
+  graphdef, abstract, shardings = train_state.abstract_state(model_fn, tx, mesh, rules)
+  chunk = int(c.stream.chunk_ms * c.audio.sample_rate // 1000)
+  abstract_batch = {
+      "tokens": jax.ShapeDtypeStruct((batch, seq), jnp.int32),
+      "audio": jax.ShapeDtypeStruct((batch, 2 * chunk), jnp.float32),
+      "audio_slots": jax.ShapeDtypeStruct((batch, seq), jnp.bool_),
+  }
+  step = step_lib.make_train_step(graphdef, loss_fn, tx)
+  t0 = time.perf_counter()
+  compiled, _ = step_lib.compile_step(step, abstract, shardings, abstract_batch, mesh, rules,
+                                      log_memory=False)
+  mem = compiled.memory_analysis()
+  return {"compile_s": time.perf_counter() - t0,
+          "mesh": "x".join(str(v) for v in mesh.shape.values()),
+          "batch": batch, "seq": seq,
+          "argument_GiB": mem.argument_size_in_bytes / 2**30,
+          "output_GiB": mem.output_size_in_bytes / 2**30,
+          "temp_GiB": mem.temp_size_in_bytes / 2**30}
+
+
+def summarize(size: str, with_compile: bool = False) -> dict:
+  from liveinterp.models import adapter, codec, conformer, llm
+  cfg = load_recipe(size)
+  row = {"size": size}
+  params = {}
+  for name, build in module_builders().items():
+    params[name] = abstract_params(cfg, build)
+    row[f"params/{name}"] = count(params[name])
+  row["params/s2st"] = row["params/encoder"] + row["params/adapter"] + row["params/llm"]
+  f = llm.flops_per_token(cfg)
+  row["flops/llm_train_per_token"] = f["train"]
+  row["flops/llm_decode_per_token"] = f["inference"]
+  row["flops/encoder_per_audio_s"] = conformer.flops_per_second(cfg)
+  row["flops/adapter_per_audio_s"] = adapter.flops_per_second(cfg)
+  row["flops/codec_per_audio_s"] = float(sum(codec.flops_per_second(cfg).values()))
+  if cfg.mesh.pod_devices:
+    mesh = pod_mesh(cfg, int(cfg.mesh.pod_devices))
+    s2st_params = {k: params[k] for k in ("encoder", "adapter", "llm")}
+    mem = per_device_state_bytes(cfg, s2st_params, mesh)
+    row["pod/devices"] = int(cfg.mesh.pod_devices)
+    row["pod/mesh"] = "x".join(str(v) for v in mesh.shape.values())
+    row["pod/params_GiB_per_device"] = mem["params_GiB"]
+    row["pod/train_state_GiB_per_device"] = mem["train_state_GiB"]
+  if with_compile:
+    for k, v in compiled_memory(cfg).items():
+      row[f"compiled/{k}"] = v
+  return row
+
+
+def _fmt(v):
+  if isinstance(v, float):
+    return f"{v:.3g}"
+  if isinstance(v, int) and v >= 10_000:
+    return f"{v / 1e6:.2f}M"
+  return str(v)
+
+
+def print_table(rows):
+  keys = []
+  for r in rows:
+    keys += [k for k in r if k not in keys]
+  w = max(len(k) for k in keys)
+  print(f"{'':{w}} " + " ".join(f"{r['size']:>12}" for r in rows))
+  for k in keys[1:]:
+    print(f"{k:{w}} " + " ".join(f"{_fmt(r.get(k, '')):>12}" for r in rows))
+
+
+def main(argv):
+  del argv
+  import jax
+  if _COMPILE.value:
+    jax.config.update("jax_num_cpu_devices", 8)
+  rows = [summarize(s, _COMPILE.value and s in _COMPILE_SIZES.value) for s in _SIZES.value]
+  print_table(rows)
+  if _OUT.value:
+    os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
+    with open(_OUT.value, "w") as fh:
+      json.dump(rows, fh, indent=1)
+    print(f"wrote {_OUT.value}")
+
+
+if __name__ == "__main__":
+  app.run(main)
