@@ -1,0 +1,480 @@
+"""grain input pipelines for every training stage, ending in global jax Arrays.
+
+```
+TFDS ArrayRecord source ─► decode ─► per-process slice ─► seeded shuffle ─► repeat
+   ─► stage transform (codec crops | pretraining task mixture | SFT interleaved stream)
+   ─► packing (first-fit, to data.seq_len) or padding ─► batch ─► worker prefetch
+   ─► make_global_batch: jax.make_array_from_process_local_data(data sharding, batch)
+```
+
+- `codec`: one random crop of an utterance (source or target speech of a record, both in
+  the record speaker's voice) plus a crop of a *different* utterance of the same speaker
+  for the speaker embedding, and the speaker's integer id.
+- `pretrain`: per example one of ASR / ST / TTS / S2ST (weights configurable; tasks a
+  record cannot serve, e.g. TTS without target speech, are re-drawn among the others).
+- `sft`: the interleaved SIMUL stream (`stream_format.simul_example`), alignment or wait-k
+  policy.
+
+Everything random is a pure function of (seed, element index), so iterators checkpoint
+exactly: `it.get_state()` / `it.set_state(state)`, or through orbax with
+`grain.checkpoint.CheckpointSave/CheckpointRestore` (`orbax_save_args`,
+`orbax_restore_args`).
+
+Packed token rows hold several examples: `segment_ids` (0 = padding) and `positions`
+restart per example. Audio is packed in parallel, one row per `<audio>` slot, into
+`audio` int16[seq_len, S] (S = `StreamSpec.slot_samples`, 80 ms) with
+`audio_segment_ids` int32[seq_len]: the k-th `<audio>` token of a row is `audio[k]`
+(a row never has more slots than tokens, so seq_len slot rows always suffice).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import os
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import grain
+import jax
+import numpy as np
+from flax.core import spmd as core_spmd
+
+from data_pipelines import stream_format as sfmt
+from data_pipelines.tfds_builders import common as tfds_common
+from liveinterp.common import sharding as shard_lib
+
+STAGES = ("codec", "pretrain", "sft")
+PRETRAIN_TASKS = ("asr", "st", "tts", "s2st")
+# Sources whose target speech is *not* in the record speaker's voice (CVSS-C has one
+# canonical target voice; CoVoST has no target speech at all).
+TARGET_NOT_SPEAKER = frozenset({"cvss-c", "covost2"})
+
+CodesFn = Callable[[Mapping[str, Any]], np.ndarray | None]
+
+
+# ---- sources -------------------------------------------------------------------------
+class DecodedSource:
+  """Random-access source of records in the corpus schema (str fields decoded).
+
+  Wraps a TFDS `data_source` (ArrayRecord) or any sequence of raw/decoded records.
+  """
+
+  def __init__(self, source: Sequence[Any], name: str = ""):
+    self._source = source
+    self.name = name or type(source).__name__
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __getitem__(self, i: int) -> dict:
+    return tfds_common.decode_example(self._source[int(i)])
+
+  def __repr__(self):
+    return f"DecodedSource({self.name}, n={len(self)})"
+
+
+def open_source(data_dir: str, name: str, split: str) -> DecodedSource:
+  """A prepared TFDS build, e.g. `open_source(d, 'liveinterp_corpus/zh_en_micro', 'train')`."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  import data_pipelines.tfds_builders  # noqa: F401  (registers the builders)
+  src = tfds.data_source(name, split=split, data_dir=data_dir, download=False,
+                         try_gcs=False)
+  return DecodedSource(src, name=f"{name}[{split}]")
+
+
+def open_corpus(cfg, split: str = "train", data_dir: str | None = None) -> DecodedSource:
+  """The corpus build named by `cfg.data` (pair, build size, data_dir)."""
+  from data_pipelines.tfds_builders import liveinterp_corpus  # pylint: disable=g-import-not-at-top
+  d = data_dir or cfg.data.data_dir
+  if not d:
+    raise ValueError("data.data_dir is empty: where was the corpus built? "
+                     "(python -m data_pipelines.build --data_dir=...)")
+  name = "liveinterp_corpus/" + liveinterp_corpus.config_name(cfg.data.pair, cfg.data.build)
+  return open_source(os.path.join(d, "tfds") if os.path.isdir(os.path.join(d, "tfds"))
+                     else d, name, split)
+
+
+def shard_options(process_index: int | None = None,
+                  process_count: int | None = None) -> grain.sharding.ShardOptions:
+  """This process's slice of the data (defaults from jax.process_index/count)."""
+  if process_index is None and process_count is None:
+    return grain.sharding.ShardByJaxProcess(drop_remainder=True)
+  return grain.sharding.ShardOptions(shard_index=int(process_index or 0),
+                                     shard_count=int(process_count or 1),
+                                     drop_remainder=True)
+
+
+def local_batch_size(global_batch: int, process_count: int | None = None) -> int:
+  """Per-process batch: the global batch split evenly across processes."""
+  n = jax.process_count() if process_count is None else process_count
+  if global_batch % n:
+    raise ValueError(f"train.batch_size={global_batch} is not divisible by the "
+                     f"{n} processes")
+  return global_batch // n
+
+
+class EpochPermutationMapDataset(grain.MapDataset):
+  """Global shuffle, reshuffled every epoch, from a cached numpy permutation.
+
+  Same contract as `MapDataset.shuffle` (index i of epoch e -> a fixed permutation of
+  epoch e, so iterator checkpoints stay exact) but O(1) per element: grain's
+  `index_shuffle` cycle-walks a block cipher and costs ~5 ms per element for datasets of
+  a few dozen records (micro builds), ~0.1 ms at 1k. Use below ~10^7 records (one int64
+  permutation per epoch in memory).
+  """
+
+  _MUTATES_ELEMENT_SPEC = False
+
+  def __init__(self, parent: grain.MapDataset, *, seed: int):
+    super().__init__(parent)
+    self._seed = int(seed)
+    self._perms: dict[int, np.ndarray] = {}
+
+  def __len__(self) -> int:
+    return len(self._parent)
+
+  def __str__(self) -> str:
+    return "EpochPermutationMapDataset"
+
+  def _perm(self, epoch: int) -> np.ndarray:
+    p = self._perms.get(epoch)
+    if p is None:
+      p = np.random.default_rng([self._seed, epoch]).permutation(len(self._parent))
+      if len(self._perms) > 2:
+        self._perms.clear()
+      self._perms[epoch] = p
+    return p
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    n = len(self._parent)
+    epoch, i = divmod(int(index), n)
+    return self._parent[int(self._perm(epoch)[i]) + epoch * n]
+
+  def __getstate__(self):
+    state = self.__dict__.copy()
+    state["_perms"] = {}
+    return state
+
+
+def _base_dataset(source: Sequence[Any], seed: int, shard: grain.sharding.ShardOptions,
+                  num_epochs: int | None, shuffle: bool) -> grain.MapDataset:
+  ds = grain.MapDataset.source(source)
+  if shard.shard_count > 1:
+    n = len(ds) - (len(ds) % shard.shard_count if shard.drop_remainder else 0)
+    ds = ds[shard.shard_index:n:shard.shard_count]
+  if len(ds) == 0:
+    raise ValueError(f"source {source!r} has no records for shard {shard.shard_index} of "
+                     f"{shard.shard_count}")
+  ds = ds.seed(seed)
+  if shuffle:
+    ds = EpochPermutationMapDataset(ds, seed=seed) if len(ds) < 10**7 else ds.shuffle()
+  return ds.repeat(num_epochs)
+
+
+# ---- codec stage -----------------------------------------------------------------------
+def speaker_index(source: Sequence[Mapping[str, Any]], cache_path: str | None = None,
+                  ) -> dict[str, list[tuple[int, str]]]:
+  """speaker -> [(record index, audio field), …] of every usable utterance.
+
+  An utterance is a non-empty `src_audio`, or a `tgt_audio` from a source whose target
+  voice is the speaker's. Speakers with a single utterance are left out (no *different*
+  reference utterance). Cached as JSON at `cache_path` when given.
+  """
+  if cache_path and os.path.exists(cache_path):
+    with open(cache_path) as f:
+      cached = json.load(f)
+    if cached.get("num_records") == len(source):
+      return {k: [tuple(u) for u in v] for k, v in cached["speakers"].items()}
+  spk: dict[str, list[tuple[int, str]]] = {}
+  for i in range(len(source)):
+    r = source[i]
+    utts = spk.setdefault(r["speaker"], [])
+    if len(r["src_audio"]):
+      utts.append((i, "src_audio"))
+    if len(r["tgt_audio"]) and r["source"] not in TARGET_NOT_SPEAKER:
+      utts.append((i, "tgt_audio"))
+  out = {k: v for k, v in sorted(spk.items()) if len(v) >= 2}
+  dropped = len(spk) - len(out)
+  if dropped:
+    logging.info("speaker_index: %d speakers with a single utterance left out", dropped)
+  if cache_path:
+    os.makedirs(os.path.dirname(os.path.abspath(cache_path)), exist_ok=True)
+    with open(cache_path + ".tmp", "w") as f:
+      json.dump(dict(num_records=len(source), speakers=out), f)
+    os.replace(cache_path + ".tmp", cache_path)
+  return out
+
+
+def _crop(audio: np.ndarray, n: int, rng: np.random.Generator, align: int = 1):
+  """Random crop of `n` samples (start a multiple of `align`), zero-padded; (crop, valid)."""
+  out = np.zeros((n,), np.int16)
+  if audio.size <= n:
+    out[:audio.size] = audio
+    return out, audio.size
+  hi = (audio.size - n) // align
+  s = int(rng.integers(0, hi + 1)) * align
+  out[:] = audio[s:s + n]
+  return out, n
+
+
+class CodecTransform(grain.transforms.RandomMap):
+  """(record index, field) -> audio crop + a crop of another utterance of the speaker."""
+
+  def __init__(self, source: Sequence[Mapping[str, Any]],
+               speakers: Mapping[str, Sequence[tuple[int, str]]], crop_samples: int,
+               ref_samples: int, align: int):
+    self.source = source
+    self.speakers = {k: [tuple(u) for u in v] for k, v in speakers.items()}
+    self.speaker_ids = {k: i for i, k in enumerate(sorted(self.speakers))}
+    self.crop_samples, self.ref_samples, self.align = crop_samples, ref_samples, align
+
+  def random_map(self, element, rng: np.random.Generator):
+    spk, rec_idx, field = element
+    rec = self.source[rec_idx]
+    audio, n = _crop(np.asarray(rec[field], np.int16), self.crop_samples, rng, self.align)
+    others = [u for u in self.speakers[spk] if u != (rec_idx, field)]
+    o_idx, o_field = others[int(rng.integers(0, len(others)))]
+    ref_rec = rec if o_idx == rec_idx else self.source[o_idx]
+    ref, rn = _crop(np.asarray(ref_rec[o_field], np.int16), self.ref_samples, rng)
+    return dict(audio=audio, audio_lengths=np.int32(n), ref_audio=ref,
+                ref_audio_lengths=np.int32(rn), speaker_id=np.int32(self.speaker_ids[spk]))
+
+
+def codec_dataset(source: Sequence[Mapping[str, Any]], cfg, *, batch_size: int,
+                  seed: int = 0, shard: grain.sharding.ShardOptions | None = None,
+                  num_epochs: int | None = None, crop_ms: int = 1000, ref_ms: int = 2000,
+                  speakers: Mapping[str, Sequence[tuple[int, str]]] | None = None,
+                  speaker_cache: str | None = None, shuffle: bool = True,
+                  worker_count: int = 0, read_threads: int = 2) -> grain.IterDataset:
+  """Batches of {audio int16[B, crop], audio_lengths int32[B], ref_audio int16[B, ref],
+  ref_audio_lengths int32[B], speaker_id int32[B]}.
+
+  The speaker index scans the source once (cached as JSON at `speaker_cache` if given).
+  """
+  sr = cfg.audio.sample_rate
+  hop = int(math.prod(cfg.codec.strides))
+  crop = max(hop, crop_ms * sr // 1000 // hop * hop)
+  ref = ref_ms * sr // 1000
+  speakers = speaker_index(source, speaker_cache) if speakers is None else speakers
+  utterances = [(spk, int(i), f) for spk, utts in speakers.items() for i, f in utts]
+  if not utterances:
+    raise ValueError(f"{source!r}: no speaker has two utterances; the codec stage needs a "
+                     f"different utterance of the same speaker")
+  shard = shard or shard_options()
+  ds = _base_dataset(utterances, seed, shard, num_epochs, shuffle)
+  ds = ds.random_map(CodecTransform(source, speakers, crop, ref, hop))
+  return _finish(ds, batch_size, worker_count, read_threads)
+
+
+# ---- pretraining / SFT -------------------------------------------------------------------
+class StreamTransform(grain.transforms.RandomMap):
+  """Record -> one token sequence of the stream format (None when the record can't serve)."""
+
+  def __init__(self, tokenizer, spec: sfmt.StreamSpec, stage: str, *,
+               task_weights: Mapping[str, float] | None = None, policy: str = "alignment",
+               wait_k: int = 3, codes_fn: CodesFn | None = None):
+    if stage not in ("pretrain", "sft"):
+      raise ValueError(f"stage={stage!r}: expected 'pretrain' or 'sft'")
+    self.tok, self.spec, self.stage = tokenizer, spec, stage
+    w = dict(task_weights or {t: 1.0 for t in PRETRAIN_TASKS})
+    unknown = set(w) - set(PRETRAIN_TASKS)
+    if unknown:
+      raise ValueError(f"task_weights: unknown tasks {sorted(unknown)}; known "
+                       f"{PRETRAIN_TASKS}")
+    self.tasks = [t for t in PRETRAIN_TASKS if w.get(t, 0) > 0]
+    if not self.tasks:
+      raise ValueError("task_weights: every weight is 0")
+    p = np.asarray([w[t] for t in self.tasks], np.float64)
+    self.probs = p / p.sum()
+    self.policy, self.wait_k, self.codes_fn = policy, wait_k, codes_fn
+
+  def random_map(self, rec, rng: np.random.Generator):
+    codes = self.codes_fn(rec) if self.codes_fn is not None else None
+    if self.stage == "sft":
+      try:
+        ex = sfmt.simul_example(rec, self.tok, self.spec, tgt_codes=codes,
+                                policy=self.policy, k=self.wait_k)
+      except sfmt.FormatError as e:
+        logging.debug("sft skip: %s", e)
+        return None
+      return ex
+    order = list(rng.choice(len(self.tasks), size=len(self.tasks), replace=False,
+                            p=self.probs))
+    for ti in order:  # the drawn task first, then the others in weighted random order
+      try:
+        return sfmt.pretrain_example(rec, self.tok, self.spec, self.tasks[ti],
+                                     tgt_codes=codes)
+      except sfmt.FormatError as e:
+        logging.debug("pretrain %s skip: %s", self.tasks[ti], e)
+    return None
+
+
+_PACKED = ("tokens", "loss_mask", "audio_slot_mask", "chunk_index", "audio")
+
+
+def _not_none(ex) -> bool:
+  return ex is not None
+
+
+def _select_packed(ex):
+  return {k: ex[k] for k in _PACKED}
+
+
+def _rename_packed(row):
+  return dict(tokens=row["tokens"], loss_mask=row["loss_mask"],
+              audio_slot_mask=row["audio_slot_mask"], chunk_index=row["chunk_index"],
+              segment_ids=row["tokens_segment_ids"], positions=row["tokens_positions"],
+              audio=row["audio"], audio_segment_ids=row["audio_segment_ids"])
+
+
+def _pack(ds: grain.IterDataset, seq_len: int, num_bins: int,
+          seed: int) -> grain.IterDataset:
+  """First-fit packing of token features and audio slot rows to `seq_len`."""
+  lengths = {k: seq_len for k in _PACKED}
+  padding = {k: 0 for k in _PACKED}
+  padding["chunk_index"] = -1
+  packed = grain.experimental.FirstFitPackIterDataset(
+      ds.map(_select_packed), length_struct=lengths, num_packing_bins=num_bins, seed=seed,
+      shuffle_bins=True, padding_struct=padding)
+  return packed.map(_rename_packed)
+
+
+def pad_example(ex: Mapping[str, np.ndarray], seq_len: int) -> dict:
+  """One example padded to `seq_len` tokens and audio slot rows (one segment per row)."""
+  L, n_slots = ex["tokens"].size, ex["audio"].shape[0]
+  if L > seq_len or n_slots > seq_len:
+    raise ValueError(f"example of {L} tokens / {n_slots} audio slots exceeds "
+                     f"seq_len={seq_len}")
+
+  def pad(x, n, v=0):
+    out = np.full((n,) + x.shape[1:], v, x.dtype)
+    out[:x.shape[0]] = x
+    return out
+  seg = pad(np.ones((L,), np.int32), seq_len)
+  return dict(tokens=pad(ex["tokens"], seq_len), loss_mask=pad(ex["loss_mask"], seq_len),
+              audio_slot_mask=pad(ex["audio_slot_mask"], seq_len),
+              chunk_index=pad(ex["chunk_index"], seq_len, -1), segment_ids=seg,
+              positions=pad(np.arange(L, dtype=np.int32), seq_len),
+              audio=pad(ex["audio"], seq_len),
+              audio_segment_ids=pad(np.ones((n_slots,), np.int32), seq_len))
+
+
+def stream_dataset(source: Sequence[Mapping[str, Any]], cfg, tokenizer, stage: str, *,
+                   batch_size: int, seed: int = 0,
+                   shard: grain.sharding.ShardOptions | None = None,
+                   num_epochs: int | None = None, packing: bool = True,
+                   num_packing_bins: int | None = None, shuffle: bool = True,
+                   task_weights: Mapping[str, float] | None = None,
+                   policy: str = "alignment", wait_k: int = 3,
+                   codes_fn: CodesFn | None = None, speech_placeholder: str = "none",
+                   src_transcript: bool = False, worker_count: int = 0,
+                   read_threads: int = 2) -> grain.IterDataset:
+  """Pretraining (`stage='pretrain'`) or SFT (`'sft'`) batches of token rows.
+
+  Batch: tokens, loss_mask, audio_slot_mask, chunk_index, segment_ids, positions,
+  audio_segment_ids int32[B, seq_len]; audio int16[B, seq_len, S] (S samples per slot).
+  """
+  seq_len = cfg.data.seq_len
+  spec = sfmt.StreamSpec.from_config(cfg, speech_placeholder=speech_placeholder,
+                                     src_transcript=src_transcript)
+  shard = shard or shard_options()
+  ds = _base_dataset(source, seed, shard, num_epochs, shuffle)
+  ds = ds.random_map(StreamTransform(tokenizer, spec, stage, task_weights=task_weights,
+                                     policy=policy, wait_k=wait_k, codes_fn=codes_fn))
+  ds = ds.filter(_not_none)
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads,
+                                            prefetch_buffer_size=max(8, 4 * batch_size)))
+  if packing:
+    it = _pack(it, seq_len, num_packing_bins or batch_size, seed)
+  else:
+    it = it.map(functools.partial(pad_example, seq_len=seq_len))
+  return _finish(it, batch_size, worker_count, read_threads)
+
+
+def _finish(ds, batch_size: int, worker_count: int, read_threads: int) -> grain.IterDataset:
+  if isinstance(ds, grain.MapDataset):
+    ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads,
+                                              prefetch_buffer_size=max(8, 4 * batch_size)))
+  ds = ds.batch(batch_size, drop_remainder=True)
+  if worker_count > 0:
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+  return ds
+
+
+def make_dataset(stage: str, cfg, source: Sequence[Mapping[str, Any]], tokenizer=None, *,
+                 seed: int | None = None, shard: grain.sharding.ShardOptions | None = None,
+                 worker_count: int | None = None, **kwargs) -> grain.IterDataset:
+  """The `stage` pipeline with batch size, seed and workers from `cfg` (per process)."""
+  if stage not in STAGES:
+    raise ValueError(f"stage={stage!r}: expected one of {STAGES}")
+  shard = shard or shard_options()
+  bs = local_batch_size(cfg.train.batch_size, shard.shard_count)
+  seed = cfg.data.shuffle_seed if seed is None else seed
+  wc = cfg.data.worker_count if worker_count is None else worker_count
+  if stage == "codec":
+    return codec_dataset(source, cfg, batch_size=bs, seed=seed, shard=shard,
+                         worker_count=wc, **kwargs)
+  if tokenizer is None:
+    raise ValueError(f"stage {stage} needs a tokenizer")
+  return stream_dataset(source, cfg, tokenizer, stage, batch_size=bs, seed=seed,
+                        shard=shard, worker_count=wc, **kwargs)
+
+
+# ---- global arrays & checkpoints ---------------------------------------------------------
+def make_global_batch(local_batch: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh,
+                      logical_axis_rules) -> dict[str, jax.Array]:
+  """Process-local numpy batch -> global jax Arrays sharded over the batch mesh axes."""
+  rules = shard_lib.rules_from_config(logical_axis_rules)
+  out = {}
+  with core_spmd.logical_axis_rules(rules):
+    for k, x in local_batch.items():
+      x = np.asarray(x)
+      out[k] = jax.make_array_from_process_local_data(
+          shard_lib.data_sharding(mesh, x.ndim), x)
+  return out
+
+
+class GlobalBatchIterator:
+  """Wraps a grain iterator: yields global jax batches, checkpoints like the grain one."""
+
+  def __init__(self, dataset: grain.IterDataset, mesh: jax.sharding.Mesh,
+               logical_axis_rules):
+    self._it = iter(dataset)
+    self.mesh, self.rules = mesh, logical_axis_rules
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict[str, jax.Array]:
+    return make_global_batch(next(self._it), self.mesh, self.rules)
+
+  @property
+  def grain_iterator(self):
+    return self._it
+
+  def get_state(self):
+    return self._it.get_state()
+
+  def set_state(self, state):
+    self._it.set_state(state)
+
+
+def orbax_save_args(iterator):
+  """orbax args saving a grain iterator (use as an item of `ocp.args.Composite`)."""
+  it = getattr(iterator, "grain_iterator", iterator)
+  return grain.checkpoint.CheckpointSave(it)
+
+
+def orbax_restore_args(iterator):
+  """orbax args restoring into a (fresh) grain iterator of the same pipeline."""
+  it = getattr(iterator, "grain_iterator", iterator)
+  return grain.checkpoint.CheckpointRestore(it)
+
+
+def take(iterator: Iterator, n: int) -> list:
+  """The next `n` elements of `iterator`."""
+  return [next(iterator) for _ in range(n)]
