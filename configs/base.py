@@ -128,14 +128,22 @@ def get_config():
       channels=16, latent_dim=64, codebook_size=256, num_codebooks=1,
       strides=(2, 4, 5, 8),  # hop 320 samples = 50 Hz at 16 kHz
       quantizer="vq", commitment=0.25, ema_decay=0.99,
+      dilations=(1, 3, 9), codebook_update="ema", dead_code_steps=100,
+      stft_resolutions=((512, 128, 512), (256, 64, 256), (128, 32, 128)),  # (n_fft, hop, win)
+      stft_weight=1.0, mel_weight=1.0, waveform_weight=0.0, quantizer_weight=1.0,
   ))
   c.voice = ml_collections.ConfigDict(dict(channels=64, embed_dim=64))
   c.tokenizer = ml_collections.ConfigDict(dict(text_vocab_size=2048, model_path=""))
 
   # ---- data -------------------------------------------------------------------------
   c.data = ml_collections.ConfigDict(dict(
-      pair="zh-en", build="tiny", data_dir="", seq_len=128, worker_count=0,
+      pair="zh-en", build="tiny", data_dir="", seq_len=256, worker_count=0,
       shuffle_seed=0,
+      policy="alignment",     # SFT turn policy: alignment | wait_k
+      wait_k=3,
+      task_weights=dict(asr=1.0, st=1.0, tts=1.0, s2st=1.0),  # pretraining mixture
+      codes_path="",          # speech codes of the corpus (liveinterp.train.speech_tokens)
+      codec_crop_ms=1000, codec_ref_ms=2000,
   ))
 
   # ---- training ---------------------------------------------------------------------
@@ -143,6 +151,7 @@ def get_config():
       batch_size=8, steps=200, learning_rate=3e-3, warmup_steps=20, end_lr_ratio=0.1,
       weight_decay=0.01, b1=0.9, b2=0.98, grad_clip=1.0, grad_accum_steps=1,
       log_every=10, eval_every=100, init_from="",
+      eval_batches=4, eval_examples=16, eval_max_new_tokens=48,
   ))
   c.checkpoint = ml_collections.ConfigDict(dict(
       every_steps=50, keep=3, async_save=True,

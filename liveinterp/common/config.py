@@ -96,8 +96,26 @@ def validate(c, num_devices: int | None = None):
   if c.audio.sample_rate % hop:
     raise ConfigError(f"codec.strides={tuple(c.codec.strides)} (hop {hop}) do not divide "
                       f"audio.sample_rate={c.audio.sample_rate}")
+  if c.data.policy not in ("alignment", "wait_k"):
+    raise ConfigError(f"data.policy={c.data.policy!r}: expected 'alignment' or 'wait_k'")
+  if c.data.wait_k < 1:
+    raise ConfigError(f"data.wait_k={c.data.wait_k}: must be >= 1")
+  for task, w in c.data.task_weights.items():
+    if task not in ("asr", "st", "tts", "s2st") or w < 0:
+      raise ConfigError(f"data.task_weights.{task}={w}: unknown task or negative weight")
+  if c.data.seq_len % max(1, c.stream.chunk_ms // (c.audio.hop_ms * c.encoder.subsample
+                                                   * c.adapter.stack)):
+    raise ConfigError(f"data.seq_len={c.data.seq_len} must be a multiple of the audio "
+                      f"slots per chunk (its audio rows are fed to the encoder by chunk)")
   if c.codec.quantizer not in ("vq", "rvq"):
     raise ConfigError(f"codec.quantizer={c.codec.quantizer!r}: expected 'vq' or 'rvq'")
+  if c.codec.codebook_update not in ("ema", "loss"):
+    raise ConfigError(f"codec.codebook_update={c.codec.codebook_update!r}: expected 'ema' "
+                      f"or 'loss'")
+  for f in ("stft_weight", "mel_weight", "waveform_weight", "quantizer_weight",
+            "dead_code_steps"):
+    if c.codec[f] < 0:
+      raise ConfigError(f"codec.{f}={c.codec[f]}: must be >= 0")
   if not 0 < c.codec.ema_decay < 1:
     raise ConfigError(f"codec.ema_decay={c.codec.ema_decay}: must be in (0, 1)")
   needed = (c.tokenizer.text_vocab_size + c.codec.num_codebooks * c.codec.codebook_size

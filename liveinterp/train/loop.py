@@ -174,10 +174,11 @@ def run(config, workdir: str, stage: Stage, stop_at: int | None = None) -> dict:
         model = nnx.merge(graphdef, state.params, state.model_state)
         with sharding.use_mesh(mesh, rules):
           ev = stage.eval_fn(model, step)
-        writer.write_scalars(step, ev)
-        reporting.console(f"[{stage.name}] eval @ {step}: "
-                          + " | ".join(f"{k} {v:.4g}" for k, v in ev.items()))
-        last.update(ev)
+        if ev:
+          writer.write_scalars(step, ev)
+          reporting.console(f"[{stage.name}] eval @ {step}: "
+                            + " | ".join(f"{k} {v:.4g}" for k, v in ev.items()))
+          last.update(ev)
       stopping = stop.agreed() or (stop_at is not None and step >= stop_at)
       meta = {"stage": stage.name, "step": step, "config": config.name}
       ckpt.save(step, state, data_iter=stage.data_iter, meta=meta,

@@ -28,7 +28,7 @@ def make_train_step(graphdef, loss_fn: LossFn, tx: optax.GradientTransformation,
     rng = jax.random.fold_in(rng, state.step)
 
     def compute(params):
-      model = nnx.merge(graphdef, params, state.model_state)
+      model = nnx.merge(graphdef, params, state.model_state, copy=True)
       loss, aux = loss_fn(model, batch, rng)
       _, _, new_model_state = nnx.split(model, nnx.Param, ...)
       return loss, (aux, new_model_state)

@@ -10,14 +10,19 @@ from configs import micro
 from liveinterp.layers import quantizer as qz
 
 
-def _no_mesh():
-  # Variables carry logical names; without a mesh they must not be eagerly sharded.
-  return nnx.use_eager_sharding(False)
-
-
 def _make(cls, dim=8, k=16, q=1, **kw):
-  with _no_mesh():
-    return cls(dim, k, q, rngs=nnx.Rngs(0), **kw)
+  # RBG key: its random bits compile faster on CPU than threefry's.
+  return cls(dim, k, q, rngs=nnx.Rngs(jax.random.key(0, impl="rbg")), **kw)
+
+
+def _randn(shape, seed):
+  return jnp.asarray(np.random.default_rng(seed).normal(size=shape), jnp.float32)
+
+
+# Jitted entry points: one compile per test instead of one per eager op.
+_fwd = nnx.jit(lambda m, z, mask: m(z, mask))
+_upd = nnx.jit(lambda m, z, mask, key: m(z, mask, update=True, key=key))
+_dec = nnx.jit(lambda m, codes: m.decode(codes))
 
 
 def _np_nearest(z_nd, e_kd):
@@ -28,15 +33,14 @@ def _np_nearest(z_nd, e_kd):
 @pytest.mark.parametrize("update", ["ema", "loss"])
 def test_vq_codes_and_decode_match_float64_reference(update):
   vq = _make(qz.VectorQuantizer, dim=8, k=16, update=update)
-  z = jax.random.normal(jax.random.key(1), (3, 7, 8))
-  out = vq(z)
+  z = _randn((3, 7, 8), 1)
+  out = _fwd(vq, z, None)
   e = np.asarray(vq.codebooks[0].embedding[...], np.float64)
   ref = _np_nearest(np.asarray(z, np.float64).reshape(-1, 8), e).reshape(3, 7)
   assert out["codes"].shape == (3, 7, 1) and out["codes"].dtype == jnp.int32
   np.testing.assert_array_equal(np.asarray(out["codes"][..., 0]), ref)
   np.testing.assert_allclose(np.asarray(out["z_q"]), e[ref], rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(np.asarray(vq.decode(out["codes"])), e[ref], atol=1e-6)
-  np.testing.assert_array_equal(np.asarray(vq.encode(z)), np.asarray(out["codes"]))
+  np.testing.assert_allclose(np.asarray(_dec(vq, out["codes"])), e[ref], atol=1e-6)
   commit = ((np.asarray(z, np.float64) - e[ref]) ** 2).mean()
   np.testing.assert_allclose(float(out["commitment_loss"]), commit, rtol=1e-5)
   np.testing.assert_allclose(float(out["loss"]),
@@ -45,8 +49,8 @@ def test_vq_codes_and_decode_match_float64_reference(update):
 
 def test_product_vq_quantizes_each_slice_with_its_codebook():
   vq = _make(qz.VectorQuantizer, dim=8, k=16, q=2)
-  z = jax.random.normal(jax.random.key(2), (2, 5, 8))
-  codes = np.asarray(vq.encode(z))
+  z = _randn((2, 5, 8), 2)
+  codes = np.asarray(nnx.jit(lambda m, z: m.encode(z))(vq, z))
   zn = np.asarray(z, np.float64).reshape(-1, 8)
   for q in range(2):
     e = np.asarray(vq.codebooks[q].embedding[...], np.float64)
@@ -56,8 +60,8 @@ def test_product_vq_quantizes_each_slice_with_its_codebook():
 
 def test_rvq_residual_decomposition_matches_reference():
   rvq = _make(qz.ResidualVectorQuantizer, dim=6, k=32, q=3)
-  z = jax.random.normal(jax.random.key(3), (2, 9, 6))
-  out = rvq(z)
+  z = _randn((2, 9, 6), 3)
+  out = _fwd(rvq, z, None)
   res = np.asarray(z, np.float64).reshape(-1, 6)
   total = np.zeros_like(res)
   for q in range(3):
@@ -67,7 +71,7 @@ def test_rvq_residual_decomposition_matches_reference():
     total += e[c]
     res = res - e[c]
   np.testing.assert_allclose(np.asarray(out["z_q"]).reshape(-1, 6), total, atol=1e-5)
-  np.testing.assert_allclose(np.asarray(rvq.decode(out["codes"])).reshape(-1, 6), total,
+  np.testing.assert_allclose(np.asarray(_dec(rvq, out["codes"])).reshape(-1, 6), total,
                              atol=1e-5)
   # Each stage lowers the error: z - z_q is the last residual, smaller than z.
   assert np.linalg.norm(res) < np.linalg.norm(np.asarray(z))
@@ -76,22 +80,26 @@ def test_rvq_residual_decomposition_matches_reference():
 @pytest.mark.parametrize("cls,q", [(qz.VectorQuantizer, 1), (qz.ResidualVectorQuantizer, 3)])
 def test_straight_through_gradient_is_identity(cls, q):
   m = _make(cls, dim=4, k=8, q=q)
-  z = jax.random.normal(jax.random.key(4), (2, 3, 4))
-  w = jax.random.normal(jax.random.key(5), (2, 3, 4))
-  g = jax.grad(lambda z: jnp.sum(w * m(z)["z_q"]))(z)
+  z, w = _randn((2, 3, 4), 4), _randn((2, 3, 4), 5)
+  g = nnx.jit(lambda m, z: jax.grad(lambda z: jnp.sum(w * m(z)["z_q"]))(z))(m, z)
   np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-6)
 
 
 def test_commitment_gradient_and_codebook_loss_gradient():
   vq = _make(qz.VectorQuantizer, dim=4, k=8, update="loss")
-  z = jax.random.normal(jax.random.key(6), (2, 3, 4))
+  z = _randn((2, 3, 4), 6)
   e = np.asarray(vq.codebooks[0].embedding[...], np.float64)
   c = _np_nearest(np.asarray(z, np.float64).reshape(-1, 4), e)
-  g = jax.grad(lambda z: vq(z)["commitment_loss"])(z)
+
+  @nnx.jit
+  def grads_of(m, z):
+    return (jax.grad(lambda z: m(z)["commitment_loss"])(z),
+            nnx.grad(lambda m: m(z)["codebook_loss"])(m))
+
+  g, grads = grads_of(vq, z)
   ref = 2 * (np.asarray(z, np.float64).reshape(-1, 4) - e[c]) / z.size
   np.testing.assert_allclose(np.asarray(g).reshape(-1, 4), ref, rtol=1e-5, atol=1e-7)
   # Codebook loss pulls used codes toward their vectors (only used rows get gradient).
-  grads = nnx.grad(lambda m: m(z)["codebook_loss"])(vq)
   ge = np.asarray(grads["codebooks"][0]["embedding"][...])
   used = np.zeros(8, bool)
   used[c] = True
@@ -100,11 +108,11 @@ def test_commitment_gradient_and_codebook_loss_gradient():
 
 def test_mask_excludes_padding_from_losses():
   vq = _make(qz.VectorQuantizer, dim=4, k=8)
-  z = jax.random.normal(jax.random.key(7), (2, 6, 4))
+  z = _randn((2, 6, 4), 7)
   mask = jnp.array([[1] * 6, [1] * 3 + [0] * 3], jnp.float32)
   z_pad = z.at[1, 3:].set(100.0)
-  a = vq(z_pad, mask)["commitment_loss"]
-  b = vq(jnp.concatenate([z[0], z[1, :3]])[None], None)["commitment_loss"]
+  a = _fwd(vq, z_pad, mask)["commitment_loss"]
+  b = _fwd(vq, jnp.concatenate([z[0], z[1, :3]])[None], None)["commitment_loss"]
   np.testing.assert_allclose(float(a), float(b), rtol=1e-5)
 
 
@@ -115,9 +123,9 @@ def test_ema_update_follows_formula():
   e0 = np.asarray(cb.embedding[...], np.float64)
   n0 = np.asarray(cb.cluster_size[...], np.float64)
   m0 = np.asarray(cb.embed_sum[...], np.float64)
-  z = jax.random.normal(jax.random.key(8), (2, 10, d))
+  z = _randn((2, 10, d), 8)
   mask = jnp.ones((2, 10)).at[1, 7:].set(0.0)
-  out = vq(z, mask, update=True)
+  out = _upd(vq, z, mask, None)
   zn = np.asarray(z, np.float64).reshape(-1, d)
   valid = np.asarray(mask).reshape(-1) > 0
   c = _np_nearest(zn, e0)
@@ -157,15 +165,14 @@ def test_dead_code_restart_replaces_unused_codes_with_batch_vectors(update):
   e0 = np.asarray(cb.embedding[...])
   # Every valid vector sits next to code 0, so codes 1..7 are never used; padding rows
   # carry a marker value that must never be picked.
-  z = jnp.asarray(e0[0])[None, None] + 0.01 * jax.random.normal(jax.random.key(9), (2, 5, d))
+  z = jnp.asarray(e0[0])[None, None] + 0.01 * _randn((2, 5, d), 9)
   mask = jnp.ones((2, 5)).at[:, 4].set(0.0)
   z = z.at[:, 4].set(1e3)
-  key = jax.random.key(10)
-  vq(z, mask, update=True, key=key)
+  _upd(vq, z, mask, jax.random.key(10))
   np.testing.assert_array_equal(np.asarray(cb.unused_steps[...]), [0] + [1] * 7)
   e1 = np.asarray(cb.embedding[...])
   np.testing.assert_allclose(e1[1:], e0[1:], rtol=1e-5)  # not dead yet (ema: unused rows fixed)
-  vq(z, mask, update=True, key=jax.random.key(11))
+  _upd(vq, z, mask, jax.random.key(11))
   e2 = np.asarray(cb.embedding[...])
   valid_rows = np.asarray(z)[:, :4].reshape(-1, d)
   for j in range(1, k):
@@ -181,14 +188,14 @@ def test_no_restart_without_key():
   cb = vq.codebooks[0]
   e0 = np.asarray(cb.embedding[...])
   z = jnp.broadcast_to(jnp.asarray(e0[0]), (1, 4, 4))
-  vq(z, update=True)
+  _upd(vq, z, None, None)
   np.testing.assert_allclose(np.asarray(cb.embedding[1:]), e0[1:], rtol=1e-5)
   np.testing.assert_array_equal(np.asarray(cb.unused_steps[1:]), 1)
 
 
 def test_update_inside_jit_and_grad_propagates_state():
   vq = _make(qz.VectorQuantizer, dim=4, k=8)
-  z = jax.random.normal(jax.random.key(12), (2, 3, 4))
+  z = _randn((2, 3, 4), 12)
 
   @nnx.jit
   def step(m, z):
@@ -201,15 +208,18 @@ def test_update_inside_jit_and_grad_propagates_state():
 
 def test_make_quantizer_from_config_and_bad_kind():
   c = micro.get_config().codec
-  with _no_mesh():
-    q = qz.make_quantizer(c, rngs=nnx.Rngs(0))
-    assert isinstance(q, qz.VectorQuantizer) and q.num_codebooks == c.num_codebooks
-    c2 = micro.get_config().codec
-    c2.quantizer, c2.num_codebooks = "rvq", 2
-    r = qz.make_quantizer(c2, rngs=nnx.Rngs(0))
-    assert isinstance(r, qz.ResidualVectorQuantizer) and len(r.codebooks) == 2
-    c2.quantizer = "fsq"
-    with pytest.raises(ValueError, match="codec.quantizer='fsq'"):
-      qz.make_quantizer(c2, rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match="does not divide"):
-      qz.VectorQuantizer(6, 8, 4, rngs=nnx.Rngs(0))
+  q = nnx.eval_shape(lambda: qz.make_quantizer(c, rngs=nnx.Rngs(0)))
+  assert isinstance(q, qz.VectorQuantizer) and q.num_codebooks == c.num_codebooks
+  assert q.codebooks[0].embedding.get_raw_value().shape == (c.codebook_size, c.latent_dim)
+  c2 = micro.get_config().codec
+  c2.quantizer, c2.num_codebooks, c2.codebook_update = "rvq", 2, "loss"
+  r = nnx.eval_shape(lambda: qz.make_quantizer(c2, rngs=nnx.Rngs(0)))
+  assert isinstance(r, qz.ResidualVectorQuantizer) and len(r.codebooks) == 2
+  assert isinstance(r.codebooks[1].embedding, nnx.Param)
+  c2.quantizer = "fsq"
+  with pytest.raises(ValueError, match="codec.quantizer='fsq'"):
+    qz.make_quantizer(c2, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="does not divide"):
+    qz.VectorQuantizer(6, 8, 4, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="update='sgd'"):
+    qz.Codebook(4, 8, update="sgd", rngs=nnx.Rngs(0))

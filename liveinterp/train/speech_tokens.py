@@ -1,0 +1,128 @@
+"""Speech tokens of the corpus: target speech encoded by the trained codec.
+
+    python -m liveinterp.train.speech_tokens --config=configs/tiny.py:pretrain \\
+        --codec_workdir=runs/tiny/codec --out=runs/tiny/speech_codes.npz
+
+Runs between the codec stage and pretraining: every record's target speech (all splits)
+goes through `Codec.encode`, and the codes are stored by record id in one `.npz`
+(`data.codes_path`). `codes_fn_for(config)` hands the pipelines a lookup function. Audio
+is encoded in length buckets (powers of two of codec hops) so compiles stay few.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+from flax import nnx
+
+SPLITS = ("train", "dev", "test", "talk")
+
+
+def codes_path(config) -> str:
+  return config.data.codes_path
+
+
+def codes_fn_for(config) -> Callable[[Mapping], np.ndarray | None] | None:
+  """Lookup record -> codes int32[T, K], or None when no codes file is configured."""
+  path = codes_path(config)
+  if not path or not os.path.exists(path):
+    return None
+  with np.load(path) as z:
+    table = {k: z[k] for k in z.files}
+  num_codebooks = int(config.codec.num_codebooks)
+  for k, v in table.items():
+    if v.ndim != 2 or v.shape[1] != num_codebooks:
+      raise ValueError(f"{path}: codes of {k!r} have shape {v.shape}, expected "
+                       f"[T, {num_codebooks}] (codec.num_codebooks)")
+    break
+
+  def lookup(rec):
+    return table.get(str(rec["id"]))
+  return lookup
+
+
+def _bucket(n: int, hop: int) -> int:
+  frames = max(1, -(-n // hop))
+  return hop * (1 << (frames - 1).bit_length())
+
+
+def encode_corpus(config, codec_workdir: str, out_path: str, batch: int = 8,
+                  splits=SPLITS) -> dict:
+  """Encodes every record's target speech; writes `out_path`; returns statistics."""
+  from data_pipelines import pipelines
+  from liveinterp.common import reporting
+  from liveinterp.models import voice
+  from liveinterp.train import restore
+
+  model = restore.load_model(lambda rngs: voice.VoiceCodec(config, rngs=rngs),
+                             codec_workdir, config)
+  codec = model.codec
+  hop = codec.hop
+  encode = nnx.jit(lambda c, x: c.encode(x))
+  table, stats = {}, {"records": 0, "frames": 0, "skipped_no_audio": 0}
+  t0 = time.time()
+  for split in splits:
+    try:
+      source = pipelines.open_corpus(config, split)
+    except Exception as e:  # a split may not exist in every build  # noqa: BLE001
+      reporting.console(f"[speech_tokens] split {split}: not available ({e})")
+      continue
+    pending: dict[int, list] = {}
+
+    def flush(length):
+      items = pending.pop(length)
+      x = np.zeros((len(items), length), np.float32)
+      for i, (_, a) in enumerate(items):
+        x[i, :a.size] = a
+      codes = np.asarray(encode(codec, jnp.asarray(x)))
+      for i, (rid, a) in enumerate(items):
+        n = -(-a.size // hop)
+        table[rid] = codes[i, :n].astype(np.int16 if config.codec.codebook_size < 32768
+                                          else np.int32)
+        stats["frames"] += n
+
+    for i in range(len(source)):
+      rec = source[i]
+      a = np.asarray(rec["tgt_audio"], np.float32) / 32768.0
+      if a.size == 0:
+        stats["skipped_no_audio"] += 1
+        continue
+      length = _bucket(a.size, hop)
+      pending.setdefault(length, []).append((str(rec["id"]), a))
+      stats["records"] += 1
+      if len(pending[length]) == batch:
+        flush(length)
+      if (i + 1) % 500 == 0:
+        reporting.console(f"[speech_tokens] {split}: {i + 1}/{len(source)} records")
+    for length in list(pending):
+      flush(length)
+  os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+  tmp = out_path + ".tmp.npz"
+  np.savez(tmp, **table)
+  os.replace(tmp, out_path)
+  stats["seconds"] = round(time.time() - t0, 1)
+  stats["codes_per_second_of_speech"] = config.audio.sample_rate / hop
+  return stats
+
+
+def main(argv):
+  del argv
+  from ml_collections import config_flags  # noqa: F401
+  from liveinterp.common import reporting
+  cfg = _CONFIG.value
+  stats = encode_corpus(cfg, _CODEC.value, _OUT.value)
+  reporting.console(f"[speech_tokens] {stats} -> {_OUT.value}")
+
+
+if __name__ == "__main__":
+  from ml_collections import config_flags
+  _CONFIG = config_flags.DEFINE_config_file("config", None, "config", lock_config=True)
+  _CODEC = flags.DEFINE_string("codec_workdir", None, "codec stage workdir", required=True)
+  _OUT = flags.DEFINE_string("out", None, "output .npz", required=True)
+  app.run(main)

@@ -1,0 +1,164 @@
+"""`pretrain` and `sft` stages: the S2ST model on token streams with spliced audio.
+
+- pretrain: multitask offline sequences (ASR, ST, TTS, offline S2ST; DESIGN §3.2);
+- sft: the interleaved simultaneous stream `[A1][Y1]…[AN][YN]` whose turns come from the
+  alignment ready times (policy `alignment`) or a wait-k baseline (`data.policy`).
+
+Batches come from `data_pipelines.pipelines.stream_dataset` with one example per row
+(`packing=False`): the row's audio slots, flattened, are exactly that example's source
+audio in whole chunks, so the encoder sees in training what it sees when streaming
+(packing several utterances would let conv/attention context leak across them).
+
+Loss: next-token cross-entropy on `loss_mask` positions. Metrics: loss, token accuracy,
+and the share of speech tokens. Dev evaluation: loss/accuracy on dev streams, plus
+greedy ASR and ST output scored with BLEU/chrF (pretrain), or greedy simultaneous text
+(teacher-forced audio, free-running turns) scored with BLEU/chrF (sft).
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from data_pipelines import pipelines, stream_format as sfmt, tokenizer as tokmod
+from liveinterp.common import reporting
+from liveinterp.eval import quality
+from liveinterp.inference import generate as gen
+from liveinterp.models import s2st
+from liveinterp.train import loop, speech_tokens
+
+FIELDS = ("tokens", "loss_mask", "audio_slot_mask", "segment_ids", "positions", "audio",
+          "audio_segment_ids")
+
+
+def model_inputs(batch):
+  """Pipeline batch -> (tokens, audio float [B, N], audio mask [B, N], slot mask)."""
+  audio = batch["audio"]                                   # int16 [B, L, S]
+  b, l, s = audio.shape
+  audio_f = audio.reshape(b, l * s).astype(jnp.float32) / 32768.0
+  audio_mask = jnp.repeat(batch["audio_segment_ids"] > 0, s, axis=1)
+  return batch["tokens"], audio_f, audio_mask, batch["audio_slot_mask"] > 0
+
+
+def loss_fn(model: s2st.S2ST, batch, rng, speech_offset: int):
+  del rng
+  tokens, audio, audio_mask, slots = model_inputs(batch)
+  logits, _ = model(tokens, audio, slots, positions_bt=batch["positions"],
+                    segment_ids_bt=batch["segment_ids"], audio_mask_bn=audio_mask)
+  targets = tokens[:, 1:]
+  seg = batch["segment_ids"]
+  mask = ((batch["loss_mask"][:, 1:] > 0) & (seg[:, 1:] == seg[:, :-1])
+          & (seg[:, 1:] > 0)).astype(jnp.float32)
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits[:, :-1], targets)
+  n = jnp.maximum(mask.sum(), 1.0)
+  correct = (logits[:, :-1].argmax(-1) == targets).astype(jnp.float32)
+  speech = (targets >= speech_offset).astype(jnp.float32)
+  return (ce * mask).sum() / n, {
+      "accuracy": (correct * mask).sum() / n,
+      "speech_share": (speech * mask).sum() / n,
+      "text_accuracy": (correct * mask * (1 - speech)).sum() / jnp.maximum(
+          (mask * (1 - speech)).sum(), 1.0),
+      "tokens": mask.sum(),
+  }
+
+
+def tokenizer_for(config) -> tokmod.Tokenizer:
+  path = config.tokenizer.model_path
+  if not path:
+    raise ValueError("tokenizer.model_path is empty: build the corpus and tokenizer first "
+                     "(python -m data_pipelines.build) and pass its prefix")
+  tok = tokmod.Tokenizer.load(path)
+  tokmod.check_fits(tok.text_vocab_size, config.codec.num_codebooks,
+                    config.codec.codebook_size, config.llm.vocab_size)
+  return tok
+
+
+def _dataset(config, stage, source, tok, codes_fn, shard=None, seed=None, shuffle=True,
+             num_epochs=None):
+  placeholder = "none"  # without codes the speech part is dropped (text-only turns)
+  return pipelines.make_dataset(
+      stage, config, source, tok, packing=False, codes_fn=codes_fn, shard=shard,
+      seed=seed, shuffle=shuffle, num_epochs=num_epochs, policy=config.data.policy,
+      wait_k=config.data.wait_k, speech_placeholder=placeholder,
+      task_weights=dict(config.data.task_weights) if stage == "pretrain" else None)
+
+
+def _offline_eval(model, tok, spec, records, task: str, max_new: int, pad_to: int):
+  """Greedy ASR or ST on records -> (BLEU, chrF, examples)."""
+  prompts, audios, refs, lang = [], [], [], None
+  for rec in records:
+    try:
+      ex = sfmt.pretrain_example(rec, tok, spec, task)
+    except sfmt.FormatError:
+      continue
+    first_target = int(np.argmax(ex["loss_mask"] > 0))
+    prompts.append(ex["tokens"][:first_target])
+    audios.append(ex["audio"])
+    refs.append(rec["src_text"] if task == "asr" else rec["tgt_text"])
+    lang = rec["src_lang"] if task == "asr" else rec["tgt_lang"]
+  if not prompts:
+    return {}, []
+  pad_to = max(pad_to, max(len(p) for p in prompts))
+  outs = gen.generate(model, prompts, audios, tokmod.AUDIO, [tokmod.EOS, tokmod.EOT],
+                      max_new_tokens=max_new, pad_to=pad_to)
+  hyps = [tok.decode_text(o) for o in outs]
+  return ({f"eval/{task}_bleu": quality.corpus_bleu(hyps, refs, lang),
+           f"eval/{task}_chrf": quality.corpus_chrf(hyps, refs)},
+          list(zip(refs, hyps))[:3])
+
+
+def build(config) -> loop.Stage:
+  stage = config.stage
+  tok = tokenizer_for(config)
+  source = pipelines.open_corpus(config, "train")
+  dev = pipelines.open_corpus(config, "dev")
+  codes_fn = speech_tokens.codes_fn_for(config)
+  if codes_fn is None:
+    reporting.console(f"[{stage}] no speech codes ({speech_tokens.codes_path(config)}): "
+                      f"training text-only turns (TTS/S2ST tasks are skipped)")
+  ds = _dataset(config, stage, source, tok, codes_fn)
+  data_iter = iter(ds)
+  speech_offset = tok.speech_offset
+
+  def make_data(start):
+    del start  # position is restored into data_iter by the checkpoint
+    return ({k: v for k, v in b.items() if k in FIELDS} for b in data_iter)
+
+  # Dev: a fixed slice, unshuffled, one pass, evaluated on process-local data.
+  dev_ds = _dataset(config, stage, dev, tok, codes_fn, shuffle=False, num_epochs=1,
+                    shard=pipelines.shard_options(0, 1))
+  dev_batches = []
+  for b in dev_ds:
+    dev_batches.append({k: v for k, v in b.items() if k in FIELDS})
+    if len(dev_batches) >= config.train.eval_batches:
+      break
+  dev_records = [dev[i] for i in range(min(len(dev), config.train.eval_examples))]
+  spec = sfmt.StreamSpec.from_config(config)
+  eval_loss = jax.jit(lambda m, b: loss_fn(m, b, None, speech_offset))
+
+  def eval_fn(model, step):
+    del step
+    out = {}
+    if dev_batches:
+      vals = [jax.device_get(eval_loss(model, jax.tree.map(jnp.asarray, b)))
+              for b in dev_batches]
+      out["eval/loss"] = float(np.mean([v[0] for v in vals]))
+      out["eval/accuracy"] = float(np.mean([v[1]["accuracy"] for v in vals]))
+    if dev_records and jax.process_index() == 0:
+      tasks = ("asr", "st") if stage == "pretrain" else ("st",)
+      for task in tasks:
+        scores, examples = _offline_eval(model, tok, spec, dev_records, task,
+                                         config.train.eval_max_new_tokens,
+                                         config.data.seq_len)
+        out.update(scores)
+        for ref, hyp in examples[:1]:
+          reporting.console(f"  {task} ref: {ref}\n  {task} hyp: {hyp}")
+    return out
+
+  return loop.Stage(stage, lambda rngs: s2st.S2ST(config, rngs=rngs),
+                    lambda m, b, r: loss_fn(m, b, r, speech_offset), make_data,
+                    data_iter=data_iter, eval_fn=eval_fn)
