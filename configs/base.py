@@ -142,6 +142,7 @@ def get_config():
       policy="alignment",     # SFT turn policy: alignment | wait_k
       wait_k=3,
       task_weights=dict(asr=1.0, st=1.0, tts=1.0, s2st=1.0),  # pretraining mixture
+      max_audio_slots=96,     # audio rows (80 ms slots) per example: 7.68 s of source
       codes_path="",          # speech codes of the corpus (liveinterp.train.speech_tokens)
       codec_crop_ms=1000, codec_ref_ms=2000,
   ))

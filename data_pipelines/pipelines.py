@@ -343,12 +343,15 @@ def _pack(ds: grain.IterDataset, seq_len: int, num_bins: int,
   return packed.map(_rename_packed)
 
 
-def pad_example(ex: Mapping[str, np.ndarray], seq_len: int) -> dict:
-  """One example padded to `seq_len` tokens and audio slot rows (one segment per row)."""
+def pad_example(ex: Mapping[str, np.ndarray], seq_len: int,
+                max_audio_slots: int | None = None) -> dict:
+  """One example padded to `seq_len` tokens and `max_audio_slots` (default `seq_len`)
+  audio slot rows (one segment per row)."""
   L, n_slots = ex["tokens"].size, ex["audio"].shape[0]
-  if L > seq_len or n_slots > seq_len:
+  slots = seq_len if max_audio_slots is None else max_audio_slots
+  if L > seq_len or n_slots > slots:
     raise ValueError(f"example of {L} tokens / {n_slots} audio slots exceeds "
-                     f"seq_len={seq_len}")
+                     f"seq_len={seq_len} / max_audio_slots={slots}")
 
   def pad(x, n, v=0):
     out = np.full((n,) + x.shape[1:], v, x.dtype)
@@ -359,8 +362,24 @@ def pad_example(ex: Mapping[str, np.ndarray], seq_len: int) -> dict:
               audio_slot_mask=pad(ex["audio_slot_mask"], seq_len),
               chunk_index=pad(ex["chunk_index"], seq_len, -1), segment_ids=seg,
               positions=pad(np.arange(L, dtype=np.int32), seq_len),
-              audio=pad(ex["audio"], seq_len),
-              audio_segment_ids=pad(np.ones((n_slots,), np.int32), seq_len))
+              audio=pad(ex["audio"], slots),
+              audio_segment_ids=pad(np.ones((n_slots,), np.int32), slots))
+
+
+class _FitsAudio:
+  """Keeps examples with at most `max_slots` audio slots; counts the others."""
+
+  def __init__(self, max_slots: int):
+    self.max_slots = max_slots
+    self.dropped = 0
+
+  def __call__(self, ex) -> bool:
+    ok = ex is not None and ex["audio"].shape[0] <= self.max_slots
+    if ex is not None and not ok:
+      self.dropped += 1
+      logging.info("dropping an example with %d audio slots > max_audio_slots=%d",
+                   ex["audio"].shape[0], self.max_slots)
+    return ok
 
 
 def stream_dataset(source: Sequence[Mapping[str, Any]], cfg, tokenizer, stage: str, *,
@@ -372,8 +391,12 @@ def stream_dataset(source: Sequence[Mapping[str, Any]], cfg, tokenizer, stage: s
                    policy: str = "alignment", wait_k: int = 3,
                    codes_fn: CodesFn | None = None, speech_placeholder: str = "none",
                    src_transcript: bool = False, worker_count: int = 0,
-                   read_threads: int = 2) -> grain.IterDataset:
+                   read_threads: int = 2,
+                   max_audio_slots: int | None = None) -> grain.IterDataset:
   """Pretraining (`stage='pretrain'`) or SFT (`'sft'`) batches of token rows.
+
+  Without packing, `max_audio_slots` bounds the audio rows per example (longer examples
+  are dropped and logged), so the encoder does not run over `seq_len` slots of padding.
 
   Batch: tokens, loss_mask, audio_slot_mask, chunk_index, segment_ids, positions,
   audio_segment_ids int32[B, seq_len]; audio int16[B, seq_len, S] (S samples per slot).
@@ -386,12 +409,15 @@ def stream_dataset(source: Sequence[Mapping[str, Any]], cfg, tokenizer, stage: s
   ds = ds.random_map(StreamTransform(tokenizer, spec, stage, task_weights=task_weights,
                                      policy=policy, wait_k=wait_k, codes_fn=codes_fn))
   ds = ds.filter(_not_none)
+  if not packing and max_audio_slots is not None:
+    ds = ds.filter(_FitsAudio(max_audio_slots))
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads,
                                             prefetch_buffer_size=max(8, 4 * batch_size)))
   if packing:
     it = _pack(it, seq_len, num_packing_bins or batch_size, seed)
   else:
-    it = it.map(functools.partial(pad_example, seq_len=seq_len))
+    it = it.map(functools.partial(pad_example, seq_len=seq_len,
+                                  max_audio_slots=max_audio_slots))
   return _finish(it, batch_size, worker_count, read_threads)
 
 

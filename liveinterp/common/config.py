@@ -107,6 +107,10 @@ def validate(c, num_devices: int | None = None):
                                                    * c.adapter.stack)):
     raise ConfigError(f"data.seq_len={c.data.seq_len} must be a multiple of the audio "
                       f"slots per chunk (its audio rows are fed to the encoder by chunk)")
+  spc = max(1, c.stream.chunk_ms // (c.audio.hop_ms * c.encoder.subsample * c.adapter.stack))
+  if c.data.max_audio_slots <= 0 or c.data.max_audio_slots % spc:
+    raise ConfigError(f"data.max_audio_slots={c.data.max_audio_slots} must be a positive "
+                      f"multiple of the {spc} audio slots per chunk")
   if c.codec.quantizer not in ("vq", "rvq"):
     raise ConfigError(f"codec.quantizer={c.codec.quantizer!r}: expected 'vq' or 'rvq'")
   if c.codec.codebook_update not in ("ema", "loss"):

@@ -84,7 +84,36 @@ def _dataset(config, stage, source, tok, codes_fn, shard=None, seed=None, shuffl
       stage, config, source, tok, packing=False, codes_fn=codes_fn, shard=shard,
       seed=seed, shuffle=shuffle, num_epochs=num_epochs, policy=config.data.policy,
       wait_k=config.data.wait_k, speech_placeholder=placeholder,
+      max_audio_slots=config.data.max_audio_slots,
       task_weights=dict(config.data.task_weights) if stage == "pretrain" else None)
+
+
+def check_examples_fit(config, stage, source, tok, codes_fn, probe: int = 64):
+  """Fails fast (naming the limits) when no probed record fits the sequence limits —
+  otherwise an endless, filtered-out pipeline would hang the first step."""
+  spec = sfmt.StreamSpec.from_config(config)
+  fits, reasons = 0, {}
+  for i in range(min(probe, len(source))):
+    rec = source[i]
+    codes = codes_fn(rec) if codes_fn is not None else None
+    try:
+      if stage == "sft":
+        ex = sfmt.simul_example(rec, tok, spec, tgt_codes=codes, policy=config.data.policy,
+                                k=config.data.wait_k)
+      else:
+        ex = sfmt.pretrain_example(rec, tok, spec, "asr", tgt_codes=codes)
+    except sfmt.FormatError as e:
+      reasons[str(e).split(":", 1)[-1][:60]] = reasons.get(str(e).split(":", 1)[-1][:60], 0) + 1
+      continue
+    if ex["audio"].shape[0] <= config.data.max_audio_slots:
+      fits += 1
+    else:
+      reasons["too many audio slots"] = reasons.get("too many audio slots", 0) + 1
+  if fits == 0:
+    raise ValueError(f"{stage}: none of the first {min(probe, len(source))} records fits "
+                     f"data.seq_len={config.data.seq_len} / data.max_audio_slots="
+                     f"{config.data.max_audio_slots}; reasons: {reasons}")
+  return fits
 
 
 def _offline_eval(model, tok, spec, records, task: str, max_new: int, pad_to: int):
@@ -120,6 +149,7 @@ def build(config) -> loop.Stage:
   if codes_fn is None:
     reporting.console(f"[{stage}] no speech codes ({speech_tokens.codes_path(config)}): "
                       f"training text-only turns (TTS/S2ST tasks are skipped)")
+  check_examples_fit(config, stage, source, tok, codes_fn)
   ds = _dataset(config, stage, source, tok, codes_fn)
   data_iter = iter(ds)
   speech_offset = tok.speech_offset

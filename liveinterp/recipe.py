@@ -1,0 +1,126 @@
+"""The whole tiny pipeline, resumable: `python -m liveinterp.recipe --run_dir=runs/tiny`.
+
+    data (corpus → TFDS → tokenizer) → codec → speech tokens → pretrain → sft [→ eval]
+
+Each step is skipped when its output is complete (a finished stage has a checkpoint at
+its last step), and a stage interrupted half-way resumes from its last checkpoint, so
+re-running the same command continues where it stopped. Stage configs come from the
+recipe file (`configs/<recipe>.py:<stage>`); paths between steps are filled in here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import time
+
+from absl import app, flags, logging
+
+from liveinterp.common import distributed
+
+_RECIPE = flags.DEFINE_string("recipe", "tiny", "configs/<recipe>.py")
+_RUN_DIR = flags.DEFINE_string("run_dir", "runs/tiny", "outputs of every step")
+_DATA_DIR = flags.DEFINE_string("data_dir", "", "corpus build dir (default RUN_DIR/../data)")
+_CPU = flags.DEFINE_integer("cpu_devices", 0, "CPU devices (0 = default)")
+_STEPS = flags.DEFINE_list("steps", ["data", "codec", "speech_tokens", "pretrain", "sft",
+                                     "evaluate"], "steps to run, in order")
+_SCALE = flags.DEFINE_float("budget_scale", 1.0, "multiply every stage's step budget")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def recipe_config(recipe: str, stage: str):
+  spec = importlib.util.spec_from_file_location(
+      f"recipe_{recipe}", os.path.join(ROOT, "configs", f"{recipe}.py"))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod.get_config(stage)
+
+
+def _say(msg):
+  from liveinterp.common import reporting
+  reporting.console(f"[recipe] {msg}")
+
+
+def stage_config(recipe, stage, run_dir, data_dir, tokenizer_prefix, scale=1.0):
+  c = recipe_config(recipe, stage)
+  c.data.data_dir = data_dir
+  c.tokenizer.model_path = tokenizer_prefix
+  c.data.codes_path = os.path.join(run_dir, "speech_codes.npz")
+  if scale != 1.0:
+    c.train.steps = max(2, int(c.train.steps * scale))
+    c.train.warmup_steps = min(c.train.warmup_steps, c.train.steps // 2)
+    c.train.eval_every = max(1, min(c.train.eval_every, c.train.steps))
+    c.checkpoint.every_steps = max(1, min(c.checkpoint.every_steps, c.train.steps))
+  if stage == "sft":
+    c.train.init_from = os.path.join(run_dir, "pretrain")
+  return c
+
+
+def _finished(workdir: str, steps: int) -> bool:
+  path = os.path.join(workdir, "result.json")
+  if not os.path.exists(path):
+    return False
+  with open(path) as f:
+    r = json.load(f)
+  return r.get("step", 0) >= steps and not r.get("stopped_early", False)
+
+
+def run_stage(config, workdir):
+  from liveinterp.train import loop, stages
+  if _finished(workdir, config.train.steps):
+    _say(f"{config.stage}: already trained ({workdir}), skipping")
+    return
+  result = loop.run(config, workdir, stages.build(config))
+  with open(os.path.join(workdir, "result.json"), "w") as f:
+    json.dump(result, f, indent=1)
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  distributed.initialize(cpu_devices=_CPU.value)
+  from data_pipelines import build
+  from liveinterp.train import speech_tokens
+
+  run_dir = os.path.abspath(_RUN_DIR.value)
+  data_dir = os.path.abspath(_DATA_DIR.value or os.path.join(os.path.dirname(run_dir), "data"))
+  os.makedirs(run_dir, exist_ok=True)
+  base = recipe_config(_RECIPE.value, "pretrain")
+  tok_prefix = build.tokenizer_prefix(data_dir, base.data.pair, base.data.build,
+                                      base.tokenizer.text_vocab_size)
+  steps = list(_STEPS.value)
+  times = {}
+  for i, step in enumerate(steps, 1):
+    _say(f"step {i}/{len(steps)}: {step}")
+    t0 = time.time()
+    if step == "data":
+      build.run(base.data.pair, base.data.build, data_dir, model=_RECIPE.value)
+    elif step in ("codec", "pretrain", "sft"):
+      cfg = stage_config(_RECIPE.value, step, run_dir, data_dir, tok_prefix, _SCALE.value)
+      run_stage(cfg, os.path.join(run_dir, step))
+    elif step == "speech_tokens":
+      cfg = stage_config(_RECIPE.value, "pretrain", run_dir, data_dir, tok_prefix)
+      out = cfg.data.codes_path
+      codec_ckpt = os.path.join(run_dir, "codec", "result.json")
+      if os.path.exists(out) and os.path.getmtime(out) > os.path.getmtime(codec_ckpt):
+        _say(f"speech tokens up to date ({out})")
+      else:
+        stats = speech_tokens.encode_corpus(cfg, os.path.join(run_dir, "codec"), out)
+        _say(f"speech tokens: {stats}")
+    elif step == "evaluate":
+      from liveinterp import evaluate
+      cfg = stage_config(_RECIPE.value, "sft", run_dir, data_dir, tok_prefix)
+      report = evaluate.run(cfg, run_dir, split="test")
+      _say(f"evaluation report: {report}")
+    else:
+      raise ValueError(f"unknown step {step!r}")
+    times[step] = round(time.time() - t0, 1)
+    _say(f"{step} done in {times[step]}s")
+  with open(os.path.join(run_dir, "recipe_times.json"), "w") as f:
+    json.dump(times, f, indent=1)
+
+
+if __name__ == "__main__":
+  app.run(main)
