@@ -85,10 +85,12 @@ def create_mesh(mesh_cfg, devices: Sequence[jax.Device] | None = None) -> Mesh:
   axis_types = (AxisType.Auto,) * len(axes.MESH_AXES)
   if num_slices == 1:
     shape = tuple(i * d for i, d in zip(ici, dcn))
-    try:
+    if devices[0].platform == "tpu":  # physical-topology-aware order
       arr = mesh_utils.create_device_mesh(shape, devices, allow_split_physical_axes=True)
-    except (ValueError, NotImplementedError, AssertionError):
-      arr = np.asarray(devices).reshape(shape)
+    else:
+      # CPU/GPU: processes own contiguous blocks (row-major), so each process's
+      # local batch is a contiguous slice of the global batch.
+      arr = np.asarray(sorted(devices, key=lambda d: (d.process_index, d.id))).reshape(shape)
     return Mesh(arr, axes.MESH_AXES, axis_types=axis_types)
   if _num_slices(devices) == num_slices:  # real multislice (TPU): devices know their slice
     arr = mesh_utils.create_hybrid_device_mesh(ici, dcn, devices, allow_split_physical_axes=True)

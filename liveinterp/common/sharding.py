@@ -115,10 +115,17 @@ def named_shardings(tree: Any, mesh: jax.sharding.Mesh) -> Any:
                       is_leaf=lambda x: isinstance(x, PartitionSpec))
 
 
-def data_sharding(mesh: jax.sharding.Mesh, ndim: int,
+def data_sharding(mesh: jax.sharding.Mesh, ndim: int, rules: LogicalRules | None = None,
                   batch_axes: Sequence[str] = ("activation_batch",)) -> NamedSharding:
-  """Sharding of a batch-major input array: leading axis over the batch mesh axes."""
-  with core_spmd.logical_axis_rules(current_rules()):
-    spec = logical_to_spec(tuple(batch_axes) + (None,) * (ndim - len(batch_axes)),
-                           mesh_axis_sizes=dict(mesh.shape))
+  """Sharding of a batch-major input array: leading axis over the batch mesh axes.
+
+  `rules` default to the current rules (`use_mesh`); outside any rules context pass them,
+  or the batch would silently be replicated.
+  """
+  rules = current_rules() if rules is None else rules
+  if not rules:
+    raise ValueError("data_sharding: no logical axis rules (pass rules= or call it inside "
+                     "sharding.use_mesh)")
+  spec = logical_to_spec(tuple(batch_axes) + (None,) * (ndim - len(batch_axes)), rules,
+                         mesh_axis_sizes=dict(mesh.shape))
   return NamedSharding(mesh, spec)

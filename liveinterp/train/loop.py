@@ -9,6 +9,7 @@ iterator state), non-finite steps skipped, SIGTERM → save and exit cleanly.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import signal
 import time
@@ -66,10 +67,11 @@ class _StopFlag:
     return bool(np.max(flags))
 
 
-def _global_batch(local: dict, mesh) -> dict:
+def _global_batch(local: dict, mesh, rules) -> dict:
   def put(x):
     x = np.asarray(x)
-    return jax.make_array_from_process_local_data(sharding.data_sharding(mesh, x.ndim), x)
+    return jax.make_array_from_process_local_data(
+        sharding.data_sharding(mesh, x.ndim, rules), x)
   return {k: put(v) for k, v in local.items()}
 
 
@@ -131,7 +133,7 @@ def run(config, workdir: str, stage: Stage, stop_at: int | None = None) -> dict:
     return {"step": start}
 
   first = next(data)
-  batch = _global_batch(first, mesh)
+  batch = _global_batch(first, mesh, rules)
   abstract_batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), batch)
   step_fn = step_lib.make_train_step(graphdef, stage.loss_fn, tx, schedule)
   t0 = time.perf_counter()
@@ -167,6 +169,9 @@ def run(config, workdir: str, stage: Stage, stop_at: int | None = None) -> dict:
                             f"({skipped_total} so far)")
         last["train/skipped_total"] = skipped_total
         writer.write_scalars(step, last)
+        if jax.process_index() == 0:
+          with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+            f.write(json.dumps({"step": step, **last}) + "\n")
         progress(step, {k: v for k, v in last.items()
                         if k.endswith("loss") or k.endswith("accuracy")})
         pending = []
@@ -186,7 +191,7 @@ def run(config, workdir: str, stage: Stage, stop_at: int | None = None) -> dict:
       if stopping:
         break
       if step < total:
-        batch = _global_batch(next(data), mesh)
+        batch = _global_batch(next(data), mesh, rules)
   finally:
     stop.restore()
     ckpt.close()

@@ -57,7 +57,7 @@ def compile_step(step_fn, abstract_state, state_shardings, abstract_batch, mesh,
                  batch_shardings=None, log_memory: bool = True):
   """jit with explicit shardings and donated state; compiled now, memory logged."""
   if batch_shardings is None:
-    batch_shardings = jax.tree.map(lambda x: sharding.data_sharding(mesh, x.ndim),
+    batch_shardings = jax.tree.map(lambda x: sharding.data_sharding(mesh, x.ndim, rules),
                                    abstract_batch)
   jitted = jax.jit(step_fn, in_shardings=(state_shardings, batch_shardings, None),
                    out_shardings=(state_shardings, None), donate_argnums=(0,))

@@ -55,9 +55,12 @@ def build(config) -> loop.Stage:
 
   def make_data(start: int):
     step = start
-    while True:  # batch = f(seed, step, process): resuming at `start` is exact
-      rng = np.random.default_rng([config.seed, step, jax.process_index()])
-      ids = chain.sample(rng, local_batch, length)
+    lo = jax.process_index() * local_batch
+    while True:
+      # The global batch is f(seed, step) and each process takes its rows: resuming at
+      # `start` is exact, and any process count sees the same global batch.
+      rng = np.random.default_rng([config.seed, step])
+      ids = chain.sample(rng, config.train.batch_size, length)[lo:lo + local_batch]
       yield {"inputs": ids[:, :-1], "targets": ids[:, 1:]}
       step += 1
 
