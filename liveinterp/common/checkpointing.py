@@ -76,19 +76,26 @@ class Checkpointer:
     reporting.log("checkpoint: restored step %d from %s", step, self.directory)
     return out["state"], step
 
-  def restore_params(self, abstract_params: Any, step: int | None = None):
-    """Only the `params` of a saved train state (partial restore), onto the shardings
-    that `abstract_params` carries. For initialising a stage from another stage's run
-    and for loading models to serve; the optimizer state is not read."""
+  def restore_params(self, abstract_params: Any, step: int | None = None,
+                     abstract_model_state: Any = None):
+    """Only the `params` (and, when `abstract_model_state` is given, the non-param
+    `model_state`, e.g. EMA codebooks) of a saved train state — a partial restore onto
+    the shardings the abstract trees carry. The optimizer state is not read. For
+    initialising a stage from another stage's run and for loading models to serve.
+    Returns params, or (params, model_state) when `abstract_model_state` is given."""
     step = self.latest_step if step is None else step
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
     item = {"params": abstract_params}
+    if abstract_model_state is not None:
+      item["model_state"] = abstract_model_state
     restore_args = jax.tree.map(
         lambda x: ocp.ArrayRestoreArgs(sharding=getattr(x, "sharding", None)), item)
     out = self._manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
         item=item, restore_args=restore_args, partial_restore=True)))
     reporting.log("checkpoint: restored params of step %d from %s", step, self.directory)
+    if abstract_model_state is not None:
+      return out["state"]["params"], out["state"]["model_state"]
     return out["state"]["params"]
 
   def read_meta(self, step: int | None = None) -> dict | None:

@@ -21,26 +21,28 @@ def load_params(model_fn: Callable[[nnx.Rngs], nnx.Module], workdir: str, config
   """(graphdef, params, model_state) of the latest (or `step`) checkpoint in `workdir`.
 
   Restored onto `mesh` (default: a mesh over this process's devices from config), which
-  may differ from the mesh that wrote the checkpoint. `model_state` (non-param variables,
-  e.g. codebook statistics) is freshly initialised: only params are read.
+  may differ from the mesh that wrote the checkpoint. Both params and the non-param
+  model state (e.g. EMA codebooks of the codec) are read; the optimizer state is not.
   """
   if mesh is None:
     mesh = mesh_lib.create_mesh(config.mesh)
   rules = sharding.rules_from_config(config.logical_axis_rules)
   with sharding.use_mesh(mesh, rules):
     abstract_model = nnx.eval_shape(lambda: model_fn(nnx.Rngs(0)))
-    graphdef, abs_params, _ = train_state.split_model(abstract_model)
-    shardings = sharding.named_shardings(abs_params, mesh)
-  abs_params = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                            abs_params, shardings)
+    graphdef, abs_params, abs_rest = train_state.split_model(abstract_model)
+    sh_params = sharding.named_shardings(abs_params, mesh)
+    sh_rest = sharding.named_shardings(abs_rest, mesh)
+  as_abstract = lambda t, s: jax.tree.map(  # noqa: E731
+      lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh), t, s)
   ckpt = checkpointing.Checkpointer(checkpoint_dir(workdir))
   try:
-    params = ckpt.restore_params(abs_params, step=step)
+    has_rest = bool(jax.tree.leaves(abs_rest))
+    out = ckpt.restore_params(as_abstract(abs_params, sh_params), step=step,
+                              abstract_model_state=as_abstract(abs_rest, sh_rest)
+                              if has_rest else None)
   finally:
     ckpt.close()
-  with sharding.use_mesh(mesh, rules):
-    model = model_fn(nnx.Rngs(0))
-  _, _, model_state = train_state.split_model(model)
+  params, model_state = out if has_rest else (out, abs_rest)
   return graphdef, params, model_state
 
 
