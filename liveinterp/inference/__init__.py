@@ -4,6 +4,7 @@
   `translate_stream` / `iter_translate` host drivers, `load_params` / `build_models`.
 - `sampling`: greedy / temperature / top-p sampling and the turn-grammar id mask.
 - `audio_io`: any audio file -> 16 kHz mono float32, and back to wav.
+- `generate`: offline greedy generation from whole prompts (dev evaluation).
 
 The CLI is `python -m liveinterp.translate`.
 """

@@ -1,0 +1,286 @@
+"""Token sampling for the streaming decoder: greedy, temperature, nucleus (top-p), masks.
+
+Everything here is a pure function of fixed-shape arrays, so it runs inside the jitted
+per-chunk step (`lax.while_loop` body).
+
+- `filtered_log_probs(logits, temperature, top_p, mask)`: the exact distribution that
+  `sample` draws from, as log-probabilities `[B, V]` (-inf outside its support). Order of
+  operations: mask (disallowed ids removed) -> temperature -> nucleus (the smallest set of
+  most probable ids whose mass reaches `top_p`; the most probable id is always kept;
+  ties at the boundary are broken by id order, as a stable sort does) -> renormalise.
+- `sample(logits, key, ...)`: one id per row. `temperature == 0` is greedy (the argmax of
+  the masked logits). A row whose mask allows nothing yields `PAD` (0) instead of an
+  arbitrary id.
+
+`TokenLayout` + `TurnGrammar` encode the turn grammar of DESIGN §1 as an id mask:
+
+    turn := <eot>                                         (wait)
+          | [<src> w+] <text> w+ <speech> s+ <eot>        (s+ a whole number of frames)
+
+with speech ids in frame-major order (codebook 0, 1, ..., Q-1 of frame 0, then frame 1 ...),
+so the k-th speech token of a turn must come from codebook `k % Q`. The mask is also
+*budget-feasible*: at step i of a turn of at most M tokens, an id is allowed only when the
+turn can still be closed within the remaining `M - 1 - i` tokens, so every turn ends with
+`<eot>` by token M and always parses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from data_pipelines import tokenizer as tok_lib
+
+PAD, BOS, EOS, TEXT, SPEECH, EOT, SRC, AUDIO = (tok_lib.PAD, tok_lib.BOS, tok_lib.EOS,
+                                                tok_lib.TEXT, tok_lib.SPEECH, tok_lib.EOT,
+                                                tok_lib.SRC, tok_lib.AUDIO)
+_NEG_INF = -jnp.inf
+
+
+# ---- sampling ----------------------------------------------------------------------------
+def check_params(temperature: float, top_p: float):
+  if not np.isfinite(temperature) or temperature < 0:
+    raise ValueError(f"temperature={temperature}: must be finite and >= 0 (0 = greedy)")
+  if not 0.0 < top_p <= 1.0:
+    raise ValueError(f"top_p={top_p}: must be in (0, 1]")
+
+
+def apply_mask(logits_bv: jax.Array, mask_bv: jax.Array | None) -> jax.Array:
+  """float32 logits with disallowed ids (`mask` False) set to -inf."""
+  logits_bv = logits_bv.astype(jnp.float32)
+  if mask_bv is None:
+    return logits_bv
+  return jnp.where(mask_bv, logits_bv, _NEG_INF)
+
+
+def filtered_log_probs(logits_bv: jax.Array, temperature: float = 1.0, top_p: float = 1.0,
+                       mask_bv: jax.Array | None = None) -> jax.Array:
+  """Log-probabilities `[B, V]` float32 of the sampling distribution (-inf = excluded).
+
+  `temperature` must be > 0 here (greedy has no distribution). Rows with an all-False
+  mask come out all -inf.
+  """
+  check_params(temperature, top_p)
+  if temperature == 0:
+    raise ValueError("filtered_log_probs: temperature=0 is greedy and has no distribution")
+  x = apply_mask(logits_bv, mask_bv) / jnp.float32(temperature)
+  logp = jax.nn.log_softmax(x, axis=-1)
+  if top_p < 1.0:
+    order = jnp.argsort(-logp, axis=-1, stable=True)                # descending
+    sorted_logp = jnp.take_along_axis(logp, order, axis=-1)
+    p = jnp.exp(sorted_logp)
+    before = jnp.cumsum(p, axis=-1) - p                               # mass above this id
+    keep_sorted = before < jnp.float32(top_p)
+    keep_sorted = keep_sorted.at[:, 0].set(True)
+    keep = jnp.zeros_like(keep_sorted).at[
+        jnp.arange(keep_sorted.shape[0])[:, None], order].set(keep_sorted)
+    logp = jax.nn.log_softmax(jnp.where(keep, logp, _NEG_INF), axis=-1)
+  return logp
+
+
+def sample(logits_bv: jax.Array, key: jax.Array | None = None, *, temperature: float = 0.0,
+           top_p: float = 1.0, mask_bv: jax.Array | None = None) -> jax.Array:
+  """One id per row `[B]` int32 from logits `[B, V]`.
+
+  temperature 0: greedy argmax of the masked logits (`key` unused). Otherwise a draw from
+  `filtered_log_probs(logits, temperature, top_p, mask)`. Rows with no allowed id -> PAD.
+  """
+  check_params(temperature, top_p)
+  masked = apply_mask(logits_bv, mask_bv)
+  if temperature == 0:
+    ids = jnp.argmax(masked, axis=-1)
+  else:
+    if key is None:
+      raise ValueError("sample: temperature > 0 needs a PRNG key")
+    logp = filtered_log_probs(logits_bv, temperature, top_p, mask_bv)
+    ids = jax.random.categorical(key, logp, axis=-1)
+  if mask_bv is not None:
+    ids = jnp.where(jnp.any(mask_bv, axis=-1), ids, PAD)
+  return ids.astype(jnp.int32)
+
+
+def token_log_probs(logits_bv: jax.Array, ids_b: jax.Array) -> jax.Array:
+  """log softmax(logits)[id] per row `[B]` float32 (the raw policy, no mask/temperature)."""
+  logp = jax.nn.log_softmax(logits_bv.astype(jnp.float32), axis=-1)
+  return jnp.take_along_axis(logp, ids_b[:, None].astype(jnp.int32), axis=-1)[:, 0]
+
+
+# ---- id layout ---------------------------------------------------------------------------
+# Classes of ids (one small int per id, a static table).
+C_OTHER, C_EOT, C_TEXT_TAG, C_SPEECH_TAG, C_SRC_TAG, C_WORD, C_SPEECH = range(7)
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenLayout:
+  """Where each kind of id lives (see `data_pipelines/tokenizer.py`); hashable/static."""
+  vocab_size: int
+  text_offset: int
+  num_text: int          # usable text ids: [text_offset, text_offset + num_text)
+  speech_offset: int
+  num_codebooks: int
+  codebook_size: int
+
+  def __post_init__(self):
+    if self.speech_offset + self.num_codebooks * self.codebook_size > self.vocab_size:
+      raise ValueError(f"token layout: speech ids end at "
+                       f"{self.speech_offset + self.num_codebooks * self.codebook_size} "
+                       f"> llm.vocab_size={self.vocab_size}")
+    if self.num_text < 1 or self.num_codebooks < 1 or self.codebook_size < 1:
+      raise ValueError(f"token layout needs text and speech ids: {self}")
+
+  @classmethod
+  def from_config(cls, cfg) -> "TokenLayout":
+    """The layout implied by a config (every text id usable)."""
+    text = int(cfg.tokenizer.text_vocab_size)
+    return cls(vocab_size=int(cfg.llm.vocab_size), text_offset=tok_lib.NUM_SPECIAL_TOKENS,
+               num_text=text, speech_offset=tok_lib.NUM_SPECIAL_TOKENS + text,
+               num_codebooks=int(cfg.codec.num_codebooks),
+               codebook_size=int(cfg.codec.codebook_size))
+
+  @classmethod
+  def from_tokenizer(cls, tok: "tok_lib.Tokenizer") -> "TokenLayout":
+    """The layout of a trained tokenizer (only the pieces it really has are text ids)."""
+    return cls(vocab_size=tok.llm_vocab_size, text_offset=tok.text_offset,
+               num_text=tok.num_pieces, speech_offset=tok.speech_offset,
+               num_codebooks=tok.num_codebooks, codebook_size=tok.codebook_size)
+
+  def id_classes(self) -> np.ndarray:
+    """`[V]` int32 class of every id (C_*)."""
+    cls_v = np.full(self.vocab_size, C_OTHER, np.int32)
+    cls_v[EOT], cls_v[TEXT], cls_v[SPEECH], cls_v[SRC] = (C_EOT, C_TEXT_TAG, C_SPEECH_TAG,
+                                                          C_SRC_TAG)
+    cls_v[self.text_offset:self.text_offset + self.num_text] = C_WORD
+    cls_v[self.speech_offset:self.speech_end] = C_SPEECH
+    return cls_v
+
+  @property
+  def speech_end(self) -> int:
+    return self.speech_offset + self.num_codebooks * self.codebook_size
+
+  def id_codebooks(self) -> np.ndarray:
+    """`[V]` int32 codebook of every speech id, -1 for other ids."""
+    out = np.full(self.vocab_size, -1, np.int32)
+    rel = np.arange(self.num_codebooks * self.codebook_size)
+    out[self.speech_offset:self.speech_end] = rel // self.codebook_size
+    return out
+
+
+# ---- turn grammar ------------------------------------------------------------------------
+# Phases of a turn. `n` counts the tokens written in the current section.
+START, SRC_PHASE, TEXT_PHASE, SPEECH_PHASE, DONE = range(5)
+
+
+class GrammarState(NamedTuple):
+  phase: jax.Array  # [B] int32
+  n: jax.Array      # [B] int32 tokens in the current section
+
+
+def grammar_init(batch: int) -> GrammarState:
+  return GrammarState(jnp.full((batch,), START, jnp.int32), jnp.zeros((batch,), jnp.int32))
+
+
+def grammar_advance(state: GrammarState, tokens_b: jax.Array,
+                    layout: TokenLayout) -> GrammarState:
+  """Phase after writing `tokens` (defined for any id, grammatical or not).
+
+  `<eot>` ends the turn; `<src>`, `<text>`, `<speech>` open their section; a text id in
+  the src/text section or a speech id in the speech section counts; anything else leaves
+  the state unchanged.
+  """
+  cls = jnp.asarray(layout.id_classes())[tokens_b]
+  phase, n = state
+  opened = jnp.select([cls == C_SRC_TAG, cls == C_TEXT_TAG, cls == C_SPEECH_TAG],
+                      [SRC_PHASE, TEXT_PHASE, SPEECH_PHASE], -1)
+  counts = (((cls == C_WORD) & ((phase == SRC_PHASE) | (phase == TEXT_PHASE)))
+            | ((cls == C_SPEECH) & (phase == SPEECH_PHASE)))
+  new_phase = jnp.where(opened >= 0, opened, phase)
+  new_n = jnp.where(opened >= 0, 0, n + counts.astype(jnp.int32))
+  done = (cls == C_EOT) | (phase == DONE)
+  return GrammarState(jnp.where(done, DONE, new_phase).astype(jnp.int32),
+                      jnp.where(done, 0, new_n).astype(jnp.int32))
+
+
+def min_tokens_to_close(phase: jax.Array, n: jax.Array, num_codebooks: int) -> jax.Array:
+  """Fewest further tokens that end a turn in state (phase, n) with a valid parse."""
+  q = num_codebooks
+  k = n % q
+  speech = jnp.where((n > 0) & (k == 0), 1, q - k + 1)
+  need_word = (n == 0).astype(jnp.int32)
+  return jnp.select(
+      [phase == DONE, phase == START, phase == SPEECH_PHASE, phase == TEXT_PHASE,
+       phase == SRC_PHASE],
+      [0, 1, speech, need_word + 1 + q + 1, need_word + 1 + 1 + 1 + q + 1], 0)
+
+
+def min_content_turn(num_codebooks: int) -> int:
+  """Length of the shortest turn that says something: `<text> w <speech> s*Q <eot>`."""
+  return 3 + num_codebooks + 1
+
+
+@dataclasses.dataclass(frozen=True)
+class TurnGrammar:
+  """Allowed-id masks for the turn grammar (module docstring), budget-feasible."""
+  layout: TokenLayout
+  max_turn_tokens: int
+  allow_src: bool = False
+
+  def __post_init__(self):
+    need = min_content_turn(self.layout.num_codebooks)
+    if self.max_turn_tokens < need:
+      raise ValueError(f"stream.max_turn_tokens={self.max_turn_tokens} cannot hold the "
+                       f"shortest content turn (<text> w <speech> "
+                       f"{self.layout.num_codebooks} speech <eot> = {need} tokens)")
+
+  def mask(self, state: GrammarState, step: jax.Array) -> jax.Array:
+    """`[B, V]` bool: ids allowed as token number `step` (0-based) of the turn."""
+    q = self.layout.num_codebooks
+    phase, n = state
+    remaining = self.max_turn_tokens - 1 - step          # tokens left after this one
+    b = phase.shape[0]
+    cls_v = jnp.asarray(self.layout.id_classes())
+    cb_v = jnp.asarray(self.layout.id_codebooks())
+    # Per class: allowed by the grammar here, and the state it leads to.
+    in_start, in_src, in_text, in_speech = (phase == START, phase == SRC_PHASE,
+                                            phase == TEXT_PHASE, phase == SPEECH_PHASE)
+    k = n % q
+    zeros = jnp.zeros((b,), jnp.int32)
+    ok_eot = in_start | (in_speech & (n > 0) & (k == 0))
+    ok_text_tag = in_start | (in_src & (n > 0))
+    ok_src_tag = in_start & self.allow_src
+    ok_speech_tag = in_text & (n > 0)
+    ok_word = in_src | in_text
+    ok_speech = in_speech
+
+    def feasible(next_phase, next_n):  # the turn can still close after this token
+      ph = jnp.full((b,), next_phase, jnp.int32)
+      return min_tokens_to_close(ph, next_n, q) <= remaining
+
+    # <eot> leads to DONE, which needs nothing more: always feasible where allowed.
+    ok_text_tag &= feasible(TEXT_PHASE, zeros)
+    ok_src_tag &= feasible(SRC_PHASE, zeros)
+    ok_speech_tag &= feasible(SPEECH_PHASE, zeros)
+    ok_word &= min_tokens_to_close(phase, n + 1, q) <= remaining
+    ok_speech &= min_tokens_to_close(phase, n + 1, q) <= remaining
+    table = jnp.stack([jnp.zeros((b,), bool), ok_eot, ok_text_tag, ok_speech_tag,
+                       ok_src_tag, ok_word, ok_speech], axis=1)     # [B, classes]
+    allowed = jnp.take(table, cls_v, axis=1)                         # [B, V]
+    right_codebook = (cls_v[None, :] != C_SPEECH) | (cb_v[None, :] == k[:, None])
+    return allowed & right_codebook
+
+
+def budget_mask(batch: int, vocab_size: int, step: jax.Array,
+                max_turn_tokens: int) -> jax.Array:
+  """Without the grammar: any id, except that the last token of the budget is `<eot>`."""
+  last = step >= max_turn_tokens - 1
+  ids = jnp.arange(vocab_size)
+  return jnp.broadcast_to(jnp.where(last, ids == EOT, True), (batch, vocab_size))
+
+
+__all__ = ["check_params", "sample", "filtered_log_probs", "apply_mask", "token_log_probs",
+           "TokenLayout", "TurnGrammar", "GrammarState", "grammar_init", "grammar_advance",
+           "min_tokens_to_close", "min_content_turn", "budget_mask", "START", "SRC_PHASE",
+           "TEXT_PHASE", "SPEECH_PHASE", "DONE"]

@@ -1,0 +1,164 @@
+"""Translate a speech file: `python -m liveinterp.translate in.wav --out out.wav`.
+
+    python -m liveinterp.translate talk.wav --out talk.en.wav --workdir=runs/tiny
+    python -m liveinterp.translate talk.wav --out /tmp/o.wav --config=configs/micro.py \
+        --init=random                                # smoke run, random weights
+
+The source is fed to the streaming decoder chunk by chunk, as a live stream would be.
+Writes the translated speech (`--out`; placed on the playback timeline next to the
+source unless `--concat`) and, next to it (`OUT.json`, or `--json`), the text segments
+with their emission times in ms of source consumed, computation-aware ready times, the
+speech playback spans and the real-time factor. Progress (chunks, source seconds, RTF)
+goes to stderr.
+
+Weights: `--workdir` of a trained run (`python -m liveinterp.recipe --run_dir=...`:
+checkpoints under `<workdir>/<stage>/checkpoints`, the LLM from the latest of rl2, rl1,
+sft, pretrain, the codec and speaker encoder from `codec`; the config is `--config` or
+`<workdir>/config.json`), or `--init=random` (numpy-drawn random weights, smoke tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import sys
+import time
+
+
+def load_config(spec: str):
+  """`path/to/config.py[:arg]` (a `get_config(arg)` module) or a ConfigDict `.json`."""
+  import ml_collections
+  path, _, arg = spec.partition(":")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"--config: {path} does not exist")
+  if path.endswith(".json"):
+    with open(path) as f:
+      return ml_collections.ConfigDict(json.load(f))
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  if root not in sys.path:  # config files import `configs.base`
+    sys.path.insert(0, root)
+  mod_spec = importlib.util.spec_from_file_location("_liveinterp_config", path)
+  module = importlib.util.module_from_spec(mod_spec)
+  mod_spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ValueError(f"--config: {path} has no get_config()")
+  return module.get_config(arg) if arg else module.get_config()
+
+
+def _parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog="python -m liveinterp.translate",
+                              description=__doc__.split("\n")[0])
+  p.add_argument("input", help="source speech (any sample rate / channel count)")
+  p.add_argument("--out", required=True, help="translated speech (wav)")
+  p.add_argument("--json", default=None, help="segments JSON (default: OUT with .json)")
+  p.add_argument("--workdir", default=None, help="trained run directory")
+  p.add_argument("--config", default=None, help="config file[:stage] or config.json")
+  p.add_argument("--init", choices=("trained", "random"), default="trained",
+                 help="weights: from --workdir (trained) or random (smoke test)")
+  p.add_argument("--stage", default=None, help="LLM stage to load (default: latest)")
+  p.add_argument("--tokenizer", default=None,
+                 help="sentencepiece prefix (default: config tokenizer.model_path, else "
+                      "the recipe's WORKDIR/../data/tokenizer/...; without one, text is "
+                      "written as token ids)")
+  p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+  p.add_argument("--top_p", type=float, default=1.0)
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--max_turn_tokens", type=int, default=None)
+  p.add_argument("--allow_src", action="store_true",
+                 help="let turns start with a source transcript (<src> ...)")
+  p.add_argument("--concat", action="store_true",
+                 help="write the speech segments back to back instead of on the timeline")
+  p.add_argument("--quiet", action="store_true", help="no progress line")
+  return p
+
+
+def _load_tokenizer(path: str | None, cfg, workdir: str | None):
+  """The sentencepiece tokenizer: `--tokenizer`, else `tokenizer.model_path`, else the one
+  the recipe built next to a run (`<workdir>/../data/tokenizer/...`); None if none."""
+  from data_pipelines import build, tokenizer as tok_lib
+  path = path or cfg.tokenizer.get("model_path", "")
+  if not path and workdir:
+    guess = build.tokenizer_prefix(
+        os.path.join(os.path.dirname(os.path.abspath(workdir)), "data"), cfg.data.pair,
+        cfg.data.build, int(cfg.tokenizer.text_vocab_size))
+    path = guess if os.path.exists(guess + ".model") else ""
+  if not path:
+    return None
+  return tok_lib.Tokenizer.from_config(cfg, path)
+
+
+def main(argv=None) -> dict:
+  """Runs the CLI; returns the JSON payload it wrote (for tests)."""
+  args = _parser().parse_args(argv)
+  # Heavy imports after argument parsing, so `--help` is instant.
+  import jax
+  from liveinterp.common import config as config_lib
+  from liveinterp.inference import audio_io, sampling, streaming
+
+  if args.init == "trained" and not args.workdir:
+    raise SystemExit("error: give --workdir=DIR of a trained run, or --init=random")
+  if args.init == "random" and args.workdir:
+    raise SystemExit("error: --init=random ignores --workdir; pass one or the other")
+  config_path = args.config
+  if config_path is None and args.workdir:
+    candidate = os.path.join(args.workdir, "config.json")
+    config_path = candidate if os.path.exists(candidate) else None
+  if config_path is None:
+    raise SystemExit("error: --config is required (no config.json in --workdir)")
+  cfg = load_config(config_path)
+  config_lib.validate(cfg)
+
+  sr = int(cfg.audio.sample_rate)
+  source = audio_io.read_audio(args.input, sr)
+  tokenizer = _load_tokenizer(args.tokenizer, cfg, args.workdir)
+  model, codec, speaker = streaming.build_models(
+      cfg, workdir=args.workdir if args.init == "trained" else None, seed=args.seed,
+      llm_stage=args.stage)
+  layout = (sampling.TokenLayout.from_tokenizer(tokenizer) if tokenizer is not None
+            else sampling.TokenLayout.from_config(cfg))
+  decoder = streaming.StreamingDecoder(
+      model, codec, speaker, layout, cfg, temperature=args.temperature, top_p=args.top_p,
+      max_turn_tokens=args.max_turn_tokens, allow_src=args.allow_src)
+  n_chunks = -(-source.size // decoder.chunk_samples)
+  compile_s = streaming.warmup(decoder, 1)
+  progress = {"compute_ms": 0.0}
+  t_start = time.perf_counter()
+
+  def on_chunk(ev):
+    progress["compute_ms"] += ev.compute_ms
+    done = ev.chunk + 1
+    if not args.quiet and (done == n_chunks or done % 10 == 0):
+      src_s = done * decoder.chunk_ms / 1000
+      rtf = progress["compute_ms"] / 1000 / src_s
+      sys.stderr.write(f"\r[translate] chunk {done}/{n_chunks} | {src_s:.1f} s of source "
+                       f"| RTF {rtf:.3f}")
+      if done == n_chunks:
+        sys.stderr.write("\n")
+      sys.stderr.flush()
+
+  (result,) = streaming.translate_stream(decoder, [source[None]], batch=1,
+                                         tokenizer=tokenizer, rng=jax.random.key(args.seed),
+                                         on_chunk=on_chunk)
+  wall_s = time.perf_counter() - t_start
+  speech = result.speech if args.concat else result.timeline()
+  audio_io.write_audio(args.out, speech, sr)
+  json_path = args.json or os.path.splitext(args.out)[0] + ".json"
+  payload = dict(result.as_json(), input=os.path.abspath(args.input),
+                 output=os.path.abspath(args.out), sample_rate=sr,
+                 chunk_ms=decoder.chunk_ms, chunks=n_chunks, compile_s=compile_s,
+                 wall_s=wall_s, init=args.init, config=config_path,
+                 workdir=args.workdir, timeline=not args.concat,
+                 detokenized=tokenizer is not None)
+  with open(json_path, "w") as f:
+    json.dump(payload, f, indent=1, ensure_ascii=False)
+  if not args.quiet:
+    sys.stderr.write(f"[translate] wrote {args.out} ({speech.size / sr:.2f} s) and "
+                     f"{json_path}: {len(result.segments)} segment(s), RTF {result.rtf:.3f}"
+                     f"\n")
+  return payload
+
+
+if __name__ == "__main__":
+  main()

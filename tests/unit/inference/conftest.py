@@ -1,0 +1,34 @@
+"""Shared micro models and decoder for the inference tests (built once per session).
+
+Weights are random, drawn in numpy (`streaming.random_model`): the layers' own
+initializers compile one program per parameter, which costs minutes on a busy CPU.
+"""
+
+import pytest
+
+from configs import micro
+from liveinterp.inference import sampling, streaming
+
+# Decode budget of the shared decoder: small, so streams stay short.
+TURN_TOKENS = 16
+
+
+@pytest.fixture(scope="session")
+def cfg():
+  return micro.get_config()
+
+
+@pytest.fixture(scope="session")
+def models(cfg):
+  return streaming.build_models(cfg, seed=0)
+
+
+@pytest.fixture(scope="session")
+def decoder(cfg, models):
+  """Greedy, grammar-masked, returns logits; speaker window = one chunk; the codec
+  decodes blocks of 4 frames, then frame by frame (both paths, one small program)."""
+  model, codec, speaker = models
+  return streaming.StreamingDecoder(
+      model, codec, speaker, sampling.TokenLayout.from_config(cfg), cfg, temperature=0.0,
+      grammar=True, max_turn_tokens=TURN_TOKENS, speaker_window_ms=cfg.stream.chunk_ms,
+      return_logits=True, codec_blocks=(4,))

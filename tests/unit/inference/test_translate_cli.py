@@ -1,0 +1,119 @@
+"""`load_params` from a training checkpoint, and the `python -m liveinterp.translate` CLI."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import soundfile as sf
+from flax import nnx
+
+from liveinterp import translate
+from liveinterp.common import checkpointing
+from liveinterp.inference import streaming
+from liveinterp.models import s2st
+from liveinterp.models.voice import VoiceCodec
+from liveinterp.train import train_state
+
+# Both CLI runs sample (temperature + nucleus) with equal settings: one compiled step.
+SAMPLING = ("--temperature", "0.8", "--top_p", "0.9", "--seed", "3")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))))
+
+
+def _save_stage(workdir, stage, model, step):
+  """What the training loop writes: a TrainState (with optimizer state) via Checkpointer."""
+  _, params, rest = train_state.split_model(model)
+  tx = optax.adam(1e-3)
+  state = train_state.TrainState(step=jnp.asarray(step, jnp.int32), params=params,
+                                 opt_state=tx.init(params), model_state=rest)
+  ckpt = checkpointing.Checkpointer(streaming.checkpoint_dir(workdir, stage),
+                                    every_steps=1)
+  ckpt.save(step, state, meta={"stage": stage, "step": step}, force=True)
+  ckpt.close()
+
+
+def _leaves(model):
+  return jax.tree.leaves(nnx.state(model))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, cfg, models):
+  """A run directory with an `sft` (S2ST) and a `codec` (VoiceCodec) checkpoint."""
+  workdir = str(tmp_path_factory.mktemp("run"))
+  _save_stage(workdir, "sft", models[0], 7)
+  voice = streaming.random_model(lambda r: VoiceCodec(cfg, rngs=r), seed=5)
+  _save_stage(workdir, "codec", voice, 3)
+  return workdir, voice
+
+
+def test_load_params_round_trip(cfg, models, trained):
+  workdir, voice = trained
+  loaded, step = streaming.load_params(workdir, "sft", cfg)
+  assert step == 7 and isinstance(loaded, s2st.S2ST)
+  for a, b in zip(_leaves(models[0]), _leaves(loaded)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  # build_models picks the latest LLM stage present and the codec stage.
+  _, c2, s2 = streaming.build_models(cfg, workdir=workdir)
+  for a, b in zip(_leaves(voice.codec) + _leaves(voice.speaker), _leaves(c2) + _leaves(s2)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  with pytest.raises(FileNotFoundError, match="rl1"):
+    streaming.load_params(workdir, "rl1", cfg)
+
+
+def _write_source(path, rate=22050, seconds=0.9):
+  t = np.arange(int(rate * seconds)) / rate
+  x = 0.3 * np.sin(2 * np.pi * 220 * t)
+  sf.write(path, np.stack([x, 0.5 * x], axis=1).astype(np.float32), rate)  # stereo
+
+
+def test_cli_random_init_writes_wav_and_json(tmp_path, capsys):
+  src = str(tmp_path / "in.wav")
+  _write_source(src, seconds=2.0)
+  out = str(tmp_path / "out" / "translated.wav")
+  payload = translate.main([src, "--out", out, "--config",
+                            os.path.join(ROOT, "configs", "micro.py"), "--init", "random",
+                            *SAMPLING])
+  err = capsys.readouterr().err
+  assert "chunk 7/7" in err and "RTF" in err
+  y, sr = sf.read(out, dtype="float32")
+  assert sr == 16000 and y.ndim == 1 and y.size >= 2.24 * sr      # >= source (7 chunks)
+  with open(os.path.splitext(out)[0] + ".json") as f:
+    saved = json.load(f)
+  assert saved == json.loads(json.dumps(payload))
+  assert saved["chunks"] == 7 and saved["source_ms"] == 2240 and saved["init"] == "random"
+  assert saved["rtf"] > 0
+  # This seed's random model does speak: text (shown as ids, no sentencepiece model
+  # given) and speech, each placed on the playback timeline.
+  assert saved["segments"] and saved["text"] == "".join(s["text"] for s in saved["segments"])
+  for seg in saved["segments"]:
+    assert seg["emit_ms"] % 320 == 0 and 320 <= seg["emit_ms"] <= 2240
+    assert seg["ready_ms"] >= seg["emit_ms"] and seg["play_start_ms"] >= seg["emit_ms"]
+    assert seg["text"].strip().startswith("[") and seg["audio_ms"] > 0
+    start = int(seg["play_start_ms"] * sr / 1000)
+    n = int(seg["audio_ms"] * sr / 1000)
+    assert np.abs(y[start:start + n]).max() > 0                    # speech where it plays
+
+
+def test_cli_trained_workdir(tmp_path, trained, capsys):
+  workdir, _ = trained
+  src = str(tmp_path / "in.wav")
+  _write_source(src, rate=16000, seconds=0.5)
+  out = str(tmp_path / "o.wav")
+  payload = translate.main([src, "--out", out, "--workdir", workdir, "--config",
+                            os.path.join(ROOT, "configs", "micro.py"), "--concat", *SAMPLING,
+                            "--json", str(tmp_path / "segments.json")])
+  assert payload["init"] == "trained" and payload["chunks"] == 2
+  assert os.path.exists(str(tmp_path / "segments.json")) and os.path.exists(out)
+  assert "wrote" in capsys.readouterr().err
+
+
+def test_cli_usage_errors(tmp_path):
+  with pytest.raises(SystemExit, match="workdir"):
+    translate.main(["x.wav", "--out", str(tmp_path / "o.wav")])
+  with pytest.raises(FileNotFoundError, match="nope.py"):
+    translate.main(["x.wav", "--out", str(tmp_path / "o.wav"), "--config", "nope.py",
+                    "--init", "random"])
