@@ -10,7 +10,6 @@ recipe file (`configs/<recipe>.py:<stage>`); paths between steps are filled in h
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import time
@@ -18,6 +17,7 @@ import time
 from absl import app, flags, logging
 
 from liveinterp.common import distributed
+from liveinterp.train.recipes import recipe_config, stage_config
 
 _RECIPE = flags.DEFINE_string("recipe", "tiny", "configs/<recipe>.py")
 _RUN_DIR = flags.DEFINE_string("run_dir", "runs/tiny", "outputs of every step")
@@ -27,35 +27,9 @@ _STEPS = flags.DEFINE_list("steps", ["data", "codec", "speech_tokens", "pretrain
                                      "evaluate"], "steps to run, in order")
 _SCALE = flags.DEFINE_float("budget_scale", 1.0, "multiply every stage's step budget")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def recipe_config(recipe: str, stage: str):
-  spec = importlib.util.spec_from_file_location(
-      f"recipe_{recipe}", os.path.join(ROOT, "configs", f"{recipe}.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config(stage)
-
-
 def _say(msg):
   from liveinterp.common import reporting
   reporting.console(f"[recipe] {msg}")
-
-
-def stage_config(recipe, stage, run_dir, data_dir, tokenizer_prefix, scale=1.0):
-  c = recipe_config(recipe, stage)
-  c.data.data_dir = data_dir
-  c.tokenizer.model_path = tokenizer_prefix
-  c.data.codes_path = os.path.join(run_dir, "speech_codes.npz")
-  if scale != 1.0:
-    c.train.steps = max(2, int(c.train.steps * scale))
-    c.train.warmup_steps = min(c.train.warmup_steps, c.train.steps // 2)
-    c.train.eval_every = max(1, min(c.train.eval_every, c.train.steps))
-    c.checkpoint.every_steps = max(1, min(c.checkpoint.every_steps, c.train.steps))
-  if stage == "sft":
-    c.train.init_from = os.path.join(run_dir, "pretrain")
-  return c
 
 
 def _finished(workdir: str, steps: int) -> bool:
@@ -112,7 +86,7 @@ def main(argv):
     elif step == "evaluate":
       from liveinterp import evaluate
       cfg = stage_config(_RECIPE.value, "sft", run_dir, data_dir, tok_prefix)
-      report = evaluate.run(cfg, run_dir, split="test")
+      report = evaluate.run(cfg, run_dir, split="test", publish=True)
       _say(f"evaluation report: {report}")
     else:
       raise ValueError(f"unknown step {step!r}")

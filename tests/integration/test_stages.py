@@ -80,6 +80,17 @@ def test_stages_end_to_end_with_exact_resume(micro_data, tmp_path):
   out = loop.run(c, os.path.join(run, "sft"), stages.build(c))
   assert out["step"] == 2 and np.isfinite(out["train/loss"])
 
+  # evaluation of the run: streaming translation, latency, quality, plots, report
+  from liveinterp import evaluate
+  report_md = evaluate.run(c, run, split="test", max_examples=3)
+  report = json.load(open(report_md.replace(".md", ".json")))
+  lat = report["simul"]["text_latency"]
+  assert report["examples"] == 3 and lat["episodes"] == 3
+  assert report["offline"]["text_latency"]["AL"] > 0
+  assert report["policies"]["alignment"]["text_latency"]["LAAL"] > 0
+  assert os.path.exists(os.path.join(run, "eval", "latency_quality_test.png"))
+  assert os.path.exists(os.path.join(run, "eval", "timeline_test_0.png"))
+
 
 def test_stage_fails_fast_when_nothing_fits(micro_data, tmp_path):
   c = _cfg("pretrain", micro_data, str(tmp_path))

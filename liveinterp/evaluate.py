@@ -1,0 +1,330 @@
+"""Evaluation of a trained run: `python -m liveinterp.evaluate --run_dir=runs/tiny --split=test`.
+
+Streams every test utterance through the streaming decoder (the trained SFT model, the
+codec and the speaker encoder: speech comes out in the source speaker's voice) and
+reports, as JSON + markdown + plots in `<run_dir>/eval/`:
+
+- latency (SimulEval definitions, `liveinterp.eval.latency`): AL, LAAL, AP, DAL,
+  StartOffset, EndOffset, FLAL of the text output and of the played speech (segments back
+  to back), non-computation-aware and computation-aware (measured step times);
+- quality: BLEU / chrF of the text output; ASR-BLEU of the speech output through an
+  independent recogniser (pocketsphinx, English targets only);
+- the offline ceiling: the same model given the whole source first (offline ST prompt);
+- reference policy points: the training targets' own latency (alignment ready times and
+  wait-k on the references: BLEU 100 by construction), to place the model on the plot;
+- voice: similarity of output speech to its source speaker vs to other speakers, with a
+  training-free embedding independent of the model's speaker encoder;
+- speed: real-time factor of the streaming decoder on this machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+from absl import app, flags, logging
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _words(text: str, lang: str) -> list[str]:
+  if lang.startswith("zh") or lang == "ja":
+    return [c for c in text if not c.isspace()]
+  return text.split()
+
+
+def text_delays(segments, lang: str, computation_aware: bool = False) -> list[float]:
+  """One delay per output word: the emission (or ready) time of its segment."""
+  out = []
+  for s in segments:
+    t = s.ready_ms if computation_aware else s.emit_ms
+    out += [t] * len(_words(s.text, lang))
+  return out
+
+
+def speech_word_delays(segments, lang: str) -> list[float]:
+  """Per output word: when it starts playing (words spread evenly over the segment)."""
+  out = []
+  for s in segments:
+    n = len(_words(s.text, lang))
+    if s.audio_ms <= 0 or n == 0:
+      continue
+    out += [s.play_start_ms + s.audio_ms * i / n for i in range(n)]
+  return out
+
+
+def oracle_delays(rec, policy: str, chunk_ms: int, k: int = 3) -> list[float]:
+  """Delays of the reference words under a data policy, emitted at chunk ends."""
+  from data_pipelines import stream_format as sfmt
+  ready = sfmt.ready_times(rec, policy, k)
+  n_chunks = sfmt.num_chunks(len(rec["src_audio"]), sfmt.StreamSpec(chunk_ms=chunk_ms))
+  turns = sfmt.turn_schedule(ready, n_chunks, chunk_ms)
+  return [float((t + 1) * chunk_ms) for t in turns]
+
+
+def _latency(delays_per_utt, source_ms, ref_lens, starts):
+  from liveinterp.eval import latency as L
+  scores = []
+  for d, src, n, st in zip(delays_per_utt, source_ms, ref_lens, starts):
+    d = list(np.maximum.accumulate(np.asarray(d, np.float64))) if len(d) else []
+    scores.append(L.score(d, src, n, [st], [n]))
+  return L.corpus_scores(scores)
+
+
+def run(cfg, run_dir: str, split: str = "test", max_examples: int = 64,
+        publish: bool = False) -> str:
+  """Evaluates `run_dir`; returns the path of the markdown report."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  from data_pipelines import pipelines, stream_format as sfmt, tokenizer as tokmod
+  from liveinterp.common import reporting
+  from liveinterp.eval import quality
+  from liveinterp.inference import generate as gen, streaming
+
+  out_dir = os.path.join(run_dir, "eval")
+  os.makedirs(out_dir, exist_ok=True)
+  tok = tokmod.Tokenizer.load(cfg.tokenizer.model_path)
+  model, codec, speaker = streaming.build_models(cfg, workdir=run_dir, llm_stage="sft")
+  decoder = streaming.StreamingDecoder(model, codec, speaker, tok, cfg)
+  source = pipelines.open_corpus(cfg, split)
+  records = [source[i] for i in range(min(len(source), max_examples))]
+  if not records:
+    raise ValueError(f"split {split!r} of {cfg.data.data_dir} is empty")
+  src_lang, tgt_lang = records[0]["src_lang"], records[0]["tgt_lang"]
+  reporting.console(f"[eval] {len(records)} {split} utterances ({src_lang}->{tgt_lang}), "
+                    f"streaming with {decoder.chunk_ms} ms chunks")
+
+  # ---- simultaneous (streaming) -----------------------------------------------------
+  streaming.warmup(decoder, 8)
+  results, t0 = [], time.time()
+  for i in range(0, len(records), 8):
+    batch = records[i:i + 8]
+    waves = [np.asarray(r["src_audio"], np.float32) / 32768.0 for r in batch]
+    # Always 8 streams (silent fillers), so the step compiled by warmup is reused and
+    # the computation-aware latency measures decoding, not compilation.
+    fill = [np.zeros(decoder.chunk_samples, np.float32)] * (8 - len(waves))
+    results += streaming.translate_waveforms(decoder, waves + fill, tokenizer=tok)[:len(batch)]
+    reporting.console(f"[eval] streamed {len(results)}/{len(records)} "
+                      f"({time.time() - t0:.0f}s)")
+  hyps = [r.text.strip() for r in results]
+  refs = [r["tgt_text"] for r in records]
+  source_ms = [1000.0 * len(r["src_audio"]) / cfg.audio.sample_rate for r in records]
+  ref_lens = [len(_words(t, tgt_lang)) for t in refs]
+  starts = [float(r["src_word_start_ms"][0]) if len(r["src_word_start_ms"]) else 0.0
+            for r in records]
+  report = {"run_dir": run_dir, "split": split, "examples": len(records),
+            "pair": f"{src_lang}-{tgt_lang}", "chunk_ms": decoder.chunk_ms}
+  report["simul"] = {
+      "bleu": quality.corpus_bleu(hyps, refs, tgt_lang),
+      "chrf": quality.corpus_chrf(hyps, refs),
+      "empty_outputs": int(sum(not h for h in hyps)),
+      "rtf": float(np.mean([r.rtf for r in results])),
+      "text_latency": _latency([text_delays(r.segments, tgt_lang) for r in results],
+                               source_ms, ref_lens, starts),
+      "text_latency_ca": _latency([text_delays(r.segments, tgt_lang, True) for r in results],
+                                  source_ms, ref_lens, starts),
+      "speech_latency": _latency([speech_word_delays(r.segments, tgt_lang) for r in results],
+                                 source_ms, ref_lens, starts),
+  }
+  # ASR-BLEU with an independent recogniser (English only here).
+  try:
+    from liveinterp.eval import recognizers
+    rec = recognizers.get_recognizer(tgt_lang)
+    speech = [r.speech if r.speech is not None and r.speech.size else np.zeros(160, np.float32)
+              for r in results]
+    asr = quality.asr_bleu(speech, refs, rec, tgt_lang, cfg.audio.sample_rate)
+    report["simul"]["asr_bleu"] = asr["asr_bleu"]
+    report["simul"]["asr_chrf"] = asr["asr_chrf"]
+    report["simul"]["asr_recognizer"] = asr["recognizer"]
+    report["asr_examples"] = list(zip(refs[:3], asr["transcripts"][:3]))
+  except (ImportError, ValueError) as e:
+    report["simul"]["asr_bleu"] = None
+    report["simul"]["asr_note"] = f"no independent recogniser: {e}"
+  # Voice similarity (independent embedding).
+  try:
+    from liveinterp.eval import voice
+    report["voice"] = voice.speaker_similarity(
+        [r.speech if r.speech is not None else np.zeros(0, np.float32) for r in results],
+        [np.asarray(r["src_audio"], np.float32) / 32768.0 for r in records],
+        [str(r["speaker"]) for r in records], sr=cfg.audio.sample_rate)
+  except ImportError as e:
+    report["voice"] = {"note": f"unavailable: {e}"}
+
+  # ---- offline ceiling: same model, whole source first (offline ST prompt) ------------
+  spec = sfmt.StreamSpec.from_config(cfg)
+  prompts, audios, orefs = [], [], []
+  for r in records:
+    try:
+      ex = sfmt.pretrain_example(r, tok, spec, "st")
+    except sfmt.FormatError:
+      continue
+    prompts.append(ex["tokens"][:int(np.argmax(ex["loss_mask"] > 0))])
+    audios.append(ex["audio"])
+    orefs.append(r["tgt_text"])
+  offline_hyps = []
+  for i in range(0, len(prompts), 8):
+    outs = gen.generate(model, prompts[i:i + 8], audios[i:i + 8], tokmod.AUDIO,
+                        [tokmod.EOS, tokmod.EOT], max_new_tokens=cfg.train.eval_max_new_tokens,
+                        pad_to=cfg.data.seq_len)
+    offline_hyps += [tok.decode_text(o).strip() for o in outs]
+  report["offline"] = {"bleu": quality.corpus_bleu(offline_hyps, orefs, tgt_lang),
+                       "chrf": quality.corpus_chrf(offline_hyps, orefs),
+                       "text_latency": _latency([[s] * n for s, n in zip(source_ms, ref_lens)],
+                                                source_ms, ref_lens, starts)}
+  # ---- reference policies (training targets) -----------------------------------------
+  report["policies"] = {}
+  for name, policy, k in (("alignment", "alignment", 3), ("wait-3", "wait_k", 3)):
+    delays = [oracle_delays(r, policy, decoder.chunk_ms, k) for r in records]
+    report["policies"][name] = {"bleu": 100.0, "text_latency": _latency(
+        delays, source_ms, ref_lens, starts)}
+  report["examples_text"] = [{"ref": a, "simul": b, "offline": c} for a, b, c in
+                             zip(refs[:5], hyps[:5], offline_hyps[:5])]
+
+  # ---- plots --------------------------------------------------------------------------
+  fig, ax = plt.subplots(figsize=(6, 4))
+  pts = [("SFT model (streaming)", report["simul"]["text_latency"].get("LAAL"),
+          report["simul"]["bleu"]),
+         ("same model, offline", report["offline"]["text_latency"].get("LAAL"),
+          report["offline"]["bleu"])]
+  pts += [(f"reference, {n} policy", v["text_latency"].get("LAAL"), v["bleu"])
+          for n, v in report["policies"].items()]
+  for name, x, y in pts:
+    if x is not None and np.isfinite(x):
+      ax.scatter([x], [y], label=name)
+  ax.set_xlabel("LAAL (ms of source)")
+  ax.set_ylabel(f"BLEU ({tgt_lang})")
+  ax.set_title(f"latency–quality, {split} ({len(records)} utterances)")
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(os.path.join(out_dir, f"latency_quality_{split}.png"), dpi=110)
+  plt.close(fig)
+  for j in range(min(2, len(records))):
+    fig, ax = plt.subplots(figsize=(9, 3))
+    wav = np.asarray(records[j]["src_audio"], np.float32) / 32768.0
+    t = np.arange(wav.size) / cfg.audio.sample_rate * 1000
+    ax.plot(t, wav, lw=0.4, color="0.6")
+    for s in results[j].segments:
+      ax.axvline(s.emit_ms, color="C1", lw=0.8)
+      if s.text:
+        ax.text(s.emit_ms, 0.9 * max(1e-3, np.abs(wav).max()), s.text[:24], fontsize=6,
+                rotation=60, va="top")
+      if s.audio_ms:
+        ax.axvspan(s.play_start_ms, s.play_end_ms, color="C2", alpha=0.15)
+    ax.set_xlabel("ms of source")
+    ax.set_title(f"emissions over the source: {records[j]['id']} (orange: writes, "
+                 f"green: speech playing)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, f"timeline_{split}_{j}.png"), dpi=110)
+    plt.close(fig)
+
+  with open(os.path.join(out_dir, f"report_{split}.json"), "w") as f:
+    json.dump(report, f, indent=1, ensure_ascii=False, default=float)
+  md = _markdown(report)
+  path = os.path.join(out_dir, f"report_{split}.md")
+  with open(path, "w") as f:
+    f.write(md)
+  if publish:
+    _publish(report)
+  reporting.console(md)
+  return path
+
+
+def _fmt(v):
+  return "—" if v is None else (f"{v:.3g}" if isinstance(v, float) else str(v))
+
+
+def _markdown(r) -> str:
+  s, o = r["simul"], r["offline"]
+  lines = [f"# Evaluation: {r['pair']} {r['split']} ({r['examples']} utterances, "
+           f"{r['chunk_ms']} ms chunks)", "",
+           "| system | BLEU | chrF | ASR-BLEU | LAAL | AL | FLAL | StartOffset | EndOffset |",
+           "|---|---|---|---|---|---|---|---|---|"]
+  tl = s["text_latency"]
+  lines.append(f"| SFT, streaming (text) | {_fmt(s['bleu'])} | {_fmt(s['chrf'])} | "
+               f"{_fmt(s.get('asr_bleu'))} | {_fmt(tl.get('LAAL'))} | {_fmt(tl.get('AL'))} | "
+               f"{_fmt(tl.get('FLAL'))} | {_fmt(tl.get('StartOffset'))} | "
+               f"{_fmt(tl.get('EndOffset'))} |")
+  sl = s["speech_latency"]
+  lines.append(f"| SFT, streaming (speech played) | | | | {_fmt(sl.get('LAAL'))} | "
+               f"{_fmt(sl.get('AL'))} | {_fmt(sl.get('FLAL'))} | "
+               f"{_fmt(sl.get('StartOffset'))} | {_fmt(sl.get('EndOffset'))} |")
+  ca = s["text_latency_ca"]
+  lines.append(f"| SFT, computation-aware (text) | | | | {_fmt(ca.get('LAAL'))} | "
+               f"{_fmt(ca.get('AL'))} | {_fmt(ca.get('FLAL'))} | | |")
+  ol = o["text_latency"]
+  lines.append(f"| same model offline (ceiling) | {_fmt(o['bleu'])} | {_fmt(o['chrf'])} | | "
+               f"{_fmt(ol.get('LAAL'))} | {_fmt(ol.get('AL'))} | | | |")
+  for n, v in r["policies"].items():
+    pl = v["text_latency"]
+    lines.append(f"| reference targets, {n} policy | 100 | | | {_fmt(pl.get('LAAL'))} | "
+                 f"{_fmt(pl.get('AL'))} | {_fmt(pl.get('FLAL'))} | | |")
+  lines += ["", f"Real-time factor of the streaming decoder: {_fmt(s['rtf'])}; "
+            f"utterances with no text output: {s['empty_outputs']}.", ""]
+  v = r.get("voice", {})
+  if "margin" in v:
+    lines.append(f"Voice (independent MFCC embedding): same-speaker cosine "
+                 f"{_fmt(v['same_speaker_cos'])}, other speakers {_fmt(v['other_speaker_cos'])}, "
+                 f"margin {_fmt(v['margin'])}, top-1 speaker {_fmt(v['top1_rate'])} "
+                 f"(n={v.get('n')}, skipped {v.get('skipped')}).")
+  if s.get("asr_note"):
+    lines.append(f"ASR-BLEU: {s['asr_note']}")
+  lines += ["", "Examples:", ""]
+  for e in r["examples_text"]:
+    lines.append(f"- ref: {e['ref']}\n  - simul: {e['simul']}\n  - offline: {e['offline']}")
+  return "\n".join(lines) + "\n"
+
+
+def _publish(report):
+  s = report["simul"]
+  row = lambda name, q, lat, asr=None: {  # noqa: E731
+      "system": name, "BLEU": q["bleu"], "chrF": q["chrf"],
+      "ASR-BLEU": asr, "LAAL_ms": lat.get("LAAL"), "AL_ms": lat.get("AL"),
+      "FLAL_ms": lat.get("FLAL")}
+  rows = [row("SFT streaming, text", s, s["text_latency"], s.get("asr_bleu")),
+          row("SFT streaming, speech played", s, s["speech_latency"]),
+          row("same model offline", report["offline"], report["offline"]["text_latency"])]
+  v = report.get("voice", {})
+  payload = {"command": "python -m liveinterp.evaluate --run_dir=runs/tiny --publish",
+             "pair": report["pair"], "split": report["split"], "examples": report["examples"],
+             "rtf": s["rtf"], "speaker_margin": v.get("margin"),
+             "speaker_top1": v.get("top1_rate"), "rows": rows}
+  path = os.path.join(ROOT, "benchmarks", "results", "evaluation.json")
+  with open(path, "w") as f:
+    json.dump(payload, f, indent=1, default=float)
+
+
+def _define_flags():
+  return dict(
+      run_dir=flags.DEFINE_string("run_dir", "runs/tiny", "trained run (recipe output)"),
+      config=flags.DEFINE_string("config", "configs/tiny.py:sft", "config file[:stage]"),
+      split=flags.DEFINE_string("split", "test", "corpus split"),
+      n=flags.DEFINE_integer("max_examples", 64, "utterances to evaluate"),
+      data_dir=flags.DEFINE_string("data_dir", "", "corpus dir (default RUN_DIR/../data)"),
+      publish=flags.DEFINE_bool("publish", False,
+                                "also write benchmarks/results/evaluation.json"))
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  F = {k: v.value for k, v in _FLAGS.items()}
+  from liveinterp.train.recipes import stage_config
+  from liveinterp.translate import load_config
+  from data_pipelines import build
+  run_dir = os.path.abspath(F["run_dir"])
+  data_dir = os.path.abspath(F["data_dir"] or os.path.join(os.path.dirname(run_dir), "data"))
+  base = load_config(os.path.join(ROOT, F["config"]) if not os.path.isabs(F["config"])
+                     else F["config"])
+  tok = build.tokenizer_prefix(data_dir, base.data.pair, base.data.build,
+                               base.tokenizer.text_vocab_size)
+  cfg = stage_config(base.name if base.name != "base" else "tiny", "sft", run_dir, data_dir, tok)
+  run(cfg, run_dir, F["split"], F["n"], F["publish"])
+
+
+if __name__ == "__main__":
+  _FLAGS = _define_flags()
+  app.run(main)
