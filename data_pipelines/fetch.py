@@ -62,6 +62,7 @@ def fetch_packages(names: Sequence[str], cache_dir: str, timeout_s: float = 600.
 
   Raises FetchError naming the first package that failed, with apt's message.
   """
+  cache_dir = os.path.abspath(cache_dir)  # commands below run in another cwd
   debs = os.path.join(cache_dir, "debs")
   root = package_root(cache_dir)
   os.makedirs(root, exist_ok=True)

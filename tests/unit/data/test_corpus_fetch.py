@@ -29,3 +29,31 @@ def test_failed_command_names_it(tmp_path):
     fetch._run(["no-such-tool-xyz", "--version"], cwd=str(tmp_path), timeout_s=5)
   with pytest.raises(fetch.FetchError, match=r"exit 3"):
     fetch._run(["sh", "-c", "echo boom >&2; exit 3"], cwd=str(tmp_path), timeout_s=5)
+
+
+def test_relative_cache_dir_with_a_real_deb(tmp_path, monkeypatch):
+  """apt-get download runs in a temp dir: a relative cache dir must still work."""
+  import shutil
+  import subprocess
+  if not shutil.which("dpkg-deb"):
+    pytest.skip("dpkg-deb not available")
+  pkg = tmp_path / "pkgsrc"
+  (pkg / "DEBIAN").mkdir(parents=True)
+  (pkg / "usr" / "share" / "fixture").mkdir(parents=True)
+  (pkg / "usr" / "share" / "fixture" / "data.txt").write_text("hello\n")
+  (pkg / "DEBIAN" / "control").write_text(
+      "Package: fixture-data\nVersion: 1.0\nArchitecture: all\n"
+      "Maintainer: t <t@example.invalid>\nDescription: test fixture\n")
+  deb = tmp_path / "fixture-data_1.0_all.deb"
+  subprocess.run(["dpkg-deb", "--build", str(pkg), str(deb)], check=True,
+                 capture_output=True)
+  bindir = tmp_path / "bin"
+  bindir.mkdir()
+  fake = bindir / "apt-get"
+  fake.write_text(f"#!/bin/sh\ncp {deb} .\n")
+  fake.chmod(0o755)
+  monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+  monkeypatch.delenv(fetch.OFFLINE_ENV, raising=False)
+  monkeypatch.chdir(tmp_path)
+  root = fetch.fetch_packages(["fixture-data"], "relcache")
+  assert open(os.path.join(root, "usr", "share", "fixture", "data.txt")).read() == "hello\n"
