@@ -9,17 +9,5 @@ from configs import base
 
 
 def get_config(stage: str = "pretrain"):
-  c = base.recipe("1b", stage)
-  c.dtype = "bfloat16"
-  c.mesh.ici_data = 1
-  c.mesh.ici_fsdp = -1
-  c.mesh.ici_tensor = 1
-  c.mesh.pod_devices = 64
-  c.train.batch_size = 256
-  c.train.learning_rate = 6e-4
-  c.train.warmup_steps = 2000
-  c.train.steps = 200000
-  c.data.seq_len = 4096
-  c.tokenizer.text_vocab_size = 32000
-  c.checkpoint.every_steps = 1000
-  return c
+  return base.pod_recipe("1b", stage, pod_devices=64, tensor=1, batch_size=256,
+                         learning_rate=6e-4, text_vocab_size=32000)

@@ -9,17 +9,5 @@ from configs import base
 
 
 def get_config(stage: str = "pretrain"):
-  c = base.recipe("7b", stage)
-  c.dtype = "bfloat16"
-  c.mesh.ici_data = 1
-  c.mesh.ici_fsdp = -1
-  c.mesh.ici_tensor = 4
-  c.mesh.pod_devices = 256
-  c.train.batch_size = 512
-  c.train.learning_rate = 3e-4
-  c.train.warmup_steps = 2000
-  c.train.steps = 200000
-  c.data.seq_len = 4096
-  c.tokenizer.text_vocab_size = 48000
-  c.checkpoint.every_steps = 1000
-  return c
+  return base.pod_recipe("7b", stage, pod_devices=256, tensor=4, batch_size=512,
+                         learning_rate=3e-4, text_vocab_size=48000)

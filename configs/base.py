@@ -177,3 +177,22 @@ def recipe(size: str, stage: str):
   c.name = size
   c.stage = stage
   return c
+
+
+def pod_recipe(size: str, stage: str, *, pod_devices: int, tensor: int, batch_size: int,
+               learning_rate: float, text_vocab_size: int):
+  """Pod-scale recipe: bf16, FSDP filling the slice (x `tensor`), data-parallel across
+  slices via `mesh.dcn_data`; `pod_devices` is the target for memory estimates."""
+  c = recipe(size, stage)
+  c.dtype = "bfloat16"
+  c.mesh.ici_data, c.mesh.ici_fsdp, c.mesh.ici_tensor = 1, -1, tensor
+  c.mesh.pod_devices = pod_devices
+  c.train.batch_size = batch_size
+  c.train.learning_rate = learning_rate
+  c.train.warmup_steps = 2000
+  c.train.steps = 200000
+  c.data.seq_len = 4096
+  c.data.max_audio_slots = 768
+  c.tokenizer.text_vocab_size = text_vocab_size
+  c.checkpoint.every_steps = 1000
+  return c
