@@ -64,6 +64,43 @@ def oracle_delays(rec, policy: str, chunk_ms: int, k: int = 3) -> list[float]:
   return [float((t + 1) * chunk_ms) for t in turns]
 
 
+def codec_quality(codec, speaker, records, cfg, max_items: int = 16) -> dict:
+  """Target speech → codec encode → decode in the voice of the *source* utterance (same
+  speaker, other language): mel distance to the original, and pocketsphinx chrF of the
+  resynthesis vs of the original audio against the reference text (English only)."""
+  import jax.numpy as jnp
+  from flax import nnx
+  from liveinterp.eval import quality
+  from liveinterp.layers.audio_frontend import LogMelFrontend
+  fe = LogMelFrontend.from_config(cfg.audio)
+  resynth = nnx.jit(lambda c, s, x, ref: c.decode(c.encode(x), s.embed_audio(ref)))
+  items = [r for r in records if len(r["tgt_audio"]) and len(r["src_audio"])][:max_items]
+  mel_d, orig, resy, refs = [], [], [], []
+  for r in items:
+    x = np.asarray(r["tgt_audio"], np.float32)[None] / 32768.0
+    n = x.shape[1] // codec.hop * codec.hop
+    x = x[:, :n]
+    ref = np.asarray(r["src_audio"], np.float32)[None] / 32768.0
+    y = np.asarray(resynth(codec, speaker, jnp.asarray(x), jnp.asarray(ref)))
+    mx, my = fe(jnp.asarray(x))[0], fe(jnp.asarray(y[:, :n]))[0]
+    mel_d.append(float(jnp.mean(jnp.abs(mx - my))))
+    orig.append(x[0])
+    resy.append(y[0])
+    refs.append(r["tgt_text"])
+  out = {"items": len(items), "mel_l1": float(np.mean(mel_d)) if mel_d else None}
+  if items and items[0]["tgt_lang"].startswith("en"):
+    from liveinterp.eval import recognizers
+    rec = recognizers.get_recognizer("en")
+    hyp_o = [rec(a, cfg.audio.sample_rate) for a in orig]
+    hyp_r = [rec(a, cfg.audio.sample_rate) for a in resy]
+    out.update(asr_chrf_original=quality.corpus_chrf(hyp_o, refs),
+               asr_chrf_resynthesized=quality.corpus_chrf(hyp_r, refs),
+               asr_bleu_original=quality.corpus_bleu(hyp_o, refs),
+               asr_bleu_resynthesized=quality.corpus_bleu(hyp_r, refs),
+               transcripts=list(zip(refs[:2], hyp_o[:2], hyp_r[:2])))
+  return out
+
+
 def _latency(delays_per_utt, source_ms, ref_lens, starts):
   from liveinterp.eval import latency as L
   scores = []
@@ -153,6 +190,9 @@ def run(cfg, run_dir: str, split: str = "test", max_examples: int = 64,
         [str(r["speaker"]) for r in records], sr=cfg.audio.sample_rate)
   except ImportError as e:
     report["voice"] = {"note": f"unavailable: {e}"}
+
+  # ---- codec: resynthesis quality and intelligibility (English target speech) --------
+  report["codec"] = codec_quality(codec, speaker, records, cfg)
 
   # ---- offline ceiling: same model, whole source first (offline ST prompt) ------------
   spec = sfmt.StreamSpec.from_config(cfg)
@@ -264,6 +304,14 @@ def _markdown(r) -> str:
                  f"{_fmt(pl.get('AL'))} | {_fmt(pl.get('FLAL'))} | | |")
   lines += ["", f"Real-time factor of the streaming decoder: {_fmt(s['rtf'])}; "
             f"utterances with no text output: {s['empty_outputs']}.", ""]
+  c = r.get("codec", {})
+  if c.get("mel_l1") is not None:
+    lines.append(f"Codec resynthesis ({c['items']} target utterances, voice from the source "
+                 f"utterance): log-mel L1 {_fmt(c['mel_l1'])}; pocketsphinx chrF original "
+                 f"{_fmt(c.get('asr_chrf_original'))} vs resynthesized "
+                 f"{_fmt(c.get('asr_chrf_resynthesized'))} (BLEU "
+                 f"{_fmt(c.get('asr_bleu_original'))} vs "
+                 f"{_fmt(c.get('asr_bleu_resynthesized'))}).")
   v = r.get("voice", {})
   if "margin" in v:
     lines.append(f"Voice (independent MFCC embedding): same-speaker cosine "
@@ -288,10 +336,13 @@ def _publish(report):
           row("SFT streaming, speech played", s, s["speech_latency"]),
           row("same model offline", report["offline"], report["offline"]["text_latency"])]
   v = report.get("voice", {})
+  c = report.get("codec", {})
   payload = {"command": "python -m liveinterp.evaluate --run_dir=runs/tiny --publish",
              "pair": report["pair"], "split": report["split"], "examples": report["examples"],
              "rtf": s["rtf"], "speaker_margin": v.get("margin"),
-             "speaker_top1": v.get("top1_rate"), "rows": rows}
+             "speaker_top1": v.get("top1_rate"), "codec_mel_l1": c.get("mel_l1"),
+             "codec_asr_chrf_original": c.get("asr_chrf_original"),
+             "codec_asr_chrf_resynthesized": c.get("asr_chrf_resynthesized"), "rows": rows}
   path = os.path.join(ROOT, "benchmarks", "results", "evaluation.json")
   with open(path, "w") as f:
     json.dump(payload, f, indent=1, default=float)

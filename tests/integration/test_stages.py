@@ -88,6 +88,8 @@ def test_stages_end_to_end_with_exact_resume(micro_data, tmp_path):
   assert report["examples"] == 3 and lat["episodes"] == 3
   assert report["offline"]["text_latency"]["AL"] > 0
   assert report["policies"]["alignment"]["text_latency"]["LAAL"] > 0
+  assert report["codec"]["items"] == 3 and report["codec"]["mel_l1"] > 0
+  assert 0 <= report["codec"]["asr_chrf_original"] <= 100
   assert os.path.exists(os.path.join(run, "eval", "latency_quality_test.png"))
   assert os.path.exists(os.path.join(run, "eval", "timeline_test_0.png"))
 
