@@ -128,11 +128,11 @@ def _s2st_train_step(cfg, batch, seq, seconds):
 
 def main(argv):
   del argv
-  from liveinterp.models.summary import load_recipe
+  from liveinterp.train.recipes import recipe_config as load_recipe
   peak = common.matmul_flops_per_second()
   rows = []
   for size in _SIZES.value:
-    cfg = load_recipe(size)
+    cfg = load_recipe(size, "pretrain")
     cfg.dtype = "float32"  # the roofline is measured in float32 on this machine
     for name in _MODELS.value:
       run, flops = _case(name, cfg, _BATCH.value, _SEQ.value, _AUDIO_S.value)

@@ -21,10 +21,14 @@ import time
 
 from absl import app, flags
 
-_SIZES = flags.DEFINE_list("sizes", ["micro", "tiny", "small", "1b", "7b"], "sizes")
-_COMPILE = flags.DEFINE_bool("compile", False, "also compile the train step (8 CPU devices)")
-_COMPILE_SIZES = flags.DEFINE_list("compile_sizes", ["1b", "7b"], "sizes to compile")
-_OUT = flags.DEFINE_string("out", "", "write the table as JSON here")
+
+
+def _define_flags():  # at __main__ only, so importing this module defines no flags
+  return dict(
+      sizes=flags.DEFINE_list("sizes", ["micro", "tiny", "small", "1b", "7b"], "sizes"),
+      compile=flags.DEFINE_bool("compile", False, "also compile the train step (8 CPUs)"),
+      compile_sizes=flags.DEFINE_list("compile_sizes", ["1b", "7b"], "sizes to compile"),
+      out=flags.DEFINE_string("out", "", "write the table as JSON here"))
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -186,16 +190,18 @@ def print_table(rows):
 def main(argv):
   del argv
   import jax
-  if _COMPILE.value:
+  f = {k: v.value for k, v in _FLAGS.items()}
+  if f["compile"]:
     jax.config.update("jax_num_cpu_devices", 8)
-  rows = [summarize(s, _COMPILE.value and s in _COMPILE_SIZES.value) for s in _SIZES.value]
+  rows = [summarize(s, f["compile"] and s in f["compile_sizes"]) for s in f["sizes"]]
   print_table(rows)
-  if _OUT.value:
-    os.makedirs(os.path.dirname(os.path.abspath(_OUT.value)), exist_ok=True)
-    with open(_OUT.value, "w") as fh:
+  if f["out"]:
+    os.makedirs(os.path.dirname(os.path.abspath(f["out"])), exist_ok=True)
+    with open(f["out"], "w") as fh:
       json.dump(rows, fh, indent=1)
-    print(f"wrote {_OUT.value}")
+    print(f"wrote {f['out']}")
 
 
 if __name__ == "__main__":
+  _FLAGS = _define_flags()
   app.run(main)
