@@ -58,7 +58,7 @@ def _case(name, cfg, batch, seq, seconds):
     flops = batch * seq * llm.flops_per_token(cfg, seq)["train"]
   elif name == "codec":
     model = codec.Codec(cfg, rngs=nnx.Rngs(0))
-    hop = codec.hop_length(cfg)
+    hop = model.hop
     n = int(seconds * cfg.audio.sample_rate) // hop * hop
     audio = jax.random.normal(rng, (batch, n)) * 0.1
     spk = jax.random.normal(rng, (batch, cfg.voice.embed_dim))

@@ -17,12 +17,12 @@ def _env():
 def test_model_flops_benchmark_writes_a_table(tmp_path):
   out = tmp_path / "flops.json"
   r = subprocess.run([sys.executable, "benchmarks/model_flops.py", "--sizes=micro",
-                      "--models=llm,s2st_step", "--repeats=1", "--batch=2", "--seq=64",
+                      "--models=llm,s2st_step,codec", "--repeats=1", "--batch=2", "--seq=64",
                       "--audio_seconds=0.64", f"--out={out}"],
                      cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=400)
   assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
   data = json.load(open(out))
-  assert {row["model"] for row in data["rows"]} == {"llm", "s2st_step"}
+  assert {row["model"] for row in data["rows"]} == {"llm", "s2st_step", "codec"}
   for row in data["rows"]:
     assert row["matmul_GFLOP/s"] > 0 and 0 < row["ratio"] < 10
   assert "ratio" in r.stdout  # the printed table
