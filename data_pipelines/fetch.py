@@ -73,10 +73,20 @@ def fetch_packages(names: Sequence[str], cache_dir: str, timeout_s: float = 600.
   if not ok:
     raise FetchError(f"cannot fetch {', '.join(todo)}: apt unavailable ({why}). Install "
                      f"them or extract their .deb files under {root}.")
+  updated = False
   for name in todo:
     with tempfile.TemporaryDirectory(dir=debs, prefix=f"dl-{name}-") as tmp:
       logger.info("apt-get download %s", name)
-      _run(["apt-get", "download", name], cwd=tmp, timeout_s=timeout_s)
+      try:
+        _run(["apt-get", "download", name], cwd=tmp, timeout_s=timeout_s)
+      except FetchError:
+        if updated:
+          raise
+        # A fresh machine has no package lists yet: refresh them once, then retry.
+        logger.info("apt-get download %s failed; running apt-get update once", name)
+        _run(["apt-get", "update", "-qq"], cwd=tmp, timeout_s=timeout_s)
+        updated = True
+        _run(["apt-get", "download", name], cwd=tmp, timeout_s=timeout_s)
       files = glob.glob(os.path.join(tmp, "*.deb"))
       if len(files) != 1:
         raise FetchError(f"apt-get download {name} produced {len(files)} .deb files")

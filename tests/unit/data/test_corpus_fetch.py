@@ -57,3 +57,33 @@ def test_relative_cache_dir_with_a_real_deb(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
   root = fetch.fetch_packages(["fixture-data"], "relcache")
   assert open(os.path.join(root, "usr", "share", "fixture", "data.txt")).read() == "hello\n"
+
+
+def test_missing_package_lists_trigger_one_apt_update(tmp_path, monkeypatch):
+  """On a fresh machine `apt-get download` fails until `apt-get update` has run."""
+  import shutil
+  import subprocess
+  if not shutil.which("dpkg-deb"):
+    pytest.skip("dpkg-deb not available")
+  pkg = tmp_path / "pkgsrc"
+  (pkg / "DEBIAN").mkdir(parents=True)
+  (pkg / "DEBIAN" / "control").write_text(
+      "Package: fixture-data\nVersion: 1.0\nArchitecture: all\n"
+      "Maintainer: t <t@example.invalid>\nDescription: test fixture\n")
+  deb = tmp_path / "fixture-data_1.0_all.deb"
+  subprocess.run(["dpkg-deb", "--build", str(pkg), str(deb)], check=True,
+                 capture_output=True)
+  state = tmp_path / "updated"
+  bindir = tmp_path / "bin"
+  bindir.mkdir()
+  fake = bindir / "apt-get"
+  fake.write_text(f"""#!/bin/sh
+if [ "$1" = update ]; then touch {state}; exit 0; fi
+[ -e {state} ] || {{ echo "E: Unable to locate package $2" >&2; exit 100; }}
+cp {deb} .
+""")
+  fake.chmod(0o755)
+  monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+  monkeypatch.delenv(fetch.OFFLINE_ENV, raising=False)
+  fetch.fetch_packages(["fixture-data"], str(tmp_path / "cache"))
+  assert state.exists()
