@@ -31,22 +31,29 @@ def test_failed_command_names_it(tmp_path):
     fetch._run(["sh", "-c", "echo boom >&2; exit 3"], cwd=str(tmp_path), timeout_s=5)
 
 
-def test_relative_cache_dir_with_a_real_deb(tmp_path, monkeypatch):
-  """apt-get download runs in a temp dir: a relative cache dir must still work."""
+def _fixture_deb(tmp_path, with_data: bool = False):
+  """A real .deb (built with dpkg-deb) named fixture-data; skips without dpkg-deb."""
   import shutil
   import subprocess
   if not shutil.which("dpkg-deb"):
     pytest.skip("dpkg-deb not available")
   pkg = tmp_path / "pkgsrc"
   (pkg / "DEBIAN").mkdir(parents=True)
-  (pkg / "usr" / "share" / "fixture").mkdir(parents=True)
-  (pkg / "usr" / "share" / "fixture" / "data.txt").write_text("hello\n")
+  if with_data:
+    (pkg / "usr" / "share" / "fixture").mkdir(parents=True)
+    (pkg / "usr" / "share" / "fixture" / "data.txt").write_text("hello\n")
   (pkg / "DEBIAN" / "control").write_text(
       "Package: fixture-data\nVersion: 1.0\nArchitecture: all\n"
       "Maintainer: t <t@example.invalid>\nDescription: test fixture\n")
   deb = tmp_path / "fixture-data_1.0_all.deb"
   subprocess.run(["dpkg-deb", "--build", str(pkg), str(deb)], check=True,
                  capture_output=True)
+  return deb
+
+
+def test_relative_cache_dir_with_a_real_deb(tmp_path, monkeypatch):
+  """apt-get download runs in a temp dir: a relative cache dir must still work."""
+  deb = _fixture_deb(tmp_path, with_data=True)
   bindir = tmp_path / "bin"
   bindir.mkdir()
   fake = bindir / "apt-get"
@@ -61,18 +68,7 @@ def test_relative_cache_dir_with_a_real_deb(tmp_path, monkeypatch):
 
 def test_missing_package_lists_trigger_one_apt_update(tmp_path, monkeypatch):
   """On a fresh machine `apt-get download` fails until `apt-get update` has run."""
-  import shutil
-  import subprocess
-  if not shutil.which("dpkg-deb"):
-    pytest.skip("dpkg-deb not available")
-  pkg = tmp_path / "pkgsrc"
-  (pkg / "DEBIAN").mkdir(parents=True)
-  (pkg / "DEBIAN" / "control").write_text(
-      "Package: fixture-data\nVersion: 1.0\nArchitecture: all\n"
-      "Maintainer: t <t@example.invalid>\nDescription: test fixture\n")
-  deb = tmp_path / "fixture-data_1.0_all.deb"
-  subprocess.run(["dpkg-deb", "--build", str(pkg), str(deb)], check=True,
-                 capture_output=True)
+  deb = _fixture_deb(tmp_path)
   state = tmp_path / "updated"
   bindir = tmp_path / "bin"
   bindir.mkdir()
