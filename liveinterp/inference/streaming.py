@@ -938,7 +938,7 @@ def load_params(workdir: str, stage: str, cfg, *, step: int | None = None,
   the directory when there is no checkpoint. Arrays land on `sharding` (default: the
   first local device; the checkpoint may have been written on any mesh).
   """
-  import orbax.checkpoint as ocp
+  from liveinterp.common import checkpointing
   from liveinterp.train import train_state
 
   directory = checkpoint_dir(workdir, stage)
@@ -950,21 +950,16 @@ def load_params(workdir: str, stage: str, cfg, *, step: int | None = None,
   graphdef, params, rest = train_state.split_model(abstract_model)
   sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   to_struct = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)  # noqa: E731
-  target = {"params": jax.tree.map(to_struct, params),
-            "model_state": jax.tree.map(to_struct, rest)}
-  manager = ocp.CheckpointManager(directory)
+  ckpt = checkpointing.Checkpointer(directory)
   try:
-    step = manager.latest_step() if step is None else step
+    step = ckpt.latest_step if step is None else step
     if step is None:
       raise FileNotFoundError(f"no checkpoints for stage {stage!r} in {directory}")
-    restore_args = ocp.checkpoint_utils.construct_restore_args(target)
-    out = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
-        item=target, restore_args=restore_args, partial_restore=True)))
+    params, rest = ckpt.restore_params(jax.tree.map(to_struct, params), step=step,
+                                       abstract_model_state=jax.tree.map(to_struct, rest))
   finally:
-    manager.close()
-  restored = out["state"]
-  model = nnx.merge(graphdef, restored["params"], restored["model_state"])
-  return model, int(step)
+    ckpt.close()
+  return nnx.merge(graphdef, params, rest), int(step)
 
 
 __all__ = ["StreamingDecoder", "DecoderState", "StepOutputs", "state_bytes",
