@@ -93,7 +93,8 @@ def main(argv):
   models = streaming.build_models(cfg, workdir=_WORKDIR.value)
   build_s = time.perf_counter() - t0
   layout = sampling.TokenLayout.from_config(cfg)
-  dec = streaming.StreamingDecoder(*models, layout, cfg)
+  dec = streaming.StreamingDecoder(*models, layout, cfg,
+                                   prompt_ids=streaming.prompt_for(cfg))
   m, c = dec.max_turn_tokens, dec.chunk_samples
   chunk_ms = dec.chunk_ms
   frames = chunk_ms * dec.sample_rate // 1000 // dec.spec.hop  # speech as long as a chunk

@@ -17,6 +17,9 @@ Y_t =  [<src> x…] <text> w… <speech> s… <eot>     writes the target words 
     |  [<src> x…] <eot>                           wait (nothing new is ready)
 ```
 
+The prompt `<bos> <task> <lang>…` is `prompt_ids` (`simul_prompt_ids` for SIMUL): the
+streaming decoder writes the same ids into its cache before the first chunk.
+
 Chunk t covers source time [t·Δ, (t+1)·Δ), Δ = `chunk_ms`; target word k is written in
 the first turn t with `ready_ms[k] <= (t+1)·Δ` (words still unready after the last chunk
 are written in the last turn). Ready times come from the record (`tgt_ready_ms`,
@@ -275,8 +278,37 @@ def _need_speech(rec, codes, task):
 
 
 # ---- pretraining tasks ----------------------------------------------------------------
+class _ControlTable:
+  """`task_id` / `lang_id` of the fixed control-token table without a sentencepiece model.
+
+  Control ids never change (`tokenizer.CONTROL_TOKENS`; `Tokenizer.load` refuses another
+  table), so a decoder with no trained tokenizer at hand still writes the exact prompt.
+  The lookups are `Tokenizer`'s own methods, not a copy of them.
+  """
+  _control = {t: i for i, t in enumerate(tokmod.CONTROL_TOKENS)}
+  task_id = tokmod.Tokenizer.task_id
+  lang_id = tokmod.Tokenizer.lang_id
+
+
+def prompt_ids(tok, task: str, langs: Sequence[str]) -> list[int]:
+  """The task prompt every stream starts with: `[<bos>, <task>, <lang>...]`.
+
+  The one definition of the prompt, shared by the training streams built here and the
+  streaming decoder (`liveinterp.inference.streaming.prompt_for`), so the two cannot
+  differ. `tok`: a `data_pipelines.tokenizer.Tokenizer`, or None for the fixed control
+  table (the same ids).
+  """
+  tok = _ControlTable() if tok is None else tok
+  return [tokmod.BOS, tok.task_id(task)] + [tok.lang_id(l) for l in langs]
+
+
+def simul_prompt_ids(tok, src_lang: str, tgt_lang: str) -> list[int]:
+  """`<bos> <simul> <src> <tgt>`: the prompt of the SFT stream (and of streaming)."""
+  return prompt_ids(tok, "simul", [src_lang, tgt_lang])
+
+
 def _prompt(seq: _Seq, tok, task: str, langs: Sequence[str]):
-  seq.add([tokmod.BOS, tok.task_id(task)] + [tok.lang_id(l) for l in langs], 0, -1)
+  seq.add(prompt_ids(tok, task, langs), 0, -1)
 
 
 def _audio_slots(seq: _Seq, n_slots: int, spec: StreamSpec, chunk0: int = 0):
@@ -354,7 +386,7 @@ def simul_example(rec: Mapping[str, Any], tok, spec: StreamSpec, *, tgt_codes=No
     src_turn = turn_schedule(ends, n_chunks, spec.chunk_ms)
 
   seq = _Seq()
-  _prompt(seq, tok, "simul", [src_lang, tgt_lang])
+  seq.add(simul_prompt_ids(tok, src_lang, tgt_lang), 0, -1)
   kept_chunks, truncated = 0, False
   for t in range(n_chunks):
     start = seq.mark()

@@ -126,12 +126,16 @@ def run(cfg, run_dir: str, split: str = "test", max_examples: int = 64,
   os.makedirs(out_dir, exist_ok=True)
   tok = tokmod.Tokenizer.load(cfg.tokenizer.model_path)
   model, codec, speaker = streaming.build_models(cfg, workdir=run_dir, llm_stage="sft")
-  decoder = streaming.StreamingDecoder(model, codec, speaker, tok, cfg)
+  decoder = streaming.StreamingDecoder(model, codec, speaker, tok, cfg,
+                                       prompt_ids=streaming.prompt_for(cfg, tok))
   source = pipelines.open_corpus(cfg, split)
   records = [source[i] for i in range(min(len(source), max_examples))]
   if not records:
     raise ValueError(f"split {split!r} of {cfg.data.data_dir} is empty")
   src_lang, tgt_lang = records[0]["src_lang"], records[0]["tgt_lang"]
+  if sfmt.simul_prompt_ids(tok, src_lang, tgt_lang) != list(decoder.prompt_ids):
+    raise ValueError(f"data.pair={cfg.data.pair!r} but the {split} records are "
+                     f"{src_lang}->{tgt_lang}: the decoder's prompt would not match them")
   reporting.console(f"[eval] {len(records)} {split} utterances ({src_lang}->{tgt_lang}), "
                     f"streaming with {decoder.chunk_ms} ms chunks")
 

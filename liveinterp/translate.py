@@ -120,7 +120,8 @@ def main(argv=None) -> dict:
             else sampling.TokenLayout.from_config(cfg))
   decoder = streaming.StreamingDecoder(
       model, codec, speaker, layout, cfg, temperature=args.temperature, top_p=args.top_p,
-      max_turn_tokens=args.max_turn_tokens, allow_src=args.allow_src)
+      max_turn_tokens=args.max_turn_tokens, allow_src=args.allow_src,
+      prompt_ids=streaming.prompt_for(cfg, tokenizer))  # the SFT prompt of cfg.data.pair
   n_chunks = -(-source.size // decoder.chunk_samples)
   compile_s = streaming.warmup(decoder, 1)
   progress = {"compute_ms": 0.0}

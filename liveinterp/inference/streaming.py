@@ -1,7 +1,16 @@
 """Streaming speech-to-speech decoder: one jitted, fixed-shape function per source chunk.
 
+    decoder = StreamingDecoder(model, codec, speaker, tokenizer, cfg,
+                               prompt_ids=prompt_for(cfg, tokenizer))
     state = decoder.init_stream(batch, rng)
     state, out = decoder.step(state, audio_chunk_bc)          # [B, chunk_samples] float
+
+Task prompt: every training stream starts with `<bos> <simul> <src> <tgt>`
+(`data_pipelines.stream_format.simul_prompt_ids`, the one definition of those ids).
+`init_stream` writes the decoder's `prompt_ids` (default: `prompt_for(cfg, tokenizer)`,
+the language pair of `cfg.data.pair`) into the fresh LLM cache, at positions 0..P-1, so
+the first chunk's audio slots follow at P, exactly as in training. A decoder without the
+prompt (`prompt_ids=()`, random-weight tests only) decodes a context the model never saw.
 
 One `step` (a single XLA computation, compiled once) does, for every stream in the batch:
 
@@ -25,8 +34,8 @@ One `step` (a single XLA computation, compiled once) does, for every stream in t
 
 `<eot>` deferral: a turn's closing `<eot>` is sampled but written into the cache at the
 start of the next `step`, together with the next chunk's audio slots (one prefill of
-`1 + slots` positions). The cache then holds exactly `[A1][Y1][A2][Y2]...`, as in training,
-but a wait turn costs no separate LLM call.
+`1 + slots` positions). The cache then holds exactly `<bos> <simul> <src> <tgt>
+[A1][Y1][A2][Y2]...`, as in training, but a wait turn costs no separate LLM call.
 
 Nothing grows with the stream: the LLM cache is a ring buffer with sinks, the encoder
 keeps a bounded left context, codec and frontend keep fixed tails, the speaker buffer is
@@ -50,6 +59,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from data_pipelines import stream_format as sfmt
+from data_pipelines import tokenizer as tok_lib
 from liveinterp.eval import latency as latency_lib
 from liveinterp.inference import sampling
 from liveinterp.models import s2st as s2st_lib
@@ -135,6 +146,22 @@ def state_signature(state: DecoderState) -> list[tuple]:
 
 
 # ---- the decoder -------------------------------------------------------------------------
+def prompt_for(cfg, tokenizer=None) -> tuple[int, ...]:
+  """The SFT task prompt `<bos> <simul> <src> <tgt>` for `cfg.data.pair` ("zh-en").
+
+  The ids come from `data_pipelines.stream_format.simul_prompt_ids`, the function that
+  writes the prompt of every training stream. `tokenizer`: the run's data_pipelines
+  `Tokenizer`, or None (a `TokenLayout` is accepted and ignored): control ids are fixed,
+  so the prompt needs no sentencepiece model.
+  """
+  pair = str(cfg.data.pair)
+  src, sep, tgt = pair.partition("-")
+  if not sep or not src or not tgt:
+    raise ValueError(f"data.pair={pair!r}: expected 'src-tgt' such as 'zh-en'")
+  tok = tokenizer if isinstance(tokenizer, tok_lib.Tokenizer) else None
+  return tuple(int(i) for i in sfmt.simul_prompt_ids(tok, src, tgt))
+
+
 @dataclasses.dataclass(frozen=True)
 class DecodeSpec:
   """Everything static about a decoder (hashable): equal specs share compiled code."""
@@ -175,6 +202,10 @@ class StreamingDecoder:
     return_logits: also return the `[B, M, V]` logits of every chosen token (tests, RL).
     codec_blocks: frame-block sizes the codec decodes at once (largest first), before
       the frame-by-frame tail; () = frame by frame only (smallest program).
+    prompt_ids: ids `init_stream` writes into the fresh LLM cache before the first chunk:
+      the training streams' task prompt. None (default) = `prompt_for(cfg, tokenizer)`;
+      () = no prompt (only for random-weight tests: a trained model was never shown a
+      stream without it).
     donate: donate the input state to `step`/`scan` (in-place cache updates; a state
       passed in must not be used again).
   """
@@ -184,7 +215,7 @@ class StreamingDecoder:
                grammar: bool = True, allow_src: bool = False,
                max_turn_tokens: int | None = None, speaker_window_ms: int = 3000,
                return_logits: bool = False, codec_blocks: Sequence[int] = (16, 4),
-               donate: bool = True):
+               donate: bool = True, prompt_ids: Sequence[int] | None = None):
     layout = tokenizer_layout
     if not isinstance(layout, sampling.TokenLayout):
       layout = sampling.TokenLayout.from_tokenizer(layout)
@@ -220,6 +251,14 @@ class StreamingDecoder:
     self.chunk_ms = self.spec.chunk_ms
     self.max_turn_tokens = m
     self.vocab_size = int(model.llm.vocab_size)
+    prompt = (prompt_for(cfg, tokenizer_layout) if prompt_ids is None
+              else tuple(int(i) for i in np.asarray(prompt_ids, np.int64).reshape(-1)))
+    bad = [i for i in prompt if not 0 <= i < self.vocab_size]
+    if bad:
+      raise ValueError(f"prompt_ids {list(prompt)} has ids outside [0, {self.vocab_size})")
+    # Static argument of the jitted `init_stream` only (not in `DecodeSpec`): decoders
+    # that differ only in their prompt share the compiled `step` / `scan`.
+    self.prompt_ids = prompt
 
   # ---- public API ------------------------------------------------------------------------
   @property
@@ -234,7 +273,8 @@ class StreamingDecoder:
     if isinstance(rng, (int, np.integer)):
       rng = jax.random.key(int(rng))
     # Committed like every later state, so the first step compiles the same program.
-    return jax.device_put(_init_jit(self.spec, self._params, int(batch), rng), self.device)
+    return jax.device_put(_init_jit(self.spec, self._params, int(batch), rng,
+                                    self.prompt_ids), self.device)
 
   def step(self, state: DecoderState, audio_chunk_bc, valid_b=None,
            forced_tokens_bm=None, forced_len_b=None) -> tuple[DecoderState, StepOutputs]:
@@ -356,10 +396,16 @@ def _check_compatible(model, codec, speaker, layout, sample_rate: int):
 
 
 # ---- pure functions (jitted at module level: decoders with equal specs share them) -------
-def _init_pure(spec: DecodeSpec, params, batch: int, rng) -> DecoderState:
+def _init_pure(spec: DecodeSpec, params, batch: int, rng, prompt: tuple = ()
+               ) -> DecoderState:
+  """Fresh state; the LLM cache already holds `prompt` (positions 0..P-1) in every row."""
   m = nnx.merge(spec.graphdef, params)
+  model_state = m.s2st.init_stream(batch)
+  if prompt:
+    ids = jnp.broadcast_to(jnp.asarray(prompt, jnp.int32)[None], (batch, len(prompt)))
+    _, _, model_state = m.s2st.write_tokens(model_state, ids)
   return DecoderState(
-      model=m.s2st.init_stream(batch), codec=m.codec.init_decode_state(batch),
+      model=model_state, codec=m.codec.init_decode_state(batch),
       speaker_audio=jnp.zeros((batch, spec.speaker_samples), jnp.float32),
       speaker_fill=jnp.zeros((batch,), jnp.int32),
       speaker=jnp.zeros((batch, m.speaker.embed_dim), jnp.float32),
@@ -387,7 +433,7 @@ def _scan_pure(spec: DecodeSpec, params, state, audio_nbc, valid_nb, forced_nbm,
   return jax.lax.scan(body, state, (audio_nbc, valid_nb, forced_nbm, forced_n_nb))
 
 
-_init_jit = jax.jit(_init_pure, static_argnums=(0, 2))
+_init_jit = jax.jit(_init_pure, static_argnums=(0, 2, 4))
 _step_donate = jax.jit(_step_pure, static_argnums=(0,), donate_argnums=(2,))
 _step_keep = jax.jit(_step_pure, static_argnums=(0,))
 _scan_donate = jax.jit(_scan_pure, static_argnums=(0, 7), donate_argnums=(2,))
@@ -965,4 +1011,5 @@ def load_params(workdir: str, stage: str, cfg, *, step: int | None = None,
 __all__ = ["StreamingDecoder", "DecoderState", "StepOutputs", "state_bytes",
            "state_signature", "iter_translate", "translate_stream", "translate_waveforms",
            "warmup", "Detokenizer", "Segment", "StreamResult", "ChunkEvent", "load_params",
-           "checkpoint_dir", "random_model", "build_models", "DecodeSpec", "LLM_STAGES"]
+           "checkpoint_dir", "random_model", "build_models", "DecodeSpec", "LLM_STAGES",
+           "prompt_for"]

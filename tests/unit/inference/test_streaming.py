@@ -1,8 +1,10 @@
 """The streaming decoder against the teacher-forced training forward, and long streams.
 
-All tests share one compiled `step` (the session `decoder`: batch 2, greedy, grammar,
-16-token turns, logits returned) and one compiled training forward (5 chunks, padded
-stream length), so the suite pays for few compilations.
+Most tests share one compiled `step` (the session `decoder`: batch 2, greedy, grammar,
+16-token turns, logits returned, the `<bos> <simul> <zh> <en>` prompt of the micro
+config) and one compiled training forward (5 chunks, padded stream length), so the suite
+pays for few compilations. One test takes its reference stream from the training
+pipeline itself (`stream_format.simul_example` of a micro record, micro tokenizer).
 """
 
 import time
@@ -32,18 +34,18 @@ def _forward_fn(model):
 _FORWARD = {}
 
 
-def _full_forward(model, turns, audio_bn, spc):
-  """Builds `[A1][Y1]...` per row from the turns and runs the training forward.
+def _full_forward(model, turns, audio_bn, spc, prompt):
+  """Builds `prompt [A1][Y1]...` per row from the turns and runs the training forward.
 
   Returns (logits [B, T, V], values [B, T], positions[b][t] = stream index of turn t's
   first token).
   """
-  t_pad = N_CHUNKS * (spc + TURN_TOKENS)
+  t_pad = len(prompt) + N_CHUNKS * (spc + TURN_TOKENS)
   tokens = np.full((B, t_pad), sampling.PAD, np.int32)
   slots = np.zeros((B, t_pad), bool)
   starts = [[] for _ in range(B)]
   for b in range(B):
-    seq, slot = [], []
+    seq, slot = list(prompt), [False] * len(prompt)
     for turn in turns[b]:
       seq += [sampling.AUDIO] * spc
       slot += [True] * spc
@@ -91,7 +93,7 @@ def test_greedy_stream_is_self_consistent_with_training_forward(decoder, models)
   turns = _turns(outs)
   spc = model.slots_per_chunk
   logits, values, starts = _full_forward(model, turns, audio.transpose(1, 0, 2).reshape(B, -1),
-                                         spc)
+                                         spc, decoder.prompt_ids)
   layout = decoder.layout
   checked = 0
   for b in range(B):
@@ -113,8 +115,11 @@ def test_greedy_stream_is_self_consistent_with_training_forward(decoder, models)
       o = outs[t]
       assert list(o.text[b, :o.n_text[b]]) == text and list(o.speech[b, :o.n_speech[b]]) == speech
       assert o.n_samples[b] == len(speech) // layout.num_codebooks * decoder.spec.hop
-  # Every generated token is in the cache except the last turn's pending <eot>.
-  total = [N_CHUNKS * spc + sum(len(x) for x in turns[b]) - 1 for b in range(B)]
+  # The prompt and every generated token are in the cache except the last turn's pending
+  # <eot>.
+  assert decoder.prompt_ids == (1, 12, 13, 14)       # <bos> <simul> <zh> <en> (zh-en)
+  total = [len(decoder.prompt_ids) + N_CHUNKS * spc + sum(len(x) for x in turns[b]) - 1
+           for b in range(B)]
   np.testing.assert_array_equal(np.asarray(state.model.cache.length), total)
   assert checked > 2 * N_CHUNKS
   # The two streams were decoded from their own audio.
@@ -171,7 +176,7 @@ def test_forced_turns_give_training_forward_logits_and_codec_audio(decoder, mode
              for b in range(B))                      # the ring cache wraps in both rows
   spc = model.slots_per_chunk
   logits, values, starts = _full_forward(model, turns, audio.transpose(1, 0, 2).reshape(B, -1),
-                                         spc)
+                                         spc, decoder.prompt_ids)
   for b in range(B):
     for t, turn in enumerate(turns[b]):
       p0 = starts[b][t] - 1
@@ -205,6 +210,105 @@ def test_forced_turns_give_training_forward_logits_and_codec_audio(decoder, mode
     np.testing.assert_allclose(streamed, full[b, :streamed.size], atol=1e-4)
 
 
+def _pipeline_example(cfg, tok, window):
+  """A micro train record's SFT stream, as the training pipeline builds it: longer than
+  the LLM window (the ring cache wraps), several content turns, turns within budget."""
+  from data_pipelines import stream_format as sfmt
+  from tests.unit.data.test_formats_fixtures import micro_source
+  spec = sfmt.StreamSpec.from_config(cfg)
+  source = micro_source("train")
+  for i in range(len(source)):
+    rec = source[i]
+    try:
+      ex = sfmt.simul_example(rec, tok, spec)
+    except sfmt.FormatError:
+      continue
+    turns = sfmt.turns(ex)
+    if (ex["tokens"].size > window + 8 and sum(len(t) > 1 for _, t in turns) >= 2
+        and max(len(t) for _, t in turns) <= TURN_TOKENS):
+      return rec, ex, turns
+  raise AssertionError("no micro train record gives a long enough SFT stream")
+
+
+def test_decoder_reproduces_training_forward_on_a_pipeline_stream():
+  """Reference = the training forward on `simul_example`'s own output (prompt included);
+  the decoder, fed the example's audio chunk by chunk and forced to its turns, gives the
+  same logits at every turn token. Without the prompt it does not."""
+  from data_pipelines import stream_format as sfmt, tokenizer as tokmod
+  from liveinterp.train.stages import stream_lm
+  from tests.unit.data.test_formats_fixtures import micro_config, micro_tokenizer
+  cfg = micro_config("sft")
+  tok = micro_tokenizer()
+  model, codec, speaker = streaming.build_models(cfg, seed=0)
+  rec, ex, turns = _pipeline_example(cfg, tok, model.llm.window)
+
+  # The training forward, on exactly the pipeline's example (one row, as the sft stage).
+  batch = {k: jnp.asarray(ex[k])[None] for k in
+           ("tokens", "audio_slot_mask", "positions", "segment_ids", "audio")}
+  batch["audio_segment_ids"] = jnp.ones(ex["audio"].shape[:1], jnp.int32)[None]
+  tokens, audio, audio_mask, slots = stream_lm.model_inputs(batch)
+  graphdef, params = nnx.split(model)
+  fwd = jax.jit(lambda p, *a: nnx.merge(graphdef, p)(
+      a[0], a[1], a[2], positions_bt=a[3], segment_ids_bt=a[4], audio_mask_bn=a[5]))
+  logits, values = fwd(params, tokens, audio, slots, batch["positions"],
+                       batch["segment_ids"], audio_mask)
+  logits, values = np.asarray(logits[0]), np.asarray(values[0])
+
+  # The decoder's prompt is the pipeline's, from the config's pair and the tokenizer.
+  prompt = streaming.prompt_for(cfg, tok)
+  n_prompt = int(np.sum(ex["chunk_index"] < 0))
+  assert prompt == tuple(int(i) for i in ex["tokens"][:n_prompt])
+  assert prompt == tuple(sfmt.simul_prompt_ids(tok, rec["src_lang"], rec["tgt_lang"]))
+  assert prompt == streaming.prompt_for(cfg)      # fixed control table, no tokenizer
+
+  kw = dict(max_turn_tokens=TURN_TOKENS, return_logits=True, codec_blocks=(),
+            speaker_window_ms=cfg.stream.chunk_ms)
+  with_prompt = streaming.StreamingDecoder(model, codec, speaker, tok, cfg, **kw)
+  assert with_prompt.prompt_ids == prompt         # default: prompt_for(cfg, tokenizer)
+  # Same spec (TokenLayout of that tokenizer): shares the compiled step.
+  no_prompt = streaming.StreamingDecoder(model, codec, speaker,
+                                         sampling.TokenLayout.from_tokenizer(tok), cfg,
+                                         prompt_ids=(), **kw)
+  flat = np.asarray(audio[0])
+  c = with_prompt.chunk_samples
+  assert flat.size == len(turns) * c and [t for t, _ in turns] == list(range(len(turns)))
+  slot = ex["audio_slot_mask"].astype(bool)
+
+  def decode(decoder):
+    state, outs = decoder.init_stream(1, 0), []
+    for t, ids in turns:
+      forced = np.zeros((1, TURN_TOKENS), np.int32)
+      forced[0, :len(ids)] = ids
+      state, out = decoder.step(state, flat[None, t * c:(t + 1) * c],
+                                forced_tokens_bm=forced,
+                                forced_len_b=np.asarray([len(ids)], np.int32))
+      outs.append(jax.device_get(out))
+    return state, outs
+
+  state, outs = decode(with_prompt)
+  checked = 0
+  for (t, ids), o in zip(turns, outs):
+    assert list(o.tokens[0, :o.n_tokens[0]]) == list(ids)
+    start = int(np.nonzero((ex["chunk_index"] == t) & ~slot)[0][0])  # turn's first token
+    np.testing.assert_array_equal(ex["tokens"][start:start + len(ids)], ids)
+    p0 = start - 1                                  # logits that predict token 0
+    np.testing.assert_allclose(o.logits[0, :len(ids)], logits[p0:p0 + len(ids)],
+                               atol=1e-4, rtol=1e-4, err_msg=f"chunk {t}")
+    np.testing.assert_allclose(o.values[0, :len(ids)], values[p0:p0 + len(ids)],
+                               atol=1e-4, rtol=1e-4, err_msg=f"chunk {t}")
+    checked += len(ids)
+  n_eos = int(ex["tokens"][-1] == tokmod.EOS)
+  assert checked == int((~slot[n_prompt:]).sum()) - n_eos  # every token but the <eos>
+  # The cache holds the stream up to the last turn's (pending) <eot>, and it wrapped.
+  last_eot = int(np.nonzero(ex["tokens"] == sampling.EOT)[0][-1])
+  assert int(state.model.cache.length[0]) == last_eot > model.llm.window
+
+  # Not vacuous: the same decoding without the prompt is off from the first token.
+  _, bare = decode(no_prompt)
+  for (t, ids), o, b in zip(turns[:3], outs, bare):
+    assert np.abs(o.logits[0, :len(ids)] - b.logits[0, :len(ids)]).max() > 1e-2, t
+
+
 def test_long_stream_keeps_state_flat(decoder):
   """10,000 chunks (mostly waits, a content turn every 7th chunk) in jitted scans."""
   layout = decoder.layout
@@ -235,7 +339,7 @@ def test_long_stream_keeps_state_flat(decoder):
   spc = s2st.slots_per_chunk(decoder.cfg)
   np.testing.assert_array_equal(np.asarray(state.chunks), reps * n)
   np.testing.assert_array_equal(np.asarray(state.model.cache.length),
-                                reps * n * spc + tokens - 1)
+                                len(decoder.prompt_ids) + reps * n * spc + tokens - 1)
   for leaf in jax.tree.leaves((state.model, state.codec, state.speaker)):
     assert np.all(np.isfinite(np.asarray(leaf)))
   # Flat cost: the last 2,500 chunks take no longer than chunks 2,500-5,000 (the first
