@@ -118,7 +118,8 @@ def get_config():
       d_model=144, num_layers=4, num_heads=4, mlp_dim=576, conv_kernel=15,
       subsample=4, left_chunks=4, dropout=0.0,
   ))
-  c.adapter = ml_collections.ConfigDict(dict(stack=2))
+  # out_norm: RMSNorm on the adapter output (audio enters the LLM at token-embedding scale)
+  c.adapter = ml_collections.ConfigDict(dict(stack=2, out_norm=True))
   c.llm = ml_collections.ConfigDict(dict(
       vocab_size=4096, d_model=256, num_layers=4, num_heads=4, num_kv_heads=2,
       head_dim=64, mlp_dim=768, rope_theta=10000.0, window=512, sink_tokens=8,
@@ -145,6 +146,7 @@ def get_config():
       max_audio_slots=96,     # audio rows (80 ms slots) per example: 7.68 s of source
       codes_path="",          # speech codes of the corpus (liveinterp.train.speech_tokens)
       codec_crop_ms=1000, codec_ref_ms=2000,
+      max_src_tokens=64,      # CTC target (source transcript) length per example
   ))
 
   # ---- training ---------------------------------------------------------------------
@@ -153,6 +155,9 @@ def get_config():
       weight_decay=0.01, b1=0.9, b2=0.98, grad_clip=1.0, grad_accum_steps=1,
       log_every=10, eval_every=100, init_from="",
       eval_batches=4, eval_examples=16, eval_max_new_tokens=48,
+      # auxiliary CTC loss of the adapter output against the source transcript
+      # (pretrain/sft): gives the encoder a direct signal, so the decoder listens
+      ctc_weight=0.5,
   ))
   c.checkpoint = ml_collections.ConfigDict(dict(
       every_steps=50, keep=3, async_save=True,

@@ -301,16 +301,26 @@ class StreamTransform(grain.transforms.RandomMap):
       except sfmt.FormatError as e:
         logging.debug("sft skip: %s", e)
         return None
-      return ex
+      return self._with_source_ids(ex, rec)
     order = list(rng.choice(len(self.tasks), size=len(self.tasks), replace=False,
                             p=self.probs))
     for ti in order:  # the drawn task first, then the others in weighted random order
       try:
-        return sfmt.pretrain_example(rec, self.tok, self.spec, self.tasks[ti],
-                                     tgt_codes=codes)
+        return self._with_source_ids(sfmt.pretrain_example(
+            rec, self.tok, self.spec, self.tasks[ti], tgt_codes=codes), rec)
       except sfmt.FormatError as e:
         logging.debug("pretrain %s skip: %s", self.tasks[ti], e)
     return None
+
+  def _with_source_ids(self, ex, rec):
+    """Adds `src_ids` (the source transcript's token ids: the auxiliary CTC target of
+    the audio). Empty when the example carries no audio or only part of the source
+    audio (a stream cut at `max_len`), so a partial transcript is never a target."""
+    n_slots = ex["audio"].shape[0]
+    whole = n_slots > 0 and n_slots >= sfmt.num_slots(len(rec["src_audio"]), self.spec)
+    ids = self.tok.encode_text(rec["src_text"]) if whole else []
+    ex["src_ids"] = np.asarray(ids, np.int32)
+    return ex
 
 
 _PACKED = ("tokens", "loss_mask", "audio_slot_mask", "chunk_index", "audio")
@@ -344,9 +354,11 @@ def _pack(ds: grain.IterDataset, seq_len: int, num_bins: int,
 
 
 def pad_example(ex: Mapping[str, np.ndarray], seq_len: int,
-                max_audio_slots: int | None = None) -> dict:
+                max_audio_slots: int | None = None, max_src_tokens: int = 0) -> dict:
   """One example padded to `seq_len` tokens and `max_audio_slots` (default `seq_len`)
-  audio slot rows (one segment per row)."""
+  audio slot rows (one segment per row). With `max_src_tokens` > 0 the row also gets
+  `src_ids` int32[max_src_tokens] (0-padded) and `src_len`: the CTC target of its audio
+  (length 0 = no target, also when the transcript is longer than `max_src_tokens`)."""
   L, n_slots = ex["tokens"].size, ex["audio"].shape[0]
   slots = seq_len if max_audio_slots is None else max_audio_slots
   if L > seq_len or n_slots > slots:
@@ -358,12 +370,19 @@ def pad_example(ex: Mapping[str, np.ndarray], seq_len: int,
     out[:x.shape[0]] = x
     return out
   seg = pad(np.ones((L,), np.int32), seq_len)
-  return dict(tokens=pad(ex["tokens"], seq_len), loss_mask=pad(ex["loss_mask"], seq_len),
-              audio_slot_mask=pad(ex["audio_slot_mask"], seq_len),
-              chunk_index=pad(ex["chunk_index"], seq_len, -1), segment_ids=seg,
-              positions=pad(np.arange(L, dtype=np.int32), seq_len),
-              audio=pad(ex["audio"], slots),
-              audio_segment_ids=pad(np.ones((n_slots,), np.int32), slots))
+  out = dict(tokens=pad(ex["tokens"], seq_len), loss_mask=pad(ex["loss_mask"], seq_len),
+             audio_slot_mask=pad(ex["audio_slot_mask"], seq_len),
+             chunk_index=pad(ex["chunk_index"], seq_len, -1), segment_ids=seg,
+             positions=pad(np.arange(L, dtype=np.int32), seq_len),
+             audio=pad(ex["audio"], slots),
+             audio_segment_ids=pad(np.ones((n_slots,), np.int32), slots))
+  if max_src_tokens > 0:
+    src = np.asarray(ex.get("src_ids", np.zeros((0,), np.int32)), np.int32)
+    if src.size > max_src_tokens:
+      src = src[:0]
+    out["src_ids"] = pad(src, max_src_tokens)
+    out["src_len"] = np.int32(src.size)
+  return out
 
 
 class _FitsAudio:
@@ -392,7 +411,8 @@ def stream_dataset(source: Sequence[Mapping[str, Any]], cfg, tokenizer, stage: s
                    codes_fn: CodesFn | None = None, speech_placeholder: str = "none",
                    src_transcript: bool = False, worker_count: int = 0,
                    read_threads: int = 2,
-                   max_audio_slots: int | None = None) -> grain.IterDataset:
+                   max_audio_slots: int | None = None,
+                   max_src_tokens: int = 0) -> grain.IterDataset:
   """Pretraining (`stage='pretrain'`) or SFT (`'sft'`) batches of token rows.
 
   Without packing, `max_audio_slots` bounds the audio rows per example (longer examples
@@ -417,7 +437,8 @@ def stream_dataset(source: Sequence[Mapping[str, Any]], cfg, tokenizer, stage: s
     it = _pack(it, seq_len, num_packing_bins or batch_size, seed)
   else:
     it = it.map(functools.partial(pad_example, seq_len=seq_len,
-                                  max_audio_slots=max_audio_slots))
+                                  max_audio_slots=max_audio_slots,
+                                  max_src_tokens=max_src_tokens))
   return _finish(it, batch_size, worker_count, read_threads)
 
 

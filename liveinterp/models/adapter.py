@@ -1,4 +1,8 @@
-"""Encoder -> LLM adapter: stack k consecutive frames, 2-layer MLP to the LLM width.
+"""Encoder -> LLM adapter: stack k consecutive frames, 2-layer MLP to the LLM width,
+then (`adapter.out_norm`, default on) an RMSNorm, so the audio embeddings enter the LLM
+at the scale of its token embeddings (unit RMS) instead of whatever scale the MLP drifts
+to: without it the tiny model's adapter output reached RMS ~36 against ~1.25 for tokens,
+mostly a constant direction, and the decoder learned to ignore the audio.
 
 `[B, T, D_enc] -> [B, ceil(T / k), D_llm]`. A stacked group is valid when any of its
 frames is valid (invalid frames are zeroed first), so a trailing partial group keeps its
@@ -14,6 +18,7 @@ from flax import nnx
 
 from liveinterp.common import axes, sharding
 from liveinterp.layers.linears import Dense
+from liveinterp.layers.normalizations import RMSNorm
 from liveinterp.models.conformer import stream_geometry
 
 
@@ -21,7 +26,8 @@ class Adapter(nnx.Module):
   """Frame stacking (k) + Dense(k*D_enc, H) -> GELU -> Dense(H, D_llm); H = D_llm."""
 
   def __init__(self, d_in: int, d_out: int, stack: int, *, hidden: int | None = None,
-               dtype="float32", param_dtype="float32", rngs: nnx.Rngs):
+               out_norm: bool = True, dtype="float32", param_dtype="float32",
+               rngs: nnx.Rngs):
     if stack < 1:
       raise ValueError(f"adapter.stack={stack} must be >= 1")
     hidden = d_out if hidden is None else hidden
@@ -29,6 +35,7 @@ class Adapter(nnx.Module):
     # Input is [k, D_enc]: the stack position is a small replicated axis.
     self.up = Dense((stack, d_in), hidden, kernel_axes=(None, axes.EMBED, axes.MLP), **kw)
     self.down = Dense(hidden, d_out, kernel_axes=(axes.MLP, axes.EMBED), **kw)
+    self.norm = RMSNorm(d_out, **kw) if out_norm else None
     self.stack = stack
     self.d_in, self.d_out, self.hidden = d_in, d_out, hidden
 
@@ -36,7 +43,7 @@ class Adapter(nnx.Module):
   def from_config(cls, cfg, *, rngs: nnx.Rngs) -> "Adapter":
     """encoder.d_model -> llm.d_model with adapter.stack; compute/param dtype from cfg."""
     return cls(int(cfg.encoder.d_model), int(cfg.llm.d_model), int(cfg.adapter.stack),
-               dtype=cfg.dtype, param_dtype=cfg.param_dtype, rngs=rngs)
+               out_norm=bool(cfg.adapter.get("out_norm", True)), dtype=cfg.dtype, param_dtype=cfg.param_dtype, rngs=rngs)
 
   def __call__(self, frames_btd: jax.Array,
                mask_bt: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
@@ -52,8 +59,10 @@ class Adapter(nnx.Module):
     x_bgkd = x.reshape(b, (t + pad) // k, k, d)
     h = sharding.shard_logical(jax.nn.gelu(self.up(x_bgkd)),
                                (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_MLP))
-    y = sharding.shard_logical(self.down(h), (axes.ACT_BATCH, axes.ACT_LENGTH,
-                                              axes.ACT_EMBED))
+    y = self.down(h)
+    if self.norm is not None:
+      y = self.norm(y)
+    y = sharding.shard_logical(y, (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_EMBED))
     mask = m.reshape(b, -1, k).any(-1)
     return jnp.where(mask[..., None], y, jnp.zeros((), y.dtype)), mask
 

@@ -77,11 +77,29 @@ class S2ST(nnx.Module):
 
   def __call__(self, tokens_bt: jax.Array, audio_bn: jax.Array, audio_slot_bt: jax.Array,
                positions_bt: jax.Array | None = None,
-               segment_ids_bt: jax.Array | None = None, audio_mask_bn: jax.Array | None = None):
-    """Interleaved stream -> (logits [B, T, V] float32, values [B, T] float32)."""
-    emb, _ = self.audio_embeddings(audio_bn, audio_mask_bn)
+               segment_ids_bt: jax.Array | None = None, audio_mask_bn: jax.Array | None = None,
+               *, return_audio: bool = False):
+    """Interleaved stream -> (logits [B, T, V] float32, values [B, T] float32).
+
+    With `return_audio`, also the audio embeddings and their mask ([B, A, D], [B, A]),
+    e.g. for the auxiliary CTC loss (`ctc_logits`).
+    """
+    emb, emb_mask = self.audio_embeddings(audio_bn, audio_mask_bn)
     x = splice_audio(self.llm.embed(tokens_bt), audio_slot_bt, emb)
-    return self.llm.forward_embeddings(x, positions_bt, segment_ids_bt)
+    logits, values = self.llm.forward_embeddings(x, positions_bt, segment_ids_bt)
+    if return_audio:
+      return logits, values, emb, emb_mask
+    return logits, values
+
+  def ctc_logits(self, audio_emb_bad: jax.Array, num_ids: int) -> jax.Array:
+    """Audio embeddings [B, A, D] -> CTC logits [B, A, num_ids] float32 over token ids
+    [0, num_ids) (blank = id 0, `<pad>`), through the LLM's own input embedding table:
+    the CTC loss then pulls each audio slot towards the embedding of the source token
+    spoken there, so the decoder reads audio in the space it reads text in."""
+    table = self.llm.embedder.embedding[...][:num_ids].astype(audio_emb_bad.dtype)
+    logits = jnp.einsum("bad,vd->bav", audio_emb_bad, table,
+                        preferred_element_type=jnp.float32)
+    return logits * (self.llm.d_model ** -0.5)
 
   # ---- streaming ---------------------------------------------------------------------
   def init_stream(self, batch: int) -> StreamState:

@@ -32,7 +32,7 @@ from liveinterp.models import s2st
 from liveinterp.train import loop, speech_tokens
 
 FIELDS = ("tokens", "loss_mask", "audio_slot_mask", "segment_ids", "positions", "audio",
-          "audio_segment_ids")
+          "audio_segment_ids", "src_ids", "src_len")
 
 
 def model_inputs(batch):
@@ -44,11 +44,30 @@ def model_inputs(batch):
   return batch["tokens"], audio_f, audio_mask, batch["audio_slot_mask"] > 0
 
 
-def loss_fn(model: s2st.S2ST, batch, rng, speech_offset: int):
+def ctc_loss(model: s2st.S2ST, audio_emb, audio_mask, batch, num_ids: int):
+  """Auxiliary CTC loss of the audio embeddings against the source transcript ids
+  (`src_ids`, `src_len`; rows with `src_len` 0 carry no target): mean per labelled row,
+  normalised by its label length. Returns (loss, number of labelled rows)."""
+  logits = model.ctc_logits(audio_emb, num_ids)
+  labels = batch["src_ids"]
+  label_pad = (jnp.arange(labels.shape[1])[None] >= batch["src_len"][:, None])
+  per_row = optax.ctc_loss(logits, (~audio_mask).astype(jnp.float32), labels,
+                           label_pad.astype(jnp.float32), blank_id=0)
+  has = (batch["src_len"] > 0).astype(jnp.float32)
+  per_row = jnp.where(has > 0, per_row / jnp.maximum(batch["src_len"], 1), 0.0)
+  n = has.sum()
+  return per_row.sum() / jnp.maximum(n, 1.0), n
+
+
+def loss_fn(model: s2st.S2ST, batch, rng, speech_offset: int, ctc_weight: float = 0.0):
+  """Next-token cross-entropy on `loss_mask` positions (+ `ctc_weight` x the auxiliary
+  CTC loss of the audio embeddings when the batch has `src_ids`). aux["lm_loss"] is the
+  cross-entropy alone (what audio reliance and dev loss compare)."""
   del rng
   tokens, audio, audio_mask, slots = model_inputs(batch)
-  logits, _ = model(tokens, audio, slots, positions_bt=batch["positions"],
-                    segment_ids_bt=batch["segment_ids"], audio_mask_bn=audio_mask)
+  logits, _, emb, emb_mask = model(tokens, audio, slots, positions_bt=batch["positions"],
+                                   segment_ids_bt=batch["segment_ids"],
+                                   audio_mask_bn=audio_mask, return_audio=True)
   targets = tokens[:, 1:]
   seg = batch["segment_ids"]
   mask = ((batch["loss_mask"][:, 1:] > 0) & (seg[:, 1:] == seg[:, :-1])
@@ -57,13 +76,53 @@ def loss_fn(model: s2st.S2ST, batch, rng, speech_offset: int):
   n = jnp.maximum(mask.sum(), 1.0)
   correct = (logits[:, :-1].argmax(-1) == targets).astype(jnp.float32)
   speech = (targets >= speech_offset).astype(jnp.float32)
-  return (ce * mask).sum() / n, {
+  lm = (ce * mask).sum() / n
+  aux = {
+      "lm_loss": lm,
       "accuracy": (correct * mask).sum() / n,
       "speech_share": (speech * mask).sum() / n,
       "text_accuracy": (correct * mask * (1 - speech)).sum() / jnp.maximum(
           (mask * (1 - speech)).sum(), 1.0),
       "tokens": mask.sum(),
   }
+  total = lm
+  if ctc_weight > 0 and "src_ids" in batch:
+    ctc, rows = ctc_loss(model, emb, emb_mask, batch, speech_offset)
+    aux["ctc_loss"], aux["ctc_rows"] = ctc, rows
+    total = lm + ctc_weight * ctc
+  return total, aux
+
+
+def audio_variants(batch) -> dict:
+  """The batch with its source audio zeroed, and with every row's audio taken from the
+  next row (cut or zero-padded to this row's own slots: same length, other content).
+
+  Token streams, slots and masks are unchanged, so a loss difference between these and
+  the real batch measures how much the model relies on what the audio says.
+  """
+  audio = batch["audio"]
+  own = (batch["audio_segment_ids"] > 0)[..., None]
+  return {"zero": dict(batch, audio=jnp.zeros_like(audio)),
+          "swap": dict(batch, audio=jnp.where(own, jnp.roll(audio, 1, axis=0),
+                                              jnp.zeros_like(audio)))}
+
+
+def audio_reliance(loss, model, batches) -> dict:
+  """Mean loss on `batches` with real, zeroed and swapped audio, and the two gaps.
+
+  `loss(model, batch) -> (scalar, aux)` with the cross-entropy in aux["lm_loss"]. A model that listens has a large positive
+  `gap_zero` (= loss with zeroed audio - loss with real audio) and `gap_swap`.
+  """
+  real, zero, swap = [], [], []
+  lm = lambda b: float(loss(model, b)[1]["lm_loss"])  # noqa: E731
+  for b in batches:
+    real.append(lm(b))
+    var = audio_variants(b)
+    zero.append(lm(var["zero"]))
+    swap.append(lm(var["swap"]))
+  r, z, s = float(np.mean(real)), float(np.mean(zero)), float(np.mean(swap))
+  return {"loss_real": r, "loss_zero_audio": z, "loss_swap_audio": s,
+          "gap_zero": z - r, "gap_swap": s - r}
 
 
 def tokenizer_for(config) -> tokmod.Tokenizer:
@@ -85,6 +144,7 @@ def _dataset(config, stage, source, tok, codes_fn, shard=None, seed=None, shuffl
       seed=seed, shuffle=shuffle, num_epochs=num_epochs, policy=config.data.policy,
       wait_k=config.data.wait_k, speech_placeholder=placeholder,
       max_audio_slots=config.data.max_audio_slots,
+      max_src_tokens=(int(config.data.max_src_tokens) if config.train.ctc_weight > 0 else 0),
       task_weights=dict(config.data.task_weights) if stage == "pretrain" else None)
 
 
@@ -168,16 +228,20 @@ def build(config) -> loop.Stage:
       break
   dev_records = [dev[i] for i in range(min(len(dev), config.train.eval_examples))]
   spec = sfmt.StreamSpec.from_config(config)
-  eval_loss = jax.jit(lambda m, b: loss_fn(m, b, None, speech_offset))
+  ctc_weight = float(config.train.ctc_weight)
+  eval_loss = jax.jit(lambda m, b: loss_fn(m, b, None, speech_offset, ctc_weight))
 
   def eval_fn(model, step):
     del step
     out = {}
     if dev_batches:
-      vals = [jax.device_get(eval_loss(model, jax.tree.map(jnp.asarray, b)))
-              for b in dev_batches]
-      out["eval/loss"] = float(np.mean([v[0] for v in vals]))
+      batches = [jax.tree.map(jnp.asarray, b) for b in dev_batches]
+      vals = [jax.device_get(eval_loss(model, b)) for b in batches]
+      out["eval/loss"] = float(np.mean([v[1]["lm_loss"] for v in vals]))
       out["eval/accuracy"] = float(np.mean([v[1]["accuracy"] for v in vals]))
+      rel = audio_reliance(eval_loss, model, batches)
+      out["eval/audio_gap_zero"] = rel["gap_zero"]
+      out["eval/audio_gap_swap"] = rel["gap_swap"]
     if dev_records and jax.process_index() == 0:
       tasks = ("asr", "st") if stage == "pretrain" else ("st",)
       for task in tasks:
@@ -190,5 +254,5 @@ def build(config) -> loop.Stage:
     return out
 
   return loop.Stage(stage, lambda rngs: s2st.S2ST(config, rngs=rngs),
-                    lambda m, b, r: loss_fn(m, b, r, speech_offset), make_data,
+                    lambda m, b, r: loss_fn(m, b, r, speech_offset, ctc_weight), make_data,
                     data_iter=data_iter, eval_fn=eval_fn)
