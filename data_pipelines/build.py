@@ -1,6 +1,8 @@
-r"""Build one corpus end to end: corpus -> TFDS (ArrayRecord) -> sentencepiece tokenizer.
+r"""Build one corpus end to end: corpus -> TFDS (ArrayRecord) -> sentencepiece tokenizer
+-> length statistics of the training streams.
 
   python -m data_pipelines.build --pair=zh-en --size=tiny --data_dir=DIR
+  python -m data_pipelines.build --pair=zh-en --size=laptop --data_dir=DIR  # drills
 
 Layout under DIR:
 
@@ -8,8 +10,21 @@ Layout under DIR:
 corpus_cache/                     the corpus module's own cache (synthesised speech, ...)
 tfds/liveinterp_corpus/<src>_<tgt>_<size>/1.0.0/   ArrayRecord shards + dataset_info
 tokenizer/<src>_<tgt>_<size>_v<V>.model|.json      sentencepiece model + id layout
-build_summary_<src>_<tgt>_<size>.json              counts, skips, sizes, times
+build_summary_<src>_<tgt>_<size>.json              counts, skips, knobs, sizes, times,
+                                                  length stats
+length_stats_<src>_<tgt>_<size>.json               the length stats alone (`length_stats`)
 ```
+
+Length stats (step 4): over the train split (all records, or an evenly spaced sample of
+`--length_stats_records`), the token lengths of the streams the trainer builds
+(`stream_format`, the model config's timing at the codec frame rate), per stage/task:
+`{"sft": {"simul": V}, "pretrain": {"asr"|"st"|"tts"|"s2st": V}}` with
+V = {"with_speech": S, "without_speech": S} (speech tokens as placeholder zeros, or no
+speech part; TTS/S2ST have no "without_speech") and
+S = {"n", "errors", "stream_len": {p50, p90, p99, max}, "audio_slots": {p99, max},
+"turn_len": {p99, max} (SIMUL only: tokens of one turn Y_t, speech included)}, plus
+"text_tokens": {"src"|"tgt": {p50, p90, p99, max}} (sentencepiece tokens of the texts).
+The trainer reads them with `length_stats(data_dir, pair, size)` to size sequences.
 
 Idempotent and resumable: a prepared TFDS build and a tokenizer whose layout matches are
 reused (TFDS writes into a temporary folder and renames it when complete, so an
@@ -35,7 +50,8 @@ def define_flags():
   """The CLI flags (defined on demand so that importing this module defines none)."""
   flags.DEFINE_enum("pair", "zh-en", ["zh-en", "en-zh", "en-es", "en-de", "es-en", "de-en"],
                     "Language pair (source-target).")
-  flags.DEFINE_enum("size", "tiny", ["micro", "tiny", "full"], "Corpus size.")
+  flags.DEFINE_enum("size", "tiny", ["micro", "tiny", "full", "laptop"],
+                    "Corpus size (laptop: zh-en interpreting drills, 4 voices).")
   flags.DEFINE_string("data_dir", None, "Output folder.")
   flags.DEFINE_enum("model", None, ["micro", "tiny", "small", "1b", "7b"],
                     "Model size whose tokenizer/codec layout to use (default: micro for "
@@ -44,9 +60,12 @@ def define_flags():
                        "Sentencepiece vocab size (default: the model config's).")
   flags.DEFINE_integer("seed", 0, "Corpus seed.")
   flags.DEFINE_bool("force", False, "Rebuild TFDS data and tokenizer.")
+  flags.DEFINE_integer("length_stats_records", None,
+                       "Records of the train split for the length stats (default all).")
 
 
-DEFAULT_MODEL = {"micro": "micro", "tiny": "tiny", "full": "small"}
+DEFAULT_MODEL = {"micro": "micro", "tiny": "tiny", "full": "small", "laptop": "tiny"}
+PERCENTILES = (50, 90, 99)
 
 
 def _say(msg: str):
@@ -65,10 +84,111 @@ def tokenizer_prefix(data_dir: str, pair: str, size: str, text_vocab_size: int) 
                       f"{pair.replace('-', '_')}_{size}_v{text_vocab_size}")
 
 
+def summary_path(data_dir: str, pair: str, size: str) -> str:
+  return os.path.join(data_dir, f"build_summary_{pair.replace('-', '_')}_{size}.json")
+
+
+def length_stats_path(data_dir: str, pair: str, size: str) -> str:
+  return os.path.join(data_dir, f"length_stats_{pair.replace('-', '_')}_{size}.json")
+
+
+def length_stats(data_dir: str, pair: str, size: str) -> dict:
+  """The length stats `run` recorded for `pair` at `size` under `data_dir` (see the
+  module docstring); FileNotFoundError names the build command when there are none."""
+  path = length_stats_path(data_dir, pair, size)
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+        f"no length stats at {path}; run: python -m data_pipelines.build --pair={pair} "
+        f"--size={size} --data_dir={data_dir}")
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def _dist(values, percentiles=PERCENTILES) -> dict:
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  v = np.asarray(values, np.int64)
+  out = {f"p{q}": int(np.percentile(v, q, method="higher")) for q in percentiles}
+  out["max"] = int(v.max())
+  return out
+
+
+def compute_length_stats(records, tok, cfg) -> dict:
+  """Stream length stats (module docstring) of `records` (corpus records) under the
+  timing of model config `cfg` (`StreamSpec.from_config`, no max_len)."""
+  from data_pipelines import stream_format as sfmt  # pylint: disable=g-import-not-at-top
+  variants = {"with_speech": "zeros", "without_speech": "none"}
+  specs = {v: sfmt.StreamSpec.from_config(cfg, max_len=None, speech_placeholder=ph)
+           for v, ph in variants.items()}
+  tasks = [("sft", "simul")] + [("pretrain", t) for t in ("asr", "st", "tts", "s2st")]
+  acc = {(stage, task, v): dict(stream=[], slots=[], turns=[], errors=0, first_error="")
+         for stage, task in tasks for v in variants}
+  text_tokens: dict[str, list[int]] = {"src": [], "tgt": []}
+  for rec in records:
+    text_tokens["src"].append(len(tok.encode_text(rec["src_text"])))
+    text_tokens["tgt"].append(len(tok.encode_text(rec["tgt_text"])))
+    for v, spec in specs.items():
+      for stage, task in tasks:
+        a = acc[(stage, task, v)]
+        try:
+          if task == "simul":
+            ex = sfmt.simul_example(rec, tok, spec, policy=cfg.data.policy,
+                                    k=cfg.data.wait_k)
+            a["turns"] += [len(ids) for _, ids in sfmt.turns(ex)]
+          else:
+            ex = sfmt.pretrain_example(rec, tok, spec, task)
+        except sfmt.FormatError as e:
+          a["errors"] += 1
+          a["first_error"] = a["first_error"] or str(e)
+          continue
+        a["stream"].append(len(ex["tokens"]))
+        a["slots"].append(int(ex["audio_slot_mask"].sum()))
+  out: dict = {"text_tokens": {k: _dist(v) for k, v in text_tokens.items() if v}}
+  for (stage, task, v), a in acc.items():
+    if not a["stream"]:  # e.g. TTS without speech tokens: not a stream the trainer builds
+      continue
+    s = {"n": len(a["stream"]), "errors": a["errors"], "stream_len": _dist(a["stream"]),
+         "audio_slots": _dist(a["slots"], (99,))}
+    if a["errors"]:
+      s["first_error"] = a["first_error"]
+    if task == "simul":
+      s["turn_len"] = _dist(a["turns"], (99,))
+    out.setdefault(stage, {}).setdefault(task, {})[v] = s
+  return out
+
+
+def _length_stats_step(b, tfds_dir: str, tok, cfg, model: str, max_records: int | None
+                       ) -> dict:
+  """Length stats over the train split of builder `b` (evenly spaced sample if
+  `max_records` is smaller than the split)."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from data_pipelines.tfds_builders import common  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  src = tfds.data_source(b.info.full_name.rsplit("/", 1)[0], split="train",
+                         data_dir=tfds_dir, download=False, try_gcs=False)
+  n = len(src)
+  idx = (np.arange(n) if max_records is None or max_records >= n
+         else np.unique(np.linspace(0, n - 1, max_records).round().astype(np.int64)))
+  records = (common.decode_example(src[int(i)]) for i in idx)
+  stats = compute_length_stats(records, tok, cfg)
+  from data_pipelines import stream_format as sfmt  # pylint: disable=g-import-not-at-top
+  sp = sfmt.StreamSpec.from_config(cfg, max_len=None)
+  spec = {k: getattr(sp, k) for k in ("chunk_ms", "slot_ms", "codec_hop", "num_codebooks",
+                                      "codec_rate_hz")}
+  return dict(split="train", records=int(len(idx)), split_records=n,
+              sampled=bool(len(idx) < n), model=model, policy=cfg.data.policy,
+              spec=spec, seq_len=int(cfg.data.seq_len),
+              max_audio_slots=int(cfg.data.max_audio_slots), **stats)
+
+
 def run(pair: str, size: str, data_dir: str, *, model: str | None = None,
         text_vocab_size: int | None = None, seed: int = 0, force: bool = False,
-        example_source: Callable[..., Any] | None = None) -> dict:
-  """Runs the three steps (skipping finished ones) and returns the summary dict."""
+        example_source: Callable[..., Any] | None = None,
+        length_stats_records: int | None = None) -> dict:
+  """Runs the four steps (skipping finished ones) and returns the summary dict.
+
+  length_stats_records: records of the train split for the length stats (an evenly
+  spaced sample; None = all).
+  """
   # Imported here so `--help` is fast.
   from data_pipelines import tokenizer as tokmod  # pylint: disable=g-import-not-at-top
   from data_pipelines.tfds_builders import common  # pylint: disable=g-import-not-at-top
@@ -78,12 +198,13 @@ def run(pair: str, size: str, data_dir: str, *, model: str | None = None,
   os.makedirs(data_dir, exist_ok=True)
   tfds_dir = os.path.join(data_dir, "tfds")
   cache_dir = os.path.join(data_dir, "corpus_cache")
-  cfg = model_config(model or DEFAULT_MODEL[size])
+  model = model or DEFAULT_MODEL[size]
+  cfg = model_config(model)
   vocab = text_vocab_size or cfg.tokenizer.text_vocab_size
   times: dict[str, float] = {}
 
   # 1+2. corpus -> TFDS ------------------------------------------------------------------
-  _say(f"step 1/3 corpus + step 2/3 TFDS: {pair} {size} -> {tfds_dir}")
+  _say(f"step 1/4 corpus + step 2/4 TFDS: {pair} {size} -> {tfds_dir}")
   t0 = time.time()
   kw = dict(corpus_cache_dir=cache_dir, corpus_seed=seed)
   if example_source is not None:
@@ -104,7 +225,7 @@ def run(pair: str, size: str, data_dir: str, *, model: str | None = None,
 
   # 3. tokenizer -------------------------------------------------------------------------
   prefix = tokenizer_prefix(data_dir, pair, size, vocab)
-  _say(f"step 3/3 sentencepiece ({vocab} pieces max) -> {prefix}.model")
+  _say(f"step 3/4 sentencepiece ({vocab} pieces max) -> {prefix}.model")
   t0 = time.time()
   reused_tok = False
   if not force and os.path.exists(prefix + ".model") and os.path.exists(prefix + ".json"):
@@ -135,26 +256,56 @@ def run(pair: str, size: str, data_dir: str, *, model: str | None = None,
                                  llm_vocab_size=cfg.llm.vocab_size)
   times["tokenizer_s"] = round(time.time() - t0, 2)
 
+  # 4. length stats of the training streams ----------------------------------------------
+  ls_path = length_stats_path(data_dir, pair, size)
+  _say(f"step 4/4 stream length stats (train split) -> {ls_path}")
+  t0 = time.time()
+  lstats = None
+  if reused_tfds and reused_tok and os.path.exists(ls_path):
+    with open(ls_path, encoding="utf-8") as f:
+      old = json.load(f)
+    if (old.get("tokenizer"), old.get("model"), old.get("requested_records")) == \
+        (prefix, model, length_stats_records):
+      lstats = old
+      _say("  reusing recorded length stats")
+  reused_ls = lstats is not None
+  if lstats is None:
+    lstats = _length_stats_step(b, tfds_dir, tok, cfg, model, length_stats_records)
+    lstats.update(pair=pair, size=size, tokenizer=prefix,
+                  requested_records=length_stats_records)
+    _write_json(ls_path, lstats)
+  times["length_stats_s"] = round(time.time() - t0, 2)
+
   sizes = dict(tfds_bytes=common.dir_size_bytes(os.fspath(b.data_dir)),
                corpus_cache_bytes=common.dir_size_bytes(cache_dir),
                tokenizer_bytes=common.dir_size_bytes(os.path.dirname(prefix)))
   times["total_s"] = round(time.time() - t_all, 2)
+  from data_pipelines import corpus as corpus_lib  # pylint: disable=g-import-not-at-top
+  audio = {k: dict(src_hours=round(v.get("src_seconds", 0.0) / 3600, 3),
+                   tgt_hours=round(v.get("tgt_seconds", 0.0) / 3600, 3))
+           for k, v in stats.items()}
   summary = dict(pair=pair, size=size, data_dir=data_dir, tfds_name=b.info.full_name,
                  tfds_dir=os.fspath(b.data_dir), splits=splits,
                  skipped={k: v.get("skipped", 0) for k, v in stats.items()},
                  skip_reasons={k: v.get("skip_reasons", {}) for k, v in stats.items()},
                  per_source=dict(b.info.metadata.get("per_source_counts", {})),
+                 knobs=dict(corpus_lib.size_knobs(pair, size),
+                            tfds_max_seconds=b.builder_config.max_seconds),
+                 audio=audio, model=model,
                  tokenizer=prefix, tokenizer_pieces=tok.num_pieces,
                  vocab_layout=dict(text=vocab, speech_offset=tok.speech_offset,
                                    used=tok.used_vocab_size, llm=tok.llm_vocab_size),
                  reused=dict(tfds=reused_tfds, tokenizer=reused_tok), sizes=sizes,
-                 times=times)
-  path = os.path.join(data_dir, f"build_summary_{pair.replace('-', '_')}_{size}.json")
-  with open(path + ".tmp", "w") as f:
-    json.dump(summary, f, indent=1, ensure_ascii=False)
-  os.replace(path + ".tmp", path)
+                 times=times, length_stats=lstats, length_stats_reused=reused_ls)
+  _write_json(summary_path(data_dir, pair, size), summary)
   _print_summary(summary)
   return summary
+
+
+def _write_json(path: str, data):
+  with open(path + ".tmp", "w", encoding="utf-8") as f:
+    json.dump(data, f, indent=1, ensure_ascii=False)
+  os.replace(path + ".tmp", path)
 
 
 def _mb(n: int) -> str:
@@ -172,7 +323,22 @@ def _print_summary(s: dict):
   _say(f"  disk      tfds {_mb(s['sizes']['tfds_bytes'])}, corpus cache "
        f"{_mb(s['sizes']['corpus_cache_bytes'])}, tokenizer "
        f"{_mb(s['sizes']['tokenizer_bytes'])}")
+  _say(f"  knobs     {s['knobs']}")
+  _say(f"  audio     {s['audio']}")
   _say(f"  time      {s['times']}  reused {s['reused']}")
+  ls = s["length_stats"]
+  _say(f"  lengths   train, {ls['records']} records (p50/p90/p99/max stream; p99/max "
+       f"slots; p99/max turn):")
+  for stage, tasks in ls.items():
+    if not isinstance(tasks, dict) or stage not in ("sft", "pretrain"):
+      continue
+    for task, variants in tasks.items():
+      for v, st in variants.items():
+        sl, au = st["stream_len"], st["audio_slots"]
+        turn = st.get("turn_len")
+        _say(f"    {stage:8s} {task:5s} {v:14s} {sl['p50']}/{sl['p90']}/{sl['p99']}/"
+             f"{sl['max']}  slots {au['p99']}/{au['max']}"
+             + (f"  turn {turn['p99']}/{turn['max']}" if turn else ""))
 
 
 def main(argv):
@@ -180,7 +346,8 @@ def main(argv):
   if not FLAGS.data_dir:
     raise app.UsageError("--data_dir is required")
   run(FLAGS.pair, FLAGS.size, FLAGS.data_dir, model=FLAGS.model,
-      text_vocab_size=FLAGS.text_vocab_size, seed=FLAGS.seed, force=FLAGS.force)
+      text_vocab_size=FLAGS.text_vocab_size, seed=FLAGS.seed, force=FLAGS.force,
+      length_stats_records=FLAGS.length_stats_records)
 
 
 if __name__ == "__main__":

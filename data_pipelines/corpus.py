@@ -19,7 +19,24 @@ Sizes:
   pairs take them from their first apt source.
 - tiny (default): zh-en = all of HSK + 1060 LibreOffice help + 640 UI pairs
   (≈ 6 k pairs); en-es / en-de = 2620 Bible / Ding + the same LibreOffice amounts.
-- full: everything that survives cleaning.
+- full: everything that survives cleaning (the generated drills excepted).
+- laptop: zh-en (and en-zh) only: 6000/150/150 generated interpreting drills
+  (`sources.drills`: numbers, dates, times, prices, names, reorderings over a closed
+  ≈ 300-word vocabulary), 4 voices. Sized so that the tiny model can learn to
+  translate held-out sentences in about half an hour on a laptop CPU; builds in a few
+  minutes. Other pairs have no laptop size (ValueError naming the sizes they have).
+Per-size build knobs (`KNOBS`, `size_knobs()`; recorded in the text stats under
+"knobs" and in the build summary):
+- sources: the corpora a size reads, with their (train, dev, test) quotas (`QUOTAS`).
+- num_voices: speakers are drawn from the first N of `speakers.SPEAKERS` (None = all
+  18); applies to sentences and talks.
+- max_words: pairs with more words (`tokenize_words`) on either side are dropped
+  before the split quotas are taken (reason "over_max_words"); None = only the
+  cleaning limit (`CleaningConfig.max_words`).
+- max_seconds: sentence-level utterances (either side) longer than this are skipped by
+  the TFDS builder (reason "too_long_audio"); talks have their own limit.
+micro, tiny and full keep the defaults (all voices, no word limit, 30 s).
+
 When apt cannot fetch a Debian source, that source is skipped with a warning and
 recorded in `stats["fetch_failures"]` (zh-en falls back to HSK alone); only a pair
 left with no text at all raises.
@@ -50,7 +67,7 @@ import numpy as np
 
 from data_pipelines import alignment as alignment_lib
 from data_pipelines import fetch, splits as splits_lib, talks as talks_lib
-from data_pipelines.sources import SourceFormatError, SourcePair, bible, ding, hsk
+from data_pipelines.sources import SourceFormatError, SourcePair, bible, ding, drills, hsk
 from data_pipelines.sources import libreoffice
 from data_pipelines.sources import licenses as source_licenses
 from data_pipelines.speakers import Speaker, speaker_for
@@ -65,7 +82,7 @@ EXAMPLE_KEYS = ("id", "source", "speaker", "src_lang", "tgt_lang", "src_text", "
                 "src_audio", "tgt_audio", "src_words", "src_word_start_ms",
                 "src_word_end_ms", "tgt_words", "tgt_word_start_ms", "tgt_word_end_ms",
                 "tgt_ready_ms", "alignment", "is_talk")
-SIZES = ("micro", "tiny", "full")
+SIZES = ("micro", "tiny", "full", "laptop")
 # requested pair → (canonical pair, reversed?)
 PAIRS = {"zh-en": ("zh-en", False), "en-zh": ("zh-en", True),
          "en-es": ("en-es", False), "es-en": ("en-es", True),
@@ -116,7 +133,8 @@ def _libreoffice_sources(lang: str) -> list[_Source]:
 
 SOURCES = {
   "zh-en": [_Source("hsk", hsk.LANGS, (), lambda root: hsk.read_pairs())]
-           + _libreoffice_sources("zh"),
+           + _libreoffice_sources("zh")
+           + [_Source("drill", drills.LANGS, (), drills.read_pairs)],
   "en-es": [_Source("bible", bible.LANGS, bible.PACKAGES, bible.read_pairs)]
            + _libreoffice_sources("es"),
   "en-de": [_Source("ding", ding.LANGS, ding.PACKAGES, ding.read_pairs)]
@@ -130,8 +148,32 @@ QUOTAS = {
   "tiny": {"zh-en": {"hsk": None, **_LO_TINY},
            "en-es": {"bible": (2500, 60, 60), **_LO_TINY},
            "en-de": {"ding": (2500, 60, 60), **_LO_TINY}},
-  "full": {p: {s.name: None for s in srcs} for p, srcs in SOURCES.items()},
+  # Generated drills are not "real" text: full keeps the human-written corpora only.
+  "full": {p: {s.name: None for s in srcs if s.name != "drill"}
+           for p, srcs in SOURCES.items()},
+  "laptop": {"zh-en": {"drill": (6000, 150, 150)}},
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class SizeKnobs:
+  """Build knobs of a corpus size (see the module docstring)."""
+  num_voices: int | None = None  # first N of speakers.SPEAKERS; None = all
+  max_words: int | None = None   # per side; None = CleaningConfig.max_words only
+  max_seconds: float = 30.0      # sentence-level utterance, either side (TFDS builder)
+
+
+KNOBS = {"micro": SizeKnobs(), "tiny": SizeKnobs(), "full": SizeKnobs(),
+         "laptop": SizeKnobs(num_voices=4, max_words=12, max_seconds=8.0)}
+
+
+def size_knobs(pair: str, size: str) -> dict:
+  """The knobs of `pair` at `size` as a JSON-able dict (with "sources": source →
+  [train, dev, test] quota, None = all)."""
+  canonical, _ = _parse(pair, size)
+  quotas = QUOTAS[size][canonical]
+  return {**dataclasses.asdict(KNOBS[size]),
+          "sources": {k: (list(v) if v is not None else None) for k, v in quotas.items()}}
 
 
 def default_cache_dir() -> str:
@@ -145,6 +187,10 @@ def _parse(pair: str, size: str) -> tuple[str, bool]:
     raise ValueError(f"unknown language pair {pair!r}; choose one of {sorted(PAIRS)}")
   if size not in SIZES:
     raise ValueError(f"unknown corpus size {size!r}; choose one of {SIZES}")
+  canonical = PAIRS[pair][0]
+  if canonical not in QUOTAS[size]:
+    have = [s for s in SIZES if canonical in QUOTAS[s]]
+    raise ValueError(f"corpus size {size!r} has no {pair} data; sizes of {pair}: {have}")
   return PAIRS[pair]
 
 
@@ -165,6 +211,7 @@ def _build_canonical(canonical: str, size: str, cache_dir: str) -> dict:
   """Reads, cleans, splits and selects the pairs of a canonical pair (JSON-able)."""
   c_src, c_tgt = canonical.split("-")
   quotas = QUOTAS[size][canonical]
+  knobs = KNOBS[size]
   report = CleaningReport()
   seen: set = set()
   stats = {"pair": canonical, "size": size, "sources": {}, "fetch_failures": {},
@@ -186,6 +233,8 @@ def _build_canonical(canonical: str, size: str, cache_dir: str) -> dict:
       raw = [SourcePair(p.tgt, p.src, p.source, p.item_id) for p in raw]
     drops_before = collections.Counter(report.drops)
     kept, _ = clean_pairs(raw, c_src, c_tgt, DEFAULT_CLEANING, report, seen)
+    if knobs.max_words is not None:
+      kept = _drop_over_max_words(kept, c_src, c_tgt, knobs.max_words, report)
     by_split = splits_lib.assign_splits(kept, key=lambda p: p.src,
                                         dev_fraction=DEV_FRACTION,
                                         test_fraction=TEST_FRACTION)
@@ -207,6 +256,7 @@ def _build_canonical(canonical: str, size: str, cache_dir: str) -> dict:
   stats["drops"] = dict(report.drops)
   stats["drop_examples"] = {k: list(v) for k, v in report.drop_examples.items()}
   stats["degraded"] = bool(stats["fetch_failures"])
+  stats["knobs"] = size_knobs(canonical, size)
   out_splits, ids = {}, set()
   for split, items in chosen.items():
     rows = []
@@ -221,6 +271,18 @@ def _build_canonical(canonical: str, size: str, cache_dir: str) -> dict:
     out_splits[split] = rows
   stats["pairs"] = {s: len(v) for s, v in out_splits.items()}
   return {"version": CACHE_VERSION, "stats": stats, "splits": out_splits}
+
+
+def _drop_over_max_words(pairs, src_lang: str, tgt_lang: str, max_words: int,
+                         report: CleaningReport) -> list:
+  kept = []
+  for p in pairs:
+    if max(len(tokenize_words(p.src, src_lang)),
+           len(tokenize_words(p.tgt, tgt_lang))) > max_words:
+      report.add_drop("over_max_words", f"{p.source}:{p.item_id}")
+    else:
+      kept.append(p)
+  return kept
 
 
 _MEMO: dict = {}
@@ -363,6 +425,7 @@ def iter_examples(pair: str = "zh-en", size: str = "tiny", split: str = "train",
                 "synth_skipped_errors": []})
   base = TALK_SPLITS.get(split, split)
   items = splits[base][:limit] if limit is not None else splits[base]
+  num_voices = KNOBS[size].num_voices
 
   def skipped(p: Pair, e: Exception):
     logger.warning("skipping %s: %s", p.id, e)
@@ -371,7 +434,10 @@ def iter_examples(pair: str = "zh-en", size: str = "tiny", split: str = "train",
     stats["synth_skipped_errors"].append(str(e))
 
   if split in TALK_SPLITS:
-    synth = lambda p, spk: make_example(p, aligns[p.id], spk, seed, synth_config)  # noqa: E731
+    def synth(p: Pair, spk: Speaker) -> dict:
+      if num_voices is not None:  # the talk's speaker, mapped into the first N voices
+        spk = speaker_for(spk.name, seed, num_voices)
+      return make_example(p, aligns[p.id], spk, seed, synth_config)
     for talk in talks_lib.make_talks(items, synth, f"talk-{base}", talk_config, seed,
                                      skipped):
       stats["examples"] += 1
@@ -379,7 +445,8 @@ def iter_examples(pair: str = "zh-en", size: str = "tiny", split: str = "train",
     return
   for p in items:
     try:
-      ex = make_example(p, aligns[p.id], speaker_for(p.id, seed), seed, synth_config)
+      ex = make_example(p, aligns[p.id], speaker_for(p.id, seed, num_voices), seed,
+                        synth_config)
     except SynthesisError as e:
       skipped(p, e)
       continue

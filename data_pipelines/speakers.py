@@ -59,7 +59,14 @@ def get_speaker(name: str) -> Speaker:
     raise KeyError(f"unknown speaker {name!r}; known: {sorted(SPEAKERS_BY_NAME)}") from None
 
 
-def speaker_for(item_id: str, seed: int = 0) -> Speaker:
-  """Deterministic speaker of an item: sha256(seed, item_id) mod the number of speakers."""
+def speaker_for(item_id: str, seed: int = 0, num_voices: int | None = None) -> Speaker:
+  """Deterministic speaker of an item: sha256(seed, item_id) mod the number of speakers.
+
+  num_voices: pick among the first N of `SPEAKERS` only (a corpus-size knob, e.g. fewer
+  voices for the laptop build); None = all of them (the same choice as before the knob).
+  """
+  n = len(SPEAKERS) if num_voices is None else int(num_voices)
+  if not 1 <= n <= len(SPEAKERS):
+    raise ValueError(f"num_voices={num_voices!r}: expected 1..{len(SPEAKERS)} or None")
   h = hashlib.sha256(f"{seed}\0{item_id}".encode("utf-8")).digest()
-  return SPEAKERS[int.from_bytes(h[:8], "big") % len(SPEAKERS)]
+  return SPEAKERS[int.from_bytes(h[:8], "big") % n]

@@ -1,4 +1,5 @@
-"""Readers of real parallel text that ships offline (a PyPI wheel or Debian packages).
+"""Readers of real parallel text that ships offline (a PyPI wheel or Debian packages),
+and one generated corpus (`drills`: closed-vocabulary zh–en interpreting drills).
 
 Every reader yields `SourcePair(src, tgt, source, item_id)`: the first three fields are
 the (source sentence, target sentence, corpus name) triple; `item_id` names the item
@@ -17,7 +18,7 @@ class SourcePair(NamedTuple):
 
   src, tgt: sentence in the reader's natural first / second language (see each
     reader's `LANGS`).
-  source: corpus name, e.g. "hsk", "lo_help", "lo_ui", "bible", "ding".
+  source: corpus name, e.g. "hsk", "lo_help", "lo_ui", "bible", "ding", "drill".
   item_id: stable id of the item inside its corpus (file + paragraph id, verse...).
   """
   src: str
@@ -32,9 +33,9 @@ class SourceFormatError(ValueError):
 
 def licenses() -> dict[str, dict[str, str]]:
   """Licence and attribution of every corpus, by corpus name (for dataset metadata)."""
-  from data_pipelines.sources import bible, ding, hsk, libreoffice
+  from data_pipelines.sources import bible, ding, drills, hsk, libreoffice
   out = {}
-  for mod in (hsk, libreoffice, bible, ding):
+  for mod in (hsk, libreoffice, bible, ding, drills):
     for name in mod.CORPUS_NAMES:
       out[name] = {"license": mod.LICENSE, "attribution": mod.ATTRIBUTION}
   return out

@@ -1,7 +1,9 @@
 """TFDS builder of the synthetic liveinterp corpus (`data_pipelines.corpus`).
 
 One BuilderConfig per language pair x size: `zh_en_micro`, `zh_en_tiny`, `zh_en_full`,
-`en_zh_*`, `en_es_*`, `en_de_*`; splits train/dev/test/talk. Build and read back:
+`en_zh_*`, `en_es_*`, `en_de_*`, and `zh_en_laptop` / `en_zh_laptop` (the laptop size
+exists for zh–en only); splits train/dev/test/talk. A size's `max_seconds` (longest
+sentence-level utterance) comes from the corpus knobs (`corpus.KNOBS`). Build and read back:
 
   from data_pipelines.tfds_builders import LiveinterpCorpus
   b = LiveinterpCorpus(config="zh_en_micro", data_dir=DIR)
@@ -20,13 +22,19 @@ from typing import Any, Callable, Iterator
 
 import tensorflow_datasets as tfds
 
+from data_pipelines import corpus as corpus_lib
 from data_pipelines.tfds_builders import base
 
 PAIRS = ("zh-en", "en-zh", "en-es", "en-de", "es-en", "de-en")
-SIZES = ("micro", "tiny", "full")
+SIZES = ("micro", "tiny", "full", "laptop")
 SPLITS = ("train", "dev", "test", "talk")
 
 ExampleSource = Callable[..., Iterator[dict]]
+
+
+def has_size(pair: str, size: str) -> bool:
+  """Whether the corpus has `pair` at `size` (laptop: zh-en / en-zh only)."""
+  return corpus_lib.PAIRS[pair][0] in corpus_lib.QUOTAS[size]
 
 
 def config_name(pair: str, size: str) -> str:
@@ -48,8 +56,9 @@ class LiveinterpCorpus(base.RecordBuilder):
 
   BUILDER_CONFIGS = [
       CorpusConfig(name=config_name(p, s), pair=p, size=s,
+                   max_seconds=corpus_lib.KNOBS[s].max_seconds,
                    description=f"{p} synthetic parallel speech, size {s}")
-      for p in PAIRS for s in SIZES
+      for p in PAIRS for s in SIZES if has_size(p, s)
   ]
   DESCRIPTION = ("Synthetic simultaneous-interpretation corpus: human parallel text, "
                  "speech synthesised per speaker in both languages, word timings, "
@@ -140,6 +149,9 @@ def builder(pair: str, size: str, data_dir: str, **kwargs) -> LiveinterpCorpus:
     raise ValueError(f"pair={pair!r}: expected one of {PAIRS}")
   if size not in SIZES:
     raise ValueError(f"size={size!r}: expected one of {SIZES}")
+  if not has_size(pair, size):
+    raise ValueError(f"size={size!r} does not exist for pair {pair!r}; its sizes: "
+                     f"{[s for s in SIZES if has_size(pair, s)]}")
   return LiveinterpCorpus(config=config_name(pair, size), data_dir=data_dir, **kwargs)
 
 
