@@ -1,17 +1,22 @@
 """`tiny` recipe: `--config=configs/tiny.py:STAGE` (STAGE in liveinterp.common.config.STAGES).
 
 The laptop-CPU default that `launch/main.sh` runs end to end (`liveinterp.recipe`):
-zh→en corpus (tiny build) → codec → speech tokens → pretraining → SFT → evaluation.
-Step budgets are per stage and sized for a 2-core machine (~1 h in all).
+zh→en interpreting-drill corpus (`laptop` build: generated, compositional sentences over a
+closed ~300-word vocabulary, 4 espeak voices) → codec → speech tokens → pretraining (ASR +
+ST, text only) → SFT (interleaved text + speech turns) → evaluation on held-out drills.
+Sequence lengths, audio slots and the decoder's turn budget are sized from the build's
+recorded length statistics (`data.size_from_data`), so nothing is truncated.
+Step budgets are per stage and sized for a 2-core machine. `data.build=tiny` (real HSK +
+LibreOffice text, 18 voices) and `full` are the harder corpora for real hardware.
 """
 
 from configs import base
 
 BUDGETS = {  # stage: (steps, peak learning rate, warmup)
     "demo": (200, 3e-3, 20),
-    "codec": (400, 1e-3, 20),
-    "pretrain": (500, 2e-3, 40),
-    "sft": (200, 1e-3, 20),
+    "codec": (200, 2e-3, 20),
+    "pretrain": (700, 2e-3, 40),
+    "sft": (300, 1e-3, 20),
     "rl1": (100, 1e-5, 0),
     "rl2": (100, 1e-5, 0),
 }
@@ -21,6 +26,11 @@ def get_config(stage: str = "demo"):
   c = base.recipe("tiny", stage)
   steps, lr, warmup = BUDGETS.get(stage, BUDGETS["demo"])
   c.train.steps, c.train.learning_rate, c.train.warmup_steps = steps, lr, warmup
-  c.train.eval_every = max(50, steps // 4)
-  c.checkpoint.every_steps = 50
+  c.train.eval_every = max(50, steps // 2)
+  c.train.eval_examples = 32
+  c.checkpoint.every_steps = 100
+  c.codec.dead_code_steps = 10
+  c.data.build = "laptop"
+  c.data.size_from_data = True
+  c.data.task_weights = dict(asr=1.0, st=1.0, tts=0.0, s2st=0.0)
   return c

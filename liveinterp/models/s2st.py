@@ -26,7 +26,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from liveinterp.common import axes
+from liveinterp.common.config import NUM_SPECIAL_TOKENS
 from liveinterp.layers import kv_cache
+from liveinterp.layers.linears import Dense
 from liveinterp.models import adapter as adapter_lib
 from liveinterp.models import conformer, llm as llm_lib
 
@@ -63,17 +66,28 @@ class S2ST(nnx.Module):
     self.encoder = conformer.ConformerEncoder(cfg, rngs=rngs)
     self.adapter = adapter_lib.Adapter.from_config(cfg, rngs=rngs)
     self.llm = llm_lib.LLM(cfg, rngs=rngs)
+    # Auxiliary CTC head on the encoder frames (training only): control + text ids,
+    # blank = id 0 (`<pad>`). Its own projection, so the CTC blank phase early in
+    # training never squeezes the adapter output the decoder reads.
+    self.ctc_ids = NUM_SPECIAL_TOKENS + int(cfg.tokenizer.text_vocab_size)
+    self.ctc_head = Dense(int(cfg.encoder.d_model), self.ctc_ids,
+                          kernel_axes=(axes.EMBED, axes.VOCAB), use_bias=True,
+                          dtype=cfg.dtype, param_dtype=cfg.param_dtype, rngs=rngs)
     self.chunk_samples = self.encoder.chunk_samples
     self.slots_per_chunk = slots_per_chunk(cfg)
 
   # ---- training ----------------------------------------------------------------------
   def audio_embeddings(self, samples_bn: jax.Array, mask_bn: jax.Array | None = None):
     """Source audio [B, N] (N a multiple of chunk_samples) -> ([B, A, D_llm], mask [B, A])."""
+    return self._encode(samples_bn, mask_bn)[2:]
+
+  def _encode(self, samples_bn, mask_bn):
     if samples_bn.shape[1] % self.chunk_samples:
       raise ValueError(f"audio length {samples_bn.shape[1]} is not a whole number of "
                        f"chunks of {self.chunk_samples} samples; pad it first")
     frames, fmask = self.encoder.encode_audio(samples_bn, mask_bn)
-    return self.adapter(frames, fmask)
+    emb, emask = self.adapter(frames, fmask)
+    return frames, fmask, emb, emask
 
   def __call__(self, tokens_bt: jax.Array, audio_bn: jax.Array, audio_slot_bt: jax.Array,
                positions_bt: jax.Array | None = None,
@@ -81,25 +95,20 @@ class S2ST(nnx.Module):
                *, return_audio: bool = False):
     """Interleaved stream -> (logits [B, T, V] float32, values [B, T] float32).
 
-    With `return_audio`, also the audio embeddings and their mask ([B, A, D], [B, A]),
+    With `return_audio`, also the encoder frames and their mask ([B, F, D_enc], [B, F]),
     e.g. for the auxiliary CTC loss (`ctc_logits`).
     """
-    emb, emb_mask = self.audio_embeddings(audio_bn, audio_mask_bn)
+    frames, fmask, emb, _ = self._encode(audio_bn, audio_mask_bn)
     x = splice_audio(self.llm.embed(tokens_bt), audio_slot_bt, emb)
     logits, values = self.llm.forward_embeddings(x, positions_bt, segment_ids_bt)
     if return_audio:
-      return logits, values, emb, emb_mask
+      return logits, values, frames, fmask
     return logits, values
 
-  def ctc_logits(self, audio_emb_bad: jax.Array, num_ids: int) -> jax.Array:
-    """Audio embeddings [B, A, D] -> CTC logits [B, A, num_ids] float32 over token ids
-    [0, num_ids) (blank = id 0, `<pad>`), through the LLM's own input embedding table:
-    the CTC loss then pulls each audio slot towards the embedding of the source token
-    spoken there, so the decoder reads audio in the space it reads text in."""
-    table = self.llm.embedder.embedding[...][:num_ids].astype(audio_emb_bad.dtype)
-    logits = jnp.einsum("bad,vd->bav", audio_emb_bad, table,
-                        preferred_element_type=jnp.float32)
-    return logits * (self.llm.d_model ** -0.5)
+  def ctc_logits(self, frames_bfd: jax.Array) -> jax.Array:
+    """Encoder frames [B, F, D_enc] -> CTC logits [B, F, ctc_ids] float32 over token
+    ids [0, ctc_ids) (control + text; blank = 0)."""
+    return self.ctc_head(frames_bfd).astype(jnp.float32)
 
   # ---- streaming ---------------------------------------------------------------------
   def init_stream(self, batch: int) -> StreamState:

@@ -39,6 +39,7 @@ class Stage:
   make_data: Callable[[int], Iterator[dict]]
   data_iter: Any = None
   eval_fn: Callable[[nnx.Module, int], dict] | None = None
+  info: dict = dataclasses.field(default_factory=dict)  # merged into the run's result
 
 
 class _StopFlag:
@@ -197,6 +198,7 @@ def run(config, workdir: str, stage: Stage, stop_at: int | None = None) -> dict:
     ckpt.close()
     writer.flush()
   elapsed = time.perf_counter() - t_loop
+  last.update(stage.info)
   last["steps_per_second"] = (step - s_loop) / max(elapsed, 1e-9)
   last["step"] = step
   last["stopped_early"] = step < total

@@ -16,9 +16,58 @@ def recipe_config(recipe: str, stage: str):
   return mod.get_config(stage)
 
 
+def _round_up(n: int, k: int) -> int:
+  return -(-int(n) // k) * k
+
+
+def size_from_data(c, stats: dict) -> dict:
+  """Sets `data.seq_len`, `data.max_audio_slots` and `stream.max_turn_tokens` of config
+  `c` from the stream-length statistics the corpus build recorded
+  (`data_pipelines.build.length_stats`): the longest stream of the stage's tasks, the
+  most audio slots and the longest turn, rounded up to whole chunks of audio slots, so
+  that no training example is truncated or dropped and the decoder's turn budget covers
+  every trained turn. Returns what was chosen (and from which statistic)."""
+  from data_pipelines import stream_format as sfmt  # pylint: disable=g-import-not-at-top
+  spec = sfmt.StreamSpec.from_config(c)
+  want = {"chunk_ms": spec.chunk_ms, "slot_ms": spec.slot_ms, "codec_hop": spec.codec_hop,
+          "num_codebooks": spec.num_codebooks}
+  got = {k: stats.get("spec", {}).get(k) for k in want}
+  if got != want:
+    raise ValueError(f"the build's length stats were computed for stream geometry {got}, "
+                     f"this config has {want}: rebuild the corpus with this model size")
+  speech = "without_speech" if c.data.get("text_only", False) else "with_speech"
+  if c.stage == "sft":
+    rows = [stats["sft"]["simul"][speech]]
+  else:
+    tasks = [t for t, w in c.data.task_weights.items() if w > 0]
+    rows = [stats["pretrain"][t].get(speech, stats["pretrain"][t]["with_speech"])
+            for t in tasks if t in stats["pretrain"]]
+    if speech == "without_speech":
+      rows = [stats["pretrain"][t][speech] for t in tasks
+              if speech in stats["pretrain"].get(t, {})]
+  spc = spec.slots_per_chunk
+  seq = max(r["stream_len"]["max"] for r in rows)
+  slots = max(r["audio_slots"]["max"] for r in rows)
+  c.data.seq_len = _round_up(seq, spc)
+  c.data.max_audio_slots = max(spc, _round_up(slots, spc))
+  chosen = {"seq_len": c.data.seq_len, "max_audio_slots": c.data.max_audio_slots,
+            "longest_stream": seq, "most_audio_slots": slots, "speech": speech}
+  turn = stats["sft"]["simul"][speech].get("turn_len", {}).get("max")
+  if turn:
+    c.stream.max_turn_tokens = _round_up(turn + 1, 8)
+    chosen["max_turn_tokens"] = c.stream.max_turn_tokens
+    chosen["longest_turn"] = turn
+  return chosen
+
+
 def stage_config(recipe, stage, run_dir, data_dir, tokenizer_prefix, scale=1.0):
+  """The recipe's `stage` config with the paths of a run; with `data.size_from_data`,
+  sequence lengths and the turn budget come from the build's length statistics."""
   c = recipe_config(recipe, stage)
   c.data.data_dir = data_dir
+  if c.data.get("size_from_data", False) and stage in ("pretrain", "sft"):
+    from data_pipelines import build  # pylint: disable=g-import-not-at-top
+    size_from_data(c, build.length_stats(data_dir, c.data.pair, c.data.build))
   c.tokenizer.model_path = tokenizer_prefix
   c.data.codes_path = os.path.join(run_dir, "speech_codes.npz")
   if scale != 1.0:

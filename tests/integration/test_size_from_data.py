@@ -1,0 +1,39 @@
+"""The build's recorded length statistics size the stream stages: with
+`data.size_from_data` nothing is truncated or dropped, and the decoder's turn budget
+covers every trained turn (issue #9 §3)."""
+
+import pytest
+
+from configs import micro
+from data_pipelines import build, pipelines, stream_format as sfmt
+from liveinterp.train import recipes
+from liveinterp.train.stages import stream_lm
+
+
+@pytest.fixture(scope="module")
+def micro_data(tmp_path_factory):
+  d = str(tmp_path_factory.mktemp("data"))
+  build.run("zh-en", "micro", d, model="micro")
+  return d, build.tokenizer_prefix(d, "zh-en", "micro", 256)
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "sft"])
+def test_sizes_from_length_stats_truncate_nothing(micro_data, stage):
+  d, tok_prefix = micro_data
+  c = micro.get_config(stage)
+  c.data.data_dir, c.tokenizer.model_path = d, tok_prefix
+  c.data.seq_len = 48                                      # deliberately too small
+  tok = stream_lm.tokenizer_for(c)
+  src = pipelines.open_corpus(c, "train")
+  if stage == "sft":  # too-small limits do truncate: the probe sees it
+    small = stream_lm.check_examples_fit(c, stage, src, tok, None)
+    assert small["data/truncated_fraction"] + small["data/dropped_fraction"] > 0
+  chosen = recipes.size_from_data(c, build.length_stats(d, "zh-en", "micro"))
+  assert chosen["seq_len"] >= chosen["longest_stream"]
+  info = stream_lm.check_examples_fit(c, stage, src, tok, None)
+  assert info["data/truncated_fraction"] == 0 and info["data/dropped_fraction"] == 0
+  # the turn budget covers every turn of every training stream (speech at codec rate)
+  spec = sfmt.StreamSpec.from_config(c, max_len=None, speech_placeholder="zeros")
+  longest = max(len(ids) for i in range(len(src))
+                for _, ids in sfmt.turns(sfmt.simul_example(src[i], tok, spec)))
+  assert c.stream.max_turn_tokens >= longest
