@@ -14,7 +14,13 @@ reports, as JSON + markdown + plots in `<run_dir>/eval/`:
   wait-k on the references: BLEU 100 by construction), to place the model on the plot;
 - voice: similarity of output speech to its source speaker vs to other speakers, with a
   training-free embedding independent of the model's speaker encoder;
-- speed: real-time factor of the streaming decoder on this machine.
+- speed: real-time factor of the streaming decoder on this machine;
+- optionally (`--controls`) the same utterances with zeroed and with swapped source audio:
+  far lower BLEU than on the real audio shows the model translates what it hears.
+
+`--text_only` evaluates the text side alone (no codec checkpoint needed). The streaming
+loop (`translate_records`, `simul_scores`) is also what the SFT stage's dev evaluation
+runs on the in-training model.
 """
 
 from __future__ import annotations
@@ -110,13 +116,114 @@ def _latency(delays_per_utt, source_ms, ref_lens, starts):
   return L.corpus_scores(scores)
 
 
-def run(cfg, run_dir: str, split: str = "test", max_examples: int = 64,
-        publish: bool = False) -> str:
-  """Evaluates `run_dir`; returns the path of the markdown report."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+AUDIO_VARIANTS = ("real", "zero", "swap")
 
+
+def source_waves(records, audio: str = "real") -> list[np.ndarray]:
+  """Each record's source audio as float32 in [-1, 1], or a control of it:
+
+  - "zero": silence of the same length (the model hears only the stream's timing);
+  - "swap": the next record's audio (last -> first), cut or zero-padded to this record's
+    own length (same timing, other content).
+
+  A model that translates what it hears scores far lower on the controls than on the
+  real audio; one that replays memorised text from timing alone does not.
+  """
+  if audio not in AUDIO_VARIANTS:
+    raise ValueError(f"audio={audio!r}: expected one of {AUDIO_VARIANTS}")
+  waves = [np.asarray(r["src_audio"], np.float32) / 32768.0 for r in records]
+  if audio == "zero":
+    return [np.zeros_like(w) for w in waves]
+  if audio == "swap":
+    out = []
+    for i, w in enumerate(waves):
+      other = waves[(i + 1) % len(waves)][:w.size]
+      out.append(np.pad(other, (0, w.size - other.size)))
+    return out
+  return waves
+
+
+def without_mesh():
+  """Context with no mesh: the streaming decoder's weights sit on one device, so its
+  steps must carry no sharding constraints, even when called inside a training loop's
+  mesh (the SFT dev evaluation). A no-op outside one."""
+  import jax
+  return jax.set_mesh(None)
+
+
+def translate_records(decoder, records, tokenizer, *, audio: str = "real",
+                      batch: int = 8, log=None) -> list:
+  """Streams every record's source audio (`source_waves(records, audio)`) through
+  `decoder`, `batch` streams at a time; returns one `streaming.StreamResult` each.
+
+  Always `batch` streams (short batches are filled with silent one-chunk streams), so
+  the compiled step is reused and the computation-aware latency measures decoding, not
+  compilation. Runs `without_mesh`, so it works inside a training loop's mesh context
+  too.
+  """
+  from liveinterp.inference import streaming
+  waves = source_waves(records, audio)
+  results, t0 = [], time.time()
+  with without_mesh():
+    for i in range(0, len(waves), batch):
+      part = waves[i:i + batch]
+      fill = [np.zeros(decoder.chunk_samples, np.float32)] * (batch - len(part))
+      results += streaming.translate_waveforms(decoder, part + fill,
+                                               tokenizer=tokenizer)[:len(part)]
+      if log is not None:
+        log(f"streamed {len(results)}/{len(waves)} ({time.time() - t0:.0f}s)")
+  return results
+
+
+def simul_scores(results, records, sample_rate: int) -> dict:
+  """BLEU / chrF of the streamed text against the records' targets, text latency
+  (SimulEval, non- and computation-aware), empty outputs and real-time factor."""
+  from liveinterp.eval import quality
+  tgt_lang = records[0]["tgt_lang"]
+  hyps = [r.text.strip() for r in results]
+  refs = [r["tgt_text"] for r in records]
+  source_ms = [1000.0 * len(r["src_audio"]) / sample_rate for r in records]
+  ref_lens = [len(_words(t, tgt_lang)) for t in refs]
+  starts = [float(r["src_word_start_ms"][0]) if len(r["src_word_start_ms"]) else 0.0
+            for r in records]
+  return {
+      "bleu": quality.corpus_bleu(hyps, refs, tgt_lang),
+      "chrf": quality.corpus_chrf(hyps, refs),
+      "empty_outputs": int(sum(not h for h in hyps)),
+      "rtf": float(np.mean([r.rtf for r in results])),
+      "text_latency": _latency([text_delays(r.segments, tgt_lang) for r in results],
+                               source_ms, ref_lens, starts),
+      "text_latency_ca": _latency([text_delays(r.segments, tgt_lang, True) for r in results],
+                                  source_ms, ref_lens, starts),
+  }
+
+
+def text_decoder(cfg, model, tokenizer, seed: int = 0):
+  """A greedy, text-only `StreamingDecoder` of `model` (the codec does not run, so its
+  weights cannot change the text: random codec and speaker encoder). Its turn grammar
+  matches how `model` was trained (`streaming.speech_turns_for(cfg)`)."""
+  from liveinterp.inference import streaming
+  from liveinterp.models.codec import Codec
+  from liveinterp.models.voice import SpeakerEncoder
+  codec = streaming.random_model(lambda r: Codec(cfg, rngs=r), seed + 1)
+  speaker = streaming.random_model(lambda r: SpeakerEncoder(cfg, rngs=r), seed + 2)
+  return streaming.StreamingDecoder(model, codec, speaker, tokenizer, cfg,
+                                    prompt_ids=streaming.prompt_for(cfg, tokenizer),
+                                    speech_turns=streaming.speech_turns_for(cfg),
+                                    decode_speech=False)
+
+
+def run(cfg, run_dir: str, split: str = "test", max_examples: int = 64,
+        publish: bool = False, *, speech: bool = True, controls: bool = False,
+        offline: bool = True, batch: int = 8) -> str:
+  """Evaluates `run_dir`; returns the path of the markdown report.
+
+  speech=False: text only (the SFT checkpoint alone; no codec run, no speech metrics).
+  controls: also stream the same utterances with zeroed and with swapped source audio
+  (`source_waves`) and report their BLEU/chrF (report["controls"]).
+  offline: also score the offline ceiling (the offline ST prompt, whole source first).
+  batch: streams decoded together (`translate_records`).
+  """
   from data_pipelines import pipelines, stream_format as sfmt, tokenizer as tokmod
   from liveinterp.common import reporting
   from liveinterp.eval import quality
@@ -125,9 +232,14 @@ def run(cfg, run_dir: str, split: str = "test", max_examples: int = 64,
   out_dir = os.path.join(run_dir, "eval")
   os.makedirs(out_dir, exist_ok=True)
   tok = tokmod.Tokenizer.load(cfg.tokenizer.model_path)
-  model, codec, speaker = streaming.build_models(cfg, workdir=run_dir, llm_stage="sft")
-  decoder = streaming.StreamingDecoder(model, codec, speaker, tok, cfg,
-                                       prompt_ids=streaming.prompt_for(cfg, tok))
+  if speech:
+    model, codec, speaker = streaming.build_models(cfg, workdir=run_dir, llm_stage="sft")
+    decoder = streaming.StreamingDecoder(model, codec, speaker, tok, cfg,
+                                         prompt_ids=streaming.prompt_for(cfg, tok),
+                                         speech_turns=streaming.speech_turns_for(cfg))
+  else:
+    model, _ = streaming.load_params(run_dir, "sft", cfg)
+    decoder = text_decoder(cfg, model, tok)
   source = pipelines.open_corpus(cfg, split)
   records = [source[i] for i in range(min(len(source), max_examples))]
   if not records:
@@ -140,17 +252,11 @@ def run(cfg, run_dir: str, split: str = "test", max_examples: int = 64,
                     f"streaming with {decoder.chunk_ms} ms chunks")
 
   # ---- simultaneous (streaming) -----------------------------------------------------
-  streaming.warmup(decoder, 8)
-  results, t0 = [], time.time()
-  for i in range(0, len(records), 8):
-    batch = records[i:i + 8]
-    waves = [np.asarray(r["src_audio"], np.float32) / 32768.0 for r in batch]
-    # Always 8 streams (silent fillers), so the step compiled by warmup is reused and
-    # the computation-aware latency measures decoding, not compilation.
-    fill = [np.zeros(decoder.chunk_samples, np.float32)] * (8 - len(waves))
-    results += streaming.translate_waveforms(decoder, waves + fill, tokenizer=tok)[:len(batch)]
-    reporting.console(f"[eval] streamed {len(results)}/{len(records)} "
-                      f"({time.time() - t0:.0f}s)")
+  # The warm-up compiles the step outside the timed streams (computation-aware latency).
+  with without_mesh():
+    streaming.warmup(decoder, batch)
+  log = lambda m: reporting.console(f"[eval] {m}")  # noqa: E731
+  results = translate_records(decoder, records, tok, batch=batch, log=log)
   hyps = [r.text.strip() for r in results]
   refs = [r["tgt_text"] for r in records]
   source_ms = [1000.0 * len(r["src_audio"]) / cfg.audio.sample_rate for r in records]
@@ -158,82 +264,108 @@ def run(cfg, run_dir: str, split: str = "test", max_examples: int = 64,
   starts = [float(r["src_word_start_ms"][0]) if len(r["src_word_start_ms"]) else 0.0
             for r in records]
   report = {"run_dir": run_dir, "split": split, "examples": len(records),
-            "pair": f"{src_lang}-{tgt_lang}", "chunk_ms": decoder.chunk_ms}
-  report["simul"] = {
-      "bleu": quality.corpus_bleu(hyps, refs, tgt_lang),
-      "chrf": quality.corpus_chrf(hyps, refs),
-      "empty_outputs": int(sum(not h for h in hyps)),
-      "rtf": float(np.mean([r.rtf for r in results])),
-      "text_latency": _latency([text_delays(r.segments, tgt_lang) for r in results],
-                               source_ms, ref_lens, starts),
-      "text_latency_ca": _latency([text_delays(r.segments, tgt_lang, True) for r in results],
-                                  source_ms, ref_lens, starts),
-      "speech_latency": _latency([speech_word_delays(r.segments, tgt_lang) for r in results],
-                                 source_ms, ref_lens, starts),
-  }
-  # ASR-BLEU with an independent recogniser (English only here).
-  try:
-    from liveinterp.eval import recognizers
-    rec = recognizers.get_recognizer(tgt_lang)
-    speech = [r.speech if r.speech is not None and r.speech.size else np.zeros(160, np.float32)
-              for r in results]
-    asr = quality.asr_bleu(speech, refs, rec, tgt_lang, cfg.audio.sample_rate)
-    report["simul"]["asr_bleu"] = asr["asr_bleu"]
-    report["simul"]["asr_chrf"] = asr["asr_chrf"]
-    report["simul"]["asr_recognizer"] = asr["recognizer"]
-    report["asr_examples"] = list(zip(refs[:3], asr["transcripts"][:3]))
-  except (ImportError, ValueError) as e:
-    report["simul"]["asr_bleu"] = None
-    report["simul"]["asr_note"] = f"no independent recogniser: {e}"
-  # Voice similarity (independent embedding).
-  try:
-    from liveinterp.eval import voice
-    report["voice"] = voice.speaker_similarity(
-        [r.speech if r.speech is not None else np.zeros(0, np.float32) for r in results],
-        [np.asarray(r["src_audio"], np.float32) / 32768.0 for r in records],
-        [str(r["speaker"]) for r in records], sr=cfg.audio.sample_rate)
-  except ImportError as e:
-    report["voice"] = {"note": f"unavailable: {e}"}
+            "pair": f"{src_lang}-{tgt_lang}", "chunk_ms": decoder.chunk_ms,
+            "speech": bool(speech)}
+  report["simul"] = simul_scores(results, records, cfg.audio.sample_rate)
+  report["simul"]["speech_latency"] = _latency(
+      [speech_word_delays(r.segments, tgt_lang) for r in results], source_ms, ref_lens,
+      starts)
+  if controls:  # does the model translate what it hears? (`source_waves`)
+    report["controls"] = {}
+    for variant in ("zero", "swap"):
+      res = translate_records(decoder, records, tok, audio=variant, batch=batch, log=log)
+      sc = simul_scores(res, records, cfg.audio.sample_rate)
+      report["controls"][f"{variant}_audio"] = {
+          "bleu": sc["bleu"], "chrf": sc["chrf"], "empty_outputs": sc["empty_outputs"],
+          "examples": [r.text.strip() for r in res[:3]]}
 
-  # ---- codec: resynthesis quality and intelligibility (English target speech) --------
-  report["codec"] = codec_quality(codec, speaker, records, cfg)
+  if speech:
+    # ASR-BLEU with an independent recogniser (English only here).
+    try:
+      from liveinterp.eval import recognizers
+      rec = recognizers.get_recognizer(tgt_lang)
+      waves = [r.speech if r.speech is not None and r.speech.size
+               else np.zeros(160, np.float32) for r in results]
+      asr = quality.asr_bleu(waves, refs, rec, tgt_lang, cfg.audio.sample_rate)
+      report["simul"]["asr_bleu"] = asr["asr_bleu"]
+      report["simul"]["asr_chrf"] = asr["asr_chrf"]
+      report["simul"]["asr_recognizer"] = asr["recognizer"]
+      report["asr_examples"] = list(zip(refs[:3], asr["transcripts"][:3]))
+    except (ImportError, ValueError) as e:
+      report["simul"]["asr_bleu"] = None
+      report["simul"]["asr_note"] = f"no independent recogniser: {e}"
+    # Voice similarity (independent embedding).
+    try:
+      from liveinterp.eval import voice
+      report["voice"] = voice.speaker_similarity(
+          [r.speech if r.speech is not None else np.zeros(0, np.float32) for r in results],
+          [np.asarray(r["src_audio"], np.float32) / 32768.0 for r in records],
+          [str(r["speaker"]) for r in records], sr=cfg.audio.sample_rate)
+    except ImportError as e:
+      report["voice"] = {"note": f"unavailable: {e}"}
+    # ---- codec: resynthesis quality and intelligibility (English target speech) ------
+    report["codec"] = codec_quality(codec, speaker, records, cfg)
+  else:
+    report["simul"]["asr_bleu"] = None
+    report["simul"]["asr_note"] = "text-only evaluation (speech=False)"
 
   # ---- offline ceiling: same model, whole source first (offline ST prompt) ------------
-  spec = sfmt.StreamSpec.from_config(cfg)
-  prompts, audios, orefs = [], [], []
-  for r in records:
-    try:
-      ex = sfmt.pretrain_example(r, tok, spec, "st")
-    except sfmt.FormatError:
-      continue
-    prompts.append(ex["tokens"][:int(np.argmax(ex["loss_mask"] > 0))])
-    audios.append(ex["audio"])
-    orefs.append(r["tgt_text"])
   offline_hyps = []
-  for i in range(0, len(prompts), 8):
-    outs = gen.generate(model, prompts[i:i + 8], audios[i:i + 8], tokmod.AUDIO,
-                        [tokmod.EOS, tokmod.EOT], max_new_tokens=cfg.train.eval_max_new_tokens,
-                        pad_to=cfg.data.seq_len)
-    offline_hyps += [tok.decode_text(o).strip() for o in outs]
-  report["offline"] = {"bleu": quality.corpus_bleu(offline_hyps, orefs, tgt_lang),
-                       "chrf": quality.corpus_chrf(offline_hyps, orefs),
-                       "text_latency": _latency([[s] * n for s, n in zip(source_ms, ref_lens)],
-                                                source_ms, ref_lens, starts)}
+  if offline:
+    spec = sfmt.StreamSpec.from_config(cfg)
+    prompts, audios, orefs = [], [], []
+    for r in records:
+      try:
+        ex = sfmt.pretrain_example(r, tok, spec, "st")
+      except sfmt.FormatError:
+        continue
+      prompts.append(ex["tokens"][:int(np.argmax(ex["loss_mask"] > 0))])
+      audios.append(ex["audio"])
+      orefs.append(r["tgt_text"])
+    for i in range(0, len(prompts), 8):
+      outs = gen.generate(model, prompts[i:i + 8], audios[i:i + 8], tokmod.AUDIO,
+                          [tokmod.EOS, tokmod.EOT],
+                          max_new_tokens=cfg.train.eval_max_new_tokens, pad_to=cfg.data.seq_len)
+      offline_hyps += [tok.decode_text(o).strip() for o in outs]
+    report["offline"] = {"bleu": quality.corpus_bleu(offline_hyps, orefs, tgt_lang),
+                         "chrf": quality.corpus_chrf(offline_hyps, orefs),
+                         "text_latency": _latency([[s] * n for s, n in zip(source_ms, ref_lens)],
+                                                  source_ms, ref_lens, starts)}
   # ---- reference policies (training targets) -----------------------------------------
   report["policies"] = {}
   for name, policy, k in (("alignment", "alignment", 3), ("wait-3", "wait_k", 3)):
     delays = [oracle_delays(r, policy, decoder.chunk_ms, k) for r in records]
     report["policies"][name] = {"bleu": 100.0, "text_latency": _latency(
         delays, source_ms, ref_lens, starts)}
-  report["examples_text"] = [{"ref": a, "simul": b, "offline": c} for a, b, c in
-                             zip(refs[:5], hyps[:5], offline_hyps[:5])]
+  report["examples_text"] = [
+      {"ref": a, "simul": b, "offline": offline_hyps[j] if j < len(offline_hyps) else None}
+      for j, (a, b) in enumerate(zip(refs[:5], hyps[:5]))]
 
-  # ---- plots --------------------------------------------------------------------------
+  _plots(report, records, results, cfg.audio.sample_rate, out_dir)
+  with open(os.path.join(out_dir, f"report_{split}.json"), "w") as f:
+    json.dump(report, f, indent=1, ensure_ascii=False, default=float)
+  md = _markdown(report)
+  path = os.path.join(out_dir, f"report_{split}.md")
+  with open(path, "w") as f:
+    f.write(md)
+  if publish:
+    _publish(report)
+  reporting.console(md)
+  return path
+
+
+def _plots(report, records, results, sample_rate: int, out_dir: str):
+  """Latency-quality scatter and the first two utterances' emission timelines."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  split, tgt_lang = report["split"], records[0]["tgt_lang"]
   fig, ax = plt.subplots(figsize=(6, 4))
   pts = [("SFT model (streaming)", report["simul"]["text_latency"].get("LAAL"),
-          report["simul"]["bleu"]),
-         ("same model, offline", report["offline"]["text_latency"].get("LAAL"),
-          report["offline"]["bleu"])]
+          report["simul"]["bleu"])]
+  if "offline" in report:
+    pts.append(("same model, offline", report["offline"]["text_latency"].get("LAAL"),
+                report["offline"]["bleu"]))
   pts += [(f"reference, {n} policy", v["text_latency"].get("LAAL"), v["bleu"])
           for n, v in report["policies"].items()]
   for name, x, y in pts:
@@ -249,7 +381,7 @@ def run(cfg, run_dir: str, split: str = "test", max_examples: int = 64,
   for j in range(min(2, len(records))):
     fig, ax = plt.subplots(figsize=(9, 3))
     wav = np.asarray(records[j]["src_audio"], np.float32) / 32768.0
-    t = np.arange(wav.size) / cfg.audio.sample_rate * 1000
+    t = np.arange(wav.size) / sample_rate * 1000
     ax.plot(t, wav, lw=0.4, color="0.6")
     for s in results[j].segments:
       ax.axvline(s.emit_ms, color="C1", lw=0.8)
@@ -265,24 +397,13 @@ def run(cfg, run_dir: str, split: str = "test", max_examples: int = 64,
     fig.savefig(os.path.join(out_dir, f"timeline_{split}_{j}.png"), dpi=110)
     plt.close(fig)
 
-  with open(os.path.join(out_dir, f"report_{split}.json"), "w") as f:
-    json.dump(report, f, indent=1, ensure_ascii=False, default=float)
-  md = _markdown(report)
-  path = os.path.join(out_dir, f"report_{split}.md")
-  with open(path, "w") as f:
-    f.write(md)
-  if publish:
-    _publish(report)
-  reporting.console(md)
-  return path
-
 
 def _fmt(v):
   return "—" if v is None else (f"{v:.3g}" if isinstance(v, float) else str(v))
 
 
 def _markdown(r) -> str:
-  s, o = r["simul"], r["offline"]
+  s, o = r["simul"], r.get("offline")
   lines = [f"# Evaluation: {r['pair']} {r['split']} ({r['examples']} utterances, "
            f"{r['chunk_ms']} ms chunks)", "",
            "| system | BLEU | chrF | ASR-BLEU | LAAL | AL | FLAL | StartOffset | EndOffset |",
@@ -293,15 +414,20 @@ def _markdown(r) -> str:
                f"{_fmt(tl.get('FLAL'))} | {_fmt(tl.get('StartOffset'))} | "
                f"{_fmt(tl.get('EndOffset'))} |")
   sl = s["speech_latency"]
-  lines.append(f"| SFT, streaming (speech played) | | | | {_fmt(sl.get('LAAL'))} | "
-               f"{_fmt(sl.get('AL'))} | {_fmt(sl.get('FLAL'))} | "
-               f"{_fmt(sl.get('StartOffset'))} | {_fmt(sl.get('EndOffset'))} |")
+  if r.get("speech", True):
+    lines.append(f"| SFT, streaming (speech played) | | | | {_fmt(sl.get('LAAL'))} | "
+                 f"{_fmt(sl.get('AL'))} | {_fmt(sl.get('FLAL'))} | "
+                 f"{_fmt(sl.get('StartOffset'))} | {_fmt(sl.get('EndOffset'))} |")
   ca = s["text_latency_ca"]
   lines.append(f"| SFT, computation-aware (text) | | | | {_fmt(ca.get('LAAL'))} | "
                f"{_fmt(ca.get('AL'))} | {_fmt(ca.get('FLAL'))} | | |")
-  ol = o["text_latency"]
-  lines.append(f"| same model offline (ceiling) | {_fmt(o['bleu'])} | {_fmt(o['chrf'])} | | "
-               f"{_fmt(ol.get('LAAL'))} | {_fmt(ol.get('AL'))} | | | |")
+  if o is not None:
+    ol = o["text_latency"]
+    lines.append(f"| same model offline (ceiling) | {_fmt(o['bleu'])} | {_fmt(o['chrf'])} "
+                 f"| | {_fmt(ol.get('LAAL'))} | {_fmt(ol.get('AL'))} | | | |")
+  for n, v in r.get("controls", {}).items():
+    lines.append(f"| control: {n.replace('_', ' ')} | {_fmt(v['bleu'])} | {_fmt(v['chrf'])} "
+                 f"| | | | | | |")
   for n, v in r["policies"].items():
     pl = v["text_latency"]
     lines.append(f"| reference targets, {n} policy | 100 | | | {_fmt(pl.get('LAAL'))} | "
@@ -336,9 +462,12 @@ def _publish(report):
       "system": name, "BLEU": q["bleu"], "chrF": q["chrf"],
       "ASR-BLEU": asr, "LAAL_ms": lat.get("LAAL"), "AL_ms": lat.get("AL"),
       "FLAL_ms": lat.get("FLAL")}
-  rows = [row("SFT streaming, text", s, s["text_latency"], s.get("asr_bleu")),
-          row("SFT streaming, speech played", s, s["speech_latency"]),
-          row("same model offline", report["offline"], report["offline"]["text_latency"])]
+  rows = [row("SFT streaming, text", s, s["text_latency"], s.get("asr_bleu"))]
+  if report.get("speech", True):
+    rows.append(row("SFT streaming, speech played", s, s["speech_latency"]))
+  if "offline" in report:
+    rows.append(row("same model offline", report["offline"],
+                    report["offline"]["text_latency"]))
   v = report.get("voice", {})
   c = report.get("codec", {})
   payload = {"command": "python -m liveinterp.evaluate --run_dir=runs/tiny --publish",
@@ -360,7 +489,13 @@ def _define_flags():
       n=flags.DEFINE_integer("max_examples", 64, "utterances to evaluate"),
       data_dir=flags.DEFINE_string("data_dir", "", "corpus dir (default RUN_DIR/../data)"),
       publish=flags.DEFINE_bool("publish", False,
-                                "also write benchmarks/results/evaluation.json"))
+                                "also write benchmarks/results/evaluation.json"),
+      text_only=flags.DEFINE_bool("text_only", False,
+                                  "text only: the SFT checkpoint alone, no codec/speech "
+                                  "metrics"),
+      controls=flags.DEFINE_bool("controls", False,
+                                 "also stream with zeroed and with swapped source audio"),
+      offline=flags.DEFINE_bool("offline", True, "also score the offline ceiling"))
 
 
 def main(argv):
@@ -377,7 +512,8 @@ def main(argv):
   tok = build.tokenizer_prefix(data_dir, base.data.pair, base.data.build,
                                base.tokenizer.text_vocab_size)
   cfg = stage_config(base.name if base.name != "base" else "tiny", "sft", run_dir, data_dir, tok)
-  run(cfg, run_dir, F["split"], F["n"], F["publish"])
+  run(cfg, run_dir, F["split"], F["n"], F["publish"], speech=not F["text_only"],
+      controls=F["controls"], offline=F["offline"])
 
 
 if __name__ == "__main__":

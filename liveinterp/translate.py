@@ -15,6 +15,8 @@ Weights: `--workdir` of a trained run (`python -m liveinterp.recipe --run_dir=..
 checkpoints under `<workdir>/<stage>/checkpoints`, the LLM from the latest of rl2, rl1,
 sft, pretrain, the codec and speaker encoder from `codec`; the config is `--config` or
 `<workdir>/config.json`), or `--init=random` (numpy-drawn random weights, smoke tests).
+A model trained without speech codes (text-only turns) writes text only: `--turns`
+picks the matching turn grammar (auto from the config by default).
 """
 
 from __future__ import annotations
@@ -66,6 +68,11 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--top_p", type=float, default=1.0)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--max_turn_tokens", type=int, default=None)
+  p.add_argument("--turns", choices=("auto", "speech", "text"), default="auto",
+                 help="turn grammar: speech (<text> w+ <speech> s+ <eot>) or text "
+                      "(<text> w+ <eot>, a model trained without speech codes); auto: "
+                      "text when the config's data.codes_path names no file (as "
+                      "training decides), speech for --init=random")
   p.add_argument("--allow_src", action="store_true",
                  help="let turns start with a source transcript (<src> ...)")
   p.add_argument("--concat", action="store_true",
@@ -118,10 +125,13 @@ def main(argv=None) -> dict:
       llm_stage=args.stage)
   layout = (sampling.TokenLayout.from_tokenizer(tokenizer) if tokenizer is not None
             else sampling.TokenLayout.from_config(cfg))
+  speech_turns = {"speech": True, "text": False}.get(
+      args.turns, args.init == "random" or streaming.speech_turns_for(cfg))
   decoder = streaming.StreamingDecoder(
       model, codec, speaker, layout, cfg, temperature=args.temperature, top_p=args.top_p,
       max_turn_tokens=args.max_turn_tokens, allow_src=args.allow_src,
-      prompt_ids=streaming.prompt_for(cfg, tokenizer))  # the SFT prompt of cfg.data.pair
+      prompt_ids=streaming.prompt_for(cfg, tokenizer),  # the SFT prompt of cfg.data.pair
+      speech_turns=speech_turns)
   n_chunks = -(-source.size // decoder.chunk_samples)
   compile_s = streaming.warmup(decoder, 1)
   progress = {"compute_ms": 0.0}
@@ -150,7 +160,7 @@ def main(argv=None) -> dict:
                  output=os.path.abspath(args.out), sample_rate=sr,
                  chunk_ms=decoder.chunk_ms, chunks=n_chunks, compile_s=compile_s,
                  wall_s=wall_s, init=args.init, config=config_path,
-                 workdir=args.workdir, timeline=not args.concat,
+                 workdir=args.workdir, timeline=not args.concat, speech_turns=speech_turns,
                  detokenized=tokenizer is not None)
   with open(json_path, "w") as f:
     json.dump(payload, f, indent=1, ensure_ascii=False)

@@ -18,7 +18,12 @@ per-chunk step (`lax.while_loop` body).
           | [<src> w+] <text> w+ <speech> s+ <eot>        (s+ a whole number of frames)
 
 with speech ids in frame-major order (codebook 0, 1, ..., Q-1 of frame 0, then frame 1 ...),
-so the k-th speech token of a turn must come from codebook `k % Q`. The mask is also
+so the k-th speech token of a turn must come from codebook `k % Q`. A model trained
+without speech codes (text-only turns, `TurnGrammar(..., speech=False)`) has
+
+    turn := <eot> | [<src> w+] <text> w+ <eot>
+
+The mask is also
 *budget-feasible*: at step i of a turn of at most M tokens, an id is allowed only when the
 turn can still be closed within the remaining `M - 1 - i` tokens, so every turn ends with
 `<eot>` by token M and always parses.
@@ -204,36 +209,46 @@ def grammar_advance(state: GrammarState, tokens_b: jax.Array,
                       jnp.where(done, 0, new_n).astype(jnp.int32))
 
 
-def min_tokens_to_close(phase: jax.Array, n: jax.Array, num_codebooks: int) -> jax.Array:
-  """Fewest further tokens that end a turn in state (phase, n) with a valid parse."""
+def min_tokens_to_close(phase: jax.Array, n: jax.Array, num_codebooks: int,
+                        speech: bool = True) -> jax.Array:
+  """Fewest further tokens that end a turn in state (phase, n) with a valid parse
+  (`speech=False`: the text-only grammar, where a text section closes with `<eot>`)."""
   q = num_codebooks
   k = n % q
-  speech = jnp.where((n > 0) & (k == 0), 1, q - k + 1)
+  speech_close = jnp.where((n > 0) & (k == 0), 1, q - k + 1)
   need_word = (n == 0).astype(jnp.int32)
+  tail = q + 1 if speech else 0            # `<speech> s*Q` after the text words
   return jnp.select(
       [phase == DONE, phase == START, phase == SPEECH_PHASE, phase == TEXT_PHASE,
        phase == SRC_PHASE],
-      [0, 1, speech, need_word + 1 + q + 1, need_word + 1 + 1 + 1 + q + 1], 0)
+      [0, 1, speech_close, need_word + 1 + tail, need_word + 1 + 1 + 1 + tail], 0)
 
 
-def min_content_turn(num_codebooks: int) -> int:
-  """Length of the shortest turn that says something: `<text> w <speech> s*Q <eot>`."""
-  return 3 + num_codebooks + 1
+def min_content_turn(num_codebooks: int, speech: bool = True) -> int:
+  """Length of the shortest turn that says something: `<text> w <speech> s*Q <eot>`
+  (`<text> w <eot>` when `speech=False`)."""
+  return 3 + (num_codebooks + 1 if speech else 0)
 
 
 @dataclasses.dataclass(frozen=True)
 class TurnGrammar:
-  """Allowed-id masks for the turn grammar (module docstring), budget-feasible."""
+  """Allowed-id masks for the turn grammar (module docstring), budget-feasible.
+
+  speech=False: the text-only grammar of a model trained without speech codes (no
+  `<speech>` section; `<eot>` closes a text section).
+  """
   layout: TokenLayout
   max_turn_tokens: int
   allow_src: bool = False
+  speech: bool = True
 
   def __post_init__(self):
-    need = min_content_turn(self.layout.num_codebooks)
+    need = min_content_turn(self.layout.num_codebooks, self.speech)
     if self.max_turn_tokens < need:
+      shortest = (f"<text> w <speech> {self.layout.num_codebooks} speech <eot>"
+                  if self.speech else "<text> w <eot>")
       raise ValueError(f"stream.max_turn_tokens={self.max_turn_tokens} cannot hold the "
-                       f"shortest content turn (<text> w <speech> "
-                       f"{self.layout.num_codebooks} speech <eot> = {need} tokens)")
+                       f"shortest content turn ({shortest} = {need} tokens)")
 
   def mask(self, state: GrammarState, step: jax.Array) -> jax.Array:
     """`[B, V]` bool: ids allowed as token number `step` (0-based) of the turn."""
@@ -248,23 +263,29 @@ class TurnGrammar:
                                             phase == TEXT_PHASE, phase == SPEECH_PHASE)
     k = n % q
     zeros = jnp.zeros((b,), jnp.int32)
-    ok_eot = in_start | (in_speech & (n > 0) & (k == 0))
+    if self.speech:
+      ok_eot = in_start | (in_speech & (n > 0) & (k == 0))
+    else:
+      ok_eot = in_start | (in_text & (n > 0))
     ok_text_tag = in_start | (in_src & (n > 0))
     ok_src_tag = in_start & self.allow_src
-    ok_speech_tag = in_text & (n > 0)
+    ok_speech_tag = in_text & (n > 0) & self.speech
     ok_word = in_src | in_text
-    ok_speech = in_speech
+    ok_speech = in_speech & self.speech
+
+    def close(ph, nn):
+      return min_tokens_to_close(ph, nn, q, self.speech)
 
     def feasible(next_phase, next_n):  # the turn can still close after this token
       ph = jnp.full((b,), next_phase, jnp.int32)
-      return min_tokens_to_close(ph, next_n, q) <= remaining
+      return close(ph, next_n) <= remaining
 
     # <eot> leads to DONE, which needs nothing more: always feasible where allowed.
     ok_text_tag &= feasible(TEXT_PHASE, zeros)
     ok_src_tag &= feasible(SRC_PHASE, zeros)
     ok_speech_tag &= feasible(SPEECH_PHASE, zeros)
-    ok_word &= min_tokens_to_close(phase, n + 1, q) <= remaining
-    ok_speech &= min_tokens_to_close(phase, n + 1, q) <= remaining
+    ok_word &= close(phase, n + 1) <= remaining
+    ok_speech &= close(phase, n + 1) <= remaining
     table = jnp.stack([jnp.zeros((b,), bool), ok_eot, ok_text_tag, ok_speech_tag,
                        ok_src_tag, ok_word, ok_speech], axis=1)     # [B, classes]
     allowed = jnp.take(table, cls_v, axis=1)                         # [B, V]

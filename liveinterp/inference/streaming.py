@@ -146,6 +146,17 @@ def state_signature(state: DecoderState) -> list[tuple]:
 
 
 # ---- the decoder -------------------------------------------------------------------------
+def speech_turns_for(cfg) -> bool:
+  """Whether the model of `cfg` was trained with speech in its turns: the SFT/pretrain
+  stages train text-only turns when `data.codes_path` names no file
+  (`liveinterp.train.speech_tokens.codes_fn_for`) or `data.text_only` is set. The
+  decoder's grammar must match."""
+  if cfg.data.get("text_only", False):
+    return False
+  path = str(cfg.data.get("codes_path", "") or "")
+  return bool(path) and os.path.exists(path)
+
+
 def prompt_for(cfg, tokenizer=None) -> tuple[int, ...]:
   """The SFT task prompt `<bos> <simul> <src> <tgt>` for `cfg.data.pair` ("zh-en").
 
@@ -178,6 +189,7 @@ class DecodeSpec:
   num_codebooks: int
   speaker_samples: int
   codec_blocks: tuple = ()
+  decode_speech: bool = True
 
   @property
   def max_frames(self) -> int:
@@ -206,6 +218,14 @@ class StreamingDecoder:
       the training streams' task prompt. None (default) = `prompt_for(cfg, tokenizer)`;
       () = no prompt (only for random-weight tests: a trained model was never shown a
       stream without it).
+    speech_turns: the grammar's turns have a speech section (`<text> w+ <speech> s+
+      <eot>`); False for a model trained without speech codes (`<text> w+ <eot>`, see
+      `speech_turns_for`): with the speech grammar such a model could never close a turn
+      after its text and would babble until the budget forces `<eot>`.
+    decode_speech: False = text-only decoding: the turn's speech ids are still sampled
+      and returned, but neither the speaker embedding nor the codec runs (`audio` is
+      silent, `n_samples` 0). Text output is unchanged (the codec is downstream of every
+      token), so text evaluation can skip the cost and use codec weights of any kind.
     donate: donate the input state to `step`/`scan` (in-place cache updates; a state
       passed in must not be used again).
   """
@@ -215,7 +235,8 @@ class StreamingDecoder:
                grammar: bool = True, allow_src: bool = False,
                max_turn_tokens: int | None = None, speaker_window_ms: int = 3000,
                return_logits: bool = False, codec_blocks: Sequence[int] = (16, 4),
-               donate: bool = True, prompt_ids: Sequence[int] | None = None):
+               donate: bool = True, prompt_ids: Sequence[int] | None = None,
+               decode_speech: bool = True, speech_turns: bool = True):
     layout = tokenizer_layout
     if not isinstance(layout, sampling.TokenLayout):
       layout = sampling.TokenLayout.from_tokenizer(layout)
@@ -238,13 +259,15 @@ class StreamingDecoder:
     self._params = jax.device_put(params, self.device)
     self.spec = DecodeSpec(
         graphdef=graphdef, layout=layout,
-        grammar=sampling.TurnGrammar(layout, m, allow_src) if grammar else None,
+        grammar=(sampling.TurnGrammar(layout, m, allow_src, speech=bool(speech_turns))
+                 if grammar else None),
         max_turn_tokens=m, temperature=float(temperature), top_p=float(top_p),
         return_logits=bool(return_logits), chunk_samples=int(model.chunk_samples),
         chunk_ms=int(cfg.stream.chunk_ms), hop=int(codec.hop),
         num_codebooks=int(codec.num_codebooks), speaker_samples=speaker_samples,
         codec_blocks=tuple(sorted({int(k) for k in codec_blocks if int(k) > 1},
-                                  reverse=True)))
+                                  reverse=True)),
+        decode_speech=bool(decode_speech))
     self.donate = bool(donate)
     self.layout = layout
     self.chunk_samples = self.spec.chunk_samples
@@ -265,6 +288,27 @@ class StreamingDecoder:
   def params(self) -> nnx.State:
     """The networks' state (the first argument of the jitted functions)."""
     return self._params
+
+  def set_model(self, model: s2st_lib.S2ST) -> None:
+    """Decodes with `model`'s weights from now on (e.g. the in-training model at each
+    evaluation), keeping this decoder's codec and speaker encoder.
+
+    `model` must have this decoder's S2ST structure (same config): the weights are
+    arguments of the compiled `step`/`scan`, so nothing is recompiled. Raises ValueError
+    when the structure differs. States made before the call keep their caches (written
+    with the old weights); start new streams with `init_stream`.
+    """
+    old = nnx.merge(self.spec.graphdef, self._params)
+    graphdef, params = nnx.split(_Models(model, old.codec, old.speaker))
+    if graphdef != self.spec.graphdef:
+      raise ValueError("set_model: the model's structure differs from the decoder's "
+                       "(built from another config?); build a new StreamingDecoder")
+    new = jax.device_put(params, self.device)
+    shapes = lambda t: jax.tree.map(lambda x: (x.shape, x.dtype), t)  # noqa: E731
+    if shapes(new) != shapes(self._params):
+      raise ValueError("set_model: the model's weight shapes or dtypes differ from the "
+                       "decoder's; build a new StreamingDecoder")
+    self._params = new
 
   def init_stream(self, batch: int, rng: jax.Array | int = 0) -> DecoderState:
     """A fresh state for `batch` streams; `rng` a PRNG key or an int seed."""
@@ -473,11 +517,16 @@ def _step_models(spec: DecodeSpec, m: _Models, st: DecoderState, audio_bc, valid
   def embed():
     mask = jnp.arange(n_src)[None, :] >= (n_src - fill)[:, None]
     return m.speaker.embed_audio(spk_audio, mask).astype(jnp.float32)
-  spk = jax.lax.cond(jnp.any(n_frames > 0), embed, lambda: st.speaker)
-
-  # 5. codec: one frame per iteration; tails advance only on real frames.
-  audio_out, codec_state = _decode_speech(spec, m.codec, st.codec, turn["speech"], n_frames,
-                                          spk)
+  if spec.decode_speech:
+    spk = jax.lax.cond(jnp.any(n_frames > 0), embed, lambda: st.speaker)
+    # 5. codec: one frame per iteration; tails advance only on real frames.
+    audio_out, codec_state = _decode_speech(spec, m.codec, st.codec, turn["speech"],
+                                            n_frames, spk)
+    n_samples = n_frames * spec.hop
+  else:  # text only: no speaker embedding, no codec (silent audio, 0 samples)
+    spk, codec_state = st.speaker, st.codec
+    audio_out = jnp.zeros((b, spec.max_frames * spec.hop), jnp.float32)
+    n_samples = jnp.zeros((b,), jnp.int32)
   chunks = st.chunks + valid_b.astype(jnp.int32)
   new_state = DecoderState(
       model=s2st_lib.StreamState(enc, cache), codec=codec_state, speaker_audio=spk_audio,
@@ -487,7 +536,7 @@ def _step_models(spec: DecodeSpec, m: _Models, st: DecoderState, audio_bc, valid
       valid=valid_b, chunk_index=chunks - 1, end_ms=chunks * spec.chunk_ms,
       tokens=turn["tokens"], n_tokens=turn["n_tokens"], text=turn["text"],
       n_text=turn["n_text"], src=turn["src"], n_src=turn["n_src"], speech=turn["speech"],
-      n_speech=turn["n_speech"], audio=audio_out, n_samples=n_frames * spec.hop,
+      n_speech=turn["n_speech"], audio=audio_out, n_samples=n_samples,
       log_probs=turn["log_probs"], values=turn["values"], speaker=spk,
       logits=turn.get("logits"))
   return new_state, out
@@ -1012,4 +1061,4 @@ __all__ = ["StreamingDecoder", "DecoderState", "StepOutputs", "state_bytes",
            "state_signature", "iter_translate", "translate_stream", "translate_waveforms",
            "warmup", "Detokenizer", "Segment", "StreamResult", "ChunkEvent", "load_params",
            "checkpoint_dir", "random_model", "build_models", "DecodeSpec", "LLM_STAGES",
-           "prompt_for"]
+           "prompt_for", "speech_turns_for"]

@@ -10,9 +10,13 @@ audio in whole chunks, so the encoder sees in training what it sees when streami
 (packing several utterances would let conv/attention context leak across them).
 
 Loss: next-token cross-entropy on `loss_mask` positions. Metrics: loss, token accuracy,
-and the share of speech tokens. Dev evaluation: loss/accuracy on dev streams, plus
-greedy ASR and ST output scored with BLEU/chrF (pretrain), or greedy simultaneous text
-(teacher-forced audio, free-running turns) scored with BLEU/chrF (sft).
+and the share of speech tokens. Dev evaluation: loss/accuracy and audio reliance on dev
+streams, plus
+- pretrain: greedy offline ASR and ST output scored with BLEU/chrF;
+- sft: what users get: the dev utterances streamed through the streaming decoder
+  (`liveinterp.inference.streaming`, greedy, text only, the task prompt prefilled) with
+  the in-training weights, scored with BLEU/chrF and LAAL (`eval/simul_*`), by the same
+  code as `python -m liveinterp.evaluate` (`SimulDevEval`).
 """
 
 from __future__ import annotations
@@ -44,14 +48,14 @@ def model_inputs(batch):
   return batch["tokens"], audio_f, audio_mask, batch["audio_slot_mask"] > 0
 
 
-def ctc_loss(model: s2st.S2ST, audio_emb, audio_mask, batch, num_ids: int):
-  """Auxiliary CTC loss of the audio embeddings against the source transcript ids
+def ctc_loss(model: s2st.S2ST, frames, frame_mask, batch):
+  """Auxiliary CTC loss of the encoder frames against the source transcript ids
   (`src_ids`, `src_len`; rows with `src_len` 0 carry no target): mean per labelled row,
   normalised by its label length. Returns (loss, number of labelled rows)."""
-  logits = model.ctc_logits(audio_emb, num_ids)
+  logits = model.ctc_logits(frames)
   labels = batch["src_ids"]
   label_pad = (jnp.arange(labels.shape[1])[None] >= batch["src_len"][:, None])
-  per_row = optax.ctc_loss(logits, (~audio_mask).astype(jnp.float32), labels,
+  per_row = optax.ctc_loss(logits, (~frame_mask).astype(jnp.float32), labels,
                            label_pad.astype(jnp.float32), blank_id=0)
   has = (batch["src_len"] > 0).astype(jnp.float32)
   per_row = jnp.where(has > 0, per_row / jnp.maximum(batch["src_len"], 1), 0.0)
@@ -65,7 +69,7 @@ def loss_fn(model: s2st.S2ST, batch, rng, speech_offset: int, ctc_weight: float 
   cross-entropy alone (what audio reliance and dev loss compare)."""
   del rng
   tokens, audio, audio_mask, slots = model_inputs(batch)
-  logits, _, emb, emb_mask = model(tokens, audio, slots, positions_bt=batch["positions"],
+  logits, _, frames, frame_mask = model(tokens, audio, slots, positions_bt=batch["positions"],
                                    segment_ids_bt=batch["segment_ids"],
                                    audio_mask_bn=audio_mask, return_audio=True)
   targets = tokens[:, 1:]
@@ -87,7 +91,7 @@ def loss_fn(model: s2st.S2ST, batch, rng, speech_offset: int, ctc_weight: float 
   }
   total = lm
   if ctc_weight > 0 and "src_ids" in batch:
-    ctc, rows = ctc_loss(model, emb, emb_mask, batch, speech_offset)
+    ctc, rows = ctc_loss(model, frames, frame_mask, batch)
     aux["ctc_loss"], aux["ctc_rows"] = ctc, rows
     total = lm + ctc_weight * ctc
   return total, aux
@@ -148,32 +152,57 @@ def _dataset(config, stage, source, tok, codes_fn, shard=None, seed=None, shuffl
       task_weights=dict(config.data.task_weights) if stage == "pretrain" else None)
 
 
-def check_examples_fit(config, stage, source, tok, codes_fn, probe: int = 64):
-  """Fails fast (naming the limits) when no probed record fits the sequence limits —
-  otherwise an endless, filtered-out pipeline would hang the first step."""
+def check_examples_fit(config, stage, source, tok, codes_fn, probe: int = 256) -> dict:
+  """Measures, on the first `probe` records, what the sequence limits cost: streams cut
+  at `data.seq_len` (SFT: the stream ends after the last whole turn that fits, so the
+  last words are never trained), examples dropped for `seq_len` (pretraining tasks) or
+  for `data.max_audio_slots`. Fails fast (naming the limits) when nothing fits —
+  otherwise an endless, filtered-out pipeline would hang the first step. Returns
+  `data/*` fractions for the stage's result."""
   spec = sfmt.StreamSpec.from_config(config)
-  fits, reasons = 0, {}
-  for i in range(min(probe, len(source))):
+  n = min(probe, len(source))
+  tasks = (["simul"] if stage == "sft" else
+           [t for t, w in config.data.task_weights.items() if w > 0])
+  fits, truncated, dropped, total, reasons = 0, 0, 0, 0, {}
+  for i in range(n):
     rec = source[i]
     codes = codes_fn(rec) if codes_fn is not None else None
-    try:
-      if stage == "sft":
-        ex = sfmt.simul_example(rec, tok, spec, tgt_codes=codes, policy=config.data.policy,
-                                k=config.data.wait_k)
+    for task in tasks:
+      try:
+        if stage == "sft":
+          ex = sfmt.simul_example(rec, tok, spec, tgt_codes=codes,
+                                  policy=config.data.policy, k=config.data.wait_k)
+        else:
+          ex = sfmt.pretrain_example(rec, tok, spec, task, tgt_codes=codes)
+      except sfmt.FormatError as e:
+        msg = str(e).split(":", 1)[-1]
+        if "max_len" in msg:
+          total += 1
+          dropped += 1
+        key = msg[:60]
+        reasons[key] = reasons.get(key, 0) + 1
+        continue
+      total += 1
+      if stage == "sft" and int(ex["tokens"][-1]) != tokmod.EOS:
+        truncated += 1
+      if ex["audio"].shape[0] <= config.data.max_audio_slots:
+        fits += 1
       else:
-        ex = sfmt.pretrain_example(rec, tok, spec, "asr", tgt_codes=codes)
-    except sfmt.FormatError as e:
-      reasons[str(e).split(":", 1)[-1][:60]] = reasons.get(str(e).split(":", 1)[-1][:60], 0) + 1
-      continue
-    if ex["audio"].shape[0] <= config.data.max_audio_slots:
-      fits += 1
-    else:
-      reasons["too many audio slots"] = reasons.get("too many audio slots", 0) + 1
+        dropped += 1
+        reasons["too many audio slots"] = reasons.get("too many audio slots", 0) + 1
   if fits == 0:
-    raise ValueError(f"{stage}: none of the first {min(probe, len(source))} records fits "
+    raise ValueError(f"{stage}: none of the first {n} records fits "
                      f"data.seq_len={config.data.seq_len} / data.max_audio_slots="
                      f"{config.data.max_audio_slots}; reasons: {reasons}")
-  return fits
+  out = {"data/probed_examples": float(total),
+         "data/truncated_fraction": truncated / max(total, 1),
+         "data/dropped_fraction": dropped / max(total, 1)}
+  if truncated or dropped:
+    reporting.console(f"[{stage}] of {total} probed examples {truncated} are truncated at "
+                      f"data.seq_len={config.data.seq_len} and {dropped} dropped "
+                      f"(seq_len / max_audio_slots={config.data.max_audio_slots}): "
+                      f"{reasons}")
+  return out
 
 
 def _offline_eval(model, tok, spec, records, task: str, max_new: int, pad_to: int):
@@ -200,6 +229,37 @@ def _offline_eval(model, tok, spec, records, task: str, max_new: int, pad_to: in
           list(zip(refs, hyps))[:3])
 
 
+class SimulDevEval:
+  """SFT dev evaluation: streams `records` through a greedy, text-only streaming decoder
+  of the in-training model (`liveinterp.evaluate.translate_records` / `simul_scores`,
+  the evaluation CLI's code).
+
+  The decoder is made at the first call and kept: later calls only swap in the new
+  weights (`StreamingDecoder.set_model`), so its step compiles once per stage. It runs
+  text only (no codec or speaker encoder: random ones stand in, they cannot change the
+  text) with the turn grammar the stage trains (`streaming.speech_turns_for`).
+  """
+
+  def __init__(self, config, tok, records):
+    self.config, self.tok, self.records = config, tok, list(records)
+    self.decoder = None
+
+  def __call__(self, model) -> tuple[dict, list]:
+    """-> ({eval/simul_bleu, eval/simul_chrf, eval/simul_laal, eval/simul_empty},
+    [(ref, hyp), ...])."""
+    from liveinterp import evaluate
+    if self.decoder is None:
+      self.decoder = evaluate.text_decoder(self.config, model, self.tok)
+    else:
+      self.decoder.set_model(model)
+    results = evaluate.translate_records(self.decoder, self.records, self.tok)
+    sc = evaluate.simul_scores(results, self.records, int(self.config.audio.sample_rate))
+    out = {"eval/simul_bleu": sc["bleu"], "eval/simul_chrf": sc["chrf"],
+           "eval/simul_laal": float(sc["text_latency"].get("LAAL", float("nan"))),
+           "eval/simul_empty": float(sc["empty_outputs"])}
+    return out, [(r["tgt_text"], res.text.strip()) for r, res in zip(self.records, results)]
+
+
 def build(config) -> loop.Stage:
   stage = config.stage
   tok = tokenizer_for(config)
@@ -209,7 +269,7 @@ def build(config) -> loop.Stage:
   if codes_fn is None:
     reporting.console(f"[{stage}] no speech codes ({speech_tokens.codes_path(config)}): "
                       f"training text-only turns (TTS/S2ST tasks are skipped)")
-  check_examples_fit(config, stage, source, tok, codes_fn)
+  data_info = check_examples_fit(config, stage, source, tok, codes_fn)
   ds = _dataset(config, stage, source, tok, codes_fn)
   data_iter = iter(ds)
   speech_offset = tok.speech_offset
@@ -230,6 +290,7 @@ def build(config) -> loop.Stage:
   spec = sfmt.StreamSpec.from_config(config)
   ctc_weight = float(config.train.ctc_weight)
   eval_loss = jax.jit(lambda m, b: loss_fn(m, b, None, speech_offset, ctc_weight))
+  simul_eval = SimulDevEval(config, tok, dev_records) if stage == "sft" else None
 
   def eval_fn(model, step):
     del step
@@ -243,16 +304,21 @@ def build(config) -> loop.Stage:
       out["eval/audio_gap_zero"] = rel["gap_zero"]
       out["eval/audio_gap_swap"] = rel["gap_swap"]
     if dev_records and jax.process_index() == 0:
-      tasks = ("asr", "st") if stage == "pretrain" else ("st",)
-      for task in tasks:
-        scores, examples = _offline_eval(model, tok, spec, dev_records, task,
-                                         config.train.eval_max_new_tokens,
-                                         config.data.seq_len)
+      if simul_eval is not None:  # sft: the streaming decoder, as users run it
+        scores, examples = simul_eval(model)
         out.update(scores)
         for ref, hyp in examples[:1]:
-          reporting.console(f"  {task} ref: {ref}\n  {task} hyp: {hyp}")
+          reporting.console(f"  simul ref: {ref}\n  simul hyp: {hyp}")
+      else:  # pretrain: its own offline tasks
+        for task in ("asr", "st"):
+          scores, examples = _offline_eval(model, tok, spec, dev_records, task,
+                                           config.train.eval_max_new_tokens,
+                                           config.data.seq_len)
+          out.update(scores)
+          for ref, hyp in examples[:1]:
+            reporting.console(f"  {task} ref: {ref}\n  {task} hyp: {hyp}")
     return out
 
   return loop.Stage(stage, lambda rngs: s2st.S2ST(config, rngs=rngs),
                     lambda m, b, r: loss_fn(m, b, r, speech_offset, ctc_weight), make_data,
-                    data_iter=data_iter, eval_fn=eval_fn)
+                    data_iter=data_iter, eval_fn=eval_fn, info=data_info)
