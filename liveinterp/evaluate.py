@@ -213,6 +213,19 @@ def text_decoder(cfg, model, tokenizer, seed: int = 0):
                                     decode_speech=False)
 
 
+def constant_baseline(candidates, refs, lang: str) -> dict:
+  """The floor of DESIGN §6: the single candidate sentence (training targets) that,
+  output for every input, scores the best corpus chrF against `refs`; its BLEU/chrF."""
+  from liveinterp.eval import quality  # pylint: disable=g-import-not-at-top
+  cands = sorted({c.strip() for c in candidates if c and c.strip()})
+  if not cands:
+    raise ValueError("constant baseline: no candidate sentences")
+  best = max(cands, key=lambda c: quality.corpus_chrf([c] * len(refs), refs))
+  return {"sentence": best, "candidates": len(cands),
+          "bleu": quality.corpus_bleu([best] * len(refs), refs, lang),
+          "chrf": quality.corpus_chrf([best] * len(refs), refs)}
+
+
 def run(cfg, run_dir: str, split: str = "test", max_examples: int = 64,
         publish: bool = False, *, speech: bool = True, controls: bool = False,
         offline: bool = True, batch: int = 8) -> str:
@@ -331,6 +344,10 @@ def run(cfg, run_dir: str, split: str = "test", max_examples: int = 64,
                          "chrf": quality.corpus_chrf(offline_hyps, orefs),
                          "text_latency": _latency([[s] * n for s, n in zip(source_ms, ref_lens)],
                                                   source_ms, ref_lens, starts)}
+  # ---- floor: the best constant output (one training target for every input) ---------
+  train = pipelines.open_corpus(cfg, "train")
+  report["constant"] = constant_baseline(
+      [train[i]["tgt_text"] for i in range(min(len(train), 400))], refs, tgt_lang)
   # ---- reference policies (training targets) -----------------------------------------
   report["policies"] = {}
   for name, policy, k in (("alignment", "alignment", 3), ("wait-3", "wait_k", 3)):
@@ -425,6 +442,10 @@ def _markdown(r) -> str:
     ol = o["text_latency"]
     lines.append(f"| same model offline (ceiling) | {_fmt(o['bleu'])} | {_fmt(o['chrf'])} "
                  f"| | {_fmt(ol.get('LAAL'))} | {_fmt(ol.get('AL'))} | | | |")
+  if r.get("constant"):
+    k = r["constant"]
+    lines.append(f"| constant output (floor: best of {k['candidates']} training targets) | "
+                 f"{_fmt(k['bleu'])} | {_fmt(k['chrf'])} | | | | | | |")
   for n, v in r.get("controls", {}).items():
     lines.append(f"| control: {n.replace('_', ' ')} | {_fmt(v['bleu'])} | {_fmt(v['chrf'])} "
                  f"| | | | | | |")
@@ -468,6 +489,14 @@ def _publish(report):
   if "offline" in report:
     rows.append(row("same model offline", report["offline"],
                     report["offline"]["text_latency"]))
+  if "constant" in report:
+    rows.append({"system": "constant output (floor)", "BLEU": report["constant"]["bleu"],
+                 "chrF": report["constant"]["chrf"], "ASR-BLEU": None, "LAAL_ms": None,
+                 "AL_ms": None, "FLAL_ms": None})
+  for n, v in report.get("controls", {}).items():
+    rows.append({"system": f"control: {n.replace('_', ' ')}", "BLEU": v["bleu"],
+                 "chrF": v["chrf"], "ASR-BLEU": None, "LAAL_ms": None, "AL_ms": None,
+                 "FLAL_ms": None})
   v = report.get("voice", {})
   c = report.get("codec", {})
   payload = {"command": "python -m liveinterp.evaluate --run_dir=runs/tiny --publish",

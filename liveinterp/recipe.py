@@ -86,7 +86,7 @@ def main(argv):
     elif step == "evaluate":
       from liveinterp import evaluate
       cfg = stage_config(_RECIPE.value, "sft", run_dir, data_dir, tok_prefix)
-      report = evaluate.run(cfg, run_dir, split="test", publish=True)
+      report = evaluate.run(cfg, run_dir, split="test", publish=True, controls=True)
       _say(f"evaluation report: {report}")
     else:
       raise ValueError(f"unknown step {step!r}")

@@ -20,7 +20,10 @@ def cfg():
 
 @pytest.fixture(scope="session")
 def models(cfg):
-  return streaming.build_models(cfg, seed=0)
+  # Seed 2: with these random weights the greedy decoder both writes (16-token turns) and
+  # waits on the test audio, so the self-consistency tests check real turns (seed 0
+  # only ever waits since the adapter output is normalised).
+  return streaming.build_models(cfg, seed=2)
 
 
 @pytest.fixture(scope="session")
