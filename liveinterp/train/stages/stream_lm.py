@@ -265,8 +265,10 @@ def build(config) -> loop.Stage:
   tok = tokenizer_for(config)
   source = pipelines.open_corpus(config, "train")
   dev = pipelines.open_corpus(config, "dev")
-  codes_fn = speech_tokens.codes_fn_for(config)
-  if codes_fn is None:
+  codes_fn = None if config.data.text_only else speech_tokens.codes_fn_for(config)
+  if config.data.text_only:
+    reporting.console(f"[{stage}] data.text_only: training text-only turns")
+  elif codes_fn is None:
     reporting.console(f"[{stage}] no speech codes ({speech_tokens.codes_path(config)}): "
                       f"training text-only turns (TTS/S2ST tasks are skipped)")
   data_info = check_examples_fit(config, stage, source, tok, codes_fn)
