@@ -15,8 +15,8 @@ from configs import base
 BUDGETS = {  # stage: (steps, peak learning rate, warmup)
     "demo": (200, 3e-3, 20),
     "codec": (200, 2e-3, 20),
-    "pretrain": (700, 2e-3, 40),
-    "sft": (300, 1e-3, 20),
+    "pretrain": (500, 2e-3, 40),
+    "sft": (250, 1e-3, 20),
     "rl1": (100, 1e-5, 0),
     "rl2": (100, 1e-5, 0),
 }
