@@ -39,12 +39,9 @@ def size_from_data(c, stats: dict) -> dict:
   if c.stage == "sft":
     rows = [stats["sft"]["simul"][speech]]
   else:
-    tasks = [t for t, w in c.data.task_weights.items() if w > 0]
-    rows = [stats["pretrain"][t].get(speech, stats["pretrain"][t]["with_speech"])
-            for t in tasks if t in stats["pretrain"]]
-    if speech == "without_speech":
-      rows = [stats["pretrain"][t][speech] for t in tasks
-              if speech in stats["pretrain"].get(t, {})]
+    # tasks that need speech (tts, s2st) have no text-only rows: text-only drops them
+    rows = [v[speech] for t, v in stats["pretrain"].items()
+            if c.data.task_weights.get(t, 0) > 0 and speech in v]
   spc = spec.slots_per_chunk
   seq = max(r["stream_len"]["max"] for r in rows)
   slots = max(r["audio_slots"]["max"] for r in rows)

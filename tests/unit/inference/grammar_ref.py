@@ -103,3 +103,25 @@ def sections(turn, layout):
     elif layout.speech_offset <= x < layout.speech_end and where == sampling.SPEECH:
       speech.append(x)
   return src, text, speech
+
+
+def random_walks(gram, layout, ref_mask, seed: int, walks: int = 12):
+  """Samples `walks` turns uniformly among the ids `gram` allows, checking at every step
+  that its mask equals `ref_mask(prefix)`; returns the finished turns (prefixes)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  mask_fn = jax.jit(gram.mask)
+  adv = jax.jit(lambda st, t: sampling.grammar_advance(st, t, layout))
+  rng = np.random.default_rng(seed)
+  turns = []
+  for _ in range(walks):
+    st, prefix = sampling.grammar_init(1), []
+    for i in range(gram.max_turn_tokens):
+      got = np.asarray(mask_fn(st, np.int32(i)))[0]
+      np.testing.assert_array_equal(got, ref_mask(prefix), err_msg=f"prefix {prefix}")
+      tok = int(rng.choice(np.flatnonzero(got)))
+      prefix.append(tok)
+      st = adv(st, np.asarray([tok]))
+      if tok == sampling.EOT:
+        break
+    turns.append(prefix)
+  return turns

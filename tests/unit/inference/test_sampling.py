@@ -107,20 +107,8 @@ def _ref_mask(prefix, m, allow_src):
 def test_grammar_mask_matches_reference_along_random_turns(allow_src):
   m = 11
   gram = sampling.TurnGrammar(LAYOUT, m, allow_src=allow_src)
-  mask_fn = jax.jit(gram.mask)
-  adv = jax.jit(lambda st, t: sampling.grammar_advance(st, t, LAYOUT))
-  rng = np.random.default_rng(4 + allow_src)
-  for _ in range(12):
-    st, prefix = sampling.grammar_init(1), []
-    for i in range(m):
-      got = np.asarray(mask_fn(st, jnp.int32(i)))[0]
-      want = _ref_mask(prefix, m, allow_src)
-      np.testing.assert_array_equal(got, want, err_msg=f"prefix {prefix}")
-      tok = int(rng.choice(np.flatnonzero(got)))
-      prefix.append(tok)
-      st = adv(st, jnp.asarray([tok]))
-      if tok == sampling.EOT:
-        break
+  for prefix in grammar_ref.random_walks(gram, LAYOUT,
+                                         lambda p: _ref_mask(p, m, allow_src), 4 + allow_src):
     assert prefix[-1] == sampling.EOT                      # budget forces the close
     assert grammar_ref.min_close(prefix, LAYOUT, allow_src) == 0
 

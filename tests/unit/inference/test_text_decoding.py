@@ -12,6 +12,7 @@ import pytest
 
 from configs import micro
 from liveinterp.inference import sampling, streaming
+from tests.unit.inference import grammar_ref
 from tests.unit.inference.conftest import TURN_TOKENS
 
 B, N_CHUNKS = 2, 4
@@ -67,20 +68,8 @@ def _ref_mask(prefix, m, allow_src):
 def test_text_only_grammar_matches_reference(allow_src):
   m = 7
   gram = sampling.TurnGrammar(LAYOUT, m, allow_src=allow_src, speech=False)
-  mask_fn = jax.jit(gram.mask)
-  adv = jax.jit(lambda st, t: sampling.grammar_advance(st, t, LAYOUT))
-  rng = np.random.default_rng(7 + allow_src)
-  for _ in range(12):
-    st, prefix = sampling.grammar_init(1), []
-    for i in range(m):
-      got = np.asarray(mask_fn(st, np.int32(i)))[0]
-      np.testing.assert_array_equal(got, _ref_mask(prefix, m, allow_src),
-                                    err_msg=f"prefix {prefix}")
-      tok = int(rng.choice(np.flatnonzero(got)))
-      prefix.append(tok)
-      st = adv(st, np.asarray([tok]))
-      if tok == sampling.EOT:
-        break
+  for prefix in grammar_ref.random_walks(gram, LAYOUT,
+                                         lambda p: _ref_mask(p, m, allow_src), 7 + allow_src):
     assert prefix[-1] == sampling.EOT and _ref_min_close(prefix, allow_src) == 0
   # `<eot>` may close a text section (it may not with speech), speech never appears.
   text_open = [sampling.TEXT, LAYOUT.text_offset]
