@@ -99,10 +99,9 @@ def codec_quality(codec, speaker, records, cfg, max_items: int = 16) -> dict:
     rec = recognizers.get_recognizer("en")
     hyp_o = [rec(a, cfg.audio.sample_rate) for a in orig]
     hyp_r = [rec(a, cfg.audio.sample_rate) for a in resy]
-    out.update(asr_chrf_original=quality.corpus_chrf(hyp_o, refs),
-               asr_chrf_resynthesized=quality.corpus_chrf(hyp_r, refs),
-               asr_bleu_original=quality.corpus_bleu(hyp_o, refs),
-               asr_bleu_resynthesized=quality.corpus_bleu(hyp_r, refs),
+    orig_s, resy_s = quality.asr_scores(hyp_o, refs), quality.asr_scores(hyp_r, refs)
+    out.update(asr_chrf_original=orig_s["asr_chrf"], asr_chrf_resynthesized=resy_s["asr_chrf"],
+               asr_bleu_original=orig_s["asr_bleu"], asr_bleu_resynthesized=resy_s["asr_bleu"],
                transcripts=list(zip(refs[:2], hyp_o[:2], hyp_r[:2])))
   return out
 

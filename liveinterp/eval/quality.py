@@ -2,10 +2,17 @@
 
 Also sentence-level chrF for the RL prefix-quality reward and a pluggable recogniser
 interface for ASR-BLEU of speech output.
+
+ASR-BLEU normalises the transcripts *and* the references the same way before scoring
+(`asr_normalize`), as the Seamless and StreamSpeech ASR-BLEU scripts do: a recogniser
+writes lower-case words without punctuation, and numbers as the words that were spoken,
+so an unnormalised reference would cost a perfect transcript half its BLEU.
 """
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
@@ -46,6 +53,136 @@ def sentence_bleu(hyp: str, ref: str, lang: str = "en") -> float:
   return float(sacrebleu.sentence_bleu(hyp, [ref], tokenize=bleu_tokenizer(lang)).score)
 
 
+# ---- ASR-BLEU text normalisation ----------------------------------------------------------
+# English numbers are spelled the way espeak-ng (the TTS voice of every reference and, via
+# the codec trained on it, of the model's speech) reads them, which is what a perfect
+# recogniser writes down: British cardinals with "and" ("one hundred and five", "two
+# thousand and twenty four"), 1900-1999 as "nineteen hundred and ...", decimals digit by
+# digit after "point", digit strings with a leading zero digit by digit ("zero zero
+# seven", also minutes: "2:05" -> "two zero five"), ordinals ("21st" -> "twenty first"),
+# "%" -> "percent", "$"/"£"/"€" -> "dollar"/"pound"/"euros" before the number (espeak's
+# order), a leading minus -> "minus". Checked against `espeak_TextToPhonemes` (en voice).
+_ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen "
+         "fourteen fifteen sixteen seventeen eighteen nineteen").split()
+_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+_SCALES = ((10**12, "trillion"), (10**9, "billion"), (10**6, "million"), (1000, "thousand"))
+_ORDINAL = {"one": "first", "two": "second", "three": "third", "five": "fifth",
+            "eight": "eighth", "nine": "ninth", "twelve": "twelfth"}
+_CURRENCY = {"$": "dollar", "£": "pound", "€": "euros"}
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'"})
+_NUMBER = re.compile(
+    r"(?P<minus>(?<![\w.])-)?(?P<cur>[$£€])?\s?"
+    r"(?P<int>\d{1,3}(?:,\d{3})+|\d+)(?:\.(?P<frac>\d+))?"
+    r"(?:(?P<ord>st|nd|rd|th)\b)?(?P<pct>\s?%)?")
+
+
+def _below_1000(n: int) -> list[str]:
+  words = []
+  if n >= 100:
+    words += [_ONES[n // 100], "hundred"]
+    n %= 100
+    if n:
+      words.append("and")
+  if n >= 20:
+    words.append(_TENS[n // 10])
+    n %= 10
+    if n:
+      words.append(_ONES[n])
+  elif n or not words:
+    words.append(_ONES[n])
+  return words
+
+
+def spell_number_en(n: int) -> str:
+  """Cardinal `n` >= 0 in words as espeak-ng reads it ("one thousand and sixty six")."""
+  if n < 0:
+    raise ValueError(f"spell_number_en: negative {n}")
+  if 1900 <= n <= 1999:  # espeak reads these as "nineteen hundred [and ...]"
+    return " ".join(["nineteen", "hundred"] + (["and"] + _below_1000(n % 100)
+                                                if n % 100 else []))
+  words = []
+  for value, name in _SCALES:
+    if n >= value:
+      words += _below_1000(n // value) if n // value < 1000 else \
+          spell_number_en(n // value).split()
+      words.append(name)
+      n %= value
+  if n or not words:
+    if words and n < 100:
+      words.append("and")
+    words += _below_1000(n)
+  return " ".join(words)
+
+
+def _ordinal_en(cardinal: str) -> str:
+  *head, last = cardinal.split()
+  if last in _ORDINAL:
+    last = _ORDINAL[last]
+  elif last.endswith("y"):
+    last = last[:-1] + "ieth"
+  else:
+    last += "th"
+  return " ".join(head + [last])
+
+
+def _digits_en(s: str) -> str:
+  return " ".join(_ONES[int(c)] for c in s)
+
+
+def _spell_match_en(m: re.Match) -> str:
+  int_part = m["int"].replace(",", "")
+  if len(int_part) > 1 and int_part[0] == "0" and "," not in m["int"]:
+    words = _digits_en(int_part)
+  else:
+    words = spell_number_en(int(int_part))
+    if 1900 <= int(int_part) <= 1999 and "," in m["int"]:  # "1,999": read as a quantity
+      words = "one thousand " + " ".join(_below_1000(int(int_part) - 1000))
+  if m["frac"]:
+    words += " point " + _digits_en(m["frac"])
+  elif m["ord"]:
+    words = _ordinal_en(words)
+  out = ([_CURRENCY[m["cur"]]] if m["cur"] else []) + [words]
+  if m["minus"]:
+    out.insert(0, "minus")
+  if m["pct"]:
+    out.append("percent")
+  return " " + " ".join(out) + " "
+
+
+def spell_numbers_en(text: str) -> str:
+  """`text` with its digits written as the words espeak-ng speaks (module note above)."""
+  return _NUMBER.sub(_spell_match_en, text)
+
+
+def _is_kept(ch: str, prev: str, nxt: str) -> bool:
+  """Keep letters, digits, marks and whitespace; an apostrophe only inside a word
+  ("it's", "o'clock": the recogniser's lexicon spells them so)."""
+  if ch == "'":
+    return prev.isalnum() and nxt.isalnum()
+  return unicodedata.category(ch)[0] not in "PS"
+
+
+def asr_normalize(text: str, lang: str = "en") -> str:
+  """Text as a recogniser writes it: NFKC, numbers in words (English), lower case,
+  punctuation and symbols replaced by spaces (apostrophes inside words kept), single
+  spaces. Applied to transcripts and references alike before ASR-BLEU (idempotent)."""
+  t = unicodedata.normalize("NFKC", text).translate(_APOSTROPHES)
+  if lang.split("-")[0].lower() == "en":
+    t = spell_numbers_en(t)
+  t = t.lower()
+  t = "".join(c if _is_kept(c, t[i - 1] if i else "", t[i + 1] if i + 1 < len(t) else "")
+              else " " for i, c in enumerate(t))
+  return " ".join(t.split())
+
+
+def asr_scores(transcripts: Sequence[str], refs: Sequence[str], lang: str = "en") -> dict:
+  """ASR-BLEU and ASR-chrF of recogniser `transcripts` against reference texts, both
+  normalised with `asr_normalize` first."""
+  hyps = [asr_normalize(h, lang) for h in transcripts]
+  refs_n = [asr_normalize(r, lang) for r in refs]
+  return {"asr_bleu": corpus_bleu(hyps, refs_n, lang), "asr_chrf": corpus_chrf(hyps, refs_n)}
+
+
 class Recognizer(Protocol):
   """Speech recogniser for ASR-BLEU: 16 kHz float audio -> text. `name` is reported;
   `self_judged` marks the model's own ASR mode (its scores are labelled as such)."""
@@ -57,7 +194,9 @@ class Recognizer(Protocol):
 
 def asr_bleu(audios: Sequence[np.ndarray], refs: Sequence[str], recognizer: Recognizer,
              lang: str = "en", sample_rate: int = 16000) -> dict:
+  """Recognises `audios` and scores the transcripts against `refs` (`asr_scores`: both
+  sides normalised). `transcripts` are the recogniser's raw outputs."""
   hyps = [recognizer(a, sample_rate) for a in audios]
-  return {"asr_bleu": corpus_bleu(hyps, refs, lang), "asr_chrf": corpus_chrf(hyps, refs),
+  return {**asr_scores(hyps, refs, lang), "normalized": True,
           "recognizer": recognizer.name, "self_judged": bool(recognizer.self_judged),
           "transcripts": hyps}

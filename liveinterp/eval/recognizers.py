@@ -17,6 +17,11 @@ Behaviour of `PocketSphinxRecognizer.__call__`:
   across utterances otherwise).
 - the transcript is lowercased; filler tokens (`<sil>`, `[noise]`) and alternate
   pronunciation marks (`word(2)`) are removed.
+
+Its spelling is that of its lexicon (`lexicon_words`): lower-case words, no digits (a
+spoken "25" comes out as "twenty five"), apostrophes inside words ("it's", "o'clock"),
+a few hyphenated compounds and dotted letters ("a."). ASR-BLEU therefore normalises the
+transcripts and the references alike (`quality.asr_normalize`) before scoring.
 """
 
 from __future__ import annotations
@@ -106,6 +111,16 @@ class PocketSphinxRecognizer:
       hyp = dec.hyp()
       text = hyp.hypstr if hyp is not None else ""
     return " ".join(_FILLER.sub(" ", text).lower().split())
+
+
+def lexicon_words() -> frozenset[str]:
+  """Every word the English recogniser can write: the pronunciation dictionary inside
+  the pocketsphinx wheel, alternate-pronunciation marks (`word(2)`) removed."""
+  import os
+  from pocketsphinx import get_model_path
+  path = os.path.join(get_model_path(), "en-us", "cmudict-en-us.dict")
+  with open(path, encoding="utf-8") as f:
+    return frozenset(_FILLER.sub("", line.split(maxsplit=1)[0]) for line in f if line.strip())
 
 
 _SHARED: dict[str, PocketSphinxRecognizer] = {}

@@ -28,10 +28,11 @@ def test_transcripts_match_their_sentences(speech):
   assert res["recognizer"] == "pocketsphinx-en" and res["self_judged"] is False
   assert all(h and h == h.lower() for h in hyps), hyps
   # Measured over six espeak renderings of these sentences: chrF 24-43 against the
-  # right references, 8-10 against the wrong ones (word overlap can be zero).
+  # right references, 8-10 against the wrong ones (word overlap can be zero), before ASR
+  # normalisation; normalised (what asr_bleu scores), spk04 gives 51 vs 11.
   assert res["asr_chrf"] > 15.0, hyps
   wrong = TEXTS[1:] + TEXTS[:1]
-  assert res["asr_chrf"] > Q.corpus_chrf(hyps, wrong) + 10.0, hyps
+  assert res["asr_chrf"] > Q.asr_scores(hyps, wrong)["asr_chrf"] + 10.0, hyps
   # Per sentence: its own reference scores above every other sentence (2 of 3 at least:
   # the judge is weak on synthetic speech).
   wins = sum(all(Q.sentence_chrf(h, t) > Q.sentence_chrf(h, o) for o in TEXTS if o != t)
