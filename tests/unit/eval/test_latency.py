@@ -61,8 +61,14 @@ def test_flal_per_sentence():
 
 
 def test_empty_and_bad_inputs():
-  assert L.score([], 1000, 3) is None
+  # An empty output is scored at the worst latency and flagged, not skipped (issue #10).
+  empty = L.score([], 1000, 3)
+  assert empty.empty and empty.AL == empty.LAAL == empty.StartOffset == 1000
   assert math.isnan(L.average_lagging([], 1000))
+  agg = L.corpus_scores([empty, L.score([100], 1000, 1)])
+  assert agg["episodes_without_output"] == 1 and agg["AL"] == 550
+  assert L.corpus_scores([empty, L.score([100], 1000, 1)], skip_empty=True)["AL"] == 100
+  # legacy None (no source duration known): counted, not in the means
   agg = L.corpus_scores([None, L.score([100], 1000, 1)])
   assert agg["episodes_without_output"] == 1 and agg["AL"] == 100
   with pytest.raises(ValueError, match="non-decreasing"):
