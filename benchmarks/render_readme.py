@@ -65,7 +65,49 @@ def _fmt_env(env):
   return ", ".join(f"{k}={v}" for k, v in env.items())
 
 
-RENDERERS = {"model_summary": render_model_summary}
+EVAL_COLUMNS = ["system", "BLEU", "chrF", "ASR-BLEU", "LAAL_ms", "AL_ms", "FLAL_ms"]
+
+
+def evaluation_rows(data) -> list[dict]:
+  """The rows of evaluation.json with each quality metric on the row of the output it
+  measures. Files written before `layout` 2 (`liveinterp.evaluate.PUBLISH_LAYOUT`) had
+  the speech ASR-BLEU on the text row and the text BLEU/chrF copied onto the speech row:
+  those are moved/blanked here, so an old file renders correctly too."""
+  rows = [dict(r) for r in data["rows"]]
+  if data.get("layout", 1) < 2:
+    text = next((r for r in rows if r["system"] == "SFT streaming, text"), None)
+    speech = next((r for r in rows if r["system"] == "SFT streaming, speech played"), None)
+    if text is not None:
+      asr = text.get("ASR-BLEU")
+      text["ASR-BLEU"] = None
+      if speech is not None:
+        speech.update({"BLEU": None, "chrF": None, "ASR-BLEU": asr})
+  return rows
+
+
+def render_evaluation(data):
+  """The evaluation table (`liveinterp.evaluate --publish`): "—" where a metric does not
+  apply to a row (text rows have no ASR-BLEU, the speech row no text BLEU)."""
+  rows = evaluation_rows(data)
+  cols = EVAL_COLUMNS + [c for r in rows for c in r if c not in EVAL_COLUMNS]
+  cols = list(dict.fromkeys(cols))
+  body = [{c: ("—" if r.get(c) is None else r[c]) for c in cols} for r in rows]
+  head = (f"### evaluation (`{data.get('command', 'python -m liveinterp.evaluate --publish')}`"
+          f")")
+  if data.get("layout", 1) >= 2:
+    rec = data.get("asr_recognizer") or "no recogniser"
+    note = (f"ASR-BLEU: the played speech transcribed by {rec}, scored against the "
+            f"reference with both sides normalised (lower case, no punctuation, numbers "
+            f"in words).")
+    if data.get("asr_note"):
+      note += f" {data['asr_note']}"
+  else:
+    note = ("ASR-BLEU of this run was scored before transcripts and references were "
+            "normalised alike (issue #10): it understates the speech quality.")
+  return head + "\n\n" + table(body, cols) + "\n\n" + note
+
+
+RENDERERS = {"model_summary": render_model_summary, "evaluation": render_evaluation}
 
 
 def render() -> str:

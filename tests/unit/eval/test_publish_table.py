@@ -1,0 +1,80 @@
+"""The published results table puts each quality metric on the row of the output it
+measures (issue #10, Quality (b)): text BLEU/chrF on the text row, ASR-BLEU on the
+speech-played row. Rendered from a known evaluation report through the JSON to markdown."""
+
+import json
+
+import pytest
+
+from benchmarks import render_readme
+from liveinterp import evaluate
+
+REPORT = {
+    "pair": "zh-en", "split": "test", "examples": 4, "speech": True,
+    "simul": {"bleu": 12.5, "chrf": 40.25, "asr_bleu": 7.5, "asr_chrf": 30.0,
+              "asr_recognizer": "pocketsphinx-en", "rtf": 0.5,
+              "text_latency": {"LAAL": 1500.0, "AL": 1200.0, "FLAL": 900.0},
+              "speech_latency": {"LAAL": 2500.0, "AL": 2200.0, "FLAL": 1900.0}},
+    "offline": {"bleu": 20.0, "chrf": 50.0,
+                "text_latency": {"LAAL": 3000.0, "AL": 3000.0, "FLAL": 2800.0}},
+    "constant": {"bleu": 1.0, "chrf": 18.0, "candidates": 400},
+    "controls": {"zero_audio": {"bleu": 0.5, "chrf": 10.0}},
+    "voice": {"margin": 0.1, "top1_rate": 0.5},
+    "codec": {"mel_l1": 4.0, "asr_chrf_original": 60.0, "asr_chrf_resynthesized": 40.0},
+}
+
+EXPECTED_TABLE = """\
+| system | BLEU | chrF | ASR-BLEU | LAAL_ms | AL_ms | FLAL_ms |
+|---|---|---|---|---|---|---|
+| SFT streaming, text | 12.5 | 40.25 | — | 1500 | 1200 | 900 |
+| SFT streaming, speech played | — | — | 7.5 | 2500 | 2200 | 1900 |
+| same model offline | 20 | 50 | — | 3000 | 3000 | 2800 |
+| constant output (floor) | 1 | 18 | — | — | — | — |
+| control: zero audio | 0.5 | 10 | — | — | — | — |"""
+
+
+def _render(tmp_path, monkeypatch, payload) -> str:
+  monkeypatch.setattr(render_readme, "RESULTS", str(tmp_path))
+  with open(tmp_path / "evaluation.json", "w") as f:
+    json.dump(payload, f, indent=1, default=float)
+  return render_readme.render()
+
+
+def test_known_report_renders_expected_table(tmp_path, monkeypatch):
+  payload = evaluate.publish_payload(REPORT)
+  text = _render(tmp_path, monkeypatch, payload)
+  assert EXPECTED_TABLE in text, text
+  assert "normalised" in text and "pocketsphinx-en" in text
+  speech = next(r for r in payload["rows"] if r["system"].endswith("speech played"))
+  assert speech["BLEU"] is None and speech["ASR-BLEU"] == pytest.approx(7.5)
+
+
+def test_publish_writes_the_payload(tmp_path, monkeypatch):
+  (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+  monkeypatch.setattr(evaluate, "ROOT", str(tmp_path))
+  evaluate._publish(REPORT)
+  with open(tmp_path / "benchmarks" / "results" / "evaluation.json") as f:
+    assert json.load(f) == json.loads(json.dumps(evaluate.publish_payload(REPORT)))
+
+
+def test_text_only_report_has_no_speech_row(tmp_path, monkeypatch):
+  report = dict(REPORT, speech=False, simul=dict(REPORT["simul"], asr_bleu=None,
+                                                 asr_note="text-only evaluation"))
+  text = _render(tmp_path, monkeypatch, evaluate.publish_payload(report))
+  assert "speech played" not in text
+  assert "| SFT streaming, text | 12.5 | 40.25 | — |" in text
+
+
+def test_legacy_layout_is_corrected_when_rendered(tmp_path, monkeypatch):
+  """A file published before the fix (ASR-BLEU on the text row, text BLEU repeated on
+  the speech row, no "layout") renders to the same, correct table."""
+  payload = evaluate.publish_payload(REPORT)
+  legacy = dict(payload)
+  del legacy["layout"]
+  rows = [dict(r) for r in payload["rows"]]
+  rows[0]["ASR-BLEU"] = 7.5
+  rows[1].update(BLEU=12.5, chrF=40.25, **{"ASR-BLEU": None})
+  legacy["rows"] = rows
+  text = _render(tmp_path, monkeypatch, legacy)
+  assert EXPECTED_TABLE in text, text
+  assert "before transcripts and references were normalised" in text
