@@ -24,7 +24,18 @@ speech part; TTS/S2ST have no "without_speech") and
 S = {"n", "errors", "stream_len": {p50, p90, p99, max}, "audio_slots": {p99, max},
 "turn_len": {p99, max} (SIMUL only: tokens of one turn Y_t, speech included)}, plus
 "text_tokens": {"src"|"tgt": {p50, p90, p99, max}} (sentencepiece tokens of the texts).
-The trainer reads them with `length_stats(data_dir, pair, size)` to size sequences.
+S also has "error_reasons" ({reason: count}, `stream_format.FormatError.reason`) when some
+records fail. The trainer reads them with `length_stats(data_dir, pair, size)` to size
+sequences.
+
+SFT drops (also step 4, same records): every record the SFT pipeline would drop because
+`stream_format.simul_example` cannot format it under the trainer's own spec (the model
+config's timing and `max_len=data.seq_len`), with and without speech, counted by reason:
+`"sft_drops": {"max_len", "with_speech"|"without_speech": {"records", "dropped",
+"fraction", "reasons": {reason: count}, "first": {reason: first message}}}`. The build
+summary repeats it with the limit; when the worse variant drops more than
+`--max_sft_drop_fraction` of the records (default 5 %) the build fails with `BuildError`
+after writing the summary.
 
 Idempotent and resumable: a prepared TFDS build and a tokenizer whose layout matches are
 reused (TFDS writes into a temporary folder and renames it when complete, so an
@@ -62,9 +73,19 @@ def define_flags():
   flags.DEFINE_bool("force", False, "Rebuild TFDS data and tokenizer.")
   flags.DEFINE_integer("length_stats_records", None,
                        "Records of the train split for the length stats (default all).")
+  flags.DEFINE_float("max_sft_drop_fraction", DEFAULT_MAX_SFT_DROP_FRACTION,
+                     "Fail the build when more than this fraction of the train records "
+                     "cannot be formatted as SFT streams (see the module docstring).")
 
 
 DEFAULT_MODEL = {"micro": "micro", "tiny": "tiny", "full": "small", "laptop": "tiny"}
+DEFAULT_MAX_SFT_DROP_FRACTION = 0.05
+
+
+class BuildError(RuntimeError):
+  """The built data fails a quality gate (the message names the measure and the limit)."""
+
+
 PERCENTILES = (50, 90, 99)
 
 
@@ -114,16 +135,30 @@ def _dist(values, percentiles=PERCENTILES) -> dict:
 
 def compute_length_stats(records, tok, cfg) -> dict:
   """Stream length stats (module docstring) of `records` (corpus records) under the
-  timing of model config `cfg` (`StreamSpec.from_config`, no max_len)."""
+  timing of model config `cfg` (`StreamSpec.from_config`, no max_len), and the SFT drops
+  under the trainer's spec (`"sft_drops"`, max_len = data.seq_len)."""
   from data_pipelines import stream_format as sfmt  # pylint: disable=g-import-not-at-top
   variants = {"with_speech": "zeros", "without_speech": "none"}
   specs = {v: sfmt.StreamSpec.from_config(cfg, max_len=None, speech_placeholder=ph)
            for v, ph in variants.items()}
+  train_specs = {v: sfmt.StreamSpec.from_config(cfg, speech_placeholder=ph)
+                 for v, ph in variants.items()}
+  drops = {v: dict(records=0, dropped=0, reasons={}, first={}) for v in variants}
   tasks = [("sft", "simul")] + [("pretrain", t) for t in ("asr", "st", "tts", "s2st")]
-  acc = {(stage, task, v): dict(stream=[], slots=[], turns=[], errors=0, first_error="")
+  acc = {(stage, task, v): dict(stream=[], slots=[], turns=[], errors=0, first_error="",
+                                reasons={})
          for stage, task in tasks for v in variants}
   text_tokens: dict[str, list[int]] = {"src": [], "tgt": []}
   for rec in records:
+    for v, spec in train_specs.items():  # what the SFT pipeline drops (StreamTransform)
+      dv = drops[v]
+      dv["records"] += 1
+      try:
+        sfmt.simul_example(rec, tok, spec, policy=cfg.data.policy, k=cfg.data.wait_k)
+      except sfmt.FormatError as e:
+        dv["dropped"] += 1
+        dv["reasons"][e.reason] = dv["reasons"].get(e.reason, 0) + 1
+        dv["first"].setdefault(e.reason, str(e))
     text_tokens["src"].append(len(tok.encode_text(rec["src_text"])))
     text_tokens["tgt"].append(len(tok.encode_text(rec["tgt_text"])))
     for v, spec in specs.items():
@@ -139,6 +174,7 @@ def compute_length_stats(records, tok, cfg) -> dict:
         except sfmt.FormatError as e:
           a["errors"] += 1
           a["first_error"] = a["first_error"] or str(e)
+          a["reasons"][e.reason] = a["reasons"].get(e.reason, 0) + 1
           continue
         a["stream"].append(len(ex["tokens"]))
         a["slots"].append(int(ex["audio_slot_mask"].sum()))
@@ -150,10 +186,36 @@ def compute_length_stats(records, tok, cfg) -> dict:
          "audio_slots": _dist(a["slots"], (99,))}
     if a["errors"]:
       s["first_error"] = a["first_error"]
+      s["error_reasons"] = a["reasons"]
     if task == "simul":
       s["turn_len"] = _dist(a["turns"], (99,))
     out.setdefault(stage, {}).setdefault(task, {})[v] = s
+  for dv in drops.values():
+    dv["fraction"] = dv["dropped"] / dv["records"] if dv["records"] else 0.0
+  out["sft_drops"] = dict(max_len=int(cfg.data.seq_len), **drops)
   return out
+
+
+def sft_drop_gate(sft_drops: dict, max_fraction: float) -> dict:
+  """The summary's `sft_drops`: the counts of `compute_length_stats`, the worse variant's
+  fraction and the limit; raises nothing (`check_sft_drops` does)."""
+  if not 0.0 <= max_fraction <= 1.0:
+    raise ValueError(f"max_sft_drop_fraction={max_fraction}: expected a fraction in [0, 1]")
+  worst = max(("with_speech", "without_speech"), key=lambda v: sft_drops[v]["fraction"])
+  return dict(sft_drops, worst_variant=worst, fraction=sft_drops[worst]["fraction"],
+              max_fraction=float(max_fraction))
+
+
+def check_sft_drops(gate: dict):
+  """BuildError when more SFT records are dropped than the limit allows."""
+  if gate["fraction"] > gate["max_fraction"]:
+    w = gate[gate["worst_variant"]]
+    raise BuildError(
+        f"SFT formatting drops {gate['fraction']:.1%} of the train records ({w['dropped']} "
+        f"of {w['records']}, {gate['worst_variant'].replace('_', ' ')}, max_len="
+        f"{gate['max_len']}) > the limit max_sft_drop_fraction={gate['max_fraction']:.1%}; "
+        f"by reason: {w['reasons']}; first: {list(w['first'].values())[:3]}. Fix the "
+        f"corpus or raise --max_sft_drop_fraction.")
 
 
 def _length_stats_step(b, tfds_dir: str, tok, cfg, model: str, max_records: int | None
@@ -183,11 +245,14 @@ def _length_stats_step(b, tfds_dir: str, tok, cfg, model: str, max_records: int 
 def run(pair: str, size: str, data_dir: str, *, model: str | None = None,
         text_vocab_size: int | None = None, seed: int = 0, force: bool = False,
         example_source: Callable[..., Any] | None = None,
-        length_stats_records: int | None = None) -> dict:
+        length_stats_records: int | None = None,
+        max_sft_drop_fraction: float = DEFAULT_MAX_SFT_DROP_FRACTION) -> dict:
   """Runs the four steps (skipping finished ones) and returns the summary dict.
 
   length_stats_records: records of the train split for the length stats (an evenly
   spaced sample; None = all).
+  max_sft_drop_fraction: BuildError (after the summary is written) when a larger
+  fraction of those records cannot be formatted as SFT streams.
   """
   # Imported here so `--help` is fast.
   from data_pipelines import tokenizer as tokmod  # pylint: disable=g-import-not-at-top
@@ -265,7 +330,7 @@ def run(pair: str, size: str, data_dir: str, *, model: str | None = None,
     with open(ls_path, encoding="utf-8") as f:
       old = json.load(f)
     if (old.get("tokenizer"), old.get("model"), old.get("requested_records")) == \
-        (prefix, model, length_stats_records):
+        (prefix, model, length_stats_records) and "sft_drops" in old:
       lstats = old
       _say("  reusing recorded length stats")
   reused_ls = lstats is not None
@@ -296,9 +361,11 @@ def run(pair: str, size: str, data_dir: str, *, model: str | None = None,
                  vocab_layout=dict(text=vocab, speech_offset=tok.speech_offset,
                                    used=tok.used_vocab_size, llm=tok.llm_vocab_size),
                  reused=dict(tfds=reused_tfds, tokenizer=reused_tok), sizes=sizes,
-                 times=times, length_stats=lstats, length_stats_reused=reused_ls)
+                 times=times, length_stats=lstats, length_stats_reused=reused_ls,
+                 sft_drops=sft_drop_gate(lstats["sft_drops"], max_sft_drop_fraction))
   _write_json(summary_path(data_dir, pair, size), summary)
   _print_summary(summary)
+  check_sft_drops(summary["sft_drops"])
   return summary
 
 
@@ -326,6 +393,10 @@ def _print_summary(s: dict):
   _say(f"  knobs     {s['knobs']}")
   _say(f"  audio     {s['audio']}")
   _say(f"  time      {s['times']}  reused {s['reused']}")
+  g = s["sft_drops"]
+  _say(f"  sft drops {g['fraction']:.2%} ({g['worst_variant']}, limit "
+       f"{g['max_fraction']:.2%}): with speech {g['with_speech']['reasons'] or 'none'}, "
+       f"without {g['without_speech']['reasons'] or 'none'}")
   ls = s["length_stats"]
   _say(f"  lengths   train, {ls['records']} records (p50/p90/p99/max stream; p99/max "
        f"slots; p99/max turn):")
@@ -347,7 +418,8 @@ def main(argv):
     raise app.UsageError("--data_dir is required")
   run(FLAGS.pair, FLAGS.size, FLAGS.data_dir, model=FLAGS.model,
       text_vocab_size=FLAGS.text_vocab_size, seed=FLAGS.seed, force=FLAGS.force,
-      length_stats_records=FLAGS.length_stats_records)
+      length_stats_records=FLAGS.length_stats_records,
+      max_sft_drop_fraction=FLAGS.max_sft_drop_fraction)
 
 
 if __name__ == "__main__":

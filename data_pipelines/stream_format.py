@@ -61,7 +61,17 @@ TOKEN_FIELDS = ("tokens", "loss_mask", "audio_slot_mask", "chunk_index", "segmen
 
 
 class FormatError(ValueError):
-  """A record cannot be turned into this task's sequence (message names the record)."""
+  """A record cannot be turned into this task's sequence (message names the record).
+
+  `reason`: a short stable key of why (the build summary counts dropped records by it).
+  """
+
+  def __init__(self, message: str, reason: str = "other"):
+    super().__init__(message)
+    self.reason = reason
+
+  def __reduce__(self):  # keep the reason across pickling (grain worker processes)
+    return type(self), (str(self), self.reason)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,17 +175,19 @@ def ready_times(rec: Mapping[str, Any], policy: str = "alignment", k: int = 3) -
     ends = np.asarray(rec["src_word_end_ms"], np.float32)
     if ends.size and np.any(ends < 0):
       raise FormatError(f"record {_rid(rec)}: wait-k needs source word end times, the "
-                        f"record has none (-1)")
+                        f"record has none (-1)", reason="no_source_word_times")
     r = wait_k_ready_ms(ends, n_tgt, k)
   else:
     raise ValueError(f"policy={policy!r}: expected one of {POLICIES}")
   if r.size != n_tgt:
-    raise FormatError(f"record {_rid(rec)}: {r.size} ready times for {n_tgt} target words")
+    raise FormatError(f"record {_rid(rec)}: {r.size} ready times for {n_tgt} target words",
+                      reason="ready_times_count")
   if r.size and np.any(r < 0):
     raise FormatError(f"record {_rid(rec)}: target words have no ready times (-1); "
-                      f"SIMUL needs a timed corpus")
+                      f"SIMUL needs a timed corpus", reason="no_ready_times")
   if np.any(np.diff(r) < 0):
-    raise FormatError(f"record {_rid(rec)}: ready times are not monotone")
+    raise FormatError(f"record {_rid(rec)}: ready times are not monotone",
+                      reason="ready_times_not_monotone")
   return r
 
 
@@ -204,7 +216,7 @@ def codec_frame_bounds(word_start_ms: np.ndarray, n_frames: int, rate_hz: float,
   st = np.asarray(word_start_ms, np.float64)
   if np.any(st < 0):
     raise FormatError(f"record {rid}: target word start times unknown (-1); cannot split "
-                      f"target speech among words")
+                      f"target speech among words", reason="no_target_word_times")
   f = np.round(st * rate_hz / 1000.0).astype(np.int64)
   f[0] = 0
   f = np.clip(f, 0, n_frames)
@@ -261,7 +273,7 @@ def _codes_for(rec, spec: StreamSpec, tgt_codes) -> np.ndarray | None:
       c = c[:, None]
     if c.ndim != 2 or c.shape[1] != spec.num_codebooks:
       raise FormatError(f"record {_rid(rec)}: tgt_codes shape {c.shape}, expected "
-                        f"[T, {spec.num_codebooks}]")
+                        f"[T, {spec.num_codebooks}]", reason="codes_shape")
     return c.astype(np.int32)
   if spec.speech_placeholder == "zeros":
     n = len(rec["tgt_audio"])
@@ -274,7 +286,8 @@ def _codes_for(rec, spec: StreamSpec, tgt_codes) -> np.ndarray | None:
 def _need_speech(rec, codes, task):
   if codes is None or codes.shape[0] == 0:
     raise FormatError(f"record {_rid(rec)}: task {task} needs target speech tokens (no "
-                      f"tgt_codes, no target audio or speech_placeholder='none')")
+                      f"tgt_codes, no target audio or speech_placeholder='none')",
+                      reason="no_speech_tokens")
 
 
 # ---- pretraining tasks ----------------------------------------------------------------
@@ -326,7 +339,7 @@ def pretrain_example(rec: Mapping[str, Any], tok, spec: StreamSpec, task: str, *
   text_ids = tok.encode_text(text)
   if not text_ids:
     raise FormatError(f"record {_rid(rec)}: empty {'source' if task == 'asr' else 'target'}"
-                      f" text")
+                      f" text", reason="empty_text")
   has_audio, has_speech = task in ("asr", "st", "s2st"), task in ("tts", "s2st")
   codes = None
   if has_speech:
@@ -338,7 +351,7 @@ def pretrain_example(rec: Mapping[str, Any], tok, spec: StreamSpec, task: str, *
             + (1 + codes.size if has_speech else 0) + 1)
   if spec.max_len is not None and length > spec.max_len:
     raise FormatError(f"record {_rid(rec)}: {task} sequence has {length} tokens > "
-                      f"max_len={spec.max_len}")
+                      f"max_len={spec.max_len}", reason="too_long")
   seq = _Seq()
   audio = np.zeros((0, spec.slot_samples), np.int16)
   if has_audio:
@@ -382,7 +395,8 @@ def simul_example(rec: Mapping[str, Any], tok, spec: StreamSpec, *, tgt_codes=No
   if spec.src_transcript:
     ends = np.asarray(rec["src_word_end_ms"], np.float32)
     if ends.size and np.any(ends < 0):
-      raise FormatError(f"record {rid}: src_transcript needs source word end times")
+      raise FormatError(f"record {rid}: src_transcript needs source word end times",
+                        reason="no_source_word_times")
     src_turn = turn_schedule(ends, n_chunks, spec.chunk_ms)
 
   seq = _Seq()
@@ -403,7 +417,7 @@ def simul_example(rec: Mapping[str, Any], tok, spec: StreamSpec, *, tgt_codes=No
         fa, fb = int(bounds[a]), int(bounds[b])
         if fb <= fa:
           raise FormatError(f"record {rid}: target words {a}..{b - 1} have no codec "
-                            f"frames")
+                            f"frames", reason="words_without_codec_frames")
         seq.add([tokmod.SPEECH], 1, t)
         seq.add(tok.speech_ids(codes[fa:fb]), 1, t)
     seq.add([tokmod.EOT], 1, t)
@@ -414,7 +428,7 @@ def simul_example(rec: Mapping[str, Any], tok, spec: StreamSpec, *, tgt_codes=No
     kept_chunks = t + 1
   if kept_chunks == 0:
     raise FormatError(f"record {rid}: the prompt and first turn do not fit max_len="
-                      f"{spec.max_len}")
+                      f"{spec.max_len}", reason="first_turn_too_long")
   if not truncated:
     if spec.max_len is not None and len(seq) + 1 > spec.max_len:
       truncated = True
