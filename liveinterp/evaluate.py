@@ -41,24 +41,46 @@ def _words(text: str, lang: str) -> list[str]:
   return text.split()
 
 
-def text_delays(segments, lang: str, computation_aware: bool = False) -> list[float]:
-  """One delay per output word: the emission (or ready) time of its segment."""
+def text_delays(segments, lang: str, computation_aware: bool = False, *,
+                compute_ms=None, source_ms: float | None = None) -> list[float]:
+  """One delay per output word: the emission time of its segment, capped at the source
+  duration when `source_ms` is given; computation-aware (SimulEval's elapsed): plus all
+  compute up to and including the segment's chunk (`compute_ms`, per chunk), or the
+  segment's own ready time when `compute_ms` is not given."""
+  cum = np.cumsum(compute_ms) if computation_aware and compute_ms is not None else None
   out = []
   for s in segments:
-    t = s.ready_ms if computation_aware else s.emit_ms
+    t = s.emit_ms if source_ms is None else min(s.emit_ms, source_ms)
+    if computation_aware:
+      t = t + float(cum[min(s.chunk, len(cum) - 1)]) if cum is not None else s.ready_ms
     out += [t] * len(_words(s.text, lang))
   return out
 
 
-def speech_word_delays(segments, lang: str) -> list[float]:
-  """Per output word: when it starts playing (words spread evenly over the segment)."""
-  out = []
-  for s in segments:
-    n = len(_words(s.text, lang))
-    if s.audio_ms <= 0 or n == 0:
+def speech_word_delays(result, lang: str, source_ms: float,
+                       computation_aware: bool = False):
+  """Per output word, when it starts playing: segments queue one after another from their
+  (capped) emission time, or from when they were computed (`computation_aware`); word
+  onsets inside a segment come from where its audio is voiced
+  (`latency.audible_word_offsets`). Returns (delays, end of the last played sample)."""
+  from liveinterp.eval import latency as L
+  sr, pos = result.sample_rate, 0
+  cum = np.cumsum(result.compute_ms) if len(result.compute_ms) else np.zeros(1)
+  write, durs, offs = [], [], []
+  for s in result.segments:
+    n = int(round(s.audio_ms * sr / 1000))
+    if not n:
       continue
-    out += [s.play_start_ms + s.audio_ms * i / n for i in range(n)]
-  return out
+    seg = (result.speech[pos:pos + n] if result.speech is not None
+           else np.zeros(n, np.float32))
+    pos += n
+    emit = min(s.emit_ms, source_ms)
+    write.append(emit + float(cum[min(s.chunk, len(cum) - 1)]) if computation_aware
+                 else emit)
+    durs.append(s.audio_ms)
+    offs.append(L.audible_word_offsets(seg, sr, len(_words(s.text, lang))))
+  delays, spans = L.speech_delays(write, durs, offs)
+  return delays, (spans[-1][1] if spans else None)
 
 
 def oracle_delays(rec, policy: str, chunk_ms: int, k: int = 3) -> list[float]:
@@ -106,12 +128,15 @@ def codec_quality(codec, speaker, records, cfg, max_items: int = 16) -> dict:
   return out
 
 
-def _latency(delays_per_utt, source_ms, ref_lens, starts):
+def _latency(delays_per_utt, source_ms, ref_lens, starts, ends=None, **score_kw):
+  """SimulEval-exact latency (`latency.score`) per utterance, averaged; `ends` (speech)
+  are the end times of the last played sample, for EndOffset."""
   from liveinterp.eval import latency as L
   scores = []
-  for d, src, n, st in zip(delays_per_utt, source_ms, ref_lens, starts):
+  for i, (d, src, n, st) in enumerate(zip(delays_per_utt, source_ms, ref_lens, starts)):
     d = list(np.maximum.accumulate(np.asarray(d, np.float64))) if len(d) else []
-    scores.append(L.score(d, src, n, [st], [n]))
+    end = {"output_end_ms": ends[i]} if ends and ends[i] is not None else {}
+    scores.append(L.score(d, src, n, [st], [n], **score_kw, **end))
   return L.corpus_scores(scores)
 
 
@@ -192,8 +217,10 @@ def simul_scores(results, records, sample_rate: int) -> dict:
       "rtf": float(np.mean([r.rtf for r in results])),
       "text_latency": _latency([text_delays(r.segments, tgt_lang) for r in results],
                                source_ms, ref_lens, starts),
-      "text_latency_ca": _latency([text_delays(r.segments, tgt_lang, True) for r in results],
-                                  source_ms, ref_lens, starts),
+      "text_latency_ca": _latency(
+          [text_delays(r.segments, tgt_lang, True, compute_ms=r.compute_ms, source_ms=x)
+           for r, x in zip(results, source_ms)], source_ms, ref_lens, starts,
+          cap_to_source=False),
   }
 
 
@@ -279,9 +306,10 @@ def run(cfg, run_dir: str, split: str = "test", max_examples: int = 64,
             "pair": f"{src_lang}-{tgt_lang}", "chunk_ms": decoder.chunk_ms,
             "speech": bool(speech)}
   report["simul"] = simul_scores(results, records, cfg.audio.sample_rate)
-  report["simul"]["speech_latency"] = _latency(
-      [speech_word_delays(r.segments, tgt_lang) for r in results], source_ms, ref_lens,
-      starts)
+  for key, ca in (("speech_latency", False), ("speech_latency_ca", True)):
+    sp = [speech_word_delays(r, tgt_lang, x, ca) for r, x in zip(results, source_ms)]
+    report["simul"][key] = _latency([d for d, _ in sp], source_ms, ref_lens, starts,
+                                    ends=[e for _, e in sp], cap_to_source=False)
   if controls:  # does the model translate what it hears? (`source_waves`)
     report["controls"] = {}
     for variant in ("zero", "swap"):
