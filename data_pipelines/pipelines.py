@@ -276,7 +276,7 @@ class StreamTransform(grain.transforms.RandomMap):
 
   def __init__(self, tokenizer, spec: sfmt.StreamSpec, stage: str, *,
                task_weights: Mapping[str, float] | None = None, policy: str = "alignment",
-               wait_k: int = 3, codes_fn: CodesFn | None = None):
+               wait_k: int = 3, codes_fn: CodesFn | None = None, frame_ms: int = 0):
     if stage not in ("pretrain", "sft"):
       raise ValueError(f"stage={stage!r}: expected 'pretrain' or 'sft'")
     self.tok, self.spec, self.stage = tokenizer, spec, stage
@@ -291,6 +291,10 @@ class StreamTransform(grain.transforms.RandomMap):
     p = np.asarray([w[t] for t in self.tasks], np.float64)
     self.probs = p / p.sum()
     self.policy, self.wait_k, self.codes_fn = policy, wait_k, codes_fn
+    self.frame_ms = int(frame_ms)
+    if self.frame_ms and spec.slot_ms % self.frame_ms:
+      raise ValueError(f"encoder frame of {self.frame_ms} ms does not divide the "
+                       f"{spec.slot_ms} ms audio slot")
 
   def random_map(self, rec, rng: np.random.Generator):
     codes = self.codes_fn(rec) if self.codes_fn is not None else None
@@ -320,7 +324,34 @@ class StreamTransform(grain.transforms.RandomMap):
     whole = n_slots > 0 and n_slots >= sfmt.num_slots(len(rec["src_audio"]), self.spec)
     ids = self.tok.encode_text(rec["src_text"]) if whole else []
     ex["src_ids"] = np.asarray(ids, np.int32)
+    if self.frame_ms:
+      ex["src_frames"] = source_frame_labels(
+          rec, self.tok, n_slots * self.spec.slot_ms // self.frame_ms, self.frame_ms)
     return ex
+
+
+def source_frame_labels(rec, tok, num_frames: int, frame_ms: int) -> np.ndarray:
+  """Per encoder frame, the source character being spoken: int32[num_frames].
+
+  Each source word's aligned span (`src_word_start_ms`/`src_word_end_ms`) is split
+  evenly over its letters/ideographs (`Tokenizer.char_ids`); frame f takes the character
+  whose span holds its centre `(f + ½) * frame_ms`, 0 where none does (silence, pauses,
+  punctuation). -1 (no target) everywhere when the record has no word times. The
+  target of the auxiliary frame loss (`train.frame_weight`)."""
+  out = np.zeros((num_frames,), np.int32)
+  starts, ends = rec.get("src_word_start_ms"), rec.get("src_word_end_ms")
+  if starts is None or ends is None or len(starts) != len(rec.get("src_words", ())):
+    out[:] = -1
+    return out
+  centres = (np.arange(num_frames) + 0.5) * frame_ms
+  for word, a, b in zip(rec["src_words"], starts, ends):
+    chars = tok.char_ids(word)
+    if not chars or b <= a:
+      continue
+    bounds = a + (b - a) * np.arange(len(chars) + 1) / len(chars)
+    for cid, lo, hi in zip(chars, bounds[:-1], bounds[1:]):
+      out[(centres >= lo) & (centres < hi)] = cid
+  return out
 
 
 _PACKED = ("tokens", "loss_mask", "audio_slot_mask", "chunk_index", "audio")
@@ -354,11 +385,14 @@ def _pack(ds: grain.IterDataset, seq_len: int, num_bins: int,
 
 
 def pad_example(ex: Mapping[str, np.ndarray], seq_len: int,
-                max_audio_slots: int | None = None, max_src_tokens: int = 0) -> dict:
+                max_audio_slots: int | None = None, max_src_tokens: int = 0,
+                frames_per_slot: int = 0) -> dict:
   """One example padded to `seq_len` tokens and `max_audio_slots` (default `seq_len`)
   audio slot rows (one segment per row). With `max_src_tokens` > 0 the row also gets
   `src_ids` int32[max_src_tokens] (0-padded) and `src_len`: the CTC target of its audio
-  (length 0 = no target, also when the transcript is longer than `max_src_tokens`)."""
+  (length 0 = no target, also when the transcript is longer than `max_src_tokens`).
+  With `frames_per_slot` > 0 it gets `src_frames` int32[max_audio_slots * frames_per_slot]:
+  the per-frame source characters (`source_frame_labels`), -1 past the example's audio."""
   L, n_slots = ex["tokens"].size, ex["audio"].shape[0]
   slots = seq_len if max_audio_slots is None else max_audio_slots
   if L > seq_len or n_slots > slots:
@@ -382,6 +416,10 @@ def pad_example(ex: Mapping[str, np.ndarray], seq_len: int,
       src = src[:0]
     out["src_ids"] = pad(src, max_src_tokens)
     out["src_len"] = np.int32(src.size)
+  if frames_per_slot > 0:
+    fr = np.asarray(ex.get("src_frames", np.full((n_slots * frames_per_slot,), -1, np.int32)),
+                    np.int32)
+    out["src_frames"] = pad(fr, slots * frames_per_slot, -1)
   return out
 
 
@@ -412,7 +450,7 @@ def stream_dataset(source: Sequence[Mapping[str, Any]], cfg, tokenizer, stage: s
                    src_transcript: bool = False, worker_count: int = 0,
                    read_threads: int = 2,
                    max_audio_slots: int | None = None,
-                   max_src_tokens: int = 0) -> grain.IterDataset:
+                   max_src_tokens: int = 0, frame_ms: int = 0) -> grain.IterDataset:
   """Pretraining (`stage='pretrain'`) or SFT (`'sft'`) batches of token rows.
 
   Without packing, `max_audio_slots` bounds the audio rows per example (longer examples
@@ -420,6 +458,8 @@ def stream_dataset(source: Sequence[Mapping[str, Any]], cfg, tokenizer, stage: s
 
   Batch: tokens, loss_mask, audio_slot_mask, chunk_index, segment_ids, positions,
   audio_segment_ids int32[B, seq_len]; audio int16[B, seq_len, S] (S samples per slot).
+  `frame_ms` > 0 (the encoder frame, unpacked only) adds `src_frames` (per-frame source
+  characters, `source_frame_labels`).
   """
   seq_len = cfg.data.seq_len
   spec = sfmt.StreamSpec.from_config(cfg, speech_placeholder=speech_placeholder,
@@ -427,7 +467,8 @@ def stream_dataset(source: Sequence[Mapping[str, Any]], cfg, tokenizer, stage: s
   shard = shard or shard_options()
   ds = _base_dataset(source, seed, shard, num_epochs, shuffle)
   ds = ds.random_map(StreamTransform(tokenizer, spec, stage, task_weights=task_weights,
-                                     policy=policy, wait_k=wait_k, codes_fn=codes_fn))
+                                     policy=policy, wait_k=wait_k, codes_fn=codes_fn,
+                                     frame_ms=frame_ms))
   ds = ds.filter(_not_none)
   if not packing and max_audio_slots is not None:
     ds = ds.filter(_FitsAudio(max_audio_slots))
@@ -438,7 +479,9 @@ def stream_dataset(source: Sequence[Mapping[str, Any]], cfg, tokenizer, stage: s
   else:
     it = it.map(functools.partial(pad_example, seq_len=seq_len,
                                   max_audio_slots=max_audio_slots,
-                                  max_src_tokens=max_src_tokens))
+                                  max_src_tokens=max_src_tokens,
+                                  frames_per_slot=(spec.slot_ms // frame_ms if frame_ms
+                                                   else 0)))
   return _finish(it, batch_size, worker_count, read_threads)
 
 

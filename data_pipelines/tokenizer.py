@@ -289,6 +289,21 @@ class Tokenizer:
     """Text -> ids in the text range (no control tokens added)."""
     return [p + self.text_offset for p in self._sp.encode(text)]
 
+  def char_ids(self, text: str) -> list[int]:
+    """One text id per letter/digit/ideograph of `text` (spaces and punctuation skipped):
+    the id of the piece that is that single character (word-initial form when only that
+    exists, `<unk>` when neither does). Character-level targets for the encoder."""
+    out = []
+    unk = self._sp.unk_id()
+    for ch in text:
+      if not ch.isalnum():
+        continue
+      i = self._sp.piece_to_id(ch)
+      if i == unk:
+        i = self._sp.piece_to_id("\u2581" + ch)
+      out.append(i + self.text_offset)
+    return out
+
   def decode_text(self, ids: Iterable[int]) -> str:
     """Ids -> text; ids outside the text range (control, speech) are dropped."""
     arr = np.asarray(list(ids), np.int64).reshape(-1)

@@ -5,7 +5,8 @@ Layout of one forward (`[B, T, D]` = batch, frames, `encoder.d_model`):
   mel [B, 4T, F] -> fixed affine -> causal conv subsampling (log2(subsample) stride-2
   convs + linear) -> N x block -> frames [B, T, D]
 
-  block: x += ½ FFN(LN x); x += MHSA(LN x); x += ConvModule(LN x); x += ½ FFN(LN x); LN
+  block: x += ½ FFN(LN x); x += MHSA(LN x); x += ConvModule(LN x); x += ½ FFN(LN x)
+         [; x = LN x when `encoder.block_norm` (the classic conformer's closing norm)]
 
 - MHSA uses rotary positions and a *chunk mask*: frame i (chunk i // C) sees every frame
   of its own chunk and of the `left_chunks` chunks before it, nothing later. C =
@@ -171,10 +172,16 @@ class ConvModule(nnx.Module):
 
 
 class ConformerBlock(nnx.Module):
-  """½FFN -> chunked MHSA -> causal conv module -> ½FFN -> LayerNorm (all pre-normed)."""
+  """½FFN -> chunked MHSA -> causal conv module -> ½FFN (all pre-normed) [-> LayerNorm].
+
+  `block_norm` adds the classic conformer's closing LayerNorm. Without it the residual
+  stream is never renormalised, which is what lets a small encoder learn fast: with it,
+  the near-constant part that attention adds to every frame at init is rescaled into
+  each block's output, and per-frame detail shrinks block by block.
+  """
 
   def __init__(self, dim: int, num_heads: int, mlp_dim: int, conv_kernel: int, *,
-               dtype, param_dtype, rngs: nnx.Rngs):
+               dtype, param_dtype, rngs: nnx.Rngs, block_norm: bool = False):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.ffn1_norm = LayerNorm(dim, **kw)
     self.ffn1 = FeedForward(dim, mlp_dim, **kw)
@@ -184,7 +191,12 @@ class ConformerBlock(nnx.Module):
     self.conv = ConvModule(dim, conv_kernel, **kw)
     self.ffn2_norm = LayerNorm(dim, **kw)
     self.ffn2 = FeedForward(dim, mlp_dim, **kw)
-    self.out_norm = LayerNorm(dim, **kw)
+    self.out_norm = LayerNorm(dim, **kw) if block_norm else None
+
+  def _close(self, x_btd):
+    if self.out_norm is not None:
+      x_btd = self.out_norm(x_btd)
+    return sharding.shard_logical(x_btd, _BTD)
 
   def __call__(self, x_btd: jax.Array, mask_bt: jax.Array, attn_mask_btt: jax.Array):
     """x `[B, T, D]`, frame mask `[B, T]`, attention mask `[B, T, T]` -> `[B, T, D]`."""
@@ -192,7 +204,7 @@ class ConformerBlock(nnx.Module):
     x = x + self.attn(self.attn_norm(x), attn_mask_btt)
     x = x + self.conv(self.conv_norm(x), mask_bt)
     x = x + 0.5 * self.ffn2(self.ffn2_norm(x))
-    return sharding.shard_logical(self.out_norm(x), _BTD)
+    return self._close(x)
 
   def init_state(self, batch: int, cache_len: int, dtype) -> dict[str, Any]:
     return {"attn": self.attn.init_state(batch, cache_len, dtype),
@@ -206,8 +218,7 @@ class ConformerBlock(nnx.Module):
     cv, conv_state = self.conv.extend_step(self.conv_norm(x), state["conv"])
     x = x + cv
     x = x + 0.5 * self.ffn2(self.ffn2_norm(x))
-    return (sharding.shard_logical(self.out_norm(x), _BTD),
-            {"attn": attn_state, "conv": conv_state})
+    return self._close(x), {"attn": attn_state, "conv": conv_state}
 
 
 class ConvSubsampling(nnx.Module):
@@ -289,7 +300,7 @@ class ConformerEncoder(nnx.Module):
                                        int(e.subsample), **kw)
     self.layers = nnx.List([
         ConformerBlock(self.d_model, int(e.num_heads), int(e.mlp_dim), int(e.conv_kernel),
-                       **kw)
+                       block_norm=bool(e.get("block_norm", False)), **kw)
         for _ in range(int(e.num_layers))])
 
   def _standardise(self, mel_btf: jax.Array) -> jax.Array:

@@ -95,20 +95,28 @@ class S2ST(nnx.Module):
                *, return_audio: bool = False):
     """Interleaved stream -> (logits [B, T, V] float32, values [B, T] float32).
 
-    With `return_audio`, also the encoder frames and their mask ([B, F, D_enc], [B, F]),
-    e.g. for the auxiliary CTC loss (`ctc_logits`).
+    With `return_audio`, also the encoder frames and their mask ([B, F, D_enc], [B, F])
+    and the audio embeddings [B, A, D_llm], e.g. for the auxiliary CTC and frame losses
+    (`ctc_logits`, `embedding_logits`).
     """
     frames, fmask, emb, _ = self._encode(audio_bn, audio_mask_bn)
     x = splice_audio(self.llm.embed(tokens_bt), audio_slot_bt, emb)
     logits, values = self.llm.forward_embeddings(x, positions_bt, segment_ids_bt)
     if return_audio:
-      return logits, values, frames, fmask
+      return logits, values, frames, fmask, emb
     return logits, values
 
   def ctc_logits(self, frames_bfd: jax.Array) -> jax.Array:
     """Encoder frames [B, F, D_enc] -> CTC logits [B, F, ctc_ids] float32 over token
     ids [0, ctc_ids) (control + text; blank = 0)."""
     return self.ctc_head(frames_bfd).astype(jnp.float32)
+
+  def embedding_logits(self, emb_bad: jax.Array) -> jax.Array:
+    """Audio embeddings [B, A, D_llm] -> [B, A, vocab] float32 scores against the LLM's
+    own (input) embedding table: which token each audio slot looks like to the LLM
+    (scaled by 1/sqrt(D) like the LLM's tied output, so scores start O(1))."""
+    d = emb_bad.shape[-1]
+    return self.llm.embedder.attend(emb_bad).astype(jnp.float32) * (d ** -0.5)
 
   # ---- streaming ---------------------------------------------------------------------
   def init_stream(self, batch: int) -> StreamState:

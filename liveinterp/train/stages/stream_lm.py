@@ -36,7 +36,7 @@ from liveinterp.models import s2st
 from liveinterp.train import loop, speech_tokens
 
 FIELDS = ("tokens", "loss_mask", "audio_slot_mask", "segment_ids", "positions", "audio",
-          "audio_segment_ids", "src_ids", "src_len")
+          "audio_segment_ids", "src_ids", "src_len", "src_frames")
 
 
 def model_inputs(batch):
@@ -63,15 +63,44 @@ def ctc_loss(model: s2st.S2ST, frames, frame_mask, batch):
   return per_row.sum() / jnp.maximum(n, 1.0), n
 
 
-def loss_fn(model: s2st.S2ST, batch, rng, speech_offset: int, ctc_weight: float = 0.0):
+def frame_loss(model: s2st.S2ST, frames, frame_mask, batch, emb=None):
+  """Auxiliary frame loss: cross-entropy of every valid encoder frame (head `ctc_logits`)
+  against `src_frames` (the source character spoken there, 0 = none, -1 = no target).
+  With `emb` (the adapter's audio embeddings, one per `stack` frames) the scores are
+  instead those of each audio slot against the LLM's embedding table
+  (`embedding_logits`), with the label of the slot's last frame: the audio embedding
+  of a slot is pulled towards the embedding of the character spoken there.
+  Returns (loss, accuracy on frames whose target is a character)."""
+  labels = batch["src_frames"]
+  if emb is not None:
+    stack = frames.shape[1] // emb.shape[1]
+    logits = model.embedding_logits(emb)
+    labels, frame_mask = labels[:, stack - 1::stack], frame_mask[:, stack - 1::stack]
+  else:
+    logits = model.ctc_logits(frames)
+  labels = labels[:, :logits.shape[1]]
+  if labels.shape[1] != logits.shape[1]:
+    raise ValueError(f"src_frames has {batch['src_frames'].shape[1]} frames per row, the "
+                     f"encoder gave {logits.shape[1]}")
+  valid = frame_mask & (labels >= 0)
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(labels, 0))
+  loss = jnp.where(valid, ce, 0.0).sum() / jnp.maximum(valid.sum(), 1)
+  speech = valid & (labels > 0)
+  acc = ((logits.argmax(-1) == labels) & speech).sum() / jnp.maximum(speech.sum(), 1)
+  return loss, acc
+
+
+def loss_fn(model: s2st.S2ST, batch, rng, speech_offset: int, ctc_weight: float = 0.0,
+            frame_weight: float = 0.0, frame_tied: bool = False):
   """Next-token cross-entropy on `loss_mask` positions (+ `ctc_weight` x the auxiliary
-  CTC loss of the audio embeddings when the batch has `src_ids`). aux["lm_loss"] is the
-  cross-entropy alone (what audio reliance and dev loss compare)."""
+  CTC loss of the audio embeddings when the batch has `src_ids`, + `frame_weight` x the
+  frame loss when it has `src_frames`). aux["lm_loss"] is the cross-entropy alone (what
+  audio reliance and dev loss compare)."""
   del rng
   tokens, audio, audio_mask, slots = model_inputs(batch)
-  logits, _, frames, frame_mask = model(tokens, audio, slots, positions_bt=batch["positions"],
-                                   segment_ids_bt=batch["segment_ids"],
-                                   audio_mask_bn=audio_mask, return_audio=True)
+  logits, _, frames, frame_mask, emb = model(
+      tokens, audio, slots, positions_bt=batch["positions"],
+      segment_ids_bt=batch["segment_ids"], audio_mask_bn=audio_mask, return_audio=True)
   targets = tokens[:, 1:]
   seg = batch["segment_ids"]
   mask = ((batch["loss_mask"][:, 1:] > 0) & (seg[:, 1:] == seg[:, :-1])
@@ -93,7 +122,11 @@ def loss_fn(model: s2st.S2ST, batch, rng, speech_offset: int, ctc_weight: float 
   if ctc_weight > 0 and "src_ids" in batch:
     ctc, rows = ctc_loss(model, frames, frame_mask, batch)
     aux["ctc_loss"], aux["ctc_rows"] = ctc, rows
-    total = lm + ctc_weight * ctc
+    total = total + ctc_weight * ctc
+  if frame_weight > 0 and "src_frames" in batch:
+    fl, facc = frame_loss(model, frames, frame_mask, batch, emb if frame_tied else None)
+    aux["frame_loss"], aux["frame_accuracy"] = fl, facc
+    total = total + frame_weight * fl
   return total, aux
 
 
@@ -149,6 +182,8 @@ def _dataset(config, stage, source, tok, codes_fn, shard=None, seed=None, shuffl
       wait_k=config.data.wait_k, speech_placeholder=placeholder,
       max_audio_slots=config.data.max_audio_slots,
       max_src_tokens=(int(config.data.max_src_tokens) if config.train.ctc_weight > 0 else 0),
+      frame_ms=(int(config.audio.hop_ms * config.encoder.subsample)
+                if config.train.get("frame_weight", 0.0) > 0 else 0),
       task_weights=dict(config.data.task_weights) if stage == "pretrain" else None)
 
 
@@ -290,8 +325,10 @@ def build(config) -> loop.Stage:
       break
   dev_records = [dev[i] for i in range(min(len(dev), config.train.eval_examples))]
   spec = sfmt.StreamSpec.from_config(config)
-  ctc_weight = float(config.train.ctc_weight)
-  eval_loss = jax.jit(lambda m, b: loss_fn(m, b, None, speech_offset, ctc_weight))
+  weights = dict(ctc_weight=float(config.train.ctc_weight),
+                 frame_weight=float(config.train.get("frame_weight", 0.0)),
+                 frame_tied=bool(config.train.get("frame_tied", False)))
+  eval_loss = jax.jit(lambda m, b: loss_fn(m, b, None, speech_offset, **weights))
   simul_eval = SimulDevEval(config, tok, dev_records) if stage == "sft" else None
 
   def eval_fn(model, step):
@@ -302,6 +339,8 @@ def build(config) -> loop.Stage:
       vals = [jax.device_get(eval_loss(model, b)) for b in batches]
       out["eval/loss"] = float(np.mean([v[1]["lm_loss"] for v in vals]))
       out["eval/accuracy"] = float(np.mean([v[1]["accuracy"] for v in vals]))
+      if "frame_accuracy" in vals[0][1]:
+        out["eval/frame_accuracy"] = float(np.mean([v[1]["frame_accuracy"] for v in vals]))
       rel = audio_reliance(eval_loss, model, batches)
       out["eval/audio_gap_zero"] = rel["gap_zero"]
       out["eval/audio_gap_swap"] = rel["gap_swap"]
@@ -322,5 +361,5 @@ def build(config) -> loop.Stage:
     return out
 
   return loop.Stage(stage, lambda rngs: s2st.S2ST(config, rngs=rngs),
-                    lambda m, b, r: loss_fn(m, b, r, speech_offset, ctc_weight), make_data,
+                    lambda m, b, r: loss_fn(m, b, r, speech_offset, **weights), make_data,
                     data_iter=data_iter, eval_fn=eval_fn, info=data_info)

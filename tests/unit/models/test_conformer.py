@@ -253,3 +253,20 @@ def test_sharded_forward_backward_equals_unsharded_and_weights_are_sharded():
   up = m8.adapter.up.kernel[...]
   assert up.sharding.spec == P(None, "fsdp", "tensor")
   assert up.addressable_shards[0].data.shape == (2, 16, 16)
+
+
+def test_classic_block_norm_option_has_its_norms_and_still_streams_exactly():
+  # encoder.block_norm=True: the classic conformer's closing LayerNorm per block (off by
+  # default). Its parameters exist only then, and streaming still equals the full pass.
+  c = _cfg(num_layers=1, block_norm=True)
+  with nnx.use_eager_sharding(False):
+    enc = conformer.ConformerEncoder(c, rngs=nnx.Rngs(jax.random.key(0, impl="unsafe_rbg")))
+  assert enc.layers[0].out_norm is not None and _build(_cfg(num_layers=1)).layers[0].out_norm is None
+  x = _audio(1, 3 * enc.chunk_samples, seed=2)
+  full, _ = _jit_method(enc, "encode_audio")(x)
+  np.testing.assert_allclose(np.asarray(full).std(-1)[0], 1.0, atol=1e-2)  # LN-closed
+  step, state, outs = _jit_method(enc, "extend_step"), enc.init_state(1), []
+  for i in range(3):
+    o, state = step(x[:, i * enc.chunk_samples:(i + 1) * enc.chunk_samples], state)
+    outs.append(np.asarray(o))
+  np.testing.assert_allclose(np.concatenate(outs, 1), np.asarray(full), rtol=1e-5, atol=1e-5)
