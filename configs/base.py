@@ -172,8 +172,9 @@ def get_config():
       # dev), so the decoder has something to listen to.
       frame_weight=1.0,
       # frame loss on the adapter output against the LLM's own embedding table instead of
-      # the encoder head: audio embeddings are pulled towards the spoken characters'.
-      frame_tied=False,
+      # the encoder head: audio embeddings are pulled towards the spoken characters'
+      # (laptop pretrain, 300 steps: audio gap zero/swap 0.18/0.34 tied, 0.16/0.15 not).
+      frame_tied=True,
   ))
   c.checkpoint = ml_collections.ConfigDict(dict(
       every_steps=50, keep=3, async_save=True,
