@@ -204,17 +204,23 @@ def audible_word_offsets(audio, sample_rate: int, n_words: int, *, frame_ms: flo
   return [float(f * hop * 1000.0 / sample_rate) for f in pick]
 
 
-def computation_aware_emissions(chunk_end_ms: Sequence[float], compute_ms: Sequence[float],
-                                source_ms: float | None = None) -> np.ndarray:
-  """Live-stream ready time (ms from stream start) of each chunk's output:
-  finish_t = max(T_t, finish_{t−1}) + c_t, T_t = chunk end capped at `source_ms` when
-  given (a zero-padded last chunk has arrived when the source ends)."""
+def _chunk_times(chunk_end_ms, compute_ms, source_ms):
+  """(chunk ends capped at `source_ms` when given, per-chunk compute) as float64."""
   t = np.asarray(chunk_end_ms, np.float64)
   c = np.asarray(compute_ms, np.float64)
   if t.shape != c.shape:
     raise ValueError("chunk_end_ms and compute_ms differ in length")
   if source_ms is not None:
     t = np.minimum(t, float(source_ms))
+  return t, c
+
+
+def computation_aware_emissions(chunk_end_ms: Sequence[float], compute_ms: Sequence[float],
+                                source_ms: float | None = None) -> np.ndarray:
+  """Live-stream ready time (ms from stream start) of each chunk's output:
+  finish_t = max(T_t, finish_{t−1}) + c_t, T_t = chunk end capped at `source_ms` when
+  given (a zero-padded last chunk has arrived when the source ends)."""
+  t, c = _chunk_times(chunk_end_ms, compute_ms, source_ms)
   out = np.empty_like(t)
   prev = 0.0
   for i in range(t.size):
@@ -228,12 +234,7 @@ def simuleval_elapsed(chunk_end_ms: Sequence[float], compute_ms: Sequence[float]
   """SimulEval's computation-aware time of each chunk's output (`Instance.elapsed`):
   source consumed (chunk end, capped at `source_ms`) + wall-clock since the stream began,
   which in SimulEval's as-fast-as-possible feeding is all compute so far: Σ_{k<=t} c_k."""
-  t = np.asarray(chunk_end_ms, np.float64)
-  c = np.asarray(compute_ms, np.float64)
-  if t.shape != c.shape:
-    raise ValueError("chunk_end_ms and compute_ms differ in length")
-  if source_ms is not None:
-    t = np.minimum(t, float(source_ms))
+  t, c = _chunk_times(chunk_end_ms, compute_ms, source_ms)
   return t + np.cumsum(c)
 
 
