@@ -11,6 +11,12 @@ per-chunk step (`lax.while_loop` body).
 - `sample(logits, key, ...)`: one id per row. `temperature == 0` is greedy (the argmax of
   the masked logits). A row whose mask allows nothing yields `PAD` (0) instead of an
   arbitrary id.
+- `sample_with_log_probs(...)`: the same ids plus `sampling_log_probs(...)`, the `[B, V]`
+  log-probabilities of the distribution they were drawn from (greedy: a point mass on
+  the masked argmax). `log_prob_of(logp, ids)` reads one id per row from it. Two
+  log-probabilities of a chosen token exist and are kept apart (issue #10):
+  *sampled* = under that distribution (what a PPO ratio/KL of the behaviour policy
+  needs), *raw* = `token_log_probs`, log softmax of the unmasked logits at temperature 1.
 
 `TokenLayout` + `TurnGrammar` encode the turn grammar of DESIGN §1 as an id mask:
 
@@ -84,7 +90,48 @@ def filtered_log_probs(logits_bv: jax.Array, temperature: float = 1.0, top_p: fl
     keep = jnp.zeros_like(keep_sorted).at[
         jnp.arange(keep_sorted.shape[0])[:, None], order].set(keep_sorted)
     logp = jax.nn.log_softmax(jnp.where(keep, logp, _NEG_INF), axis=-1)
+  if mask_bv is not None:  # log_softmax of an all -inf row is NaN, not -inf
+    logp = jnp.where(jnp.any(mask_bv, axis=-1, keepdims=True), logp, _NEG_INF)
   return logp
+
+
+def sampling_log_probs(logits_bv: jax.Array, temperature: float = 0.0, top_p: float = 1.0,
+                       mask_bv: jax.Array | None = None) -> jax.Array:
+  """Log-probabilities `[B, V]` float32 of the distribution `sample` draws from, for every
+  temperature: `filtered_log_probs` when `temperature > 0`; greedy (0) is a point mass on
+  the masked argmax (0 there, -inf elsewhere). Rows whose mask allows nothing: all -inf.
+  """
+  check_params(temperature, top_p)
+  if temperature > 0:
+    return filtered_log_probs(logits_bv, temperature, top_p, mask_bv)
+  masked = apply_mask(logits_bv, mask_bv)
+  top = jnp.argmax(masked, axis=-1)
+  logp = jnp.where(jnp.arange(masked.shape[-1])[None, :] == top[:, None], 0.0, _NEG_INF)
+  if mask_bv is not None:
+    logp = jnp.where(jnp.any(mask_bv, axis=-1, keepdims=True), logp, _NEG_INF)
+  return logp.astype(jnp.float32)
+
+
+def sample_with_log_probs(logits_bv: jax.Array, key: jax.Array | None = None, *,
+                          temperature: float = 0.0, top_p: float = 1.0,
+                          mask_bv: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+  """`(ids [B] int32, logp [B, V] float32)`: `sample`'s ids (same key -> same ids) and
+  `sampling_log_probs(...)`, the distribution they were drawn from.
+
+  `log_prob_of(logp, ids)` is the sampled token's log-probability under it; a PAD from a
+  row with nothing allowed gets -inf.
+  """
+  check_params(temperature, top_p)
+  logp = sampling_log_probs(logits_bv, temperature, top_p, mask_bv)
+  if temperature == 0:
+    ids = jnp.argmax(apply_mask(logits_bv, mask_bv), axis=-1)
+  else:
+    if key is None:
+      raise ValueError("sample: temperature > 0 needs a PRNG key")
+    ids = jax.random.categorical(key, logp, axis=-1)
+  if mask_bv is not None:
+    ids = jnp.where(jnp.any(mask_bv, axis=-1), ids, PAD)
+  return ids.astype(jnp.int32), logp
 
 
 def sample(logits_bv: jax.Array, key: jax.Array | None = None, *, temperature: float = 0.0,
@@ -94,24 +141,20 @@ def sample(logits_bv: jax.Array, key: jax.Array | None = None, *, temperature: f
   temperature 0: greedy argmax of the masked logits (`key` unused). Otherwise a draw from
   `filtered_log_probs(logits, temperature, top_p, mask)`. Rows with no allowed id -> PAD.
   """
-  check_params(temperature, top_p)
-  masked = apply_mask(logits_bv, mask_bv)
-  if temperature == 0:
-    ids = jnp.argmax(masked, axis=-1)
-  else:
-    if key is None:
-      raise ValueError("sample: temperature > 0 needs a PRNG key")
-    logp = filtered_log_probs(logits_bv, temperature, top_p, mask_bv)
-    ids = jax.random.categorical(key, logp, axis=-1)
-  if mask_bv is not None:
-    ids = jnp.where(jnp.any(mask_bv, axis=-1), ids, PAD)
-  return ids.astype(jnp.int32)
+  return sample_with_log_probs(logits_bv, key, temperature=temperature, top_p=top_p,
+                               mask_bv=mask_bv)[0]
+
+
+def log_prob_of(logp_bv: jax.Array, ids_b: jax.Array) -> jax.Array:
+  """`logp[b, ids[b]]` per row `[B]` float32."""
+  return jnp.take_along_axis(logp_bv.astype(jnp.float32),
+                             ids_b[:, None].astype(jnp.int32), axis=-1)[:, 0]
 
 
 def token_log_probs(logits_bv: jax.Array, ids_b: jax.Array) -> jax.Array:
-  """log softmax(logits)[id] per row `[B]` float32 (the raw policy, no mask/temperature)."""
-  logp = jax.nn.log_softmax(logits_bv.astype(jnp.float32), axis=-1)
-  return jnp.take_along_axis(logp, ids_b[:, None].astype(jnp.int32), axis=-1)[:, 0]
+  """log softmax(logits)[id] per row `[B]` float32: the *raw* policy (no mask, temperature
+  or top-p). Not the probability the token was sampled with: see `sample_with_log_probs`."""
+  return log_prob_of(jax.nn.log_softmax(logits_bv.astype(jnp.float32), axis=-1), ids_b)
 
 
 # ---- id layout ---------------------------------------------------------------------------
@@ -301,7 +344,8 @@ def budget_mask(batch: int, vocab_size: int, step: jax.Array,
   return jnp.broadcast_to(jnp.where(last, ids == EOT, True), (batch, vocab_size))
 
 
-__all__ = ["check_params", "sample", "filtered_log_probs", "apply_mask", "token_log_probs",
+__all__ = ["check_params", "sample", "sample_with_log_probs", "sampling_log_probs",
+           "log_prob_of", "filtered_log_probs", "apply_mask", "token_log_probs",
            "TokenLayout", "TurnGrammar", "GrammarState", "grammar_init", "grammar_advance",
            "min_tokens_to_close", "min_content_turn", "budget_mask", "START", "SRC_PHASE",
            "TEXT_PHASE", "SPEECH_PHASE", "DONE"]

@@ -99,10 +99,21 @@ class StepOutputs(NamedTuple):
   n_speech: jax.Array     # [B]
   audio: jax.Array        # [B, F * hop] float32 decoded speech of the turn
   n_samples: jax.Array    # [B] int32 valid samples of `audio`
-  log_probs: jax.Array    # [B, M] float32 log pi(token) under the raw model distribution
+  # Two log-probabilities per token (0 after n_tokens), see `sampling`:
+  logprob_raw: jax.Array      # [B, M] float32 log softmax(logits)[token]: the raw model
+                              # distribution (no grammar mask, temperature 1, no top-p)
+  logprob_sampled: jax.Array  # [B, M] float32 log q(token) under the distribution it was
+                              # actually drawn from (grammar/budget mask -> temperature ->
+                              # top-p; greedy: 0, a point mass). Forced tokens: what that
+                              # distribution gives them (-inf outside its support).
   values: jax.Array       # [B, M] float32 value-head output where each token was chosen
   speaker: jax.Array      # [B, E] speaker embedding used for this chunk's speech
   logits: Any = None      # [B, M, V] float32 logits each token was chosen from (optional)
+
+  @property
+  def log_probs(self) -> jax.Array:
+    """Former name of `logprob_raw` (kept for callers; prefer the explicit names)."""
+    return self.logprob_raw
 
 
 class _Models(nnx.Module):
@@ -537,25 +548,31 @@ def _step_models(spec: DecodeSpec, m: _Models, st: DecoderState, audio_bc, valid
       tokens=turn["tokens"], n_tokens=turn["n_tokens"], text=turn["text"],
       n_text=turn["n_text"], src=turn["src"], n_src=turn["n_src"], speech=turn["speech"],
       n_speech=turn["n_speech"], audio=audio_out, n_samples=n_samples,
-      log_probs=turn["log_probs"], values=turn["values"], speaker=spk,
+      logprob_raw=turn["logprob_raw"], logprob_sampled=turn["logprob_sampled"],
+      values=turn["values"], speaker=spk,
       logits=turn.get("logits"))
   return new_state, out
 
 
 def _choose(spec: DecodeSpec, i, logits_bv, gram: sampling.GrammarState, key, forced,
             forced_n):
-  """Token i of the turn: forced where `forced_n >= 0`, else sampled under the mask."""
+  """Token i of the turn: forced where `forced_n >= 0`, else sampled under the mask.
+
+  Returns (token [B] int32, its log-probability [B] under the distribution sampled from).
+  """
   m = spec.max_turn_tokens
   b, v = logits_bv.shape
   if spec.grammar is not None:
     mask = spec.grammar.mask(gram, i)
   else:
     mask = sampling.budget_mask(b, v, i, m)
-  tok = sampling.sample(logits_bv, jax.random.fold_in(key, i), temperature=spec.temperature,
-                        top_p=spec.top_p, mask_bv=mask)
+  tok, logp_bv = sampling.sample_with_log_probs(
+      logits_bv, jax.random.fold_in(key, i), temperature=spec.temperature, top_p=spec.top_p,
+      mask_bv=mask)
   f = jax.lax.dynamic_index_in_dim(forced, jnp.minimum(i, m - 1), axis=1, keepdims=False)
   f = jnp.where((i < forced_n) & (i < m - 1), f, EOT)
-  return jnp.where(forced_n >= 0, f, tok).astype(jnp.int32)
+  tok = jnp.where(forced_n >= 0, f, tok).astype(jnp.int32)
+  return tok, sampling.log_prob_of(logp_bv, tok)
 
 
 def _decode_turn(spec: DecodeSpec, llm, cache, logits_bv, value_b, valid_b, key, forced,
@@ -566,20 +583,22 @@ def _decode_turn(spec: DecodeSpec, llm, cache, logits_bv, value_b, valid_b, key,
   zi = jnp.zeros((b, m), jnp.int32)
   zf = jnp.zeros((b, m), jnp.float32)
   zc = jnp.zeros((b,), jnp.int32)
-  bufs = dict(tokens=zi, text=zi, src=zi, speech=zi, log_probs=zf, values=zf,
-              n_tokens=zc, n_text=zc, n_src=zc, n_speech=zc)
+  bufs = dict(tokens=zi, text=zi, src=zi, speech=zi, logprob_raw=zf, logprob_sampled=zf,
+              values=zf, n_tokens=zc, n_text=zc, n_src=zc, n_speech=zc)
   if spec.return_logits:
     bufs["logits"] = jnp.zeros((b, m, logits_bv.shape[-1]), jnp.float32)
   rows = jnp.arange(b)
 
-  def record(i, tok, logits, value, gram, done, bufs):
+  def record(i, tok, lp_sampled, logits, value, gram, done, bufs):
     """Appends token i of the still-active rows to the buffers; advances the grammar."""
     act = ~done
     cls = cls_v[tok]
     bufs = dict(bufs)
     bufs["tokens"] = bufs["tokens"].at[:, i].set(jnp.where(act, tok, PAD))
-    bufs["log_probs"] = bufs["log_probs"].at[:, i].set(
+    bufs["logprob_raw"] = bufs["logprob_raw"].at[:, i].set(
         jnp.where(act, sampling.token_log_probs(logits, tok), 0.0))
+    bufs["logprob_sampled"] = bufs["logprob_sampled"].at[:, i].set(
+        jnp.where(act, lp_sampled, 0.0))
     bufs["values"] = bufs["values"].at[:, i].set(jnp.where(act, value, 0.0))
     if "logits" in bufs:
       bufs["logits"] = bufs["logits"].at[:, i].set(
@@ -600,8 +619,8 @@ def _decode_turn(spec: DecodeSpec, llm, cache, logits_bv, value_b, valid_b, key,
 
   gram = sampling.grammar_init(b)
   done = ~valid_b
-  tok = _choose(spec, jnp.int32(0), logits_bv, gram, key, forced, forced_n)
-  gram, done, bufs = record(0, tok, logits_bv, value_b, gram, done, bufs)
+  tok, lp = _choose(spec, jnp.int32(0), logits_bv, gram, key, forced, forced_n)
+  gram, done, bufs = record(0, tok, lp, logits_bv, value_b, gram, done, bufs)
 
   def cond(c):
     i, _, _, _, done, _ = c
@@ -611,8 +630,8 @@ def _decode_turn(spec: DecodeSpec, llm, cache, logits_bv, value_b, valid_b, key,
     i, cache, tok, gram, done, bufs = c
     # Rows still in the turn write their last (non-<eot>) token and get new logits.
     lg, val, cache = llm.extend(cache, tok[:, None], (~done)[:, None])
-    new_tok = _choose(spec, i, lg[:, 0], gram, key, forced, forced_n)
-    gram, done, bufs = record(i, new_tok, lg[:, 0], val[:, 0], gram, done, bufs)
+    new_tok, lp = _choose(spec, i, lg[:, 0], gram, key, forced, forced_n)
+    gram, done, bufs = record(i, new_tok, lp, lg[:, 0], val[:, 0], gram, done, bufs)
     return i + 1, cache, new_tok, gram, done, bufs
 
   _, cache, _, _, _, bufs = jax.lax.while_loop(
@@ -834,8 +853,8 @@ def iter_translate(decoder: StreamingDecoder, audio_iter: Iterable, *, batch: in
       said_text, said_src = [False] * b, [False] * b
     t0 = time.perf_counter()
     state, out = decoder.step(state, chunk, valid)
-    host = jax.device_get(out._replace(logits=None, tokens=None, log_probs=None,
-                                       values=None))
+    host = jax.device_get(out._replace(logits=None, tokens=None, logprob_raw=None,
+                                       logprob_sampled=None, values=None))
     compute_ms = (time.perf_counter() - t0) * 1000.0
     texts, srcs, ids, audio = [], [], [], []
     for r in range(b):
