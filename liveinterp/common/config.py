@@ -2,21 +2,32 @@
 
 Everything downstream may assume a validated config. `validate(config, num_devices=N)`
 also checks the mesh against the device count.
+
+Valid but suspicious settings warn (`warnings.warn(..., ConfigWarning)`, so a test can
+`pytest.warns` and a run can filter them) instead of failing: e.g. a stream stage whose
+training sequences never reach the LLM's attention window (`check_window_regime`).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 from liveinterp.common import axes
 
 STAGES = ("demo", "codec", "pretrain", "sft", "rl1", "rl2")
 DTYPES = ("float32", "bfloat16")
 NUM_SPECIAL_TOKENS = 32  # control tokens reserved by the tokenizer (<text>, <speech>, ...)
+# Stages that train on simultaneous streams, the input the streaming decoder serves.
+STREAM_STAGES = ("sft", "rl1", "rl2")
 
 
 class ConfigError(ValueError):
   """A config value is invalid; the message names the field."""
+
+
+class ConfigWarning(UserWarning):
+  """A config is valid but trains on something other than what inference runs."""
 
 
 def _positive(c, path: str):
@@ -131,7 +142,27 @@ def validate(c, num_devices: int | None = None):
 
   _validate_mesh(c, num_devices)
   _validate_rules(c)
+  check_window_regime(c)
   return c
+
+
+def check_window_regime(c) -> bool:
+  """Warns (ConfigWarning) when a stream stage's `data.seq_len <= llm.window`; returns
+  whether it warned.
+
+  At inference every stream longer than the window runs with a ring cache that keeps the
+  `llm.sink_tokens` first positions and the last `window - sink_tokens`; training
+  sequences that fit in the window never show the model that regime (issue #10).
+  """
+  if c.stage not in STREAM_STAGES or c.data.seq_len > c.llm.window:
+    return False
+  warnings.warn(
+      f"stage={c.stage}: data.seq_len={c.data.seq_len} <= llm.window={c.llm.window}, so "
+      f"training never sees the sliding-window/sink regime (llm.sink_tokens="
+      f"{c.llm.sink_tokens} + the last positions) that inference runs in on streams "
+      f"longer than the window; train on sequences longer than the window or use a "
+      f"shorter window", ConfigWarning, stacklevel=3)
+  return True
 
 
 def _validate_mesh(c, num_devices):
