@@ -21,28 +21,13 @@ import pytest
 from liveinterp.inference import sampling, streaming
 from tests.unit.inference import grammar_ref
 from tests.unit.inference.conftest import TURN_TOKENS
+from tests.unit.inference.test_sampling import _np_dist  # float64 reference
 
 # A fixed small logits vector: a mask removes the two most probable ids, top-p then
 # drops the tail of what remains.
 LOGITS = np.asarray([3.0, 1.2, 0.9, 2.5, 0.4, -0.3, 1.0, 0.1, -2.0, 0.6], np.float32)
 MASK = np.asarray([False, True, True, False, True, True, True, True, True, True])
 TEMPERATURE, TOP_P = 0.7, 0.8
-
-
-def _np_dist(logits, temperature, top_p, mask):
-  """float64 reference: mask -> temperature -> smallest nucleus reaching top_p."""
-  x = np.where(mask, np.asarray(logits, np.float64), -np.inf) / temperature
-  p = np.exp(x - x.max())
-  p /= p.sum()
-  keep, mass = [], 0.0
-  for i in np.argsort(-p, kind="stable"):
-    keep.append(i)
-    mass += p[i]
-    if mass >= top_p:
-      break
-  q = np.zeros_like(p)
-  q[keep] = p[keep]
-  return q / q.sum()
 
 
 def _log_softmax(x):
