@@ -300,7 +300,7 @@ class ConformerEncoder(nnx.Module):
                                        int(e.subsample), **kw)
     self.layers = nnx.List([
         ConformerBlock(self.d_model, int(e.num_heads), int(e.mlp_dim), int(e.conv_kernel),
-                       block_norm=bool(e.get("block_norm", False)), **kw)
+                       block_norm=bool(e.block_norm), **kw)
         for _ in range(int(e.num_layers))])
 
   def _standardise(self, mel_btf: jax.Array) -> jax.Array:

@@ -173,6 +173,13 @@ def tokenizer_for(config) -> tokmod.Tokenizer:
   return tok
 
 
+def aux_loss_weights(config) -> dict:
+  """The auxiliary-loss arguments of `loss_fn` from `config.train` (one reading of them)."""
+  t = config.train
+  return dict(ctc_weight=float(t.ctc_weight), frame_weight=float(t.frame_weight),
+              frame_tied=bool(t.frame_tied))
+
+
 def _dataset(config, stage, source, tok, codes_fn, shard=None, seed=None, shuffle=True,
              num_epochs=None):
   placeholder = "none"  # without codes the speech part is dropped (text-only turns)
@@ -183,7 +190,7 @@ def _dataset(config, stage, source, tok, codes_fn, shard=None, seed=None, shuffl
       max_audio_slots=config.data.max_audio_slots,
       max_src_tokens=(int(config.data.max_src_tokens) if config.train.ctc_weight > 0 else 0),
       frame_ms=(int(config.audio.hop_ms * config.encoder.subsample)
-                if config.train.get("frame_weight", 0.0) > 0 else 0),
+                if aux_loss_weights(config)["frame_weight"] > 0 else 0),
       task_weights=dict(config.data.task_weights) if stage == "pretrain" else None)
 
 
@@ -325,9 +332,7 @@ def build(config) -> loop.Stage:
       break
   dev_records = [dev[i] for i in range(min(len(dev), config.train.eval_examples))]
   spec = sfmt.StreamSpec.from_config(config)
-  weights = dict(ctc_weight=float(config.train.ctc_weight),
-                 frame_weight=float(config.train.get("frame_weight", 0.0)),
-                 frame_tied=bool(config.train.get("frame_tied", False)))
+  weights = aux_loss_weights(config)
   eval_loss = jax.jit(lambda m, b: loss_fn(m, b, None, speech_offset, **weights))
   simul_eval = SimulDevEval(config, tok, dev_records) if stage == "sft" else None
 

@@ -59,8 +59,7 @@ def test_pipeline_rows_carry_frame_labels_aligned_with_their_audio(env):
   assert (b["src_frames"][~own] == -1).all()                      # past the audio: none
   assert (b["src_frames"][own] >= 0).all()
   assert (b["src_frames"][own] > 0).mean() > 0.3                  # mostly speech
-  # The frame holding each word's midpoint is labelled with one of that word's chars:
-  # checked on the row's record through its own transcript.
+  # Every speech label is a character of the corpus's source transcripts.
   chars = set(tok.char_ids("".join(src[i]["src_text"] for i in range(len(src)))))
   assert set(np.unique(b["src_frames"][own])) - {0} <= chars
 
