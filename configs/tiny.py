@@ -16,6 +16,7 @@ BUDGETS = {  # stage: (steps, peak learning rate, warmup)
     "demo": (200, 3e-3, 20),
     "codec": (200, 2e-3, 20),
     "pretrain": (500, 2e-3, 40),
+    "sft_text": (300, 1e-3, 20),   # SFT on text-only turns first (recipe step sft_text)
     "sft": (250, 1e-3, 20),
     "rl1": (100, 1e-5, 0),
     "rl2": (100, 1e-5, 0),
@@ -31,6 +32,8 @@ def get_config(stage: str = "demo"):
   c.checkpoint.every_steps = 100
   c.codec.dead_code_steps = 10
   c.data.build = "laptop"
+  c.tokenizer.text_vocab_size = 1024  # BPE over the drills: every English word one piece
   c.data.size_from_data = True
   c.data.task_weights = dict(asr=1.0, st=1.0, tts=0.0, s2st=0.0)
+  c.train.speech_weight = 0.25  # sft turns are ~84% codec tokens: text gets ~half the loss
   return c

@@ -9,7 +9,7 @@ Layout under DIR:
 ```
 corpus_cache/                     the corpus module's own cache (synthesised speech, ...)
 tfds/liveinterp_corpus/<src>_<tgt>_<size>/1.0.0/   ArrayRecord shards + dataset_info
-tokenizer/<src>_<tgt>_<size>_v<V>.model|.json      sentencepiece model + id layout
+tokenizer/<src>_<tgt>_<size>_v<V>[_bpe].model|.json  sentencepiece model + id layout
 build_summary_<src>_<tgt>_<size>.json              counts, skips, knobs, sizes, times,
                                                   length stats
 length_stats_<src>_<tgt>_<size>.json               the length stats alone (`length_stats`)
@@ -99,10 +99,20 @@ def model_config(model: str):
   return importlib.import_module(f"configs.{model}").get_config()
 
 
-def tokenizer_prefix(data_dir: str, pair: str, size: str, text_vocab_size: int) -> str:
-  """Where `run` writes the tokenizer (without .model/.json)."""
+def tokenizer_prefix(data_dir: str, pair: str, size: str, text_vocab_size: int,
+                     model_type: str = "unigram") -> str:
+  """Where `run` writes the tokenizer (without .model/.json); unigram models keep the
+  older name without a model-type suffix."""
+  suffix = "" if model_type == "unigram" else f"_{model_type}"
   return os.path.join(data_dir, "tokenizer",
-                      f"{pair.replace('-', '_')}_{size}_v{text_vocab_size}")
+                      f"{pair.replace('-', '_')}_{size}_v{text_vocab_size}{suffix}")
+
+
+def tokenizer_prefix_for(data_dir: str, cfg) -> str:
+  """`tokenizer_prefix` of the corpus and tokenizer named by a model config."""
+  return tokenizer_prefix(data_dir, cfg.data.pair, cfg.data.build,
+                          int(cfg.tokenizer.text_vocab_size),
+                          cfg.tokenizer.get("model_type", "unigram"))
 
 
 def summary_path(data_dir: str, pair: str, size: str) -> str:
@@ -289,15 +299,18 @@ def run(pair: str, size: str, data_dir: str, *, model: str | None = None,
   _say(f"  splits: {splits}")
 
   # 3. tokenizer -------------------------------------------------------------------------
-  prefix = tokenizer_prefix(data_dir, pair, size, vocab)
+  model_type = cfg.tokenizer.get("model_type", "unigram")
+  prefix = tokenizer_prefix(data_dir, pair, size, vocab, model_type)
   _say(f"step 3/4 sentencepiece ({vocab} pieces max) -> {prefix}.model")
   t0 = time.time()
   reused_tok = False
   if not force and os.path.exists(prefix + ".model") and os.path.exists(prefix + ".json"):
     try:
       tok = tokmod.Tokenizer.load(prefix)
-      want = (vocab, cfg.codec.num_codebooks, cfg.codec.codebook_size, cfg.llm.vocab_size)
-      got = (tok.text_vocab_size, tok.num_codebooks, tok.codebook_size, tok.llm_vocab_size)
+      want = (vocab, cfg.codec.num_codebooks, cfg.codec.codebook_size, cfg.llm.vocab_size,
+              model_type)
+      got = (tok.text_vocab_size, tok.num_codebooks, tok.codebook_size, tok.llm_vocab_size,
+             tok.model_type)
       reused_tok = want == got
       if not reused_tok:
         _say(f"  existing tokenizer layout {got} != wanted {want}: retraining")
@@ -315,7 +328,7 @@ def run(pair: str, size: str, data_dir: str, *, model: str | None = None,
       texts += [r["src_text"], r["tgt_text"]]
       if (i + 1) % 2000 == 0:
         _say(f"  read {i + 1}/{len(src)} training records")
-    tok = tokmod.Tokenizer.train(texts, prefix, text_vocab_size=vocab,
+    tok = tokmod.Tokenizer.train(texts, prefix, text_vocab_size=vocab, model_type=model_type,
                                  num_codebooks=cfg.codec.num_codebooks,
                                  codebook_size=cfg.codec.codebook_size,
                                  llm_vocab_size=cfg.llm.vocab_size)

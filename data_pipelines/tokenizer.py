@@ -122,8 +122,9 @@ class Tokenizer:
   """Text (sentencepiece) + control + speech token ids in one fixed layout."""
 
   def __init__(self, sp_model_proto: bytes, *, text_vocab_size: int, num_codebooks: int,
-               codebook_size: int, llm_vocab_size: int):
+               codebook_size: int, llm_vocab_size: int, model_type: str = "unigram"):
     self.text_vocab_size = int(text_vocab_size)
+    self.model_type = str(model_type)
     self.num_codebooks = int(num_codebooks)
     self.codebook_size = int(codebook_size)
     self.llm_vocab_size = int(llm_vocab_size)
@@ -177,7 +178,8 @@ class Tokenizer:
       raise TokenizerError(f"sentencepiece training failed on {len(texts)} sentences "
                            f"(text_vocab_size={text_vocab_size}): {e}") from e
     tok = cls(buf.getvalue(), text_vocab_size=text_vocab_size, num_codebooks=num_codebooks,
-              codebook_size=codebook_size, llm_vocab_size=llm_vocab_size)
+              codebook_size=codebook_size, llm_vocab_size=llm_vocab_size,
+              model_type=model_type)
     if model_prefix:
       tok.save(model_prefix)
     return tok
@@ -187,6 +189,7 @@ class Tokenizer:
                         cfg) -> "Tokenizer":
     """`train` with sizes read from `cfg.tokenizer`, `cfg.codec` and `cfg.llm`."""
     return cls.train(texts, model_prefix, text_vocab_size=cfg.tokenizer.text_vocab_size,
+                     model_type=cfg.tokenizer.get("model_type", "unigram"),
                      num_codebooks=cfg.codec.num_codebooks,
                      codebook_size=cfg.codec.codebook_size,
                      llm_vocab_size=cfg.llm.vocab_size)
@@ -201,7 +204,8 @@ class Tokenizer:
     os.replace(tmp, model_path)
     meta = dict(text_vocab_size=self.text_vocab_size, num_codebooks=self.num_codebooks,
                 codebook_size=self.codebook_size, llm_vocab_size=self.llm_vocab_size,
-                num_pieces=self.num_pieces, control_tokens=list(CONTROL_TOKENS))
+                num_pieces=self.num_pieces, model_type=self.model_type,
+                control_tokens=list(CONTROL_TOKENS))
     with open(meta_path + ".tmp", "w") as f:
       json.dump(meta, f, indent=1)
     os.replace(meta_path + ".tmp", meta_path)
@@ -226,7 +230,8 @@ class Tokenizer:
       proto = f.read()
     return cls(proto, text_vocab_size=meta["text_vocab_size"],
                num_codebooks=meta["num_codebooks"], codebook_size=meta["codebook_size"],
-               llm_vocab_size=meta["llm_vocab_size"])
+               llm_vocab_size=meta["llm_vocab_size"],
+               model_type=meta.get("model_type", "unigram"))  # older metas: unigram
 
   @classmethod
   def from_config(cls, cfg, model_prefix: str | None = None) -> "Tokenizer":

@@ -581,8 +581,7 @@ def main(argv):
   data_dir = os.path.abspath(F["data_dir"] or os.path.join(os.path.dirname(run_dir), "data"))
   base = load_config(os.path.join(ROOT, F["config"]) if not os.path.isabs(F["config"])
                      else F["config"])
-  tok = build.tokenizer_prefix(data_dir, base.data.pair, base.data.build,
-                               base.tokenizer.text_vocab_size)
+  tok = build.tokenizer_prefix_for(data_dir, base)
   cfg = stage_config(base.name if base.name != "base" else "tiny", "sft", run_dir, data_dir, tok)
   run(cfg, run_dir, F["split"], F["n"], F["publish"], speech=not F["text_only"],
       controls=F["controls"], offline=F["offline"])

@@ -1,6 +1,10 @@
 """The whole tiny pipeline, resumable: `python -m liveinterp.recipe --run_dir=runs/tiny`.
 
-    data (corpus → TFDS → tokenizer) → codec → speech tokens → pretrain → sft [→ eval]
+    data (corpus → TFDS → tokenizer) → codec → speech tokens → pretrain → sft_text → sft
+    [→ eval]
+
+sft_text is the sft stage on text-only turns (what to say and when, without codec tokens,
+~3x shorter streams); sft then adds the speech tokens, starting from it.
 
 Each step is skipped when its output is complete (a finished stage has a checkpoint at
 its last step), and a stage interrupted half-way resumes from its last checkpoint, so
@@ -23,8 +27,10 @@ _RECIPE = flags.DEFINE_string("recipe", "tiny", "configs/<recipe>.py")
 _RUN_DIR = flags.DEFINE_string("run_dir", "runs/tiny", "outputs of every step")
 _DATA_DIR = flags.DEFINE_string("data_dir", "", "corpus build dir (default RUN_DIR/../data)")
 _CPU = flags.DEFINE_integer("cpu_devices", 0, "CPU devices (0 = default)")
-_STEPS = flags.DEFINE_list("steps", ["data", "codec", "speech_tokens", "pretrain", "sft",
-                                     "evaluate"], "steps to run, in order")
+_STEPS = flags.DEFINE_list("steps", ["data", "codec", "speech_tokens", "pretrain",
+                                     "sft_text", "sft", "evaluate"],
+                           "steps to run, in order (sft_text: SFT on text-only turns, "
+                           "which sft then starts from)")
 _SCALE = flags.DEFINE_float("budget_scale", 1.0, "multiply every stage's step budget")
 
 def _say(msg):
@@ -62,8 +68,7 @@ def main(argv):
   data_dir = os.path.abspath(_DATA_DIR.value or os.path.join(os.path.dirname(run_dir), "data"))
   os.makedirs(run_dir, exist_ok=True)
   base = recipe_config(_RECIPE.value, "pretrain")
-  tok_prefix = build.tokenizer_prefix(data_dir, base.data.pair, base.data.build,
-                                      base.tokenizer.text_vocab_size)
+  tok_prefix = build.tokenizer_prefix_for(data_dir, base)
   steps = list(_STEPS.value)
   times = {}
   for i, step in enumerate(steps, 1):
@@ -71,7 +76,7 @@ def main(argv):
     t0 = time.time()
     if step == "data":
       build.run(base.data.pair, base.data.build, data_dir, model=_RECIPE.value)
-    elif step in ("codec", "pretrain", "sft"):
+    elif step in ("codec", "pretrain", "sft_text", "sft"):
       cfg = stage_config(_RECIPE.value, step, run_dir, data_dir, tok_prefix, _SCALE.value)
       run_stage(cfg, os.path.join(run_dir, step))
     elif step == "speech_tokens":

@@ -87,9 +87,8 @@ def _load_tokenizer(path: str | None, cfg, workdir: str | None):
   from data_pipelines import build, tokenizer as tok_lib
   path = path or cfg.tokenizer.get("model_path", "")
   if not path and workdir:
-    guess = build.tokenizer_prefix(
-        os.path.join(os.path.dirname(os.path.abspath(workdir)), "data"), cfg.data.pair,
-        cfg.data.build, int(cfg.tokenizer.text_vocab_size))
+    guess = build.tokenizer_prefix_for(
+        os.path.join(os.path.dirname(os.path.abspath(workdir)), "data"), cfg)
     path = guess if os.path.exists(guess + ".model") else ""
   if not path:
     return None

@@ -72,7 +72,8 @@ def validate(c, num_devices: int | None = None):
                "checkpoint.keep"):
     _positive(c, path)
   for path in ("train.warmup_steps", "train.weight_decay", "train.grad_clip",
-               "llm.sink_tokens", "encoder.dropout", "data.worker_count"):
+               "llm.sink_tokens", "encoder.dropout", "data.worker_count",
+               "train.speech_weight", "train.frame_weight", "train.ctc_weight"):
     if _get(c, path) < 0:
       raise ConfigError(f"{path}={_get(c, path)!r}: must be >= 0")
   if not 0 <= c.train.end_lr_ratio <= 1:
@@ -107,6 +108,9 @@ def validate(c, num_devices: int | None = None):
   if c.audio.sample_rate % hop:
     raise ConfigError(f"codec.strides={tuple(c.codec.strides)} (hop {hop}) do not divide "
                       f"audio.sample_rate={c.audio.sample_rate}")
+  if c.tokenizer.get("model_type", "unigram") not in ("bpe", "unigram"):
+    raise ConfigError(f"tokenizer.model_type={c.tokenizer.model_type!r}: expected 'bpe' or "
+                      f"'unigram'")
   if c.data.policy not in ("alignment", "wait_k"):
     raise ConfigError(f"data.policy={c.data.policy!r}: expected 'alignment' or 'wait_k'")
   if c.data.wait_k < 1:

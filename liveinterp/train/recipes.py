@@ -62,7 +62,7 @@ def stage_config(recipe, stage, run_dir, data_dir, tokenizer_prefix, scale=1.0):
   sequence lengths and the turn budget come from the build's length statistics."""
   c = recipe_config(recipe, stage)
   c.data.data_dir = data_dir
-  if c.data.get("size_from_data", False) and stage in ("pretrain", "sft"):
+  if c.data.get("size_from_data", False) and c.stage in ("pretrain", "sft"):
     from data_pipelines import build  # pylint: disable=g-import-not-at-top
     size_from_data(c, build.length_stats(data_dir, c.data.pair, c.data.build))
   c.tokenizer.model_path = tokenizer_prefix
@@ -72,6 +72,18 @@ def stage_config(recipe, stage, run_dir, data_dir, tokenizer_prefix, scale=1.0):
     c.train.warmup_steps = min(c.train.warmup_steps, c.train.steps // 2)
     c.train.eval_every = max(1, min(c.train.eval_every, c.train.steps))
     c.checkpoint.every_steps = max(1, min(c.checkpoint.every_steps, c.train.steps))
-  if stage == "sft":
-    c.train.init_from = os.path.join(run_dir, "pretrain")
+  c.train.init_from = init_from(stage, run_dir)
   return c
+
+
+def init_from(stage: str, run_dir: str) -> str:
+  """Where a recipe stage starts: sft_text from pretrain; sft from sft_text when that
+  step has finished in this run (result.json), else from pretrain; others from scratch."""
+  if stage == "sft_text":
+    return os.path.join(run_dir, "pretrain")
+  if stage == "sft":
+    text = os.path.join(run_dir, "sft_text")
+    if os.path.exists(os.path.join(text, "result.json")):
+      return text
+    return os.path.join(run_dir, "pretrain")
+  return ""

@@ -37,7 +37,8 @@ def memorised(tmp_path_factory):
   build.run("zh-en", "micro", d, model="micro")
   run = str(tmp_path_factory.mktemp("run"))
   c = micro.get_config("sft")
-  c.data.data_dir, c.tokenizer.model_path = d, build.tokenizer_prefix(d, "zh-en", "micro", 256)
+  c.data.data_dir = d
+  c.tokenizer.model_path = build.tokenizer_prefix(d, "zh-en", "micro", 256, "bpe")
   c.data.codes_path = ""               # no speech codes: text-only turns
   c.data.seq_len = 128                 # the longest micro text-only stream is 113 tokens
   c.train.steps, c.train.learning_rate, c.train.warmup_steps = STEPS, LR, 10

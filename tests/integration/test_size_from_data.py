@@ -14,7 +14,7 @@ from liveinterp.train.stages import stream_lm
 def micro_data(tmp_path_factory):
   d = str(tmp_path_factory.mktemp("data"))
   build.run("zh-en", "micro", d, model="micro")
-  return d, build.tokenizer_prefix(d, "zh-en", "micro", 256)
+  return d, build.tokenizer_prefix(d, "zh-en", "micro", 256, "bpe")
 
 
 @pytest.mark.parametrize("stage", ["pretrain", "sft"])
@@ -37,3 +37,26 @@ def test_sizes_from_length_stats_truncate_nothing(micro_data, stage):
   longest = max(len(ids) for i in range(len(src))
                 for _, ids in sfmt.turns(sfmt.simul_example(src[i], tok, spec)))
   assert c.stream.max_turn_tokens >= longest
+
+
+def test_sft_text_step_is_the_text_only_sft_stage_and_sft_starts_from_it(micro_data,
+                                                                          tmp_path):
+  """The recipe's sft_text step: the sft stage on text-only turns, sized from the
+  text-only length stats and started from pretrain; sft starts from it once it finished."""
+  d, tok_prefix = micro_data
+  run = str(tmp_path)
+  text = recipes.stage_config("micro", "sft_text", run, d, tok_prefix)
+  full = recipes.stage_config("micro", "sft", run, d, tok_prefix)
+  assert text.stage == full.stage == "sft"
+  assert text.data.text_only and not full.data.text_only
+  assert text.train.init_from == full.train.init_from == f"{run}/pretrain"
+  stats = build.length_stats(d, "zh-en", "micro")
+  for c in (text, full):
+    c.data.size_from_data = True
+  assert (recipes.size_from_data(text, stats)["longest_stream"]
+          == stats["sft"]["simul"]["without_speech"]["stream_len"]["max"]
+          < recipes.size_from_data(full, stats)["longest_stream"])
+  (tmp_path / "sft_text").mkdir()
+  (tmp_path / "sft_text" / "result.json").write_text("{}")
+  assert recipes.stage_config("micro", "sft", run, d, tok_prefix).train.init_from == (
+      f"{run}/sft_text")

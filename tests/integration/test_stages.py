@@ -17,7 +17,7 @@ def micro_data(tmp_path_factory):
   from data_pipelines import build
   d = str(tmp_path_factory.mktemp("data"))
   build.run("zh-en", "micro", d, model="micro")
-  return d, build.tokenizer_prefix(d, "zh-en", "micro", 256)
+  return d, build.tokenizer_prefix(d, "zh-en", "micro", 256, "bpe")
 
 
 def _cfg(stage, data, run, steps=4):

@@ -91,11 +91,13 @@ def frame_loss(model: s2st.S2ST, frames, frame_mask, batch, emb=None):
 
 
 def loss_fn(model: s2st.S2ST, batch, rng, speech_offset: int, ctc_weight: float = 0.0,
-            frame_weight: float = 0.0, frame_tied: bool = False):
-  """Next-token cross-entropy on `loss_mask` positions (+ `ctc_weight` x the auxiliary
-  CTC loss of the audio embeddings when the batch has `src_ids`, + `frame_weight` x the
-  frame loss when it has `src_frames`). aux["lm_loss"] is the cross-entropy alone (what
-  audio reliance and dev loss compare)."""
+            frame_weight: float = 0.0, frame_tied: bool = False, speech_weight: float = 1.0):
+  """Next-token cross-entropy on `loss_mask` positions, each speech token weighted
+  `speech_weight` against a text/control token's 1 (+ `ctc_weight` x the auxiliary CTC
+  loss of the audio embeddings when the batch has `src_ids`, + `frame_weight` x the frame
+  loss when it has `src_frames`). aux["lm_loss"] is the plain (unweighted) mean
+  cross-entropy (what audio reliance and dev loss compare); aux["text_loss"] and
+  aux["speech_loss"] split it by kind of target."""
   del rng
   tokens, audio, audio_mask, slots = model_inputs(batch)
   logits, _, frames, frame_mask, emb = model(
@@ -109,16 +111,28 @@ def loss_fn(model: s2st.S2ST, batch, rng, speech_offset: int, ctc_weight: float 
   n = jnp.maximum(mask.sum(), 1.0)
   correct = (logits[:, :-1].argmax(-1) == targets).astype(jnp.float32)
   speech = (targets >= speech_offset).astype(jnp.float32)
+  # Control targets (<text>, <eot>, <speech>, <eos>, ...) are the decisions: write or
+  # wait, end the words, end the stream.
+  control = (targets < tokmod.NUM_SPECIAL_TOKENS).astype(jnp.float32)
   lm = (ce * mask).sum() / n
+  text_n = (mask * (1 - speech)).sum()
+  speech_n = (mask * speech).sum()
   aux = {
       "lm_loss": lm,
+      "text_loss": (ce * mask * (1 - speech)).sum() / jnp.maximum(text_n, 1.0),
+      "speech_loss": (ce * mask * speech).sum() / jnp.maximum(speech_n, 1.0),
       "accuracy": (correct * mask).sum() / n,
       "speech_share": (speech * mask).sum() / n,
-      "text_accuracy": (correct * mask * (1 - speech)).sum() / jnp.maximum(
-          (mask * (1 - speech)).sum(), 1.0),
+      "text_accuracy": (correct * mask * (1 - speech)).sum() / jnp.maximum(text_n, 1.0),
+      "control_accuracy": (correct * mask * control).sum() / jnp.maximum(
+          (mask * control).sum(), 1.0),
       "tokens": mask.sum(),
   }
-  total = lm
+  if speech_weight == 1.0:
+    total = lm
+  else:
+    w = mask * (1 - speech + speech_weight * speech)
+    total = (ce * w).sum() / jnp.maximum(w.sum(), 1e-6)
   if ctc_weight > 0 and "src_ids" in batch:
     ctc, rows = ctc_loss(model, frames, frame_mask, batch)
     aux["ctc_loss"], aux["ctc_rows"] = ctc, rows
@@ -177,7 +191,7 @@ def aux_loss_weights(config) -> dict:
   """The auxiliary-loss arguments of `loss_fn` from `config.train` (one reading of them)."""
   t = config.train
   return dict(ctc_weight=float(t.ctc_weight), frame_weight=float(t.frame_weight),
-              frame_tied=bool(t.frame_tied))
+              frame_tied=bool(t.frame_tied), speech_weight=float(t.speech_weight))
 
 
 def _dataset(config, stage, source, tok, codes_fn, shard=None, seed=None, shuffle=True,
@@ -343,9 +357,10 @@ def build(config) -> loop.Stage:
       batches = [jax.tree.map(jnp.asarray, b) for b in dev_batches]
       vals = [jax.device_get(eval_loss(model, b)) for b in batches]
       out["eval/loss"] = float(np.mean([v[1]["lm_loss"] for v in vals]))
-      out["eval/accuracy"] = float(np.mean([v[1]["accuracy"] for v in vals]))
-      if "frame_accuracy" in vals[0][1]:
-        out["eval/frame_accuracy"] = float(np.mean([v[1]["frame_accuracy"] for v in vals]))
+      for k in ("accuracy", "text_accuracy", "control_accuracy", "text_loss",
+                "speech_loss", "frame_accuracy"):
+        if k in vals[0][1]:
+          out[f"eval/{k}"] = float(np.mean([v[1][k] for v in vals]))
       rel = audio_reliance(eval_loss, model, batches)
       out["eval/audio_gap_zero"] = rel["gap_zero"]
       out["eval/audio_gap_swap"] = rel["gap_swap"]

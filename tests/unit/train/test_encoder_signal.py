@@ -1,6 +1,7 @@
 """The encoder's own training signal (issue #9): per-frame source-character targets from
 the corpus's word times, their pipeline plumbing, and the frame loss."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -95,3 +96,32 @@ def test_tied_frame_loss_scores_each_audio_slot_by_its_last_frame_label():
   loss_b, _ = stream_lm.frame_loss(Model(), frames, mask, {"src_frames": labels},
                                    jnp.roll(emb, 1, axis=1))
   assert float(loss_b) > 10
+
+
+def test_speech_weight_reweights_speech_targets_and_leaves_lm_loss_plain():
+  """`train.speech_weight`: the trained total is the mean cross-entropy with each speech
+  target weighted `speech_weight` (text/control 1); lm_loss stays the plain mean."""
+  speech_offset, vocab = 6, 10
+  tokens = jnp.asarray([[1, 2, 7, 8, 3, 9]])      # targets: 2 text, 7 8 speech, 3 text, 9
+  rng = np.random.default_rng(0)
+  logits = jnp.asarray(rng.normal(size=(1, 6, vocab)).astype(np.float32))
+
+  class Model:
+    def __call__(self, tokens, audio, slots, **kw):
+      return logits, None, jnp.zeros((1, 1, 2)), jnp.ones((1, 1), bool), None
+
+  batch = {"tokens": tokens, "loss_mask": jnp.asarray([[0, 1, 1, 1, 1, 1]]),
+           "segment_ids": jnp.ones((1, 6), jnp.int32), "positions": jnp.arange(6)[None],
+           "audio_slot_mask": jnp.zeros((1, 6), jnp.int32),
+           "audio": jnp.zeros((1, 1, 4), jnp.int16),
+           "audio_segment_ids": jnp.zeros((1, 1), jnp.int32)}
+  lp = np.asarray(jax.nn.log_softmax(logits[0, :-1]))
+  ce = -lp[np.arange(5), np.asarray(tokens[0, 1:])]
+  is_speech = np.asarray(tokens[0, 1:]) >= speech_offset
+  for w in (1.0, 0.25, 0.0):
+    total, aux = stream_lm.loss_fn(Model(), batch, None, speech_offset, speech_weight=w)
+    wt = np.where(is_speech, w, 1.0)
+    np.testing.assert_allclose(float(total), (ce * wt).sum() / wt.sum(), rtol=1e-5)
+    np.testing.assert_allclose(float(aux["lm_loss"]), ce.mean(), rtol=1e-5)
+    np.testing.assert_allclose(float(aux["text_loss"]), ce[~is_speech].mean(), rtol=1e-5)
+    np.testing.assert_allclose(float(aux["speech_loss"]), ce[is_speech].mean(), rtol=1e-5)
