@@ -45,7 +45,7 @@ def render_model_summary(data):
   for r in rows[1:]:
     keys += [k for k in r if k not in keys and k != "size"]
   body = [{"metric": k, **{r["size"]: r.get(k, "") for r in rows}} for k in keys]
-  return ("### Model sizes (`python -m liveinterp.models.summary --compile "
+  return ("### Model sizes (`python -m benchmarks.model_summary --compile "
           "--out=benchmarks/results/model_summary.json`)\n\n" + table(body, ["metric"] + sizes))
 
 

@@ -1053,7 +1053,7 @@ def load_params(workdir: str, stage: str, cfg, *, step: int | None = None,
   first local device; the checkpoint may have been written on any mesh).
   """
   from liveinterp.common import checkpointing
-  from liveinterp.train import train_state
+  from liveinterp.models import variables as train_state  # split_model (issue #11)
 
   directory = checkpoint_dir(workdir, stage)
   if not os.path.isdir(directory):

@@ -16,6 +16,7 @@ import optax
 from flax import nnx
 
 from liveinterp.common import sharding
+from liveinterp.models.variables import split_model  # re-exported: train_state.split_model
 
 
 @flax.struct.dataclass
@@ -24,12 +25,6 @@ class TrainState:
   params: nnx.State
   opt_state: Any
   model_state: nnx.State
-
-
-def split_model(model: nnx.Module):
-  """(graphdef, params, model_state) with params = nnx.Param, model_state = the rest."""
-  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  return graphdef, params, rest
 
 
 def _make_init(model_fn, tx):

@@ -15,6 +15,7 @@ from liveinterp import translate
 from liveinterp.common import checkpointing
 from liveinterp.inference import streaming
 from liveinterp.models import s2st
+from liveinterp.models.variables import split_model
 from liveinterp.models.voice import VoiceCodec
 from liveinterp.train import train_state
 
@@ -26,7 +27,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
 
 def _save_stage(workdir, stage, model, step):
   """What the training loop writes: a TrainState (with optimizer state) via Checkpointer."""
-  _, params, rest = train_state.split_model(model)
+  _, params, rest = split_model(model)
   tx = optax.adam(1e-3)
   state = train_state.TrainState(step=jnp.asarray(step, jnp.int32), params=params,
                                  opt_state=tx.init(params), model_state=rest)

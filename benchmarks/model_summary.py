@@ -1,26 +1,26 @@
 """Model sizes: parameters per module, FLOPs, and per-device memory on pod meshes.
 
-    python -m liveinterp.models.summary [--sizes=micro,tiny,small,1b,7b] [--compile]
-        [--out=summary.json]
+    python -m benchmarks.model_summary [--sizes=micro,tiny,small,1b,7b] [--compile]
+        [--out=benchmarks/results/model_summary.json]
 
 Nothing real is allocated: parameter counts come from `nnx.eval_shape`; per-device
 memory of the train state on a size's pod mesh (`mesh.pod_devices`) is computed from
 each parameter's shard shape on an `AbstractMesh`; `--compile` additionally compiles
-the S2ST train step (forward + backward + AdamW) for 8 fake CPU devices at a reduced
-batch and prints XLA's memory analysis.
+the S2ST train step (the pretrain/SFT loss `stream_lm.loss_fn` + clipping + AdamW) for
+8 fake CPU devices at a reduced batch and prints XLA's memory analysis.
+
+A benchmark, not part of `liveinterp.models`: the compiled report needs the training
+step, and models import no training code (tests/architecture_rules.txt).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
-import sys
 import time
 
 from absl import app, flags
-
 
 
 def _define_flags():  # at __main__ only, so importing this module defines no flags
@@ -30,18 +30,11 @@ def _define_flags():  # at __main__ only, so importing this module defines no fl
       compile_sizes=flags.DEFINE_list("compile_sizes", ["1b", "7b"], "sizes to compile"),
       out=flags.DEFINE_string("out", "", "write the table as JSON here"))
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 
 def load_recipe(size: str, stage: str = "pretrain"):
-  """The `configs/<size>.py` recipe (importable from anywhere)."""
-  if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-  spec = importlib.util.spec_from_file_location(f"recipe_{size}",
-                                                os.path.join(ROOT, "configs", f"{size}.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config(stage)
+  """The `configs/<size>.py` recipe (the training recipes' loader)."""
+  from liveinterp.train.recipes import recipe_config
+  return recipe_config(size, stage)
 
 
 def module_builders():
@@ -98,13 +91,20 @@ def per_device_state_bytes(cfg, params, mesh) -> dict[str, float]:
 
 
 def compiled_memory(cfg, batch: int = 8, seq: int = 256) -> dict[str, float]:
-  """Compile (no run) the S2ST train step on 8 fake CPU devices; XLA memory analysis."""
+  """Compile (no run) the S2ST train step on 8 fake CPU devices; XLA memory analysis.
+
+  The step is the pretrain/SFT one: `stream_lm.loss_fn` with the recipe's loss weights,
+  on a batch laid out as the stream pipeline's (`seq` tokens per row, two chunks of
+  source audio). The batch has no `src_ids`/`src_frames`, so the auxiliary CTC/frame
+  losses (small heads on the encoder frames) are left out.
+  """
   import jax
   import jax.numpy as jnp
-  import optax
-  from liveinterp.common import axes, mesh as mesh_lib, sharding
+  from data_pipelines import tokenizer as tokmod
+  from liveinterp.common import mesh as mesh_lib, sharding
   from liveinterp.models import s2st
   from liveinterp.train import optimizer, step as step_lib, train_state
+  from liveinterp.train.stages import stream_lm
   devices = jax.devices()[:8]
   c = cfg.copy_and_resolve_references()
   c.mesh.ici_data, c.mesh.ici_tensor = 1, min(int(cfg.mesh.ici_tensor), 2)
@@ -113,19 +113,23 @@ def compiled_memory(cfg, batch: int = 8, seq: int = 256) -> dict[str, float]:
   rules = sharding.rules_from_config(c.logical_axis_rules)
   tx = optimizer.make_optimizer(c.train)
   model_fn = lambda rngs: s2st.S2ST(c, rngs=rngs)
+  speech_offset = tokmod.NUM_SPECIAL_TOKENS + int(c.tokenizer.text_vocab_size)
+  weights = stream_lm.aux_loss_weights(c)
 
   def loss_fn(model, batch, rng):
-    del rng
-    logits, _ = model(batch["tokens"], batch["audio"], batch["audio_slots"])
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits[:, :-1], batch["tokens"][:, 1:])
-    return ce.mean(), {}
+    return stream_lm.loss_fn(model, batch, rng, speech_offset, **weights)
 
   graphdef, abstract, shardings = train_state.abstract_state(model_fn, tx, mesh, rules)
   chunk = int(c.stream.chunk_ms * c.audio.sample_rate // 1000)
+  spc = s2st.slots_per_chunk(c)
+  slots = 2 * spc  # two chunks of audio per row
+  i32 = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.int32)  # noqa: E731
   abstract_batch = {
-      "tokens": jax.ShapeDtypeStruct((batch, seq), jnp.int32),
-      "audio": jax.ShapeDtypeStruct((batch, 2 * chunk), jnp.float32),
-      "audio_slots": jax.ShapeDtypeStruct((batch, seq), jnp.bool_),
+      "tokens": i32(batch, seq), "loss_mask": i32(batch, seq),
+      "audio_slot_mask": i32(batch, seq), "segment_ids": i32(batch, seq),
+      "positions": i32(batch, seq),
+      "audio": jax.ShapeDtypeStruct((batch, slots, chunk // spc), jnp.int16),
+      "audio_segment_ids": i32(batch, slots),
   }
   step = step_lib.make_train_step(graphdef, loss_fn, tx)
   t0 = time.perf_counter()
