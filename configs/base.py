@@ -184,6 +184,13 @@ def get_config():
       # turns are ~84% codec tokens, which otherwise outvote the few tokens that decide
       # what to say and when (<text>/<eot>, the words, <speech>).
       speech_weight=1.0,
+      # divergence limits: a step whose loss, gradients or new parameters are non-finite
+      # is skipped (state unchanged); the run stops as diverged (exit code 3, nothing
+      # new saved, reason in result.json) after max_consecutive_skipped such steps in a
+      # row (0: no limit), or when more than max_skipped_fraction of the steps run so far
+      # were skipped, checked once skipped_fraction_after steps have run (a run with fewer
+      # train.steps: at its end; 1.0: no limit).
+      max_consecutive_skipped=10, max_skipped_fraction=0.5, skipped_fraction_after=20,
   ))
   c.checkpoint = ml_collections.ConfigDict(dict(
       every_steps=50, keep=3, async_save=True,

@@ -10,6 +10,10 @@ Each step is skipped when its output is complete (a finished stage has a checkpo
 its last step), and a stage interrupted half-way resumes from its last checkpoint, so
 re-running the same command continues where it stopped. Stage configs come from the
 recipe file (`configs/<recipe>.py:<stage>`); paths between steps are filled in here.
+
+A stage that diverges stops the recipe (exit code 3: its weights are not handed on); one
+stopped by SIGTERM stops it with exit code 75, "preempted, re-run me" (the exit codes of
+`python -m liveinterp.train`, liveinterp/train/__main__.py).
 """
 
 from __future__ import annotations
@@ -44,17 +48,32 @@ def _finished(workdir: str, steps: int) -> bool:
     return False
   with open(path) as f:
     r = json.load(f)
-  return r.get("step", 0) >= steps and not r.get("stopped_early", False)
+  return (r.get("step", 0) >= steps and not r.get("stopped_early", False)
+          and not r.get("stopped"))
 
 
-def run_stage(config, workdir):
+def run_stage(config, workdir) -> int:
+  """Trains one stage (unless already finished); returns its exit code (`loop.exit_code`):
+  0 to go on, else the recipe stops with that code and the message printed here."""
   from liveinterp.train import loop, stages
   if _finished(workdir, config.train.steps):
     _say(f"{config.stage}: already trained ({workdir}), skipping")
-    return
+    return 0
   result = loop.run(config, workdir, stages.build(config))
   with open(os.path.join(workdir, "result.json"), "w") as f:
     json.dump(result, f, indent=1)
+  code = loop.exit_code(result)
+  name = os.path.basename(workdir)
+  if result.get("stopped") == "diverged":
+    _say(f"{name} diverged ({result.get('stop_reason')}): stopping here, later steps are "
+         f"not run on its weights. Fix it (a lower train.learning_rate in the recipe's "
+         f"config, check the data) and re-run: the stage resumes from its last checkpoint, "
+         f"or remove {workdir} to retrain it from the start. Exit code {code}.")
+  elif result.get("stopped") == "preempted":
+    _say(f"{name} stopped at step {result['step']} by SIGTERM, checkpoint saved: resume "
+         f"later by re-running the same command (it continues this stage). Exit code "
+         f"{code}.")
+  return code
 
 
 def main(argv):
@@ -78,7 +97,9 @@ def main(argv):
       build.run(base.data.pair, base.data.build, data_dir, model=_RECIPE.value)
     elif step in ("codec", "pretrain", "sft_text", "sft"):
       cfg = stage_config(_RECIPE.value, step, run_dir, data_dir, tok_prefix, _SCALE.value)
-      run_stage(cfg, os.path.join(run_dir, step))
+      code = run_stage(cfg, os.path.join(run_dir, step))
+      if code:
+        return code  # app.run exits with it: 3 diverged, 75 preempted (loop.exit_code)
     elif step == "speech_tokens":
       cfg = stage_config(_RECIPE.value, "pretrain", run_dir, data_dir, tok_prefix)
       out = cfg.data.codes_path

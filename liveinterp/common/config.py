@@ -11,6 +11,7 @@ training sequences never reach the LLM's attention window (`check_window_regime`
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 
 from liveinterp.common import axes
@@ -47,8 +48,32 @@ def _get(c, path):
   return node
 
 
+def _nonfinite(node, path: str = ""):
+  """(path, value) of the first NaN/±inf number anywhere in `node` (config sections,
+  lists, tuples), or None."""
+  if hasattr(node, "items"):
+    for k, v in node.items():
+      found = _nonfinite(v, f"{path}.{k}" if path else str(k))
+      if found:
+        return found
+  elif isinstance(node, (list, tuple)):
+    for i, v in enumerate(node):
+      found = _nonfinite(v, f"{path}[{i}]")
+      if found:
+        return found
+  elif (isinstance(node, numbers.Real) and not isinstance(node, numbers.Integral)
+        and not math.isfinite(node)):
+    return path, node
+  return None
+
+
 def validate(c, num_devices: int | None = None):
   """Raises ConfigError naming the first bad field; returns `c` when all is well."""
+  # First, and everywhere: NaN passes every `<= 0` / `< 0` check below (comparisons with
+  # NaN are False), and `train.learning_rate=nan` trained NaN weights (issue #12).
+  bad = _nonfinite(c)
+  if bad:
+    raise ConfigError(f"{bad[0]}={bad[1]!r}: must be a finite number")
   if c.stage not in STAGES:
     raise ConfigError(f"stage={c.stage!r}: unknown stage, expected one of {STAGES}")
   for f in ("dtype", "param_dtype"):
@@ -81,6 +106,14 @@ def validate(c, num_devices: int | None = None):
   if c.train.warmup_steps > c.train.steps:
     raise ConfigError(f"train.warmup_steps={c.train.warmup_steps} exceeds "
                       f"train.steps={c.train.steps}")
+  # Divergence limits of the stage loop (liveinterp/train/loop.py).
+  for f, lowest in (("max_consecutive_skipped", 0), ("skipped_fraction_after", 1)):
+    v = c.train[f]
+    if not isinstance(v, int) or isinstance(v, bool) or v < lowest:
+      raise ConfigError(f"train.{f}={v!r}: must be an integer >= {lowest}")
+  if not 0 <= c.train.max_skipped_fraction <= 1:
+    raise ConfigError(f"train.max_skipped_fraction={c.train.max_skipped_fraction}: must be "
+                      f"in [0, 1]")
 
   if c.encoder.d_model % c.encoder.num_heads:
     raise ConfigError(f"encoder.num_heads={c.encoder.num_heads} does not divide "

@@ -2,6 +2,20 @@
 
 The same command runs under every launcher in launch/ (one process, N local processes,
 TPU VM workers, GKE/xpk, SLURM): distributed set-up is detected from flags/environment.
+
+Exit codes (every process of a job exits with the same one; `loop.exit_code`):
+  0   the stage finished (or stopped at `--stop_at`); result.json has its metrics.
+  1   an error (bad config, missing file, crash): nothing to resume until it is fixed.
+  3   diverged: too many non-finite (skipped) steps, see `train.max_consecutive_skipped`
+      and `train.max_skipped_fraction`; result.json says why ("stopped": "diverged") and
+      nothing was saved at the stop. Lower `train.learning_rate` or check the data.
+  75  preempted (sysexits EX_TEMPFAIL, "temporary failure, retry"): SIGTERM arrived, a
+      checkpoint was saved, result.json has "stopped": "preempted". Re-run the same
+      command to resume; schedulers should requeue on 75 (SLURM: `--requeue` jobs, or
+      `scontrol requeue $SLURM_JOB_ID` when srun returns 75; GKE/JobSet: a
+      podFailurePolicy rule `onExitCodes: {operator: In, values: [75]}` with action
+      `Ignore` restarts the pod without counting a failure; TPU VM: re-run the launch
+      command while it exits 75).
 """
 
 from __future__ import annotations
@@ -41,7 +55,10 @@ def main(argv):
   if reporting.jax.process_index() == 0:
     with open(os.path.join(workdir, "result.json"), "w") as f:
       json.dump({k: v for k, v in result.items()}, f, indent=1)
-  reporting.console(f"[{config.stage}] done at step {result['step']}; outputs in {workdir}")
+  code = loop.exit_code(result)  # the loop printed why when it is not 0
+  if code == 0:
+    reporting.console(f"[{config.stage}] done at step {result['step']}; outputs in {workdir}")
+  return code  # app.run exits with it
 
 
 if __name__ == "__main__":

@@ -4,6 +4,15 @@ A `Stage` says what to train (model, loss, data); `run` does everything else the
 for all of them: validate config, mesh, sharded state (fresh or restored), compile once,
 step loop with a progress line, clu/TensorBoard metrics, orbax checkpoints (with data
 iterator state), non-finite steps skipped, SIGTERM → save and exit cleanly.
+
+How a run ends is in its result (`result["stopped"]`, absent when it finished) and maps to
+the exit code of `python -m liveinterp.train` and the recipe (`exit_code`):
+  0   finished (or stopped where `stop_at` asked);
+  3   EXIT_DIVERGED: too many skipped (non-finite) steps (`train.max_consecutive_skipped`,
+      `train.max_skipped_fraction`); nothing new was saved, re-running resumes from the
+      last checkpoint (lower the learning rate first);
+  75  EXIT_PREEMPTED (sysexits EX_TEMPFAIL): stopped by SIGTERM after saving a checkpoint;
+      re-run the same command to resume (schedulers: requeue on 75).
 """
 
 from __future__ import annotations
@@ -23,6 +32,16 @@ from jax.experimental import multihost_utils
 from liveinterp.common import checkpointing, config as config_lib, mesh as mesh_lib
 from liveinterp.common import reporting, sharding
 from liveinterp.train import optimizer, step as step_lib, train_state
+
+EXIT_DIVERGED = 3
+EXIT_PREEMPTED = 75  # sysexits.h EX_TEMPFAIL: "temporary failure, retry"
+_SKIPPED = "train/skipped"
+
+
+def exit_code(result: dict) -> int:
+  """The process exit code for a run's result (module docstring)."""
+  return {"diverged": EXIT_DIVERGED, "preempted": EXIT_PREEMPTED}.get(
+      result.get("stopped"), 0)
 
 
 @dataclasses.dataclass
@@ -68,6 +87,36 @@ class _StopFlag:
     return bool(np.max(flags))
 
 
+class _DivergenceGuard:
+  """Counts skipped (non-finite) steps in order and says when the run has diverged:
+  `max_consecutive_skipped` in a row (0: no limit), or more than `max_skipped_fraction`
+  of the steps run in this invocation once `skipped_fraction_after` have run (or, for a
+  run shorter than that, all its `steps`: a short run is judged at its end)."""
+
+  def __init__(self, train_cfg):
+    self.max_run = int(train_cfg.max_consecutive_skipped)
+    self.max_fraction = float(train_cfg.max_skipped_fraction)
+    self.after = min(int(train_cfg.skipped_fraction_after), int(train_cfg.steps))
+    self.steps = self.skipped = self.run = 0
+    self.reason: str | None = None
+
+  def update(self, flags) -> bool:
+    """Feeds per-step skipped flags (oldest first); True once diverged."""
+    for f in flags:
+      if self.reason:
+        break
+      self.steps += 1
+      self.skipped += int(f)
+      self.run = self.run + 1 if int(f) else 0
+      if self.max_run and self.run >= self.max_run:
+        self.reason = (f"{self.run} steps in a row were skipped "
+                       f"(train.max_consecutive_skipped={self.max_run})")
+      elif self.steps >= self.after and self.skipped > self.max_fraction * self.steps:
+        self.reason = (f"{self.skipped} of {self.steps} steps were skipped (more than "
+                       f"train.max_skipped_fraction={self.max_fraction:g})")
+    return self.reason is not None
+
+
 def _global_batch(local: dict, mesh, rules) -> dict:
   def put(x):
     x = np.asarray(x)
@@ -90,7 +139,9 @@ def _flatten_config(c, prefix=""):
 def run(config, workdir: str, stage: Stage, stop_at: int | None = None) -> dict:
   """Trains `stage` to `config.train.steps`, resuming from `workdir` if it holds a
   checkpoint. `stop_at` ends this run early at that step (with a checkpoint), as a
-  preemption would. Returns the last logged metrics (floats) plus `steps_per_second`."""
+  preemption would. Returns the last logged metrics (floats) plus `steps_per_second`,
+  `step`, `stopped_early` and, when it did not finish, `stopped` ("diverged",
+  "preempted" or "stop_at"; see `exit_code`) with the skipped-step counts."""
   config_lib.validate(config, num_devices=jax.device_count())
   os.makedirs(workdir, exist_ok=True)
   mesh = mesh_lib.create_mesh(config.mesh)
@@ -109,13 +160,15 @@ def run(config, workdir: str, stage: Stage, stop_at: int | None = None) -> dict:
     state, start = restored
     reporting.console(f"[{stage.name}] resumed from step {start} in {ckpt.directory}")
   else:
-    _, state, _ = train_state.create_train_state(stage.model_fn, tx, mesh, rules,
-                                                 seed=config.seed)
-    start = 0
     if config.train.init_from:
       if not os.path.isdir(os.path.join(config.train.init_from, "checkpoints")):
         raise FileNotFoundError(f"train.init_from={config.train.init_from!r}: no "
                                 f"checkpoints/ directory there")
+      _refuse_diverged(config.train.init_from)
+    _, state, _ = train_state.create_train_state(stage.model_fn, tx, mesh, rules,
+                                                 seed=config.seed)
+    start = 0
+    if config.train.init_from:
       src = checkpointing.Checkpointer(os.path.join(config.train.init_from, "checkpoints"))
       try:
         params = src.restore_params(abstract.params)
@@ -151,6 +204,9 @@ def run(config, workdir: str, stage: Stage, stop_at: int | None = None) -> dict:
   pending: list[dict] = []
   last: dict = {}
   skipped_total = 0
+  guard = _DivergenceGuard(config.train)
+  unchecked: list = []  # skipped flags (on device) not yet fed to the guard
+  stopped = None
   step = start
   t_loop, s_loop = time.perf_counter(), start
   try:
@@ -158,8 +214,15 @@ def run(config, workdir: str, stage: Stage, stop_at: int | None = None) -> dict:
       with sharding.use_mesh(mesh, rules):
         state, metrics = compiled(state, batch, rng)
       pending.append(metrics)
+      if _SKIPPED in metrics:
+        unchecked.append(metrics[_SKIPPED])
       step += 1
       log_now = step % config.train.log_every == 0 or step == total
+      eval_now = stage.eval_fn is not None and (step % config.train.eval_every == 0
+                                                or step == total)
+      preempted = stop.agreed()
+      stopping = preempted or (stop_at is not None and step >= stop_at)
+      save_now = stopping or step == total or step % ckpt.every_steps == 0
       if log_now:
         host = jax.device_get(pending)
         last = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
@@ -176,7 +239,15 @@ def run(config, workdir: str, stage: Stage, stop_at: int | None = None) -> dict:
         progress(step, {k: v for k, v in last.items()
                         if k.endswith("loss") or k.endswith("accuracy")})
         pending = []
-      if stage.eval_fn is not None and (step % config.train.eval_every == 0 or step == total):
+      # The flags are read back only where the host waits anyway (log, eval, checkpoint),
+      # so the steps stay asynchronous; a diverged run stops before saving anything new.
+      if unchecked and (log_now or eval_now or save_now):
+        diverged = guard.update(jax.device_get(unchecked))
+        unchecked = []
+        if diverged:
+          stopped = "diverged"
+          break
+      if eval_now:
         model = nnx.merge(graphdef, state.params, state.model_state)
         with sharding.use_mesh(mesh, rules):
           ev = stage.eval_fn(model, step)
@@ -185,21 +256,53 @@ def run(config, workdir: str, stage: Stage, stop_at: int | None = None) -> dict:
           reporting.console(f"[{stage.name}] eval @ {step}: "
                             + " | ".join(f"{k} {v:.4g}" for k, v in ev.items()))
           last.update(ev)
-      stopping = stop.agreed() or (stop_at is not None and step >= stop_at)
       meta = {"stage": stage.name, "step": step, "config": config.name}
       ckpt.save(step, state, data_iter=stage.data_iter, meta=meta,
                 force=stopping or step == total)
       if stopping:
+        if step < total:
+          stopped = "preempted" if preempted else "stop_at"
         break
       if step < total:
         batch = _global_batch(next(data), mesh, rules)
   finally:
     stop.restore()
+    ckpt.wait()
+    last_checkpoint = ckpt.latest_step
     ckpt.close()
     writer.flush()
   elapsed = time.perf_counter() - t_loop
   last.update(stage.info)
   last["steps_per_second"] = (step - s_loop) / max(elapsed, 1e-9)
   last["step"] = step
-  last["stopped_early"] = step < total
+  last["stopped_early"] = step < total or stopped == "diverged"
+  if stopped:
+    last["stopped"] = stopped
+    last["last_checkpoint"] = last_checkpoint
+  if stopped == "diverged":
+    last.update({"stop_reason": guard.reason, "skipped_steps": guard.skipped,
+                 "steps_run": guard.steps, "skipped_in_a_row": guard.run})
+    saved = (f"the last one is step {last_checkpoint} (re-running resumes from it; remove "
+             f"{workdir} to start over)" if last_checkpoint is not None
+             else "there is none")
+    reporting.console(
+        f"[{stage.name}] STOPPED at step {step}: training diverged: {guard.reason}; a step "
+        f"is skipped when its loss, gradients or updated parameters are NaN/inf. No "
+        f"checkpoint was written at the stop; {saved}. Try a lower train.learning_rate "
+        f"(now {config.train.learning_rate:g}) or train.grad_clip, and check the data for "
+        f"bad examples. Exit code {EXIT_DIVERGED}.")
+  elif stopped == "preempted":
+    reporting.console(
+        f"[{stage.name}] preempted at step {step}/{total}: checkpoint saved; re-run the "
+        f"same command to resume. Exit code {EXIT_PREEMPTED}.")
   return last
+
+
+def _refuse_diverged(run_dir: str):
+  """A run that stopped as diverged does not hand its weights to another stage."""
+  path = os.path.join(run_dir, "result.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      if json.load(f).get("stopped") == "diverged":
+        raise RuntimeError(f"train.init_from={run_dir!r}: that run stopped as diverged "
+                           f"({path}); retrain it (e.g. with a lower learning rate) first")

@@ -2,7 +2,9 @@
 
 A stage supplies `loss_fn(model, batch, rng) -> (loss, aux_metrics)`; this module turns it
 into a jitted, sharded, donated step, compiled ahead of the loop. Non-finite steps are
-skipped (state unchanged) and counted in `train/skipped`.
+skipped (state unchanged) and counted in `train/skipped`: a step is non-finite when its
+loss, its gradient norm, or any of the new parameters / model state it would write is
+NaN or ±inf (finite gradients times a non-finite or overflowing learning rate, issue #12).
 """
 
 from __future__ import annotations
@@ -38,7 +40,10 @@ def make_train_step(graphdef, loss_fn: LossFn, tx: optax.GradientTransformation,
     grad_norm = optax.global_norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    # The new values are checked too, not only loss and gradients: a finite gradient
+    # times a NaN/inf (or overflowing) learning rate would otherwise write NaN params.
+    ok = (jnp.isfinite(loss) & jnp.isfinite(grad_norm) & all_finite(params)
+          & all_finite(model_state))
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(ok, n, o), new, old)
     new_state = TrainState(step=state.step + 1, params=keep(params, state.params),
                            opt_state=keep(opt_state, state.opt_state),
@@ -51,6 +56,17 @@ def make_train_step(graphdef, loss_fn: LossFn, tx: optax.GradientTransformation,
     return new_state, metrics
 
   return step
+
+
+def all_finite(tree) -> jax.Array:
+  """True when every floating-point leaf of `tree` is finite (other leaves ignored).
+
+  Per-leaf `all(isfinite)`, not a global norm: a norm of large but finite values can
+  overflow to inf and would skip a valid step.
+  """
+  oks = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+         if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+  return jnp.stack(oks).all() if oks else jnp.bool_(True)
 
 
 def compile_step(step_fn, abstract_state, state_shardings, abstract_batch, mesh, rules,

@@ -1,6 +1,8 @@
-"""The stage loop: TensorBoard + orbax outputs, exact resume, restore onto another mesh."""
+"""The stage loop: TensorBoard + orbax outputs, exact resume, restore onto another mesh,
+a diverged run stops (issue #12)."""
 
 import glob
+import json
 import os
 
 import jax
@@ -96,3 +98,57 @@ def test_init_from_another_run(tmp_path):
   import pytest
   with pytest.raises(FileNotFoundError, match="nope"):
     loop.run(c, str(tmp_path / "c"), _stage())
+
+
+def _saved(workdir):
+  return sorted(int(os.path.basename(p)) for p in glob.glob(os.path.join(workdir, "checkpoints", "*"))
+                if os.path.basename(p).isdigit())
+
+
+def test_diverged_run_stops_and_is_not_handed_on(tmp_path, capsys):
+  """learning_rate=1e6 (steps 3.. non-finite, skipped): stopped after
+  train.max_consecutive_skipped in a row, reason and counts in the result, a message
+  that says what to try, nothing saved at the stop; another stage refuses its weights.
+  Before issue #12 it trained on to the end and reported success."""
+  w = str(tmp_path / "w")
+  c = _cfg(12)
+  c.train.learning_rate = 1e6
+  c.train.max_consecutive_skipped = 3
+  out = loop.run(c, w, _stage())
+  assert out["stopped"] == "diverged" and out["stopped_early"], out
+  assert loop.exit_code(out) == loop.EXIT_DIVERGED == 3
+  assert out["skipped_in_a_row"] == 3 and out["skipped_steps"] >= 3
+  assert out["step"] < 12 and "train.max_consecutive_skipped=3" in out["stop_reason"]
+  said = capsys.readouterr().out
+  assert f"STOPPED at step {out['step']}: training diverged" in said
+  assert "lower train.learning_rate" in said and "check the data" in said
+  assert _saved(w) and _saved(w)[-1] == out["last_checkpoint"] < out["step"]
+  _, s = _params(w, 12)
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(s.params))
+  with open(os.path.join(w, "result.json"), "w") as f:  # as the CLI and the recipe write it
+    json.dump(out, f)
+  nxt = _cfg(1)
+  nxt.train.init_from = w
+  import pytest
+  with pytest.raises(RuntimeError, match="stopped as diverged"):
+    loop.run(nxt, str(tmp_path / "next"), _stage())
+
+
+def test_skipped_fraction_limit():
+  """More than max_skipped_fraction skipped: judged once skipped_fraction_after steps
+  have run, or at the end of a run shorter than that; a run resumed near its end is not
+  judged on its few steps."""
+  c = _cfg(12)
+  c.train.max_consecutive_skipped = 0
+  c.train.max_skipped_fraction = 0.5
+  c.train.skipped_fraction_after = 20
+  flags = [0, 0, 1, 0, 1, 1, 0, 1, 1, 1, 0, 1]  # 7 of 12, never 4 in a row
+  g = loop._DivergenceGuard(c.train)
+  assert not g.update(flags[:11])  # 6 of 11: a run shorter than 20 is judged at its end
+  assert g.update(flags[11:]) and g.reason.startswith("7 of 12 steps were skipped")
+  c.train.steps = 200
+  g = loop._DivergenceGuard(c.train)
+  assert not g.update(flags)  # 12 < skipped_fraction_after
+  assert g.update([1] * 8) and g.steps == 20  # 15 of 20
+  g = loop._DivergenceGuard(c.train)
+  assert not g.update([1, 1])  # a run resumed at 198/200

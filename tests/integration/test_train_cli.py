@@ -1,4 +1,5 @@
-"""The training CLI: demo stage end to end, SIGTERM saves and exits, re-run resumes."""
+"""The training CLI: demo stage end to end, SIGTERM saves and exits 75 ("preempted,
+re-run me", issue #12), re-run resumes."""
 
 import glob
 import json
@@ -27,7 +28,7 @@ def _steps(workdir):
                 if os.path.basename(p).isdigit())
 
 
-def test_sigterm_saves_and_rerun_resumes(tmp_path):
+def test_sigterm_saves_exits_preempted_and_rerun_resumes(tmp_path):
   w = str(tmp_path / "run")
   proc = subprocess.Popen(_cmd(w, "--config.train.steps=100000",
                                "--config.checkpoint.every_steps=100000",
@@ -43,12 +44,14 @@ def test_sigterm_saves_and_rerun_resumes(tmp_path):
       break
     assert time.time() < deadline, "".join(seen)
   rest = proc.communicate(timeout=120)[0]
-  assert proc.returncode == 0, "".join(seen) + rest
+  assert proc.returncode == 75, "".join(seen) + rest  # was 0: read as "finished"
   assert "saving a checkpoint and stopping" in rest
+  assert "re-run the same command to resume" in rest and " done at step" not in rest
   saved = _steps(w)
   assert len(saved) == 1 and 3 <= saved[0] < 100000
   result = json.load(open(os.path.join(w, "result.json")))
   assert result["stopped_early"] and result["step"] == saved[0]
+  assert result["stopped"] == "preempted"
   out = subprocess.run(_cmd(w, f"--config.train.steps={saved[0] + 2}",
                             "--config.checkpoint.every_steps=100000"),
                        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=240)

@@ -77,6 +77,10 @@ BAD = [
     ("mesh.ici_data", 0, "mesh.ici_data=0"),
     ("mesh.ici_data", -1, "at most one axis may be -1"),
     ("mesh.pod_devices", -4, "mesh.pod_devices=-4"),
+    ("train.max_consecutive_skipped", -1, "train.max_consecutive_skipped=-1: must be an "
+                                          "integer >= 0"),
+    ("train.skipped_fraction_after", 0, "train.skipped_fraction_after=0"),
+    ("train.max_skipped_fraction", 1.5, "train.max_skipped_fraction=1.5: must be in"),
 ]
 
 
@@ -89,6 +93,19 @@ def test_bad_values_are_named(field, value, msg):
     node = node[p]
   node[leaf] = value
   with pytest.raises(config_lib.ConfigError, match=msg.replace("(", r"\(").replace(")", r"\)")):
+    config_lib.validate(c)
+
+
+NONFINITE = [("train.learning_rate", float("nan")), ("train.learning_rate", float("inf")),
+             ("train.grad_clip", float("nan")), ("train.b2", float("-inf")),
+             ("data.task_weights.st", float("nan")), ("codec.ema_decay", float("nan"))]
+
+
+@pytest.mark.parametrize("field,value", NONFINITE, ids=[f"{f}={v}" for f, v in NONFINITE])
+def test_nonfinite_numbers_are_rejected_anywhere(field, value):
+  """Issue #12: NaN passed every `<= 0` check, so learning_rate=nan trained NaN weights."""
+  c = _load(os.path.join(ROOT, "configs", "micro.py:demo"), [f"--config.{field}={value}"])
+  with pytest.raises(config_lib.ConfigError, match=f"{field}={value}: must be a finite number"):
     config_lib.validate(c)
 
 

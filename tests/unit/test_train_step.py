@@ -72,3 +72,27 @@ def test_nonfinite_step_is_skipped():
   assert int(m["train/skipped"]) == 1 and int(state.step) == 1
   for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(state.params)):
     np.testing.assert_array_equal(a, np.asarray(b))
+
+
+def test_step_with_nonfinite_new_params_is_skipped():
+  """Finite loss and gradients but a NaN learning rate: the new parameters would be
+  non-finite, so the step is skipped (params and optimizer state unchanged) — before
+  issue #12 only loss and gradient norm were checked and NaN params were written."""
+  c = micro.get_config()
+  mesh = mesh_lib.create_mesh(c.mesh, jax.devices()[:1])
+  rules = sharding.rules_from_config(c.logical_axis_rules)
+  ids = jnp.asarray(np.random.default_rng(0).integers(0, 16, (2, 5)), jnp.int32)
+  batch = {"inputs": ids[:, :-1], "targets": ids[:, 1:]}
+  c.train.learning_rate = float("nan")  # validate() rejects it now; the step must cope
+  c.train.warmup_steps = 0
+  tx = optimizer.make_optimizer(c.train)
+  graphdef, state, _ = train_state.create_train_state(
+      lambda r: TinyLM(16, 8, 8, r), tx, mesh, rules)
+  before = jax.tree.map(np.asarray, (state.params, state.opt_state))
+  step = jax.jit(step_lib.make_train_step(graphdef, loss_fn, tx))
+  state, m = step(state, batch, jax.random.key(0))
+  assert np.isfinite(float(m["train/loss"])) and np.isfinite(float(m["train/grad_norm"]))
+  assert int(m["train/skipped"]) == 1 and int(state.step) == 1
+  after = jax.tree.map(np.asarray, (state.params, state.opt_state))
+  for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after)):
+    np.testing.assert_array_equal(a, b)
