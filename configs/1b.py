@@ -2,7 +2,7 @@
 
 Mesh: FSDP fills the slice (tensor=1), data-parallel across slices via dcn_data (set
 `--config.mesh.dcn_data=N` for N slices). pod_devices=64 is the target used by
-`liveinterp.models.summary` for per-device memory estimates.
+`benchmarks.model_summary` for per-device memory estimates.
 """
 
 from configs import base

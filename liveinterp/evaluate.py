@@ -9,7 +9,8 @@ reports, as JSON + markdown + plots in `<run_dir>/eval/`:
   to back), non-computation-aware and computation-aware (measured step times);
 - quality: BLEU / chrF of the text output; ASR-BLEU of the speech output through an
   independent recogniser (pocketsphinx, English targets only);
-- the offline ceiling: the same model given the whole source first (offline ST prompt);
+- the offline ceiling: the same model and prompt given the whole source first (every turn
+  before the last chunk waits);
 - reference policy points: the training targets' own latency (alignment ready times and
   wait-k on the references: BLEU 100 by construction), to place the model on the plot;
 - voice: similarity of output speech to its source speaker vs to other speakers, with a
@@ -176,9 +177,10 @@ def without_mesh():
 
 
 def translate_records(decoder, records, tokenizer, *, audio: str = "real",
-                      batch: int = 8, log=None) -> list:
+                      batch: int = 8, log=None, whole_source_first: bool = False) -> list:
   """Streams every record's source audio (`source_waves(records, audio)`) through
   `decoder`, `batch` streams at a time; returns one `streaming.StreamResult` each.
+  whole_source_first: each stream waits until its last chunk and writes then (offline).
 
   Always `batch` streams (short batches are filled with silent one-chunk streams), so
   the compiled step is reused and the computation-aware latency measures decoding, not
@@ -192,8 +194,9 @@ def translate_records(decoder, records, tokenizer, *, audio: str = "real",
     for i in range(0, len(waves), batch):
       part = waves[i:i + batch]
       fill = [np.zeros(decoder.chunk_samples, np.float32)] * (batch - len(part))
-      results += streaming.translate_waveforms(decoder, part + fill,
-                                               tokenizer=tokenizer)[:len(part)]
+      results += streaming.translate_waveforms(
+          decoder, part + fill, tokenizer=tokenizer,
+          whole_source_first=whole_source_first)[:len(part)]
       if log is not None:
         log(f"streamed {len(results)}/{len(waves)} ({time.time() - t0:.0f}s)")
   return results
@@ -224,7 +227,7 @@ def simul_scores(results, records, sample_rate: int) -> dict:
   }
 
 
-def text_decoder(cfg, model, tokenizer, seed: int = 0):
+def text_decoder(cfg, model, tokenizer, seed: int = 0, max_turn_tokens: int | None = None):
   """A greedy, text-only `StreamingDecoder` of `model` (the codec does not run, so its
   weights cannot change the text: random codec and speaker encoder). Its turn grammar
   matches how `model` was trained (`streaming.speech_turns_for(cfg)`)."""
@@ -236,7 +239,7 @@ def text_decoder(cfg, model, tokenizer, seed: int = 0):
   return streaming.StreamingDecoder(model, codec, speaker, tokenizer, cfg,
                                     prompt_ids=streaming.prompt_for(cfg, tokenizer),
                                     speech_turns=streaming.speech_turns_for(cfg),
-                                    decode_speech=False)
+                                    decode_speech=False, max_turn_tokens=max_turn_tokens)
 
 
 def constant_baseline(candidates, refs, lang: str) -> dict:
@@ -260,13 +263,13 @@ def run(cfg, run_dir: str, split: str = "test", max_examples: int = 64,
   speech=False: text only (the SFT checkpoint alone; no codec run, no speech metrics).
   controls: also stream the same utterances with zeroed and with swapped source audio
   (`source_waves`) and report their BLEU/chrF (report["controls"]).
-  offline: also score the offline ceiling (the offline ST prompt, whole source first).
+  offline: also score the offline ceiling (same model and prompt, whole source first).
   batch: streams decoded together (`translate_records`).
   """
   from data_pipelines import pipelines, stream_format as sfmt, tokenizer as tokmod
   from liveinterp.common import reporting
   from liveinterp.eval import quality
-  from liveinterp.inference import generate as gen, streaming
+  from liveinterp.inference import streaming
 
   out_dir = os.path.join(run_dir, "eval")
   os.makedirs(out_dir, exist_ok=True)
@@ -349,28 +352,19 @@ def run(cfg, run_dir: str, split: str = "test", max_examples: int = 64,
     report["simul"]["asr_bleu"] = None
     report["simul"]["asr_note"] = "text-only evaluation (speech=False)"
 
-  # ---- offline ceiling: same model, whole source first (offline ST prompt) ------------
+  # ---- offline ceiling: same model and prompt, whole source first ---------------------
+  # Every turn before the last chunk is forced to wait, so the model writes the whole
+  # translation after hearing everything; the last turn's budget covers a whole stream.
   offline_hyps = []
   if offline:
-    spec = sfmt.StreamSpec.from_config(cfg)
-    prompts, audios, orefs = [], [], []
-    for r in records:
-      try:
-        ex = sfmt.pretrain_example(r, tok, spec, "st")
-      except sfmt.FormatError:
-        continue
-      prompts.append(ex["tokens"][:int(np.argmax(ex["loss_mask"] > 0))])
-      audios.append(ex["audio"])
-      orefs.append(r["tgt_text"])
-    for i in range(0, len(prompts), 8):
-      outs = gen.generate(model, prompts[i:i + 8], audios[i:i + 8], tokmod.AUDIO,
-                          [tokmod.EOS, tokmod.EOT],
-                          max_new_tokens=cfg.train.eval_max_new_tokens, pad_to=cfg.data.seq_len)
-      offline_hyps += [tok.decode_text(o).strip() for o in outs]
-    report["offline"] = {"bleu": quality.corpus_bleu(offline_hyps, orefs, tgt_lang),
-                         "chrf": quality.corpus_chrf(offline_hyps, orefs),
-                         "text_latency": _latency([[s] * n for s, n in zip(source_ms, ref_lens)],
-                                                  source_ms, ref_lens, starts)}
+    whole = text_decoder(cfg, model, tok, max_turn_tokens=int(cfg.data.seq_len))
+    with without_mesh():
+      streaming.warmup(whole, batch)
+    res = translate_records(whole, records, tok, batch=batch, log=log,
+                            whole_source_first=True)
+    offline_hyps = [r.text.strip() for r in res]
+    report["offline"] = simul_scores(res, records, cfg.audio.sample_rate)
+    report["offline"]["policy"] = "whole source first (turns before the last chunk wait)"
   # ---- floor: the best constant output (one training target for every input) ---------
   train = pipelines.open_corpus(cfg, "train")
   report["constant"] = constant_baseline(

@@ -835,12 +835,16 @@ def _cut(chunk_bc: np.ndarray, ended_at_b: np.ndarray, start: int):
 
 def iter_translate(decoder: StreamingDecoder, audio_iter: Iterable, *, batch: int | None = None,
                    tokenizer=None, rng: int | jax.Array = 0,
-                   state: DecoderState | None = None) -> Iterator[ChunkEvent]:
+                   state: DecoderState | None = None,
+                   write_from: Sequence[int] | None = None) -> Iterator[ChunkEvent]:
   """Feeds blocks of audio (see `_chunks_of`) to the decoder, one event per chunk.
 
   Memory is flat: nothing is accumulated (use `translate_stream` to collect). Each
   event's `compute_ms` is the wall time of the step including the device -> host copy of
   its outputs. The first step compiles; call `warmup` first to keep that out.
+  write_from: per stream, the first chunk after which the model may write; the turns
+  after earlier chunks are forced to wait (`<eot>`), exactly what the model writes when
+  it chooses to wait (e.g. the last chunk: the whole source first, the offline ceiling).
   """
   detok = Detokenizer(tokenizer)
   said_text: list[bool] | None = None   # per stream: some text was emitted already
@@ -851,8 +855,14 @@ def iter_translate(decoder: StreamingDecoder, audio_iter: Iterable, *, batch: in
       state = decoder.init_stream(b, rng)
     if said_text is None:
       said_text, said_src = [False] * b, [False] * b
+    forced = forced_n = None
+    if write_from is not None:
+      if len(write_from) != b:
+        raise ValueError(f"write_from has {len(write_from)} entries for {b} streams")
+      forced = np.full((b, decoder.max_turn_tokens), EOT, np.int32)
+      forced_n = np.where(t < np.asarray(write_from), 1, -1).astype(np.int32)
     t0 = time.perf_counter()
-    state, out = decoder.step(state, chunk, valid)
+    state, out = decoder.step(state, chunk, valid, forced, forced_n)
     host = jax.device_get(out._replace(logits=None, tokens=None, logprob_raw=None,
                                        logprob_sampled=None, values=None))
     compute_ms = (time.perf_counter() - t0) * 1000.0
@@ -882,8 +892,8 @@ def warmup(decoder: StreamingDecoder, batch: int) -> float:
 
 def translate_stream(decoder: StreamingDecoder, audio_iter: Iterable, *,
                      batch: int | None = None, tokenizer=None, rng: int | jax.Array = 0,
-                     on_chunk: Callable[[ChunkEvent], None] | None = None
-                     ) -> list[StreamResult]:
+                     on_chunk: Callable[[ChunkEvent], None] | None = None,
+                     write_from: Sequence[int] | None = None) -> list[StreamResult]:
   """Translates a batch of streams fed as blocks of audio; returns one result per stream.
 
   Text deltas are detokenized per turn; speech segments are decoded per turn and placed
@@ -894,7 +904,8 @@ def translate_stream(decoder: StreamingDecoder, audio_iter: Iterable, *,
   results: list[StreamResult] | None = None
   speech: list[list[np.ndarray]] = []
   chunk_end, compute = [], []
-  for ev in iter_translate(decoder, audio_iter, batch=batch, tokenizer=tokenizer, rng=rng):
+  for ev in iter_translate(decoder, audio_iter, batch=batch, tokenizer=tokenizer, rng=rng,
+                          write_from=write_from):
     if results is None:
       results = [StreamResult(segments=[], sample_rate=decoder.sample_rate)
                  for _ in range(len(ev.valid))]
@@ -932,9 +943,13 @@ def translate_stream(decoder: StreamingDecoder, audio_iter: Iterable, *,
   return results
 
 
-def translate_waveforms(decoder: StreamingDecoder, waveforms: Sequence[np.ndarray], **kw
-                        ) -> list[StreamResult]:
-  """Translates whole waveforms of different lengths as one batch of streams."""
+def translate_waveforms(decoder: StreamingDecoder, waveforms: Sequence[np.ndarray], *,
+                        whole_source_first: bool = False, **kw) -> list[StreamResult]:
+  """Translates whole waveforms of different lengths as one batch of streams.
+
+  whole_source_first: every stream waits until its last chunk and writes everything
+  then (`iter_translate(write_from=...)`): the same model and prompt, offline.
+  """
   if not waveforms:
     raise ValueError("translate_waveforms: no waveforms")
   arrs = [np.asarray(w, np.float32).reshape(-1) for w in waveforms]
@@ -946,6 +961,8 @@ def translate_waveforms(decoder: StreamingDecoder, waveforms: Sequence[np.ndarra
   for i, a in enumerate(arrs):
     block[i, :a.size] = a
   lengths = np.asarray([a.size for a in arrs])
+  if whole_source_first:
+    kw["write_from"] = [-(-a.size // decoder.chunk_samples) - 1 for a in arrs]
   return translate_stream(decoder, [(block, lengths)], batch=len(arrs), **kw)
 
 
@@ -1053,7 +1070,7 @@ def load_params(workdir: str, stage: str, cfg, *, step: int | None = None,
   first local device; the checkpoint may have been written on any mesh).
   """
   from liveinterp.common import checkpointing
-  from liveinterp.models import variables as train_state  # split_model (issue #11)
+  from liveinterp.models import variables
 
   directory = checkpoint_dir(workdir, stage)
   if not os.path.isdir(directory):
@@ -1061,7 +1078,7 @@ def load_params(workdir: str, stage: str, cfg, *, step: int | None = None,
   model_fn = model_fn or _stage_model_fn(stage, cfg)
   with nnx.use_eager_sharding(False):
     abstract_model = nnx.eval_shape(lambda: model_fn(nnx.Rngs(0)))
-  graphdef, params, rest = train_state.split_model(abstract_model)
+  graphdef, params, rest = variables.split_model(abstract_model)
   sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   to_struct = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding)  # noqa: E731
   ckpt = checkpointing.Checkpointer(directory)

@@ -380,3 +380,31 @@ def test_bad_step_inputs_raise_clear_errors(decoder):
     decoder.step(state, np.zeros((B, c), np.float32), forced_tokens_bm=np.zeros((B, 3)))
   with pytest.raises(ValueError, match="batch"):
     decoder.init_stream(0)
+
+
+def test_write_from_forces_waits_before_it_and_decodes_freely_after(decoder):
+  """`iter_translate(write_from=...)` (the offline row: whole source first): the turns
+  after chunks before a stream's `write_from` are exactly `<eot>`; later turns are what
+  the decoder writes after that same forced history."""
+  audio = _audio(decoder, 3)
+  write_from = [2, 4]
+  _, free = _run(decoder, audio)
+  # Precondition: left alone, this random model writes before those chunks.
+  assert any(free[t].n_tokens[b] > 1 for b in range(B) for t in range(write_from[b]))
+  m = decoder.max_turn_tokens
+  forced = np.full((N_CHUNKS, B, m), sampling.EOT, np.int32)
+  lens = np.asarray([[1 if t < w else -1 for w in write_from] for t in range(N_CHUNKS)],
+                    np.int32)
+  _, ref = _run(decoder, audio, forced, lens)
+  block = audio.transpose(1, 0, 2).reshape(B, -1)
+  events = list(streaming.iter_translate(decoder, [block], batch=B, write_from=write_from))
+  assert len(events) == N_CHUNKS
+  for t, ev in enumerate(events):
+    for b in range(B):
+      if t < write_from[b]:
+        assert ref[t].n_tokens[b] == 1 and ev.text_ids[b] == [] and ev.speech_tokens[b] == 0
+      else:
+        assert ev.text_ids[b] == list(ref[t].text[b, :ref[t].n_text[b]])
+        assert ev.speech_tokens[b] == ref[t].n_speech[b]
+  with pytest.raises(ValueError, match="write_from has 1 entries for 2 streams"):
+    list(streaming.iter_translate(decoder, [block], batch=B, write_from=[1]))
