@@ -51,7 +51,6 @@ import shutil
 import time
 from typing import Any, Callable
 
-from absl import app
 from absl import flags
 
 FLAGS = flags.FLAGS
@@ -426,9 +425,19 @@ def _print_summary(s: dict):
 
 
 def main(argv):
+  """User errors (flags, an unwritable --data_dir, a build that fails its quality gate)
+  are one line with exit code 2 (liveinterp/common/cli.py)."""
   del argv
+  from liveinterp.common import cli  # pylint: disable=g-import-not-at-top
   if not FLAGS.data_dir:
-    raise app.UsageError("--data_dir is required")
+    raise cli.UserError("--data_dir is required (the folder the build is written to)")
+  cli.check_writable_dir(FLAGS.data_dir, "--data_dir")
+  for name in ("text_vocab_size", "length_stats_records"):
+    if FLAGS[name].value is not None and FLAGS[name].value < 1:
+      raise cli.UserError(f"--{name}={FLAGS[name].value}: must be >= 1")
+  if not 0.0 <= FLAGS.max_sft_drop_fraction <= 1.0:
+    raise cli.UserError(f"--max_sft_drop_fraction={FLAGS.max_sft_drop_fraction}: expected "
+                        f"a fraction in [0, 1]")
   run(FLAGS.pair, FLAGS.size, FLAGS.data_dir, model=FLAGS.model,
       text_vocab_size=FLAGS.text_vocab_size, seed=FLAGS.seed, force=FLAGS.force,
       length_stats_records=FLAGS.length_stats_records,
@@ -436,5 +445,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  from liveinterp.common import cli as _cli  # pylint: disable=g-import-not-at-top
   define_flags()
-  app.run(main)
+  _cli.run(main, prog="python -m data_pipelines.build", user_errors=(BuildError,))

@@ -31,7 +31,7 @@ import os
 import time
 
 import numpy as np
-from absl import app, flags, logging
+from absl import flags, logging
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -565,22 +565,37 @@ def _define_flags():
 
 
 def main(argv):
+  """User errors (a missing run or corpus, a bad config value, an unwritable output) are
+  reported before any work, in one line with exit code 2 (liveinterp/common/cli.py)."""
   del argv
   logging.set_verbosity(logging.WARNING)
   F = {k: v.value for k, v in _FLAGS.items()}
+  from liveinterp.common import cli, config as config_lib
   from liveinterp.train.recipes import stage_config
   from liveinterp.translate import load_config
   from data_pipelines import build
   run_dir = os.path.abspath(F["run_dir"])
+  if not os.path.isdir(run_dir):
+    raise cli.UserError(f"--run_dir={F['run_dir']}: no such directory (the --run_dir of "
+                        f"python -m liveinterp.recipe)")
+  if F["n"] < 1:
+    raise cli.UserError(f"--max_examples={F['n']}: must be >= 1")
+  cli.check_writable_dir(os.path.join(run_dir, "eval"), "--run_dir")
+  if F["publish"]:
+    cli.check_writable_file(os.path.join(ROOT, "benchmarks", "results", "evaluation.json"),
+                            "--publish")
   data_dir = os.path.abspath(F["data_dir"] or os.path.join(os.path.dirname(run_dir), "data"))
   base = load_config(os.path.join(ROOT, F["config"]) if not os.path.isabs(F["config"])
                      else F["config"])
   tok = build.tokenizer_prefix_for(data_dir, base)
   cfg = stage_config(base.name if base.name != "base" else "tiny", "sft", run_dir, data_dir, tok)
+  config_lib.validate(cfg)
+  config_lib.check_inputs(cfg, init_from=False)  # the corpus build and the tokenizer
   run(cfg, run_dir, F["split"], F["n"], F["publish"], speech=not F["text_only"],
       controls=F["controls"], offline=F["offline"])
 
 
 if __name__ == "__main__":
+  from liveinterp.common import cli as _cli
   _FLAGS = _define_flags()
-  app.run(main)
+  _cli.run(main, prog="python -m liveinterp.evaluate")

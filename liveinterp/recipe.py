@@ -13,7 +13,9 @@ recipe file (`configs/<recipe>.py:<stage>`); paths between steps are filled in h
 
 A stage that diverges stops the recipe (exit code 3: its weights are not handed on); one
 stopped by SIGTERM stops it with exit code 75, "preempted, re-run me" (the exit codes of
-`python -m liveinterp.train`, liveinterp/train/__main__.py).
+`python -m liveinterp.train`, liveinterp/train/__main__.py). A user error (an unknown
+step, a bad config value, an unwritable --run_dir) is one line with exit code 2
+(liveinterp/common/cli.py; `--verbose` for the traceback).
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 
-from absl import app, flags, logging
+from absl import flags, logging
 
-from liveinterp.common import distributed
+from liveinterp.common import cli, distributed
 from liveinterp.train.recipes import recipe_config, stage_config
 
 _RECIPE = flags.DEFINE_string("recipe", "tiny", "configs/<recipe>.py")
@@ -36,6 +39,7 @@ _STEPS = flags.DEFINE_list("steps", ["data", "codec", "speech_tokens", "pretrain
                            "steps to run, in order (sft_text: SFT on text-only turns, "
                            "which sft then starts from)")
 _SCALE = flags.DEFINE_float("budget_scale", 1.0, "multiply every stage's step budget")
+STEPS = ("data", "codec", "speech_tokens", "pretrain", "sft_text", "sft", "evaluate")
 
 def _say(msg):
   from liveinterp.common import reporting
@@ -79,8 +83,15 @@ def run_stage(config, workdir) -> int:
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
+  unknown = [s for s in _STEPS.value if s not in STEPS]
+  if unknown:  # before any step runs
+    raise cli.UserError(f"--steps: unknown step(s) {', '.join(unknown)}; expected some of "
+                        f"{', '.join(STEPS)}")
+  cli.check_writable_dir(_RUN_DIR.value, "--run_dir")
   distributed.initialize(cpu_devices=_CPU.value)
+  import jax  # after distributed init
   from data_pipelines import build
+  from liveinterp.common import config as config_lib
   from liveinterp.train import speech_tokens
 
   run_dir = os.path.abspath(_RUN_DIR.value)
@@ -97,7 +108,12 @@ def main(argv):
       build.run(base.data.pair, base.data.build, data_dir, model=_RECIPE.value)
     elif step in ("codec", "pretrain", "sft_text", "sft"):
       cfg = stage_config(_RECIPE.value, step, run_dir, data_dir, tok_prefix, _SCALE.value)
-      code = run_stage(cfg, os.path.join(run_dir, step))
+      # Checked before the stage is built (its data pipeline and model): issue #12.
+      config_lib.validate(cfg, num_devices=jax.device_count())
+      config_lib.check_inputs(cfg)
+      with warnings.catch_warnings():  # validated (and warned) just above
+        warnings.simplefilter("ignore", config_lib.ConfigWarning)
+        code = run_stage(cfg, os.path.join(run_dir, step))
       if code:
         return code  # app.run exits with it: 3 diverged, 75 preempted (loop.exit_code)
     elif step == "speech_tokens":
@@ -115,7 +131,7 @@ def main(argv):
       report = evaluate.run(cfg, run_dir, split="test", publish=True, controls=True)
       _say(f"evaluation report: {report}")
     else:
-      raise ValueError(f"unknown step {step!r}")
+      raise AssertionError(f"step {step!r} is in STEPS but has no branch here")
     times[step] = round(time.time() - t0, 1)
     _say(f"{step} done in {times[step]}s")
   with open(os.path.join(run_dir, "recipe_times.json"), "w") as f:
@@ -123,4 +139,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, prog="python -m liveinterp.recipe")

@@ -17,16 +17,21 @@ sft, pretrain, the codec and speaker encoder from `codec`; the config is `--conf
 `<workdir>/config.json`), or `--init=random` (numpy-drawn random weights, smoke tests).
 A model trained without speech codes (text-only turns) writes text only: `--turns`
 picks the matching turn grammar (auto from the config by default).
+
+Before any work the flags, the input, the output paths and the config are checked; a
+mistake there is one line on stderr and exit code 2 (`--verbose`: with the traceback;
+liveinterp/common/cli.py).
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import os
 import sys
 import time
+
+from liveinterp.common import cli
 
 
 def load_config(spec: str):
@@ -35,6 +40,8 @@ def load_config(spec: str):
   path, _, arg = spec.partition(":")
   if not os.path.exists(path):
     raise FileNotFoundError(f"--config: {path} does not exist")
+  if os.path.isdir(path):
+    raise cli.UserError(f"--config: {path} is a directory, expected a config file")
   if path.endswith(".json"):
     with open(path) as f:
       return ml_collections.ConfigDict(json.load(f))
@@ -45,13 +52,13 @@ def load_config(spec: str):
   module = importlib.util.module_from_spec(mod_spec)
   mod_spec.loader.exec_module(module)
   if not hasattr(module, "get_config"):
-    raise ValueError(f"--config: {path} has no get_config()")
+    raise cli.UserError(f"--config: {path} has no get_config()")
   return module.get_config(arg) if arg else module.get_config()
 
 
-def _parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog="python -m liveinterp.translate",
-                              description=__doc__.split("\n")[0])
+def _parser() -> cli.ArgumentParser:
+  p = cli.ArgumentParser(prog="python -m liveinterp.translate",
+                         description=__doc__.split("\n")[0])
   p.add_argument("input", help="source speech (any sample rate / channel count)")
   p.add_argument("--out", required=True, help="translated speech (wav)")
   p.add_argument("--json", default=None, help="segments JSON (default: OUT with .json)")
@@ -78,6 +85,8 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument("--concat", action="store_true",
                  help="write the speech segments back to back instead of on the timeline")
   p.add_argument("--quiet", action="store_true", help="no progress line")
+  p.add_argument("--verbose", action="store_true",
+                 help="show the traceback of user errors (bad flags, paths, config) too")
   return p
 
 
@@ -95,26 +104,45 @@ def _load_tokenizer(path: str | None, cfg, workdir: str | None):
   return tok_lib.Tokenizer.from_config(cfg, path)
 
 
-def main(argv=None) -> dict:
-  """Runs the CLI; returns the JSON payload it wrote (for tests)."""
-  args = _parser().parse_args(argv)
-  # Heavy imports after argument parsing, so `--help` is instant.
-  import jax
-  from liveinterp.common import config as config_lib
-  from liveinterp.inference import audio_io, sampling, streaming
-
+def _check_args(args):
+  """UserError for flags that cannot work, before anything is loaded or computed."""
   if args.init == "trained" and not args.workdir:
-    raise SystemExit("error: give --workdir=DIR of a trained run, or --init=random")
+    raise cli.UserError("give --workdir=DIR of a trained run, or --init=random")
   if args.init == "random" and args.workdir:
-    raise SystemExit("error: --init=random ignores --workdir; pass one or the other")
+    raise cli.UserError("--init=random ignores --workdir; pass one or the other")
+  if args.workdir and not os.path.isdir(args.workdir):
+    raise cli.UserError(f"--workdir={args.workdir}: no such directory")
+  if not os.path.exists(args.input):
+    raise cli.UserError(f"{args.input}: no such audio file")
+  if os.path.isdir(args.input):
+    raise cli.UserError(f"{args.input}: is a directory, expected an audio file")
+  if not os.access(args.input, os.R_OK):
+    raise cli.UserError(f"{args.input}: not readable")
+  # The outputs are written last: a full run must not end on an unwritable path.
+  cli.check_writable_file(args.out, "--out")
+  cli.check_writable_file(args.json or os.path.splitext(args.out)[0] + ".json", "--json")
+  if args.tokenizer and not os.path.exists(args.tokenizer.removesuffix(".model") + ".model"):
+    raise cli.UserError(f"--tokenizer={args.tokenizer}: no "
+                        f"{args.tokenizer.removesuffix('.model')}.model")
+
+
+def main(argv=None) -> dict:
+  """Runs the CLI; returns the JSON payload it wrote (for tests). User errors raise
+  (cli.UserError, ConfigError, ...); `python -m` reports them in one line (cli.call)."""
+  args = _parser().parse_args(argv)
+  _check_args(args)
   config_path = args.config
   if config_path is None and args.workdir:
     candidate = os.path.join(args.workdir, "config.json")
     config_path = candidate if os.path.exists(candidate) else None
   if config_path is None:
-    raise SystemExit("error: --config is required (no config.json in --workdir)")
+    raise cli.UserError("--config is required (no config.json in --workdir)")
+  from liveinterp.common import config as config_lib  # pylint: disable=g-import-not-at-top
   cfg = load_config(config_path)
   config_lib.validate(cfg)
+  # Heavy imports after the checks, so `--help` and mistakes are instant.
+  import jax  # pylint: disable=g-import-not-at-top
+  from liveinterp.inference import audio_io, sampling, streaming  # pylint: disable=g-import-not-at-top
 
   sr = int(cfg.audio.sample_rate)
   source = audio_io.read_audio(args.input, sr)
@@ -161,6 +189,7 @@ def main(argv=None) -> dict:
                  wall_s=wall_s, init=args.init, config=config_path,
                  workdir=args.workdir, timeline=not args.concat, speech_turns=speech_turns,
                  detokenized=tokenizer is not None)
+  os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)  # as --out's
   with open(json_path, "w") as f:
     json.dump(payload, f, indent=1, ensure_ascii=False)
   if not args.quiet:
@@ -171,4 +200,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-  main()
+  cli.call(main, sys.argv[1:], prog="python -m liveinterp.translate",
+           verbose="--verbose" in sys.argv[1:])

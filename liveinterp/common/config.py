@@ -1,7 +1,11 @@
 """Config validation: one function that rejects bad values with a message naming the field.
 
 Everything downstream may assume a validated config. `validate(config, num_devices=N)`
-also checks the mesh against the device count.
+also checks the mesh against the device count and the batch against the data-parallel
+devices. `check_inputs(config)` checks what a stage will read from disk (the corpus
+build, the tokenizer, `train.init_from`); entry points call both before building
+anything (issue #12), so a bad value is reported by name instead of surfacing later as an
+unrelated error.
 
 Valid but suspicious settings warn (`warnings.warn(..., ConfigWarning)`, so a test can
 `pytest.warns` and a run can filter them) instead of failing: e.g. a stream stage whose
@@ -12,6 +16,8 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
+import re
 import warnings
 
 from liveinterp.common import axes
@@ -21,6 +27,14 @@ DTYPES = ("float32", "bfloat16")
 NUM_SPECIAL_TOKENS = 32  # control tokens reserved by the tokenizer (<text>, <speech>, ...)
 # Stages that train on simultaneous streams, the input the streaming decoder serves.
 STREAM_STAGES = ("sft", "rl1", "rl2")
+# Stages that read the corpus build (`data.data_dir`), and of those the ones that also
+# read the tokenizer (`tokenizer.model_path`).
+DATA_STAGES = ("codec", "pretrain", "sft", "rl1", "rl2")
+TOKENIZER_STAGES = ("pretrain", "sft", "rl1", "rl2")
+# The TFDS dataset the stages read (data_pipelines.pipelines.open_corpus); its config is
+# `<src>_<tgt>_<build>` (data_pipelines.tfds_builders.liveinterp_corpus.config_name,
+# checked equal by tests/unit/test_configs.py: importing it here would load TFDS).
+CORPUS_DATASET = "liveinterp_corpus"
 
 
 class ConfigError(ValueError):
@@ -39,6 +53,12 @@ def _positive(c, path: str):
   for v in vals:
     if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
       raise ConfigError(f"{path}={node!r}: must be positive")
+
+
+def _nonneg_int(c, path: str):
+  v = _get(c, path)
+  if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+    raise ConfigError(f"{path}={v!r}: must be an integer >= 0")
 
 
 def _get(c, path):
@@ -91,16 +111,27 @@ def validate(c, num_devices: int | None = None):
                "llm.window", "llm.max_len",
                "codec.channels", "codec.latent_dim", "codec.codebook_size",
                "codec.num_codebooks", "codec.strides", "voice.channels", "voice.embed_dim",
-               "tokenizer.text_vocab_size", "data.seq_len",
+               "tokenizer.text_vocab_size", "data.seq_len", "data.codec_crop_ms",
+               "data.codec_ref_ms", "data.max_src_tokens",
                "train.batch_size", "train.steps", "train.learning_rate",
-               "train.grad_accum_steps", "train.log_every", "checkpoint.every_steps",
-               "checkpoint.keep"):
+               "train.grad_accum_steps", "train.log_every", "train.eval_every",
+               "train.eval_batches", "train.eval_examples", "train.eval_max_new_tokens",
+               "checkpoint.every_steps", "checkpoint.keep"):
     _positive(c, path)
+  for path in ("seed", "data.shuffle_seed", "data.worker_count"):
+    _nonneg_int(c, path)
+  if "dilations" in c.codec:  # optional in the codec (models/codec.py has a default)
+    _positive(c, "codec.dilations")
   for path in ("train.warmup_steps", "train.weight_decay", "train.grad_clip",
-               "llm.sink_tokens", "encoder.dropout", "data.worker_count",
+               "llm.sink_tokens", "encoder.dropout", "codec.commitment",
                "train.speech_weight", "train.frame_weight", "train.ctc_weight"):
     if _get(c, path) < 0:
       raise ConfigError(f"{path}={_get(c, path)!r}: must be >= 0")
+  if c.encoder.dropout >= 1:
+    raise ConfigError(f"encoder.dropout={c.encoder.dropout}: must be < 1")
+  for f in ("b1", "b2"):
+    if not 0 <= c.train[f] < 1:
+      raise ConfigError(f"train.{f}={c.train[f]}: must be in [0, 1)")
   if not 0 <= c.train.end_lr_ratio <= 1:
     raise ConfigError(f"train.end_lr_ratio={c.train.end_lr_ratio}: must be in [0, 1]")
   if c.train.warmup_steps > c.train.steps:
@@ -121,6 +152,14 @@ def validate(c, num_devices: int | None = None):
   if c.llm.num_heads % c.llm.num_kv_heads:
     raise ConfigError(f"llm.num_kv_heads={c.llm.num_kv_heads} does not divide "
                       f"llm.num_heads={c.llm.num_heads}")
+  if (c.encoder.d_model // c.encoder.num_heads) % 2:
+    raise ConfigError(f"encoder.d_model={c.encoder.d_model} / encoder.num_heads="
+                      f"{c.encoder.num_heads} = {c.encoder.d_model // c.encoder.num_heads}: "
+                      f"the head size must be even (rotary embeddings)")
+  sub = c.encoder.subsample
+  if sub < 2 or sub & (sub - 1):
+    raise ConfigError(f"encoder.subsample={sub}: must be a power of two >= 2")
+  _validate_audio(c)
   if c.llm.remat not in ("none", "full", "dots", "dots_no_batch"):
     raise ConfigError(f"llm.remat={c.llm.remat!r}: expected none|full|dots|dots_no_batch")
   if c.llm.head_dim % 2:
@@ -141,9 +180,27 @@ def validate(c, num_devices: int | None = None):
   if c.audio.sample_rate % hop:
     raise ConfigError(f"codec.strides={tuple(c.codec.strides)} (hop {hop}) do not divide "
                       f"audio.sample_rate={c.audio.sample_rate}")
+  crop = c.data.codec_crop_ms * c.audio.sample_rate // 1000
+  if crop < hop:
+    raise ConfigError(f"data.codec_crop_ms={c.data.codec_crop_ms}: {crop} samples, shorter "
+                      f"than one codec frame ({hop} samples, the product of codec.strides)")
+  for i, res in enumerate(c.codec.get("stft_resolutions", ())):
+    if (len(res) != 3 or any(not isinstance(v, int) or isinstance(v, bool) or v <= 0
+                             for v in res)):
+      raise ConfigError(f"codec.stft_resolutions[{i}]={tuple(res)!r}: expected three "
+                        f"positive integers (n_fft, hop, win)")
   if c.tokenizer.get("model_type", "unigram") not in ("bpe", "unigram"):
     raise ConfigError(f"tokenizer.model_type={c.tokenizer.model_type!r}: expected 'bpe' or "
                       f"'unigram'")
+  if not re.fullmatch(r"[a-z]{2,3}-[a-z]{2,3}", str(c.data.pair)):
+    raise ConfigError(f"data.pair={c.data.pair!r}: expected 'src-tgt' language codes such "
+                      f"as 'zh-en'")
+  if not c.data.build or not isinstance(c.data.build, str):
+    raise ConfigError(f"data.build={c.data.build!r}: expected the name of a corpus build "
+                      f"such as 'micro' or 'tiny'")
+  if c.data.seq_len > c.llm.max_len:
+    raise ConfigError(f"data.seq_len={c.data.seq_len} exceeds llm.max_len={c.llm.max_len}, "
+                      f"the longest sequence this model size is meant to train on")
   if c.data.policy not in ("alignment", "wait_k"):
     raise ConfigError(f"data.policy={c.data.policy!r}: expected 'alignment' or 'wait_k'")
   if c.data.wait_k < 1:
@@ -151,6 +208,9 @@ def validate(c, num_devices: int | None = None):
   for task, w in c.data.task_weights.items():
     if task not in ("asr", "st", "tts", "s2st") or w < 0:
       raise ConfigError(f"data.task_weights.{task}={w}: unknown task or negative weight")
+  if c.stage == "pretrain" and not any(w > 0 for w in c.data.task_weights.values()):
+    raise ConfigError(f"data.task_weights={dict(c.data.task_weights)}: pretraining needs "
+                      f"at least one task with a positive weight")
   if c.data.seq_len % max(1, c.stream.chunk_ms // (c.audio.hop_ms * c.encoder.subsample
                                                    * c.adapter.stack)):
     raise ConfigError(f"data.seq_len={c.data.seq_len} must be a multiple of the audio "
@@ -177,8 +237,8 @@ def validate(c, num_devices: int | None = None):
         f"llm.vocab_size={c.llm.vocab_size} is smaller than text_vocab_size + speech "
         f"tokens + {NUM_SPECIAL_TOKENS} control tokens = {needed}")
 
+  _validate_rules(c)  # before the mesh: the batch check reads the activation_batch rule
   _validate_mesh(c, num_devices)
-  _validate_rules(c)
   check_window_regime(c)
   return c
 
@@ -202,6 +262,47 @@ def check_window_regime(c) -> bool:
   return True
 
 
+def _validate_audio(c):
+  """The log-mel frontend's conditions (liveinterp/layers/audio_frontend.py), by field."""
+  a = c.audio
+  samples = {}
+  for f in ("win_ms", "hop_ms"):
+    n = a.sample_rate * a[f] / 1000
+    if n != int(n):
+      raise ConfigError(f"audio.{f}={a[f]}: not a whole number of samples at "
+                        f"audio.sample_rate={a.sample_rate} Hz ({n:g})")
+    samples[f] = int(n)
+  if samples["win_ms"] > a.n_fft:
+    raise ConfigError(f"audio.win_ms={a.win_ms} ({samples['win_ms']} samples) exceeds "
+                      f"audio.n_fft={a.n_fft}")
+  if samples["hop_ms"] > samples["win_ms"]:
+    raise ConfigError(f"audio.hop_ms={a.hop_ms} exceeds audio.win_ms={a.win_ms}")
+
+
+def _axis_sizes(c, num_devices: int) -> dict[str, int] | None:
+  """Mesh axis -> size (ici x dcn) on `num_devices` devices, or None when it depends on
+  the slice count (a -1 in both ici_* and dcn_*), which only the mesh builder knows."""
+  ici = [c.mesh[f"ici_{a}"] for a in axes.MESH_AXES]
+  dcn = [c.mesh[f"dcn_{a}"] for a in axes.MESH_AXES]
+  if -1 in ici and -1 in dcn:
+    return None
+  fixed = math.prod(s for s in ici + dcn if s != -1)
+  fill = num_devices // fixed
+  return {a: (fill if i == -1 else i) * (fill if d == -1 else d)
+          for a, i, d in zip(axes.MESH_AXES, ici, dcn)}
+
+
+def data_parallel_size(c, num_devices: int) -> int | None:
+  """Devices the global batch is split over: the product of the mesh axes that the
+  `activation_batch` rule maps to (the batch sharding of `sharding.data_sharding`)."""
+  sizes = _axis_sizes(c, num_devices)
+  if sizes is None:
+    return None
+  target = dict((r[0], r[1]) for r in c.logical_axis_rules).get("activation_batch")
+  targets = () if target is None else ((target,) if isinstance(target, str) else target)
+  return math.prod(sizes[t] for t in dict.fromkeys(targets))
+
+
 def _validate_mesh(c, num_devices):
   for group in ("ici", "dcn"):
     sizes = [c.mesh[f"{group}_{a}"] for a in axes.MESH_AXES]
@@ -223,6 +324,12 @@ def _validate_mesh(c, num_devices):
     elif fixed != num_devices:
       raise ConfigError(f"mesh: product of ici_* x dcn_* sizes is {fixed} but there are "
                         f"{num_devices} devices")
+    dp = data_parallel_size(c, num_devices)
+    if dp and c.train.batch_size % dp:
+      raise ConfigError(f"train.batch_size={c.train.batch_size} is not divisible by the {dp} "
+                        f"data-parallel devices (the mesh axes the batch is split over, "
+                        f"activation_batch in logical_axis_rules, on {num_devices} "
+                        f"devices): use a multiple of {dp}")
 
 
 def _validate_rules(c):
@@ -241,3 +348,57 @@ def _validate_rules(c):
       if t not in axes.MESH_AXES:
         raise ConfigError(f"logical_axis_rules[{i}]: {logical!r} -> unknown mesh axis "
                           f"{t!r}, expected one of {axes.MESH_AXES}")
+
+
+def corpus_build_dir(c) -> tuple[str, str]:
+  """(name, directory) of the corpus build the config names: `liveinterp_corpus/
+  <src>_<tgt>_<build>` under `data.data_dir`/tfds (or `data.data_dir` itself when it is
+  the TFDS folder, as `pipelines.open_corpus` reads it)."""
+  name = f"{CORPUS_DATASET}/{c.data.pair.replace('-', '_')}_{c.data.build}"
+  d = c.data.data_dir
+  root = os.path.join(d, "tfds") if os.path.isdir(os.path.join(d, "tfds")) else d
+  return name, os.path.join(root, name)
+
+
+def check_inputs(c, *, init_from: bool = True):
+  """Raises ConfigError when a file the stage will read is missing: the corpus build
+  under `data.data_dir` (stages in DATA_STAGES), the tokenizer (`tokenizer.model_path`,
+  TOKENIZER_STAGES) and, with `init_from`, the run `train.init_from` starts from. The
+  message names the field, the path and the command that creates it. Returns `c`."""
+  stage = c.stage
+  d = c.data.data_dir
+  build_cmd = (f"python -m data_pipelines.build --pair={c.data.pair} --size={c.data.build} "
+               f"--data_dir={d or 'DIR'}")
+  if stage in DATA_STAGES:
+    if not d:
+      raise ConfigError(f"data.data_dir is empty: stage {stage} reads the corpus build "
+                        f"{c.data.pair}/{c.data.build}; create it with: {build_cmd}")
+    if not os.path.isdir(d):
+      raise ConfigError(f"data.data_dir={d!r} does not exist (or is not a directory); "
+                        f"create the corpus build with: {build_cmd}")
+    name, where = corpus_build_dir(c)
+    prepared = os.path.isdir(where) and any(
+        os.path.exists(os.path.join(where, v, "dataset_info.json"))
+        for v in os.listdir(where))
+    if not prepared:
+      raise ConfigError(f"data.data_dir={d!r} does not hold the corpus build {name} "
+                        f"(data.pair={c.data.pair!r}, data.build={c.data.build!r}; no "
+                        f"prepared build at {where}); create it with: {build_cmd}")
+  if stage in TOKENIZER_STAGES:
+    prefix = c.tokenizer.model_path
+    if prefix.endswith(".model"):
+      prefix = prefix[:-len(".model")]
+    if not prefix:
+      raise ConfigError(f"tokenizer.model_path is empty: stage {stage} needs the "
+                        f"tokenizer of the corpus build (its prefix, without .model), "
+                        f"which is made by: {build_cmd}")
+    missing = [p for p in (prefix + ".model", prefix + ".json") if not os.path.isfile(p)]
+    if missing:
+      raise ConfigError(f"tokenizer.model_path={c.tokenizer.model_path!r}: "
+                        f"{' and '.join(missing)} not found; the tokenizer is made by: "
+                        f"{build_cmd}")
+  init = c.train.init_from if init_from else ""
+  if init and not os.path.isdir(os.path.join(init, "checkpoints")):
+    raise ConfigError(f"train.init_from={init!r}: no checkpoints/ directory there (the "
+                      f"workdir of a trained stage)")
+  return c

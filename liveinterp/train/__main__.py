@@ -3,9 +3,16 @@
 The same command runs under every launcher in launch/ (one process, N local processes,
 TPU VM workers, GKE/xpk, SLURM): distributed set-up is detected from flags/environment.
 
+Before anything is built the config is validated (`config.validate`, with the device
+count) and the files the stage reads are checked (`config.check_inputs`: the corpus build
+in `data.data_dir`, the tokenizer, `train.init_from`), and `--workdir` must be writable.
+
 Exit codes (every process of a job exits with the same one; `loop.exit_code`):
   0   the stage finished (or stopped at `--stop_at`); result.json has its metrics.
-  1   an error (bad config, missing file, crash): nothing to resume until it is fixed.
+  1   a crash (a bug): the traceback says where.
+  2   a user error (bad flag or config value, missing input, unwritable --workdir):
+      one line `python -m liveinterp.train: error: ...` (`--verbose`: with the traceback,
+      liveinterp/common/cli.py); nothing was built or written.
   3   diverged: too many non-finite (skipped) steps, see `train.max_consecutive_skipped`
       and `train.max_skipped_fraction`; result.json says why ("stopped": "diverged") and
       nothing was saved at the stop. Lower `train.learning_rate` or check the data.
@@ -22,11 +29,12 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
-from liveinterp.common import distributed
+from liveinterp.common import cli, config as config_lib, distributed
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "config file[:stage]",
                                           lock_config=True)
@@ -43,12 +51,29 @@ def main(argv):
   # Metrics already reach the console through the progress line and TensorBoard through
   # clu; keep absl's INFO chatter (including clu's logging writer) out of the console.
   logging.set_verbosity(logging.WARNING)
+  if _CONFIG.value is None:
+    raise cli.UserError("--config is required: --config=configs/<recipe>.py:<stage>")
+  try:
+    config = _CONFIG.value
+    config.get("stage")  # config_flags defers a config file's load error to first use
+  except Exception as e:  # pylint: disable=broad-except
+    raise cli.UserError(f"--config: {cli.one_line(e)}") from e
+  # Everything that can be checked before any work (issue #12): values, then files.
+  config_lib.validate(config)
+  # Its warnings are out now; the device check below and loop.run validate again.
+  warnings.simplefilter("ignore", config_lib.ConfigWarning)
+  config_lib.check_inputs(config)
+  cli.check_writable_dir(_WORKDIR.value, "--workdir")
+  from liveinterp.train import stages  # pylint: disable=g-import-not-at-top
+  if config.stage not in stages.available():
+    raise cli.UserError(f"stage={config.stage!r} has no trainer yet; available: "
+                        f"{', '.join(stages.available())}")
   distributed.initialize(_COORD.value, _NPROC.value, _PID.value, cpu_devices=_CPU.value)
   # Imported after distributed init: nothing may touch JAX devices before it.
-  from liveinterp.common import reporting
-  from liveinterp.train import loop, stages
-
-  config = _CONFIG.value
+  import jax  # pylint: disable=g-import-not-at-top
+  from liveinterp.common import reporting  # pylint: disable=g-import-not-at-top
+  from liveinterp.train import loop  # pylint: disable=g-import-not-at-top
+  config_lib.validate(config, num_devices=jax.device_count())  # mesh and batch vs devices
   stage = stages.build(config)
   workdir = os.path.abspath(_WORKDIR.value)
   result = loop.run(config, workdir, stage, stop_at=_STOP_AT.value)
@@ -62,4 +87,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, prog="python -m liveinterp.train")

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -59,3 +61,55 @@ def test_sigterm_saves_exits_preempted_and_rerun_resumes(tmp_path):
   assert f"resumed from step {saved[0]}" in out.stdout
   assert _steps(w)[-1] == saved[0] + 2
   assert glob.glob(os.path.join(w, "tensorboard", "events.out.tfevents.*"))
+
+
+# Issue #12: bad values are reported before anything is built, in one line naming the
+# field, with exit code 2 (liveinterp/common/cli.py). Before: a traceback with exit code 1
+# from wherever the value was first used ("negative dimensions", a grain message, a raw
+# JAX IndivisibleError after compiling), or no message at all (seq_len=4096 on micro was
+# killed by the OS at 17 GB).
+BAD_RUNS = [
+    ("demo", ["--config.train.batch_size=3"],  # 2 CPU devices, both data-parallel
+     "train.batch_size=3 is not divisible by the 2 data-parallel devices"),
+    ("demo", ["--config.data.seq_len=4096"], "data.seq_len=4096 exceeds llm.max_len=512"),
+    ("codec", ["--config.data.codec_crop_ms=-5"], "data.codec_crop_ms=-5: must be positive"),
+    ("sft", ["--config.audio.sample_rate=-16000"], "audio.sample_rate=-16000: must be "
+                                                   "positive"),
+    ("sft", ["--config.data.data_dir={tmp}"],
+     "data.data_dir='{tmp}' does not hold the corpus build liveinterp_corpus/zh_en_micro "
+     "(data.pair='zh-en', data.build='micro'; no prepared build at "
+     "{tmp}/liveinterp_corpus/zh_en_micro); create it with: python -m data_pipelines.build "
+     "--pair=zh-en --size=micro --data_dir={tmp}"),
+    ("rl1", ["--config.data.data_dir={tmp}/none"], "data.data_dir='{tmp}/none' does not "
+                                                    "exist"),
+    ("demo", ["--config.train.stepz=3"], "unknown config field in a --config.* override: "
+                                         "'stepz' Did you mean \"steps\""),
+    ("demo", ["--workdir=/dev/null/run"], "--workdir=/dev/null/run: cannot be created"),
+]
+
+
+def _bad_run(tmp_path, stage, extra):
+  w = str(tmp_path / "run")
+  args = [a.format(tmp=tmp_path) for a in extra]
+  cmd = [a for a in _cmd(w, *args)
+         if not (a == f"--workdir={w}" and any(x.startswith("--workdir=") for x in args))]
+  cmd[3] = f"--config=configs/micro.py:{stage}"
+  return w, subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True,
+                           timeout=120)
+
+
+@pytest.mark.parametrize("stage,extra,msg", BAD_RUNS,
+                         ids=[f"{s}:{e[0].split('.')[-1]}" for s, e, _ in BAD_RUNS])
+def test_bad_config_is_one_line_and_exit_code_2_before_any_work(tmp_path, stage, extra, msg):
+  w, out = _bad_run(tmp_path, stage, extra)
+  assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-3000:]
+  assert out.stderr.startswith(
+      f"python -m liveinterp.train: error: {msg.format(tmp=tmp_path)}"), out.stderr
+  assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+  assert not os.path.exists(w)  # nothing was built or written
+
+
+def test_verbose_shows_the_traceback_of_a_user_error(tmp_path):
+  _, out = _bad_run(tmp_path, "codec", ["--config.data.codec_crop_ms=-5", "--verbose"])
+  assert out.returncode == 1 and "Traceback" in out.stderr
+  assert "ConfigError: data.codec_crop_ms=-5: must be positive" in out.stderr

@@ -2,6 +2,7 @@
 
 import glob
 import os
+import re
 
 import pytest
 from absl import flags
@@ -81,6 +82,38 @@ BAD = [
                                           "integer >= 0"),
     ("train.skipped_fraction_after", 0, "train.skipped_fraction_after=0"),
     ("train.max_skipped_fraction", 1.5, "train.max_skipped_fraction=1.5: must be in"),
+    # Issue #12: fields that had no rule and failed later as unrelated errors (a
+    # "negative dimensions" crop, a modulo by zero, a frontend or model ValueError) or not
+    # at all (seq_len beyond max_len was killed by the OS at 17 GB on micro).
+    ("data.codec_crop_ms", -5, "data.codec_crop_ms=-5: must be positive"),
+    ("data.codec_crop_ms", 5, "data.codec_crop_ms=5: 80 samples, shorter than one codec "
+                              "frame (320 samples"),
+    ("data.codec_ref_ms", 0, "data.codec_ref_ms=0: must be positive"),
+    ("data.max_src_tokens", 0, "data.max_src_tokens=0: must be positive"),
+    ("data.max_audio_slots", 0, "data.max_audio_slots=0 must be a positive multiple"),
+    ("data.seq_len", 4096, "data.seq_len=4096 exceeds llm.max_len=2048"),
+    ("data.shuffle_seed", -1, "data.shuffle_seed=-1: must be an integer >= 0"),
+    ("data.worker_count", -2, "data.worker_count=-2: must be an integer >= 0"),
+    ("data.pair", "zhen", "data.pair='zhen': expected 'src-tgt'"),
+    ("data.build", "", "data.build='': expected the name of a corpus build"),
+    ("seed", -1, "seed=-1: must be an integer >= 0"),
+    ("train.eval_every", 0, "train.eval_every=0: must be positive"),
+    ("train.eval_batches", 0, "train.eval_batches=0: must be positive"),
+    ("train.eval_examples", 0, "train.eval_examples=0: must be positive"),
+    ("train.eval_max_new_tokens", 0, "train.eval_max_new_tokens=0: must be positive"),
+    ("train.b1", -0.1, "train.b1=-0.1: must be in [0, 1)"),
+    ("train.b2", 1.0, "train.b2=1.0: must be in [0, 1)"),
+    ("encoder.dropout", 1.0, "encoder.dropout=1.0: must be < 1"),
+    ("encoder.num_heads", 16, "encoder.num_heads=16 = 9: the head size must be even"),
+    ("encoder.subsample", 3, "encoder.subsample=3: must be a power of two"),
+    ("audio.win_ms", 40, "audio.win_ms=40 (640 samples) exceeds audio.n_fft=512"),
+    ("audio.sample_rate", 22050, "audio.win_ms=25: not a whole number of samples at "
+                                 "audio.sample_rate=22050 Hz (551.25)"),
+    ("audio.hop_ms", 30, "audio.hop_ms=30 exceeds audio.win_ms=25"),
+    ("codec.commitment", -1.0, "codec.commitment=-1.0: must be >= 0"),
+    ("codec.dilations", (1, 0, 9), "codec.dilations=(1, 0, 9): must be positive"),
+    ("codec.stft_resolutions", ((512, 0, 512),), "codec.stft_resolutions[0]="
+                                                 "(512, 0, 512): expected three"),
 ]
 
 
@@ -92,7 +125,7 @@ def test_bad_values_are_named(field, value, msg):
   for p in parents:
     node = node[p]
   node[leaf] = value
-  with pytest.raises(config_lib.ConfigError, match=msg.replace("(", r"\(").replace(")", r"\)")):
+  with pytest.raises(config_lib.ConfigError, match=re.escape(msg)):
     config_lib.validate(c)
 
 
@@ -132,3 +165,85 @@ def test_bad_rules_are_named():
   c.logical_axis_rules = [("embed", "model")]
   with pytest.raises(config_lib.ConfigError, match="unknown mesh axis 'model'"):
     config_lib.validate(c)
+
+
+def test_pretraining_needs_a_task():
+  c = base.recipe("tiny", "pretrain")
+  c.data.task_weights = dict(asr=0.0, st=0.0, tts=0.0, s2st=0.0)
+  with pytest.raises(config_lib.ConfigError, match="pretraining needs at least one task"):
+    config_lib.validate(c)
+  c.stage = "sft"  # sft does not read task_weights
+  config_lib.validate(c)
+
+
+def test_batch_divisible_by_data_parallel_devices():
+  """Issue #12: batch_size=3 on 2 devices was a raw JAX IndivisibleError after compiling.
+  The batch is split over the mesh axes of the activation_batch rule (data x fsdp)."""
+  c = base.get_config()  # ici_fsdp=-1: every device is data-parallel
+  c.train.batch_size = 12
+  with pytest.raises(config_lib.ConfigError, match="train.batch_size=12 is not divisible by "
+                     "the 8 data-parallel devices"):
+    config_lib.validate(c, num_devices=8)
+  config_lib.validate(c, num_devices=4)
+  c.mesh.ici_tensor = 2  # fsdp fills 4 of the 8 devices; tensor does not split the batch
+  assert config_lib.data_parallel_size(c, 8) == 4
+  config_lib.validate(c, num_devices=8)
+  c.mesh.ici_tensor, c.mesh.ici_fsdp, c.mesh.dcn_data = 1, -1, 3  # 3 slices x 4 fsdp
+  assert config_lib.data_parallel_size(c, 12) == 12
+  config_lib.validate(c, num_devices=12)
+  c.logical_axis_rules = [r if r[0] != "activation_batch" else ("activation_batch", "data")
+                          for r in c.logical_axis_rules]
+  assert config_lib.data_parallel_size(c, 12) == 3
+  c.train.batch_size = 6
+  config_lib.validate(c, num_devices=12)
+
+
+def _touch(path):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  open(path, "w").close()
+
+
+@pytest.mark.parametrize("under_tfds", [True, False])
+def test_check_inputs_names_the_missing_build_and_the_command(tmp_path, under_tfds):
+  """Issue #12: a missing corpus build or tokenizer failed inside the stage's data
+  pipeline; now it is named, with the command that creates it, before anything runs."""
+  from data_pipelines.tfds_builders import liveinterp_corpus
+  c = base.recipe("micro", "sft")
+  c.data.build = "micro"
+  cmd = "python -m data_pipelines.build --pair=zh-en --size=micro --data_dir="
+  with pytest.raises(config_lib.ConfigError, match=f"data.data_dir is empty.*{re.escape(cmd)}"):
+    config_lib.check_inputs(c)
+  d = str(tmp_path / "data")
+  c.data.data_dir = d
+  with pytest.raises(config_lib.ConfigError, match=f"does not exist.*{re.escape(cmd + d)}$"):
+    config_lib.check_inputs(c)
+  os.makedirs(d)
+  with pytest.raises(config_lib.ConfigError,
+                     match=f"does not hold the corpus build liveinterp_corpus/zh_en_micro "
+                           f".*{re.escape(cmd + d)}$"):
+    config_lib.check_inputs(c)
+  # The layout `data_pipelines.build` writes (and `pipelines.open_corpus` reads).
+  root = os.path.join(d, "tfds") if under_tfds else d
+  os.makedirs(root, exist_ok=True)
+  name = "liveinterp_corpus/" + liveinterp_corpus.config_name("zh-en", "micro")
+  assert config_lib.corpus_build_dir(c) == (name, os.path.join(root, name))
+  _touch(os.path.join(root, name, "1.0.0", "dataset_info.json"))
+  with pytest.raises(config_lib.ConfigError, match="tokenizer.model_path is empty"):
+    config_lib.check_inputs(c)
+  c.tokenizer.model_path = os.path.join(d, "tokenizer", "zh_en_micro_v256_bpe")
+  with pytest.raises(config_lib.ConfigError, match="zh_en_micro_v256_bpe.model and .*"
+                     "zh_en_micro_v256_bpe.json not found"):
+    config_lib.check_inputs(c)
+  for ext in (".model", ".json"):
+    _touch(c.tokenizer.model_path + ext)
+  c.train.init_from = str(tmp_path / "pretrain")
+  with pytest.raises(config_lib.ConfigError, match="train.init_from=.*no checkpoints/"):
+    config_lib.check_inputs(c)
+  config_lib.check_inputs(c, init_from=False)
+  os.makedirs(os.path.join(c.train.init_from, "checkpoints"))
+  assert config_lib.check_inputs(c) is c
+  c.stage = "codec"  # no tokenizer needed
+  c.tokenizer.model_path = ""
+  config_lib.check_inputs(c)
+  c.stage, c.data.data_dir = "demo", ""  # reads no data
+  config_lib.check_inputs(c)

@@ -2,6 +2,9 @@
 
 import json
 import os
+import re
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +15,7 @@ import soundfile as sf
 from flax import nnx
 
 from liveinterp import translate
+from liveinterp.common import cli
 from liveinterp.common import checkpointing
 from liveinterp.inference import streaming
 from liveinterp.models import s2st
@@ -113,8 +117,59 @@ def test_cli_trained_workdir(tmp_path, trained, capsys):
 
 
 def test_cli_usage_errors(tmp_path):
-  with pytest.raises(SystemExit, match="workdir"):
-    translate.main(["x.wav", "--out", str(tmp_path / "o.wav")])
+  src = str(tmp_path / "x.wav")
+  _write_source(src)
+  with pytest.raises(cli.UserError, match="workdir"):
+    translate.main([src, "--out", str(tmp_path / "o.wav")])
   with pytest.raises(FileNotFoundError, match="nope.py"):
-    translate.main(["x.wav", "--out", str(tmp_path / "o.wav"), "--config", "nope.py",
+    translate.main([src, "--out", str(tmp_path / "o.wav"), "--config", "nope.py",
                     "--init", "random"])
+
+
+@pytest.mark.parametrize("out,msg", [
+    ("file/o.wav", "--out={tmp}/file/o.wav: {tmp}/file exists and is not a directory"),
+    (".", "--out={tmp}: is a directory"),
+])
+def test_cli_checks_out_before_any_work(tmp_path, monkeypatch, out, msg):
+  """Issue #12: an unwritable --out failed only when writing, after the whole run."""
+  src = str(tmp_path / "in.wav")
+  _write_source(src)
+  (tmp_path / "file").write_text("")
+
+  def no_work(*args, **kwargs):
+    raise AssertionError("models were built before --out was checked")
+
+  monkeypatch.setattr(streaming, "build_models", no_work)
+  with pytest.raises(cli.UserError, match=re.escape(msg.format(tmp=tmp_path))):
+    translate.main([src, "--out", str(tmp_path / out), "--config",
+                    os.path.join(ROOT, "configs", "micro.py"), "--init", "random"])
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["{tmp}/missing.wav", "--out", "{tmp}/o.wav", "--init", "random", "--config",
+      "configs/micro.py"], "{tmp}/missing.wav: no such audio file"),
+    (["{tmp}/in.wav", "--out", "{tmp}/in.wav/o.wav", "--init", "random", "--config",
+      "configs/micro.py"], "--out={tmp}/in.wav/o.wav: {tmp}/in.wav exists and is not a "
+                           "directory"),
+    (["{tmp}/in.wav", "--out", "{tmp}/o.wav", "--init", "random", "--config",
+      "configs/micro.py", "--config.train.steps=3"], "unrecognized arguments: "
+                                                     "--config.train.steps=3 (see --help)"),
+    (["{tmp}/in.wav", "--out", "{tmp}/o.wav", "--init", "random", "--config",
+      "{tmp}/bad.json"], "data.seq_len=4096 exceeds llm.max_len=512"),
+])
+def test_cli_user_errors_are_one_line_and_exit_code_2(tmp_path, args, msg):
+  """`python -m liveinterp.translate`: one line and exit code 2 for a user error (it was
+  a traceback and exit code 1), before the model is built."""
+  _write_source(str(tmp_path / "in.wav"))
+  from configs import micro
+  c = micro.get_config()
+  c.data.seq_len = 4096
+  (tmp_path / "bad.json").write_text(c.to_json())
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+  out = subprocess.run([sys.executable, "-m", "liveinterp.translate",
+                        *[a.format(tmp=tmp_path) for a in args]], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=120)
+  assert out.returncode == 2, out.stderr[-3000:]
+  assert out.stderr.startswith(
+      f"python -m liveinterp.translate: error: {msg.format(tmp=tmp_path)}"), out.stderr
+  assert out.stderr.count("\n") == 1

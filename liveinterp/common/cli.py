@@ -1,0 +1,159 @@
+"""How every command-line entry point reports a user error: one line, exit code 2.
+
+A user error is a mistake the person at the command line can fix: a bad flag or config
+value (`ConfigError`), a missing or unreadable input, an output that cannot be written,
+bad input audio or corpus files. It is printed as one line on stderr,
+
+    python -m liveinterp.train: error: train.batch_size=3 is not divisible by ...
+
+and the process exits with EXIT_USAGE (2, as argparse does for bad arguments). Anything
+else is a bug and keeps its traceback; `--verbose` shows the traceback of user errors too.
+The other exit codes are the training loop's (liveinterp/train/loop.py): 3 diverged, 75
+preempted.
+
+    cli.run(main, prog="liveinterp.train")        # absl entry points, instead of app.run
+    sys.exit(cli.call(main, argv, prog=..., verbose=...))   # argparse entry points
+
+The user-error types of modules that are slow to import (audio, tokenizer, corpus
+sources) are named in USER_ERROR_NAMES instead of imported here; a test imports each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import functools
+import os
+import sys
+from typing import Callable, Sequence
+
+EXIT_USAGE = 2
+
+# Exception classes (module.QualName) that are user errors wherever they are raised.
+USER_ERROR_NAMES = (
+    "liveinterp.common.config.ConfigError",
+    "liveinterp.common.mesh.MeshConfigError",
+    "liveinterp.inference.audio_io.AudioError",
+    "data_pipelines.tokenizer.TokenizerError",
+    "data_pipelines.sources.SourceFormatError",
+    "absl.app.UsageError",
+)
+# OS errors that name a path the user gave (missing, not readable or writable, full).
+_USER_ERRNOS = frozenset({errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC,
+                          errno.EDQUOT, errno.EISDIR, errno.ENOTDIR, errno.EEXIST})
+
+
+class UserError(Exception):
+  """A mistake in the command (flags, paths); the message says what and how to fix it."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+  """argparse with bad arguments reported like every other user error (one line)."""
+
+  def error(self, message):
+    raise UserError(f"{message} (see --help)")
+
+
+def is_user_error(e: BaseException, extra: Sequence[type] = ()) -> bool:
+  if isinstance(e, (UserError, FileNotFoundError, PermissionError, IsADirectoryError,
+                    NotADirectoryError, *extra)):
+    return True
+  if isinstance(e, OSError) and e.errno in _USER_ERRNOS:
+    return True
+  names = {f"{c.__module__}.{c.__qualname__}" for c in type(e).__mro__}
+  return any(n in names for n in USER_ERROR_NAMES)
+
+
+def one_line(e: BaseException | str) -> str:
+  """The message of `e` on one line (an OSError as 'strerror: filename')."""
+  if isinstance(e, OSError) and e.strerror and e.filename:
+    msg = f"{e.strerror}: {e.filename}"
+  elif isinstance(e, BaseException):
+    # absl/ml_collections wrap messages in other exceptions (AttributeError(KeyError(..)))
+    while e.args and isinstance(e.args[0], BaseException):
+      e = e.args[0]
+    msg = str(e.args[0]) if len(e.args) == 1 and isinstance(e.args[0], str) else str(e)
+  else:
+    msg = str(e)
+  return " ".join(msg.split()) or type(e).__name__
+
+
+def report(prog: str, e: BaseException | str) -> int:
+  """Prints `prog: error: <message>` on stderr; returns EXIT_USAGE."""
+  sys.stdout.flush()
+  sys.stderr.write(f"{prog}: error: {one_line(e)}\n")
+  sys.stderr.flush()
+  return EXIT_USAGE
+
+
+def call(fn: Callable, *args, prog: str, verbose: bool = False,
+         user_errors: Sequence[type] = ()):
+  """`fn(*args)`; a user error (`is_user_error`) is reported in one line and exits with
+  EXIT_USAGE, unless `verbose` (then it propagates with its traceback)."""
+  try:
+    return fn(*args)
+  except Exception as e:  # pylint: disable=broad-except
+    if verbose or not is_user_error(e, user_errors):
+      raise
+    sys.exit(report(prog, e))
+
+
+def run(main: Callable, *, prog: str, user_errors: Sequence[type] = ()):
+  """`absl.app.run(main)` with user errors (and bad flags) as one line + exit code 2.
+
+  Defines `--verbose` (tracebacks of user errors too). Flag parsing errors, including
+  an unknown `--config.x.y` override of ml_collections' config flags, are user errors.
+  """
+  from absl import app, flags  # pylint: disable=g-import-not-at-top
+  if "verbose" not in flags.FLAGS:
+    flags.DEFINE_bool("verbose", False, "show the traceback of user errors (bad flags, "
+                                        "config values, paths) too")
+
+  def parse(argv):
+    try:
+      return flags.FLAGS(argv)
+    except Exception as e:  # pylint: disable=broad-except
+      # flags.Error (bad value, missing required flag), or an override of a config field
+      # that does not exist (AttributeError/KeyError from ml_collections).
+      if "--verbose" in argv:
+        raise
+      if isinstance(e, flags.Error):
+        msg = one_line(e)
+      elif isinstance(e, (AttributeError, KeyError)):
+        msg = f"unknown config field in a --config.* override: {one_line(e)}"
+      else:  # e.g. an error inside a config file's get_config()
+        msg = (f"{type(e).__name__} while parsing the flags (loading --config?): "
+               f"{one_line(e)} (--verbose shows the traceback)")
+      sys.exit(report(prog, msg))
+
+  @functools.wraps(main)
+  def guarded(argv):
+    return call(main, argv, prog=prog, verbose=flags.FLAGS.verbose, user_errors=user_errors)
+
+  app.run(guarded, flags_parser=parse)
+
+
+def check_writable_file(path: str, what: str):
+  """UserError unless a file can be written at `path` (named `what` in the message): it is
+  not a folder or a read-only file, and its folder is writable or can be created."""
+  if os.path.isdir(path):
+    raise UserError(f"{what}={path}: is a directory, expected a file path")
+  if os.path.exists(path) and not os.access(path, os.W_OK):
+    raise UserError(f"{what}={path}: not writable")
+  check_writable_dir(os.path.dirname(os.path.abspath(path)), what, shown=path)
+
+
+def check_writable_dir(path: str, what: str, *, shown: str | None = None):
+  """UserError unless `path` is (or can be created as) a writable folder; the message
+  names `what`=`shown` (default `path`)."""
+  shown = path if shown is None else shown
+  p = os.path.abspath(path)
+  if os.path.exists(p) and not os.path.isdir(p):
+    raise UserError(f"{what}={shown}: {p} exists and is not a directory")
+  probe = p
+  while not os.path.exists(probe):
+    probe = os.path.dirname(probe)
+  if not os.path.isdir(probe):
+    raise UserError(f"{what}={shown}: cannot be created, {probe} is not a directory")
+  if not os.access(probe, os.W_OK):
+    raise UserError(f"{what}={shown}: {probe} is not writable")

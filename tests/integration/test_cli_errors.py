@@ -1,0 +1,47 @@
+"""Every CLI reports a user error in one line, `python -m <module>: error: ...`, with exit
+code 2 and no traceback, before doing any work (issue #12; liveinterp/common/cli.py).
+The training CLI's cases are in test_train_cli.py, translate's in
+tests/unit/inference/test_translate_cli.py."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.integration.test_train_cli import ROOT, _env
+
+CASES = [
+    ("liveinterp.evaluate", ["--run_dir={tmp}/none"],
+     "--run_dir={tmp}/none: no such directory"),
+    ("liveinterp.evaluate", ["--run_dir={tmp}", "--config=configs/micro.py",
+                             "--data_dir={tmp}/data"],
+     "data.data_dir='{tmp}/data' does not exist (or is not a directory); create the corpus "
+     "build with: python -m data_pipelines.build --pair=zh-en --size=micro "
+     "--data_dir={tmp}/data"),
+    ("liveinterp.evaluate", ["--run_dir={tmp}", "--bogus"], "Unknown command line flag "
+                                                             "'bogus'"),
+    ("liveinterp.recipe", ["--run_dir={tmp}/run", "--steps=data,bogus"],  # data not built
+     "--steps: unknown step(s) bogus; expected some of data, codec"),
+    ("liveinterp.recipe", ["--run_dir={tmp}/file/run", "--steps=codec"],
+     "--run_dir={tmp}/file/run: cannot be created, {tmp}/file is not a directory"),
+    ("data_pipelines.build", ["--size=micro"], "--data_dir is required"),
+    ("data_pipelines.build", ["--size=micro", "--data_dir={tmp}/file/data"],
+     "--data_dir={tmp}/file/data: cannot be created, {tmp}/file is not a directory"),
+    ("data_pipelines.build", ["--size=micro", "--data_dir={tmp}/d",
+                              "--max_sft_drop_fraction=2"],
+     "--max_sft_drop_fraction=2.0: expected a fraction in [0, 1]"),
+]
+
+
+@pytest.mark.parametrize("module,args,msg", CASES,
+                         ids=[f"{m.split('.')[-1]}:{a[-1]}" for m, a, _ in CASES])
+def test_user_error_is_one_line_and_exit_code_2(tmp_path, module, args, msg):
+  (tmp_path / "file").write_text("")
+  fmt = dict(tmp=tmp_path)
+  out = subprocess.run([sys.executable, "-m", module, *[a.format(**fmt) for a in args]],
+                       cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+  assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-3000:]
+  assert out.stderr.startswith(f"python -m {module}: error: {msg.format(**fmt)}"), out.stderr
+  assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+  assert sorted(os.listdir(tmp_path)) == ["file"]  # nothing was written
