@@ -134,8 +134,21 @@ def main(argv):
       raise AssertionError(f"step {step!r} is in STEPS but has no branch here")
     times[step] = round(time.time() - t0, 1)
     _say(f"{step} done in {times[step]}s")
-  with open(os.path.join(run_dir, "recipe_times.json"), "w") as f:
+    _record_time(run_dir, step, times[step])
+
+
+def _record_time(run_dir: str, step: str, seconds: float) -> None:
+  """Adds one step's wall time to RUN_DIR/recipe_times.json (steps run in earlier
+  invocations keep theirs; a step run again gets its latest time)."""
+  path = os.path.join(run_dir, "recipe_times.json")
+  times = {}
+  if os.path.exists(path):
+    with open(path) as f:
+      times = json.load(f)
+  times[step] = seconds
+  with open(path + ".tmp", "w") as f:
     json.dump(times, f, indent=1)
+  os.replace(path + ".tmp", path)
 
 
 if __name__ == "__main__":

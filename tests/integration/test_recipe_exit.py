@@ -2,6 +2,7 @@
 exit code 3 and its weights go no further; a stage stopped by SIGTERM ends it with 75,
 "stopped, resume later", not as a failure."""
 
+import json
 import dataclasses
 import os
 import signal
@@ -60,3 +61,14 @@ def test_preempted_stage_stops_the_recipe_to_resume_later(monkeypatch, tmp_path,
   assert "saving a checkpoint and stopping" in said
   assert "[recipe] pretrain stopped at step 3 by SIGTERM" in said and "resume" in said
   assert _saved(os.path.join(run, "pretrain")) == [2, 3]  # saved at the stop
+
+
+def test_recipe_times_accumulate_over_invocations(tmp_path):
+  """recipe_times.json keeps the steps of earlier invocations (a run resumed step by step
+  reports every stage's time), and a step run again gets its latest time."""
+  from liveinterp import recipe
+  recipe._record_time(str(tmp_path), "pretrain", 10.0)
+  recipe._record_time(str(tmp_path), "sft", 20.0)
+  recipe._record_time(str(tmp_path), "pretrain", 12.5)
+  assert json.loads((tmp_path / "recipe_times.json").read_text()) == {
+      "pretrain": 12.5, "sft": 20.0}
