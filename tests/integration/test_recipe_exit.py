@@ -2,8 +2,8 @@
 exit code 3 and its weights go no further; a stage stopped by SIGTERM ends it with 75,
 "stopped, resume later", not as a failure."""
 
-import json
 import dataclasses
+import json
 import os
 import signal
 
