@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 
 import numpy as np
@@ -387,7 +388,7 @@ def run(cfg, run_dir: str, split: str = "test", max_examples: int = 64,
   with open(path, "w") as f:
     f.write(md)
   if publish:
-    _publish(report)
+    _publish(report, out_dir, split)
   reporting.console(md)
   return path
 
@@ -462,7 +463,7 @@ def _markdown(r) -> str:
                f"{_fmt(ca.get('AL'))} | {_fmt(ca.get('FLAL'))} | | |")
   if o is not None:
     ol = o["text_latency"]
-    lines.append(f"| same model offline (ceiling) | {_fmt(o['bleu'])} | {_fmt(o['chrf'])} "
+    lines.append(f"| same model, whole source first (offline) | {_fmt(o['bleu'])} | {_fmt(o['chrf'])} "
                  f"| | {_fmt(ol.get('LAAL'))} | {_fmt(ol.get('AL'))} | | | |")
   if r.get("constant"):
     k = r["constant"]
@@ -530,7 +531,10 @@ def publish_payload(report) -> dict:
                  "FLAL_ms": None})
   v = report.get("voice", {})
   c = report.get("codec", {})
-  payload = {"command": "python -m liveinterp.evaluate --run_dir=runs/tiny --publish",
+  run = report.get("run_dir", "runs/tiny")
+  run = os.path.relpath(run, ROOT) if os.path.isabs(run) else run
+  flags_used = " --controls" if report.get("controls") else ""
+  payload = {"command": f"python -m liveinterp.evaluate --run_dir={run}{flags_used} --publish",
              "pair": report["pair"], "split": report["split"], "examples": report["examples"],
              "rtf": s["rtf"], "speaker_margin": v.get("margin"),
              "speaker_top1": v.get("top1_rate"), "codec_mel_l1": c.get("mel_l1"),
@@ -541,10 +545,17 @@ def publish_payload(report) -> dict:
   return payload
 
 
-def _publish(report):
-  path = os.path.join(ROOT, "benchmarks", "results", "evaluation.json")
-  with open(path, "w") as f:
+def _publish(report, out_dir: str, split: str):
+  """Writes benchmarks/results/evaluation.json (the README table) and copies the report
+  and plots the README links next to it, so they always come from the same run."""
+  results = os.path.join(ROOT, "benchmarks", "results")
+  with open(os.path.join(results, "evaluation.json"), "w") as f:
     json.dump(publish_payload(report), f, indent=1, default=float)
+  for src, dst in ((f"report_{split}.md", "evaluation_report.md"),
+                   (f"latency_quality_{split}.png", "evaluation_latency_quality.png"),
+                   (f"timeline_{split}_0.png", "evaluation_timeline_0.png")):
+    if os.path.exists(os.path.join(out_dir, src)):
+      shutil.copyfile(os.path.join(out_dir, src), os.path.join(results, dst))
 
 
 def _define_flags():

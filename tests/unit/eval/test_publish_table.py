@@ -49,12 +49,24 @@ def test_known_report_renders_expected_table(tmp_path, monkeypatch):
   assert speech["BLEU"] is None and speech["ASR-BLEU"] == pytest.approx(7.5)
 
 
-def test_publish_writes_the_payload(tmp_path, monkeypatch):
-  (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+def test_publish_writes_the_payload_and_copies_the_report_it_came_from(tmp_path,
+                                                                        monkeypatch):
+  results = tmp_path / "benchmarks" / "results"
+  results.mkdir(parents=True)
+  out = tmp_path / "runs" / "r" / "eval"
+  out.mkdir(parents=True)
+  (out / "report_test.md").write_text("# the report of run r")
+  (out / "latency_quality_test.png").write_bytes(b"png")
   monkeypatch.setattr(evaluate, "ROOT", str(tmp_path))
-  evaluate._publish(REPORT)
-  with open(tmp_path / "benchmarks" / "results" / "evaluation.json") as f:
-    assert json.load(f) == json.loads(json.dumps(evaluate.publish_payload(REPORT)))
+  report = dict(REPORT, run_dir=str(tmp_path / "runs" / "r"), controls={})
+  evaluate._publish(report, str(out), "test")
+  with open(results / "evaluation.json") as f:
+    payload = json.load(f)
+  assert payload == json.loads(json.dumps(evaluate.publish_payload(report)))
+  assert payload["command"] == "python -m liveinterp.evaluate --run_dir=runs/r --publish"
+  assert (results / "evaluation_report.md").read_text() == "# the report of run r"
+  assert (results / "evaluation_latency_quality.png").read_bytes() == b"png"
+  assert not (results / "evaluation_timeline_0.png").exists()   # none written: none copied
 
 
 def test_text_only_report_has_no_speech_row(tmp_path, monkeypatch):
