@@ -69,6 +69,15 @@ def test_publish_writes_the_payload_and_copies_the_report_it_came_from(tmp_path,
   assert not (results / "evaluation_timeline_0.png").exists()   # none written: none copied
 
 
+def test_recogniser_ceiling_row_sits_under_the_speech_row(tmp_path, monkeypatch):
+  report = dict(REPORT, asr_ceiling={"asr_bleu": 42.5, "asr_chrf": 60.0})
+  text = _render(tmp_path, monkeypatch, evaluate.publish_payload(report))
+  assert ("| SFT streaming, speech played | — | — | 7.5 | 2500 | 2200 | 1900 |\n"
+          "| reference speech (recogniser ceiling) | — | — | 42.5 | — | — | — |") in text
+  assert "recogniser ceiling" not in _render(tmp_path, monkeypatch,
+                                             evaluate.publish_payload(REPORT))
+
+
 def test_text_only_report_has_no_speech_row(tmp_path, monkeypatch):
   report = dict(REPORT, speech=False, simul=dict(REPORT["simul"], asr_bleu=None,
                                                  asr_note="text-only evaluation"))
