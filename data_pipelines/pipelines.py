@@ -39,7 +39,6 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import grain
 import jax
 import numpy as np
-from flax.core import spmd as core_spmd
 
 from data_pipelines import stream_format as sfmt
 from data_pipelines.tfds_builders import common as tfds_common
@@ -516,53 +515,27 @@ def make_dataset(stage: str, cfg, source: Sequence[Mapping[str, Any]], tokenizer
 
 # ---- global arrays & checkpoints ---------------------------------------------------------
 def make_global_batch(local_batch: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh,
-                      logical_axis_rules) -> dict[str, jax.Array]:
-  """Process-local numpy batch -> global jax Arrays sharded over the batch mesh axes."""
-  rules = shard_lib.rules_from_config(logical_axis_rules)
-  out = {}
-  with core_spmd.logical_axis_rules(rules):
-    for k, x in local_batch.items():
-      x = np.asarray(x)
-      out[k] = jax.make_array_from_process_local_data(
-          shard_lib.data_sharding(mesh, x.ndim), x)
-  return out
+                      rules: shard_lib.LogicalRules) -> dict[str, jax.Array]:
+  """Process-local numpy batch -> global jax Arrays, leading axis over the batch mesh axes.
 
-
-class GlobalBatchIterator:
-  """Wraps a grain iterator: yields global jax batches, checkpoints like the grain one."""
-
-  def __init__(self, dataset: grain.IterDataset, mesh: jax.sharding.Mesh,
-               logical_axis_rules):
-    self._it = iter(dataset)
-    self.mesh, self.rules = mesh, logical_axis_rules
-
-  def __iter__(self):
-    return self
-
-  def __next__(self) -> dict[str, jax.Array]:
-    return make_global_batch(next(self._it), self.mesh, self.rules)
-
-  @property
-  def grain_iterator(self):
-    return self._it
-
-  def get_state(self):
-    return self._it.get_state()
-
-  def set_state(self, state):
-    self._it.set_state(state)
+  `rules`: logical-axis rules as `sharding.rules_from_config` returns them. The training
+  loop feeds every step through this.
+  """
+  def put(x):
+    x = np.asarray(x)
+    return jax.make_array_from_process_local_data(
+        shard_lib.data_sharding(mesh, x.ndim, rules), x)
+  return {k: put(v) for k, v in local_batch.items()}
 
 
 def orbax_save_args(iterator):
   """orbax args saving a grain iterator (use as an item of `ocp.args.Composite`)."""
-  it = getattr(iterator, "grain_iterator", iterator)
-  return grain.checkpoint.CheckpointSave(it)
+  return grain.checkpoint.CheckpointSave(iterator)
 
 
 def orbax_restore_args(iterator):
   """orbax args restoring into a (fresh) grain iterator of the same pipeline."""
-  it = getattr(iterator, "grain_iterator", iterator)
-  return grain.checkpoint.CheckpointRestore(it)
+  return grain.checkpoint.CheckpointRestore(iterator)
 
 
 def take(iterator: Iterator, n: int) -> list:

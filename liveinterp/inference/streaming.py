@@ -18,7 +18,7 @@ One `step` (a single XLA computation, compiled once) does, for every stream in t
      slots (`<eot>` of the previous turn is written in the same prefill, see below);
   2. decodes the turn with `lax.while_loop`, at most `stream.max_turn_tokens` tokens:
      sample (greedy / temperature / top-p, masked by the turn grammar of
-     `sampling.TurnGrammar`) -> write the token into the LLM cache -> next logits. Rows
+     `grammar.TurnGrammar`) -> write the token into the LLM cache -> next logits. Rows
      that have written `<eot>` are done: they pass `valid=False`, so their caches do not
      advance while the other rows finish. The loop stops when every row is done;
   3. collects the turn's text / source-transcript / speech ids into fixed buffers
@@ -62,6 +62,7 @@ from flax import nnx
 from data_pipelines import stream_format as sfmt
 from data_pipelines import tokenizer as tok_lib
 from liveinterp.eval import latency as latency_lib
+from liveinterp.inference import grammar as grammar_lib
 from liveinterp.inference import sampling
 from liveinterp.models import s2st as s2st_lib
 from liveinterp.models.codec import Codec
@@ -189,7 +190,7 @@ class DecodeSpec:
   """Everything static about a decoder (hashable): equal specs share compiled code."""
   graphdef: Any
   layout: sampling.TokenLayout
-  grammar: sampling.TurnGrammar | None
+  grammar: grammar_lib.TurnGrammar | None
   max_turn_tokens: int
   temperature: float
   top_p: float
@@ -270,7 +271,7 @@ class StreamingDecoder:
     self._params = jax.device_put(params, self.device)
     self.spec = DecodeSpec(
         graphdef=graphdef, layout=layout,
-        grammar=(sampling.TurnGrammar(layout, m, allow_src, speech=bool(speech_turns))
+        grammar=(grammar_lib.TurnGrammar(layout, m, allow_src, speech=bool(speech_turns))
                  if grammar else None),
         max_turn_tokens=m, temperature=float(temperature), top_p=float(top_p),
         return_logits=bool(return_logits), chunk_samples=int(model.chunk_samples),
@@ -554,7 +555,7 @@ def _step_models(spec: DecodeSpec, m: _Models, st: DecoderState, audio_bc, valid
   return new_state, out
 
 
-def _choose(spec: DecodeSpec, i, logits_bv, gram: sampling.GrammarState, key, forced,
+def _choose(spec: DecodeSpec, i, logits_bv, gram: grammar_lib.GrammarState, key, forced,
             forced_n):
   """Token i of the turn: forced where `forced_n >= 0`, else sampled under the mask.
 
@@ -565,7 +566,7 @@ def _choose(spec: DecodeSpec, i, logits_bv, gram: sampling.GrammarState, key, fo
   if spec.grammar is not None:
     mask = spec.grammar.mask(gram, i)
   else:
-    mask = sampling.budget_mask(b, v, i, m)
+    mask = grammar_lib.budget_mask(b, v, i, m)
   tok, logp_bv = sampling.sample_with_log_probs(
       logits_bv, jax.random.fold_in(key, i), temperature=spec.temperature, top_p=spec.top_p,
       mask_bv=mask)
@@ -605,19 +606,19 @@ def _decode_turn(spec: DecodeSpec, llm, cache, logits_bv, value_b, valid_b, key,
           jnp.where(act[:, None], logits.astype(jnp.float32), 0.0))
     bufs["n_tokens"] = bufs["n_tokens"] + act.astype(jnp.int32)
     for name, hit in (
-        ("text", (cls == sampling.C_WORD) & (gram.phase == sampling.TEXT_PHASE)),
-        ("src", (cls == sampling.C_WORD) & (gram.phase == sampling.SRC_PHASE)),
-        ("speech", (cls == sampling.C_SPEECH) & (gram.phase == sampling.SPEECH_PHASE))):
+        ("text", (cls == sampling.C_WORD) & (gram.phase == grammar_lib.TEXT_PHASE)),
+        ("src", (cls == sampling.C_WORD) & (gram.phase == grammar_lib.SRC_PHASE)),
+        ("speech", (cls == sampling.C_SPEECH) & (gram.phase == grammar_lib.SPEECH_PHASE))):
       hit = hit & act
       n = bufs["n_" + name]
       idx = jnp.where(hit, n, m)                         # m: out of range -> dropped
       bufs[name] = bufs[name].at[rows, idx].set(tok, mode="drop")
       bufs["n_" + name] = n + hit.astype(jnp.int32)
-    new_gram = sampling.grammar_advance(gram, tok, spec.layout)
-    new_gram = sampling.GrammarState(*(jnp.where(act, a, o) for a, o in zip(new_gram, gram)))
+    new_gram = grammar_lib.grammar_advance(gram, tok, spec.layout)
+    new_gram = grammar_lib.GrammarState(*(jnp.where(act, a, o) for a, o in zip(new_gram, gram)))
     return new_gram, done | (act & (tok == EOT)), bufs
 
-  gram = sampling.grammar_init(b)
+  gram = grammar_lib.grammar_init(b)
   done = ~valid_b
   tok, lp = _choose(spec, jnp.int32(0), logits_bv, gram, key, forced, forced_n)
   gram, done, bufs = record(0, tok, lp, logits_bv, value_b, gram, done, bufs)

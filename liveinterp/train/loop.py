@@ -29,6 +29,7 @@ import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
 
+from data_pipelines import pipelines
 from liveinterp.common import checkpointing, config as config_lib, mesh as mesh_lib
 from liveinterp.common import reporting, sharding
 from liveinterp.train import optimizer, step as step_lib, train_state
@@ -117,14 +118,6 @@ class _DivergenceGuard:
     return self.reason is not None
 
 
-def _global_batch(local: dict, mesh, rules) -> dict:
-  def put(x):
-    x = np.asarray(x)
-    return jax.make_array_from_process_local_data(
-        sharding.data_sharding(mesh, x.ndim, rules), x)
-  return {k: put(v) for k, v in local.items()}
-
-
 def _flatten_config(c, prefix=""):
   out = {}
   for k, v in c.items():
@@ -187,7 +180,7 @@ def run(config, workdir: str, stage: Stage, stop_at: int | None = None) -> dict:
     return {"step": start}
 
   first = next(data)
-  batch = _global_batch(first, mesh, rules)
+  batch = pipelines.make_global_batch(first, mesh, rules)
   abstract_batch = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), batch)
   step_fn = step_lib.make_train_step(graphdef, stage.loss_fn, tx, schedule)
   t0 = time.perf_counter()
@@ -264,7 +257,7 @@ def run(config, workdir: str, stage: Stage, stop_at: int | None = None) -> dict:
           stopped = "preempted" if preempted else "stop_at"
         break
       if step < total:
-        batch = _global_batch(next(data), mesh, rules)
+        batch = pipelines.make_global_batch(next(data), mesh, rules)
   finally:
     stop.restore()
     ckpt.wait()

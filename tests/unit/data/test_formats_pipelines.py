@@ -12,7 +12,7 @@ import pytest
 from data_pipelines import pipelines as pl
 from data_pipelines import stream_format as sfmt
 from data_pipelines import tokenizer as tokmod
-from liveinterp.common import mesh as mesh_lib
+from liveinterp.common import mesh as mesh_lib, sharding
 from tests.unit.data import test_formats_fixtures as fx
 
 B = 8
@@ -165,15 +165,15 @@ def test_global_arrays_on_8_devices(env):
   assert jax.device_count() == 8
   mesh = mesh_lib.create_mesh(cfg.mesh)
   local = next(iter(_dataset("sft", env)))
-  glob = pl.make_global_batch(local, mesh, cfg.logical_axis_rules)
+  rules = sharding.rules_from_config(cfg.logical_axis_rules)
+  glob = pl.make_global_batch(local, mesh, rules)
   for k, v in glob.items():
     assert v.shape == local[k].shape and v.dtype == local[k].dtype
     assert v.sharding.spec[0] in ("fsdp", ("data", "fsdp"), ("fsdp",))
     assert len(v.addressable_shards) == 8
     assert {s.data.shape[0] for s in v.addressable_shards} == {1}
     np.testing.assert_array_equal(np.asarray(v), local[k])
-  it = pl.GlobalBatchIterator(_dataset("codec", env), mesh, cfg.logical_axis_rules)
-  gb = next(it)
+  gb = pl.make_global_batch(next(iter(_dataset("codec", env))), mesh, rules)
   assert gb["audio"].shape == (B, 16000) and len(gb["speaker_id"].addressable_shards) == 8
 
 

@@ -5,7 +5,7 @@
 
 import numpy as np
 
-from liveinterp.inference import sampling
+from liveinterp.inference import grammar, sampling
 
 
 def min_close(seq, layout, allow_src=True):
@@ -110,11 +110,11 @@ def random_walks(gram, layout, ref_mask, seed: int, walks: int = 12):
   that its mask equals `ref_mask(prefix)`; returns the finished turns (prefixes)."""
   import jax  # pylint: disable=g-import-not-at-top
   mask_fn = jax.jit(gram.mask)
-  adv = jax.jit(lambda st, t: sampling.grammar_advance(st, t, layout))
+  adv = jax.jit(lambda st, t: grammar.grammar_advance(st, t, layout))
   rng = np.random.default_rng(seed)
   turns = []
   for _ in range(walks):
-    st, prefix = sampling.grammar_init(1), []
+    st, prefix = grammar.grammar_init(1), []
     for i in range(gram.max_turn_tokens):
       got = np.asarray(mask_fn(st, np.int32(i)))[0]
       np.testing.assert_array_equal(got, ref_mask(prefix), err_msg=f"prefix {prefix}")

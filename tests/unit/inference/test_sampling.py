@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from liveinterp.inference import sampling
+from liveinterp.inference import grammar, sampling
 from tests.unit.inference import grammar_ref
 
 V = 12
@@ -106,7 +106,7 @@ def _ref_mask(prefix, m, allow_src):
 @pytest.mark.parametrize("allow_src", [False, True])
 def test_grammar_mask_matches_reference_along_random_turns(allow_src):
   m = 11
-  gram = sampling.TurnGrammar(LAYOUT, m, allow_src=allow_src)
+  gram = grammar.TurnGrammar(LAYOUT, m, allow_src=allow_src)
   for prefix in grammar_ref.random_walks(gram, LAYOUT,
                                          lambda p: _ref_mask(p, m, allow_src), 4 + allow_src):
     assert prefix[-1] == sampling.EOT                      # budget forces the close
@@ -115,4 +115,4 @@ def test_grammar_mask_matches_reference_along_random_turns(allow_src):
 
 def test_grammar_rejects_too_small_budget():
   with pytest.raises(ValueError, match="max_turn_tokens"):
-    sampling.TurnGrammar(LAYOUT, sampling.min_content_turn(2) - 1)
+    grammar.TurnGrammar(LAYOUT, grammar.min_content_turn(2) - 1)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from configs import micro
-from liveinterp.inference import sampling, streaming
+from liveinterp.inference import grammar, sampling, streaming
 from tests.unit.inference import grammar_ref
 from tests.unit.inference.conftest import TURN_TOKENS
 
@@ -67,7 +67,7 @@ def _ref_mask(prefix, m, allow_src):
 @pytest.mark.parametrize("allow_src", [False, True])
 def test_text_only_grammar_matches_reference(allow_src):
   m = 7
-  gram = sampling.TurnGrammar(LAYOUT, m, allow_src=allow_src, speech=False)
+  gram = grammar.TurnGrammar(LAYOUT, m, allow_src=allow_src, speech=False)
   for prefix in grammar_ref.random_walks(gram, LAYOUT,
                                          lambda p: _ref_mask(p, m, allow_src), 7 + allow_src):
     assert prefix[-1] == sampling.EOT and _ref_min_close(prefix, allow_src) == 0
@@ -75,9 +75,9 @@ def test_text_only_grammar_matches_reference(allow_src):
   text_open = [sampling.TEXT, LAYOUT.text_offset]
   assert _ref_mask(text_open, m, allow_src)[sampling.EOT]
   assert not _ref_mask(text_open, m, allow_src)[sampling.SPEECH]
-  assert sampling.min_content_turn(2, speech=False) == 3
+  assert grammar.min_content_turn(2, speech=False) == 3
   with pytest.raises(ValueError, match="<text> w <eot>"):
-    sampling.TurnGrammar(LAYOUT, 2, speech=False)
+    grammar.TurnGrammar(LAYOUT, 2, speech=False)
 
 
 # ---- decoders ----------------------------------------------------------------------------
