@@ -122,17 +122,15 @@ def loss_fn(model: s2st.S2ST, batch, rng, speech_offset: int, ctc_weight: float 
       "text_loss": (ce * mask * (1 - speech)).sum() / jnp.maximum(text_n, 1.0),
       "speech_loss": (ce * mask * speech).sum() / jnp.maximum(speech_n, 1.0),
       "accuracy": (correct * mask).sum() / n,
-      "speech_share": (speech * mask).sum() / n,
+      "speech_share": speech_n / n,
       "text_accuracy": (correct * mask * (1 - speech)).sum() / jnp.maximum(text_n, 1.0),
       "control_accuracy": (correct * mask * control).sum() / jnp.maximum(
           (mask * control).sum(), 1.0),
       "tokens": mask.sum(),
   }
-  if speech_weight == 1.0:
-    total = lm
-  else:
-    w = mask * (1 - speech + speech_weight * speech)
-    total = (ce * w).sum() / jnp.maximum(w.sum(), 1e-6)
+  # speech_weight=1 gives w == mask exactly, so total == lm bit for bit.
+  w = mask * (1 - speech + speech_weight * speech)
+  total = (ce * w).sum() / jnp.maximum(w.sum(), 1e-6)
   if ctc_weight > 0 and "src_ids" in batch:
     ctc, rows = ctc_loss(model, frames, frame_mask, batch)
     aux["ctc_loss"], aux["ctc_rows"] = ctc, rows
