@@ -856,12 +856,15 @@ def iter_translate(decoder: StreamingDecoder, audio_iter: Iterable, *, batch: in
       state = decoder.init_stream(b, rng)
     if said_text is None:
       said_text, said_src = [False] * b, [False] * b
+      if write_from is not None:  # checked and laid out once per stream batch
+        if len(write_from) != b:
+          raise ValueError(f"write_from has {len(write_from)} entries for {b} streams")
+        wait_turn = np.full((b, decoder.max_turn_tokens), EOT, np.int32)
+        write_from_b = np.asarray(write_from)
     forced = forced_n = None
     if write_from is not None:
-      if len(write_from) != b:
-        raise ValueError(f"write_from has {len(write_from)} entries for {b} streams")
-      forced = np.full((b, decoder.max_turn_tokens), EOT, np.int32)
-      forced_n = np.where(t < np.asarray(write_from), 1, -1).astype(np.int32)
+      forced = wait_turn
+      forced_n = np.where(t < write_from_b, 1, -1).astype(np.int32)
     t0 = time.perf_counter()
     state, out = decoder.step(state, chunk, valid, forced, forced_n)
     host = jax.device_get(out._replace(logits=None, tokens=None, logprob_raw=None,
