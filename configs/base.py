@@ -195,6 +195,31 @@ def get_config():
   c.checkpoint = ml_collections.ConfigDict(dict(
       every_steps=50, keep=3, async_save=True,
   ))
+
+  # ---- reinforcement learning (stages rl1, rl2; liveinterp/rl, DESIGN §4-§5) ---------
+  # One iteration = train.batch_size episodes (one source utterance each) sampled from the
+  # streaming decoder, scored by the rewards, then one PPO update; train.steps counts
+  # iterations and train.learning_rate is the PPO learning rate. The reference policy is
+  # the run the stage starts from (train.init_from: SFT for rl1, rl1 for rl2).
+  c.rl = ml_collections.ConfigDict(dict(
+      seq_len=0,            # tokens per rollout stream in the update (0: 2 x data.seq_len);
+                            # an episode longer than that is cut at a turn (counted)
+      temperature=1.0,      # rollout sampling temperature (> 0)
+      top_p=1.0,            # must be 1: the update recomputes the sampled distribution
+      ppo_epochs=2, ppo_minibatches=2, clip_eps=0.2, value_clip=0.2, value_coef=0.5,
+      entropy_coef=0.0, gamma=1.0, lam=0.95,
+      # adaptive KL (DESIGN §5): log β += kl_kp · clip((KL - kl_target)/kl_target, ±0.2)
+      # after each iteration; KL = mean per generated token of log π_old - log π_ref.
+      kl_beta=0.05, kl_target=0.02, kl_kp=0.1, kl_adaptive=True,
+      value_warmup=5,       # first iterations train only the value head (policy frozen)
+      # reward weights (DESIGN §4); multi_turn adds lag and seq at each episode's end
+      w_det=0.2, w_init=1.0, w_qual=1.0, w_time=0.5, w_fmt=1.0, w_lag=1.0, w_seq=1.0,
+      multi_turn=False, lag_metric="laal", seq_metric="chrf", quality_metric="chrf",
+      max_backlog_ms=2000.0,
+      speech_bounds=True,   # format reward checks speech ms per text token against the
+                            # bounds the corpus build recorded (speech_ms_per_token)
+      eval_episodes=16,     # dev utterances scored greedily every train.eval_every
+  ))
   return c
 
 
@@ -220,6 +245,7 @@ def recipe(size: str, stage: str):
   c.name = size
   c.stage = "sft" if stage == "sft_text" else stage
   c.data.text_only = stage == "sft_text"
+  c.rl.multi_turn = stage == "rl2"
   return c
 
 
