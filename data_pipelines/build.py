@@ -26,7 +26,11 @@ S = {"n", "errors", "stream_len": {p50, p90, p99, max}, "audio_slots": {p99, max
 "text_tokens": {"src"|"tgt": {p50, p90, p99, max}} (sentencepiece tokens of the texts).
 S also has "error_reasons" ({reason: count}, `stream_format.FormatError.reason`) when some
 records fail. The trainer reads them with `length_stats(data_dir, pair, size)` to size
-sequences.
+sequences. "speech_ms_per_token": {n, p1, p50, p99, lo, hi, margin} of the target speech
+ms per target text token of every writing SFT turn (`turn_speech_ms_per_token`), with
+lo = p1 / 1.5 and hi = p99 · 1.5 (`SPEECH_BOUNDS_MARGIN`): the RL format reward's speech
+length bounds (`speech_ms_per_token_bounds`; absent without target speech or in builds
+made before it existed).
 
 SFT drops (also step 4, same records): every record the SFT pipeline would drop because
 `stream_format.simul_example` cannot format it under the trainer's own spec (the model
@@ -86,6 +90,11 @@ class BuildError(RuntimeError):
 
 
 PERCENTILES = (50, 90, 99)
+# Speech-length bounds for the RL format reward: [p1 / margin, p99 * margin] of the
+# training turns' target speech ms per text token. The margin leaves room for the
+# model's own speaking rate (the codec and TTS voices vary) without letting a turn's
+# speech run on or stop far beyond anything the training data shows.
+SPEECH_BOUNDS_MARGIN = 1.5
 
 
 def _say(msg: str):
@@ -158,6 +167,7 @@ def compute_length_stats(records, tok, cfg) -> dict:
                                 reasons={})
          for stage, task in tasks for v in variants}
   text_tokens: dict[str, list[int]] = {"src": [], "tgt": []}
+  ms_per_token: list[float] = []
   for rec in records:
     for v, spec in train_specs.items():  # what the SFT pipeline drops (StreamTransform)
       dv = drops[v]
@@ -170,6 +180,11 @@ def compute_length_stats(records, tok, cfg) -> dict:
         dv["first"].setdefault(e.reason, str(e))
     text_tokens["src"].append(len(tok.encode_text(rec["src_text"])))
     text_tokens["tgt"].append(len(tok.encode_text(rec["tgt_text"])))
+    try:
+      ms_per_token += turn_speech_ms_per_token(rec, tok, specs["with_speech"],
+                                               policy=cfg.data.policy, k=cfg.data.wait_k)
+    except sfmt.FormatError:  # counted with the SIMUL errors below
+      pass
     for v, spec in specs.items():
       for stage, task in tasks:
         a = acc[(stage, task, v)]
@@ -202,7 +217,56 @@ def compute_length_stats(records, tok, cfg) -> dict:
   for dv in drops.values():
     dv["fraction"] = dv["dropped"] / dv["records"] if dv["records"] else 0.0
   out["sft_drops"] = dict(max_len=int(cfg.data.seq_len), **drops)
+  if ms_per_token:
+    import numpy as np  # pylint: disable=g-import-not-at-top
+    v = np.asarray(ms_per_token, np.float64)
+    p1, p50, p99 = (float(np.percentile(v, q)) for q in (1, 50, 99))
+    out["speech_ms_per_token"] = dict(
+        n=int(v.size), p1=p1, p50=p50, p99=p99, lo=p1 / SPEECH_BOUNDS_MARGIN,
+        hi=p99 * SPEECH_BOUNDS_MARGIN, margin=SPEECH_BOUNDS_MARGIN)
   return out
+
+
+def turn_speech_ms_per_token(rec, tok, spec, *, policy: str = "alignment", k: int = 3
+                             ) -> list[float]:
+  """Target speech ms per target text token of each writing SFT turn of `rec`.
+
+  The same spans `stream_format.simul_example` cuts: words go to turns by
+  `turn_schedule`, a turn's speech is the codec frames `codec_frame_bounds` gives its
+  words (frames of the target audio at `spec.codec_hop`, as the "zeros" placeholder
+  counts them) at 1000 / `spec.codec_rate_hz` ms each, divided by the tokens of the
+  turn's text (`tok.encode_text` of the joined words). FormatError as simul_example's.
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from data_pipelines import stream_format as sfmt  # pylint: disable=g-import-not-at-top
+  words = list(rec["tgt_words"])
+  n_frames = -(-len(rec["tgt_audio"]) // spec.codec_hop)
+  if not words or n_frames == 0:
+    return []
+  ready = sfmt.ready_times(rec, policy, k)
+  turn_of_word = sfmt.turn_schedule(ready, sfmt.num_chunks(len(rec["src_audio"]), spec),
+                                    spec.chunk_ms)
+  bounds = sfmt.codec_frame_bounds(rec["tgt_word_start_ms"], n_frames, spec.codec_rate_hz,
+                                   str(rec.get("id", "")))
+  frame_ms = 1000.0 / spec.codec_rate_hz
+  out = []
+  for t in np.unique(turn_of_word):
+    idx = np.nonzero(turn_of_word == t)[0]
+    a, b = int(idx[0]), int(idx[-1]) + 1
+    n_tok = len(tok.encode_text(sfmt.join_words(words[a:b], rec["tgt_lang"])))
+    if n_tok:
+      out.append((int(bounds[b]) - int(bounds[a])) * frame_ms / n_tok)
+  return out
+
+
+def speech_ms_per_token_bounds(stats: dict) -> tuple[float, float] | None:
+  """(lo, hi) plausible target speech ms per text token from length stats (the RL format
+  reward's bounds, `RewardConfig.speech_ms_per_token`); None for stats without them
+  (builds before the entry existed, or no target speech)."""
+  s = stats.get("speech_ms_per_token")
+  if not s:
+    return None
+  return float(s["lo"]), float(s["hi"])
 
 
 def sft_drop_gate(sft_drops: dict, max_fraction: float) -> dict:
