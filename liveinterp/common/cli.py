@@ -34,6 +34,7 @@ USER_ERROR_NAMES = (
     "liveinterp.common.config.ConfigError",
     "liveinterp.common.mesh.MeshConfigError",
     "liveinterp.inference.audio_io.AudioError",
+    "liveinterp.common.checkpointing.CheckpointRestoreError",
     "data_pipelines.tokenizer.TokenizerError",
     "data_pipelines.sources.SourceFormatError",
     "absl.app.UsageError",

@@ -5,6 +5,14 @@ for all of them: validate config, mesh, sharded state (fresh or restored), compi
 step loop with a progress line, clu/TensorBoard metrics, orbax checkpoints (with data
 iterator state), non-finite steps skipped, SIGTERM → save and exit cleanly.
 
+Resuming (after a kill -9, or from an older step when the latest checkpoint is corrupt:
+`checkpointing.Checkpointer.restore`) replays the steps after the restored checkpoint.
+Their metrics are written once: before the first step, process 0 drops the rows with
+step > the restored step from `metrics.jsonl` and the events with step > it from the
+TensorBoard event files already in `tensorboard/` (earlier rows and events are kept as
+they are); the resumed run then writes a new event file as usual, so TensorBoard and
+`metrics.jsonl` hold one value per step.
+
 How a run ends is in its result (`result["stopped"]`, absent when it finished) and maps to
 the exit code of `python -m liveinterp.train` and the recipe (`exit_code`):
   0   finished (or stopped where `stop_at` asked);
@@ -18,6 +26,7 @@ the exit code of `python -m liveinterp.train` and the recipe (`exit_code`):
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import os
 import signal
@@ -187,6 +196,8 @@ def run(config, workdir: str, stage: Stage, stop_at: int | None = None) -> dict:
   compiled, _ = step_lib.compile_step(step_fn, abstract, shardings, abstract_batch, mesh, rules)
   reporting.console(f"[{stage.name}] compiled train step in {time.perf_counter() - t0:.1f}s")
 
+  if jax.process_index() == 0:
+    _drop_metrics_after(workdir, start)
   writer = reporting.create_writer(os.path.join(workdir, "tensorboard"))
   if start == 0:
     writer.write_hparams(_flatten_config(config))
@@ -225,7 +236,7 @@ def run(config, workdir: str, stage: Stage, stop_at: int | None = None) -> dict:
           reporting.console(f"[{stage.name}] step {step}: {skipped} non-finite step(s) skipped "
                             f"({skipped_total} so far)")
         last["train/skipped_total"] = skipped_total
-        writer.write_scalars(step, last)
+        writer.write_scalars(step, dict(last))  # async writer: it reads the dict later
         if jax.process_index() == 0:
           with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
             f.write(json.dumps({"step": step, **last}) + "\n")
@@ -245,7 +256,7 @@ def run(config, workdir: str, stage: Stage, stop_at: int | None = None) -> dict:
         with sharding.use_mesh(mesh, rules):
           ev = stage.eval_fn(model, step)
         if ev:
-          writer.write_scalars(step, ev)
+          writer.write_scalars(step, dict(ev))
           reporting.console(f"[{stage.name}] eval @ {step}: "
                             + " | ".join(f"{k} {v:.4g}" for k, v in ev.items()))
           last.update(ev)
@@ -260,10 +271,12 @@ def run(config, workdir: str, stage: Stage, stop_at: int | None = None) -> dict:
         batch = pipelines.make_global_batch(next(data), mesh, rules)
   finally:
     stop.restore()
-    ckpt.wait()
-    last_checkpoint = ckpt.latest_step
-    ckpt.close()
-    writer.flush()
+    try:
+      ckpt.wait()  # a failed async save (full disk) raises here, once, in one line
+      last_checkpoint = ckpt.latest_step
+    finally:
+      ckpt.close()  # always stops orbax's threads
+      writer.flush()
   elapsed = time.perf_counter() - t_loop
   last.update(stage.info)
   last["steps_per_second"] = (step - s_loop) / max(elapsed, 1e-9)
@@ -289,6 +302,62 @@ def run(config, workdir: str, stage: Stage, stop_at: int | None = None) -> dict:
         f"[{stage.name}] preempted at step {step}/{total}: checkpoint saved; re-run the "
         f"same command to resume. Exit code {EXIT_PREEMPTED}.")
   return last
+
+
+def _drop_metrics_after(workdir: str, step: int):
+  """Drops what an earlier run of this workdir logged for steps after `step` (the
+  checkpoint this run resumes from): rows of `metrics.jsonl` (and unreadable lines, e.g.
+  one cut by a kill -9) and TensorBoard events. Files are rewritten only when something
+  is dropped (atomically)."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if os.path.exists(path):
+    keep, dropped = [], 0
+    with open(path) as f:
+      for line in f:
+        try:
+          row_step = int(json.loads(line)["step"])
+        except (ValueError, KeyError, TypeError):
+          dropped += 1
+          continue
+        if row_step <= step:
+          keep.append(line if line.endswith("\n") else line + "\n")
+        else:
+          dropped += 1
+    if dropped:
+      with open(path + ".tmp", "w") as f:
+        f.writelines(keep)
+      os.replace(path + ".tmp", path)
+      reporting.console(f"metrics: dropped {dropped} row(s) after step {step} from {path} "
+                        f"(those steps are replayed from the checkpoint)")
+  for events in sorted(glob.glob(os.path.join(workdir, "tensorboard", "events.out.tfevents.*"))):
+    _drop_events_after(events, step)
+
+
+def _drop_events_after(path: str, step: int):
+  """Rewrites a TensorBoard event file without the summaries of steps after `step`."""
+  from tensorboard.backend.event_processing import event_file_loader  # pylint: disable=g-import-not-at-top
+  from tensorboard.compat.proto import event_pb2  # pylint: disable=g-import-not-at-top
+  from tensorboard.summary.writer import record_writer  # pylint: disable=g-import-not-at-top
+  records, dropped = [], 0
+  try:
+    for raw in event_file_loader.RawEventFileLoader(path).Load():
+      ev = event_pb2.Event.FromString(raw)
+      if ev.step > step and ev.HasField("summary"):
+        dropped += 1
+      else:
+        records.append(raw)
+  except Exception as e:  # pylint: disable=broad-except
+    # A truncated last record (kill -9 mid-write) ends the file; keep what was read.
+    reporting.console(f"WARNING: {path}: read stopped at a bad record ({type(e).__name__})")
+    dropped += 1
+  if not dropped:
+    return
+  with open(path + ".tmp", "wb") as f:
+    w = record_writer.RecordWriter(f)
+    for raw in records:
+      w.write(raw)
+    w.flush()
+  os.replace(path + ".tmp", path)
 
 
 def _refuse_diverged(run_dir: str):
