@@ -84,6 +84,9 @@ def _parser() -> cli.ArgumentParser:
                  help="let turns start with a source transcript (<src> ...)")
   p.add_argument("--concat", action="store_true",
                  help="write the speech segments back to back instead of on the timeline")
+  p.add_argument("--normalize", action="store_true",
+                 help="rescale the input to a peak of 0.99 (for float audio far above 1.0, "
+                      "which is otherwise used as is, with a warning)")
   p.add_argument("--quiet", action="store_true", help="no progress line")
   p.add_argument("--verbose", action="store_true",
                  help="show the traceback of user errors (bad flags, paths, config) too")
@@ -145,7 +148,11 @@ def main(argv=None) -> dict:
   from liveinterp.inference import audio_io, sampling, streaming  # pylint: disable=g-import-not-at-top
 
   sr = int(cfg.audio.sample_rate)
-  source = audio_io.read_audio(args.input, sr)
+  input_report = audio_io.InputReport()  # suspect input: warned here, counted in the JSON
+  source = audio_io.read_audio(args.input, sr, normalize=args.normalize,
+                               report=input_report)
+  for message in input_report.messages:
+    sys.stderr.write(f"[translate] warning: {message}\n")
   tokenizer = _load_tokenizer(args.tokenizer, cfg, args.workdir)
   model, codec, speaker = streaming.build_models(
       cfg, workdir=args.workdir if args.init == "trained" else None, seed=args.seed,
@@ -188,14 +195,16 @@ def main(argv=None) -> dict:
                  chunk_ms=decoder.chunk_ms, chunks=n_chunks, compile_s=compile_s,
                  wall_s=wall_s, init=args.init, config=config_path,
                  workdir=args.workdir, timeline=not args.concat, speech_turns=speech_turns,
-                 detokenized=tokenizer is not None)
+                 detokenized=tokenizer is not None,
+                 input_warnings=dict(input_report.counts))
   os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)  # as --out's
   with open(json_path, "w") as f:
     json.dump(payload, f, indent=1, ensure_ascii=False)
   if not args.quiet:
     sys.stderr.write(f"[translate] wrote {args.out} ({speech.size / sr:.2f} s) and "
                      f"{json_path}: {len(result.segments)} segment(s), RTF {result.rtf:.3f}"
-                     f"\n")
+                     + (f"; input warnings {dict(input_report.counts)}"
+                        if input_report.counts else "") + "\n")
   return payload
 
 
