@@ -4,7 +4,11 @@ features, build stats in the metadata, counted skips of bad items.
 Subclasses implement `_split_names()` and `_iter_split(split)`; the latter yields
 `(item_name, record_or_exception)` so that a bad item becomes a counted, named skip
 (`RecordError`) instead of failing the build, while whole-build problems
-(`AudioDecodeUnavailable`, a missing manual dir) still raise.
+(`AudioDecodeUnavailable`, a missing manual dir) still raise. Every drop is counted by
+reason in the build stats (`info.metadata["build_stats"][split]["skip_reasons"]`): bad
+audio, empty text, malformed TSV rows (`malformed_tsv_row`; rows that name no split
+are under `common.NO_SPLIT`), text too long for its audio (`text_too_long_for_audio`,
+`max_chars_per_second` of the builder config), duplicate ids.
 """
 
 from __future__ import annotations
@@ -57,6 +61,16 @@ class RecordBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   def _max_seconds(self, split: str) -> float | None:
     return getattr(self.builder_config, "max_seconds", None)
 
+  def _max_chars_per_second(self) -> float | None:
+    """Text per second of audio above which a record is dropped (None: no check)."""
+    return getattr(self.builder_config, "max_chars_per_second", None)
+
+  def _skip_rows(self, rows):
+    """Counts unreadable TSV rows (`common.BadRow`) as skips of their split."""
+    for r in rows:
+      self._stats.skipped(r.split or common.NO_SPLIT, r.item, "malformed_tsv_row", r.message)
+      logging.info("skip %s (malformed_tsv_row): %s", r.item, r.message)
+
   # -- TFDS ----------------------------------------------------------------------------
   def _info(self) -> tfds.core.DatasetInfo:
     # DatasetInfo(builder=self): the builder lives outside a registered TFDS package.
@@ -87,6 +101,7 @@ class RecordBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         continue
       try:
         ex = common.validate_record(rec, max_seconds=max_s)
+        common.check_text_rate(ex, self._max_chars_per_second())
       except common.RecordError as e:
         self._stats.skipped(split, item, e.reason, str(e))
         logging.info("skip %s (%s): %s", item, e.reason, e)

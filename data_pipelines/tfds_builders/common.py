@@ -34,6 +34,12 @@ import tensorflow_datasets as tfds
 SAMPLE_RATE = 16000
 UNKNOWN_MS = -1.0  # timing value for corpora without word timestamps
 MAX_NAMED_SKIPS = 200  # skipped items listed by name in the stats (the rest only counted)
+# A record with more text per second of its audio than this is dropped at build time
+# (reason `text_too_long_for_audio`): fast speech is ~15 chars/s in English and ~5 in
+# Chinese, so 50 only catches text that does not belong to the clip (a whole paragraph
+# for a 1 s clip), which the training pipeline would otherwise drop silently later.
+MAX_CHARS_PER_SECOND = 50.0
+NO_SPLIT = "(no split)"  # stats key of TSV rows that name no usable split
 
 STRING_FIELDS = ("id", "source", "speaker", "src_lang", "tgt_lang", "src_text", "tgt_text")
 AUDIO_FIELDS = ("src_audio", "tgt_audio")
@@ -163,7 +169,68 @@ def load_audio(path: str, *, sample_rate: int = SAMPLE_RATE,
                         downmixed=channels > 1)
 
 
+# ---- TSV rows -----------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class BadRow:
+  """A TSV row that cannot be read (a counted skip, reason `malformed_tsv_row`)."""
+  path: str
+  line: int
+  message: str
+  split: str | None = None  # where the row would have gone, when it says
+
+  @property
+  def item(self) -> str:
+    return f"{os.path.basename(self.path)}:{self.line}"
+
+
+def read_headed_tsv(path: str) -> tuple[list[dict[str, str]], list[BadRow]]:
+  """Rows of a headed TSV (no quoting, as Common Voice / CoVoST write them), and the
+  rows whose number of fields differs from the header's (not used, counted)."""
+  rows, bad = [], []
+  with open(path, encoding="utf-8", newline="") as f:
+    header = None
+    for ln, line in enumerate(f, 1):
+      line = line.rstrip("\n").rstrip("\r")
+      if header is None:
+        header = line.split("\t")
+        continue
+      if not line.strip():
+        continue
+      parts = line.split("\t")
+      if len(parts) != len(header):
+        split = None  # the `split` field; a last column stays last with a field too many
+        if "split" in header:
+          i = header.index("split")
+          i = len(parts) - 1 if i == len(header) - 1 else i
+          split = (parts[i].strip() or None) if len(parts) > i else None
+        bad.append(BadRow(path, ln, f"{path}:{ln}: {len(parts)} tab-separated fields, the "
+                          f"header has {len(header)} ({line[:80]!r})", split))
+        continue
+      rows.append(dict(zip(header, parts)))
+  return rows, bad
+
+
 # ---- records ------------------------------------------------------------------------
+def check_text_rate(rec: Mapping[str, Any], max_chars_per_second: float | None,
+                    sample_rate: int = SAMPLE_RATE):
+  """RecordError `text_too_long_for_audio` when the source (or target) text has more than
+  `max_chars_per_second` characters per second of its audio (None: no limit)."""
+  if not max_chars_per_second:
+    return
+  for text_key, audio_key in (("src_text", "src_audio"), ("tgt_text", "tgt_audio")):
+    n = len(rec[audio_key])
+    if n == 0:  # no audio for this side (CoVoST has no target speech)
+      continue
+    seconds = n / sample_rate
+    rate = len(rec[text_key]) / seconds
+    if rate > max_chars_per_second:
+      raise RecordError(
+          "text_too_long_for_audio",
+          f"record {rec.get('id')!r}: {text_key} has {len(rec[text_key])} characters for "
+          f"{seconds:.2f} s of {audio_key} ({rate:.0f} chars/s > max_chars_per_second="
+          f"{max_chars_per_second:g})")
+
+
 def _f32(v, name, rid) -> np.ndarray:
   a = np.asarray(v, dtype=np.float32).reshape(-1) if v is not None else None
   if a is None:

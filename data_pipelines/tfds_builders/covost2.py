@@ -37,6 +37,7 @@ class Covost2Config(tfds.core.BuilderConfig):
   src: str = "zh"
   tgt: str = "en"
   max_seconds: float = 30.0
+  max_chars_per_second: float = common.MAX_CHARS_PER_SECOND
 
 
 def covost_tsv_name(src: str, tgt: str) -> str:
@@ -88,7 +89,7 @@ class LiveinterpCovost2(base.RecordBuilder):
   def _split_rows(self) -> dict[str, list[dict[str, str]]]:
     if self._rows is None:
       path = self._tsv_path()
-      rows = cv.read_tsv(path)
+      rows, bad = common.read_headed_tsv(path)
       if rows and not {"path", "translation", "split"} <= set(rows[0]):
         raise ValueError(f"{path}: expected columns path, sentence, translation, "
                          f"client_id, split; got {sorted(rows[0])}")
@@ -97,6 +98,11 @@ class LiveinterpCovost2(base.RecordBuilder):
         s = _SPLIT_ALIASES.get((r.get("split") or "").strip())
         if s is not None:
           out[s].append(r)
+        else:  # a row of no split this build writes: counted, not silently gone
+          self._stats.skipped(common.NO_SPLIT, (r.get("path") or "").strip(),
+                              "not_in_a_split", f"split {r.get('split')!r}")
+      self._skip_rows([dataclasses.replace(b, split=_SPLIT_ALIASES.get(b.split or ""))
+                       for b in bad])
       self._rows = out
     return self._rows
 

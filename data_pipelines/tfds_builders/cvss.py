@@ -38,10 +38,14 @@ class CvssConfig(tfds.core.BuilderConfig):
   src: str = "zh"
   variant: str = "c"
   max_seconds: float = 30.0
+  max_chars_per_second: float = common.MAX_CHARS_PER_SECOND
 
 
-def read_cvss_tsv(path: str) -> list[tuple[str, str]]:
-  """(clip id, translation) rows of a CVSS split TSV (no header, tab separated)."""
+def read_cvss_tsv(path: str, bad: list | None = None) -> list[tuple[str, str]]:
+  """(clip id, translation) rows of a CVSS split TSV (no header, tab separated).
+
+  A row without exactly two fields raises ValueError, or, when `bad` is a list, is
+  appended to it as a `common.BadRow` (a counted skip of the build)."""
   rows = []
   with open(path, encoding="utf-8") as f:
     for ln, line in enumerate(f, 1):
@@ -49,8 +53,13 @@ def read_cvss_tsv(path: str) -> list[tuple[str, str]]:
       if not line.strip():
         continue
       parts = line.split("\t")
-      if len(parts) < 2:
-        raise ValueError(f"{path}:{ln}: expected `<id>\\t<translation>`, got {line!r}")
+      if len(parts) != 2 or not parts[0].strip():
+        msg = (f"{path}:{ln}: expected `<id>\\t<translation>`, got {len(parts)} field(s): "
+               f"{line[:80]!r}")
+        if bad is None:
+          raise ValueError(msg)
+        bad.append(common.BadRow(path, ln, msg))
+        continue
       rows.append((parts[0].strip(), parts[1].strip()))
   return rows
 
@@ -109,7 +118,7 @@ class LiveinterpCvss(base.RecordBuilder):
 
   def _split_has_items(self, split: str) -> bool:
     tsv = os.path.join(self._find_cvss_dir(), f"{split}.tsv")
-    return os.path.exists(tsv) and bool(read_cvss_tsv(tsv))
+    return os.path.exists(tsv) and bool(read_cvss_tsv(tsv, bad=[]))
 
   def _iter_split(self, split: str) -> Iterator[tuple[str, Any]]:
     cfg = self.builder_config
@@ -122,7 +131,10 @@ class LiveinterpCvss(base.RecordBuilder):
       self._index = cv.ClipIndex(cv_dir)
     index = self._index
     source = f"cvss-{cfg.variant}"
-    for clip_id, translation in read_cvss_tsv(tsv):
+    bad: list[common.BadRow] = []
+    rows = read_cvss_tsv(tsv, bad=bad)
+    self._skip_rows([dataclasses.replace(b, split=split) for b in bad])
+    for clip_id, translation in rows:
       item = f"{split}/{clip_id}"
       clip = index.get(clip_id)
       if clip is None:
