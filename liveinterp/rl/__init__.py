@@ -1,0 +1,1 @@
+"""Reinforcement learning: PPO with adaptive KL over the streaming decoder's rollouts."""
