@@ -84,13 +84,16 @@ def open_source(data_dir: str, name: str, split: str) -> DecodedSource:
 
 
 def open_corpus(cfg, split: str = "train", data_dir: str | None = None) -> DecodedSource:
-  """The corpus build named by `cfg.data` (pair, build size, data_dir)."""
-  from data_pipelines.tfds_builders import liveinterp_corpus  # pylint: disable=g-import-not-at-top
+  """The corpus build named by `cfg.data`: `data.corpus` (default the project's own
+  `liveinterp_corpus/<src>_<tgt>_<build>`; or any prepared TFDS build of the record schema
+  by name, e.g. "cvss" -> `liveinterp_cvss/c_<src>_<tgt>`, "covost2",
+  "liveinterp_cvss/t_zh_en": `liveinterp.common.config.corpus_name`) under data_dir."""
+  from liveinterp.common import config as config_lib  # pylint: disable=g-import-not-at-top
   d = data_dir or cfg.data.data_dir
   if not d:
     raise ValueError("data.data_dir is empty: where was the corpus built? "
                      "(python -m data_pipelines.build --data_dir=...)")
-  name = "liveinterp_corpus/" + liveinterp_corpus.config_name(cfg.data.pair, cfg.data.build)
+  name = config_lib.corpus_name(cfg)
   return open_source(os.path.join(d, "tfds") if os.path.isdir(os.path.join(d, "tfds"))
                      else d, name, split)
 

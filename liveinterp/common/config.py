@@ -35,6 +35,30 @@ TOKENIZER_STAGES = ("pretrain", "sft", "rl1", "rl2")
 # `<src>_<tgt>_<build>` (data_pipelines.tfds_builders.liveinterp_corpus.config_name,
 # checked equal by tests/unit/test_configs.py: importing it here would load TFDS).
 CORPUS_DATASET = "liveinterp_corpus"
+# `data.corpus` (when the config has it; default CORPUS_DATASET) selects another prepared
+# TFDS build by name: a full `dataset/config` name, or one of these short names whose
+# TFDS config follows from `data.pair` (the user-corpus builders of
+# data_pipelines/tfds_builders).
+CORPUS_ALIASES = {
+    "cvss": "liveinterp_cvss/c_{src}_{tgt}", "cvss_c": "liveinterp_cvss/c_{src}_{tgt}",
+    "cvss_t": "liveinterp_cvss/t_{src}_{tgt}", "covost2": "liveinterp_covost2/{src}_{tgt}",
+}
+
+
+def corpus_name(c) -> str:
+  """The TFDS name (`dataset/config`) of the build the stages read (`data.corpus`)."""
+  corpus = c.data.get("corpus", CORPUS_DATASET) or CORPUS_DATASET
+  if not isinstance(corpus, str):
+    raise ConfigError(f"data.corpus={corpus!r}: expected a TFDS build name")
+  if "/" in corpus:
+    return corpus
+  if corpus == CORPUS_DATASET:
+    return f"{CORPUS_DATASET}/{c.data.pair.replace('-', '_')}_{c.data.build}"
+  if corpus in CORPUS_ALIASES:
+    src, tgt = c.data.pair.split("-")
+    return CORPUS_ALIASES[corpus].format(src=src, tgt=tgt)
+  raise ConfigError(f"data.corpus={corpus!r}: expected {CORPUS_DATASET!r}, one of "
+                    f"{sorted(CORPUS_ALIASES)} or a full TFDS name 'dataset/config'")
 
 
 class ConfigError(ValueError):
@@ -198,6 +222,7 @@ def validate(c, num_devices: int | None = None):
   if not c.data.build or not isinstance(c.data.build, str):
     raise ConfigError(f"data.build={c.data.build!r}: expected the name of a corpus build "
                       f"such as 'micro' or 'tiny'")
+  corpus_name(c)  # a bad data.corpus is named here
   if c.data.seq_len > c.llm.max_len:
     raise ConfigError(f"data.seq_len={c.data.seq_len} exceeds llm.max_len={c.llm.max_len}, "
                       f"the longest sequence this model size is meant to train on")
@@ -351,10 +376,10 @@ def _validate_rules(c):
 
 
 def corpus_build_dir(c) -> tuple[str, str]:
-  """(name, directory) of the corpus build the config names: `liveinterp_corpus/
-  <src>_<tgt>_<build>` under `data.data_dir`/tfds (or `data.data_dir` itself when it is
-  the TFDS folder, as `pipelines.open_corpus` reads it)."""
-  name = f"{CORPUS_DATASET}/{c.data.pair.replace('-', '_')}_{c.data.build}"
+  """(name, directory) of the corpus build the config names (`corpus_name`: by default
+  `liveinterp_corpus/<src>_<tgt>_<build>`) under `data.data_dir`/tfds (or `data.data_dir`
+  itself when it is the TFDS folder, as `pipelines.open_corpus` reads it)."""
+  name = corpus_name(c)
   d = c.data.data_dir
   root = os.path.join(d, "tfds") if os.path.isdir(os.path.join(d, "tfds")) else d
   return name, os.path.join(root, name)
@@ -369,6 +394,9 @@ def check_inputs(c, *, init_from: bool = True):
   d = c.data.data_dir
   build_cmd = (f"python -m data_pipelines.build --pair={c.data.pair} --size={c.data.build} "
                f"--data_dir={d or 'DIR'}")
+  if corpus_name(c).split("/")[0] != CORPUS_DATASET:  # a user corpus: its own builder
+    build_cmd = (f"the builder of {corpus_name(c)} (data_pipelines/tfds_builders) with "
+                 f"data_dir={d or 'DIR'}/tfds")
   if stage in DATA_STAGES:
     if not d:
       raise ConfigError(f"data.data_dir is empty: stage {stage} reads the corpus build "
