@@ -159,6 +159,9 @@ def get_config():
       size_from_data=False,   # recipe: seq_len / max_audio_slots / turn budget from the
                               # build's length stats (liveinterp.train.recipes)
       text_only=False,        # stream stages: text-only turns even when codes exist
+      # the TFDS build the stages read: "liveinterp_corpus" (the project's, at data.build),
+      # "cvss" / "cvss_t" / "covost2" (user corpora at data.pair), or "dataset/config"
+      corpus="liveinterp_corpus",
   ))
 
   # ---- training ---------------------------------------------------------------------
@@ -202,7 +205,7 @@ def get_config():
   # iterations and train.learning_rate is the PPO learning rate. The reference policy is
   # the run the stage starts from (train.init_from: SFT for rl1, rl1 for rl2).
   c.rl = ml_collections.ConfigDict(dict(
-      seq_len=0,            # tokens per rollout stream in the update (0: 2 x data.seq_len);
+      seq_len=0,            # tokens per rollout stream in the update (0: 1.25 x data.seq_len);
                             # an episode longer than that is cut at a turn (counted)
       temperature=1.0,      # rollout sampling temperature (> 0)
       top_p=1.0,            # must be 1: the update recomputes the sampled distribution

@@ -39,7 +39,8 @@ _STEPS = flags.DEFINE_list("steps", ["data", "codec", "speech_tokens", "pretrain
                            "steps to run, in order (sft_text: SFT on text-only turns, "
                            "which sft then starts from)")
 _SCALE = flags.DEFINE_float("budget_scale", 1.0, "multiply every stage's step budget")
-STEPS = ("data", "codec", "speech_tokens", "pretrain", "sft_text", "sft", "evaluate")
+STEPS = ("data", "codec", "speech_tokens", "pretrain", "sft_text", "sft", "rl1", "rl2",
+         "evaluate")
 
 def _say(msg):
   from liveinterp.common import reporting
@@ -63,7 +64,12 @@ def run_stage(config, workdir) -> int:
   if _finished(workdir, config.train.steps):
     _say(f"{config.stage}: already trained ({workdir}), skipping")
     return 0
-  result = loop.run(config, workdir, stages.build(config))
+  if config.stage in ("rl1", "rl2"):
+    from liveinterp.rl import trainer  # pylint: disable=g-import-not-at-top
+    trainer.check_config(config)
+    result = trainer.run(config, workdir)
+  else:
+    result = loop.run(config, workdir, stages.build(config))
   with open(os.path.join(workdir, "result.json"), "w") as f:
     json.dump(result, f, indent=1)
   code = loop.exit_code(result)
@@ -106,7 +112,7 @@ def main(argv):
     t0 = time.time()
     if step == "data":
       build.run(base.data.pair, base.data.build, data_dir, model=_RECIPE.value)
-    elif step in ("codec", "pretrain", "sft_text", "sft"):
+    elif step in ("codec", "pretrain", "sft_text", "sft", "rl1", "rl2"):
       cfg = stage_config(_RECIPE.value, step, run_dir, data_dir, tok_prefix, _SCALE.value)
       # Checked before the stage is built (its data pipeline and model): issue #12.
       config_lib.validate(cfg, num_devices=jax.device_count())

@@ -56,7 +56,8 @@ class RolloutSpec:
   @classmethod
   def from_config(cls, cfg) -> "RolloutSpec":
     spec = sfmt.StreamSpec.from_config(cfg)
-    seq_len = int(cfg.rl.seq_len) or 2 * int(cfg.data.seq_len)
+    # Sampled turns run a little longer than the reference turns SFT streams hold.
+    seq_len = int(cfg.rl.seq_len) or -(-5 * int(cfg.data.seq_len) // 4 // 8) * 8
     return cls(seq_len=seq_len, max_chunks=int(cfg.data.max_audio_slots) // spec.slots_per_chunk,
                spec=spec)
 

@@ -65,7 +65,8 @@ def main(argv):
   config_lib.check_inputs(config)
   cli.check_writable_dir(_WORKDIR.value, "--workdir")
   from liveinterp.train import stages  # pylint: disable=g-import-not-at-top
-  if config.stage not in stages.available():
+  rl = config.stage in ("rl1", "rl2")  # liveinterp.rl.trainer: rollouts + PPO updates
+  if not rl and config.stage not in stages.available():
     raise cli.UserError(f"stage={config.stage!r} has no trainer yet; available: "
                         f"{', '.join(stages.available())}")
   distributed.initialize(_COORD.value, _NPROC.value, _PID.value, cpu_devices=_CPU.value)
@@ -74,9 +75,13 @@ def main(argv):
   from liveinterp.common import reporting  # pylint: disable=g-import-not-at-top
   from liveinterp.train import loop  # pylint: disable=g-import-not-at-top
   config_lib.validate(config, num_devices=jax.device_count())  # mesh and batch vs devices
-  stage = stages.build(config)
   workdir = os.path.abspath(_WORKDIR.value)
-  result = loop.run(config, workdir, stage, stop_at=_STOP_AT.value)
+  if rl:
+    from liveinterp.rl import trainer  # pylint: disable=g-import-not-at-top
+    trainer.check_config(config)
+    result = trainer.run(config, workdir, stop_at=_STOP_AT.value)
+  else:
+    result = loop.run(config, workdir, stages.build(config), stop_at=_STOP_AT.value)
   if reporting.jax.process_index() == 0:
     with open(os.path.join(workdir, "result.json"), "w") as f:
       json.dump({k: v for k, v in result.items()}, f, indent=1)

@@ -36,7 +36,7 @@ def size_from_data(c, stats: dict) -> dict:
     raise ValueError(f"the build's length stats were computed for stream geometry {got}, "
                      f"this config has {want}: rebuild the corpus with this model size")
   speech = "without_speech" if c.data.get("text_only", False) else "with_speech"
-  if c.stage == "sft":
+  if c.stage in ("sft", "rl1", "rl2"):  # RL streams are SFT streams, sampled
     rows = [stats["sft"]["simul"][speech]]
   else:
     # tasks that need speech (tts, s2st) have no text-only rows: text-only drops them
@@ -62,7 +62,7 @@ def stage_config(recipe, stage, run_dir, data_dir, tokenizer_prefix, scale=1.0):
   sequence lengths and the turn budget come from the build's length statistics."""
   c = recipe_config(recipe, stage)
   c.data.data_dir = data_dir
-  if c.data.get("size_from_data", False) and c.stage in ("pretrain", "sft"):
+  if c.data.get("size_from_data", False) and c.stage in ("pretrain", "sft", "rl1", "rl2"):
     from data_pipelines import build  # pylint: disable=g-import-not-at-top
     size_from_data(c, build.length_stats(data_dir, c.data.pair, c.data.build))
   c.tokenizer.model_path = tokenizer_prefix
@@ -78,7 +78,10 @@ def stage_config(recipe, stage, run_dir, data_dir, tokenizer_prefix, scale=1.0):
 
 def init_from(stage: str, run_dir: str) -> str:
   """Where a recipe stage starts: sft_text from pretrain; sft from sft_text when that
-  step has finished in this run (result.json), else from pretrain; others from scratch."""
+  step has finished in this run (result.json), else from pretrain; rl1 from sft, rl2
+  from rl1 (each RL stage's KL reference); others from scratch."""
+  if stage in ("rl1", "rl2"):
+    return os.path.join(run_dir, {"rl1": "sft", "rl2": "rl1"}[stage])
   if stage == "sft_text":
     return os.path.join(run_dir, "pretrain")
   if stage == "sft":

@@ -1,0 +1,399 @@
+"""RL stages `rl1` / `rl2`: PPO with staged rewards and adaptive KL (DESIGN §4-§5).
+
+    python -m liveinterp.train --config=configs/tiny.py:rl1 --workdir=runs/tiny/rl1 \
+        --config.train.init_from=runs/tiny/sft
+
+One iteration (`train.steps` of them):
+
+1. **rollout** (host driver, device decode): `train.batch_size` training utterances, drawn
+   by a seeded generator from (seed, iteration), are streamed through the streaming decoder
+   with the current weights, sampling at `rl.temperature` under the turn grammar
+   (`rollout.collect`: text + speech tokens, no codec run: speech durations come from the
+   frame counts);
+2. **rewards** (host, `rewards.score_episode`): the five single-turn rewards at each turn's
+   last token; with `rl.multi_turn` (rl2) the lagging and sequence-quality rewards at
+   the episode's last turn;
+3. **scoring** (one jitted training forward per policy, `rollout.sequence_log_probs`):
+   log π_old and V_old with the current weights, log π_ref with the frozen reference
+   (`train.init_from`: SFT for rl1, rl1 for rl2) — forced scoring, no second sampling;
+4. **update** (`update(state, batch, rng) -> (state, metrics)`, pure, jitted with the
+   state's shardings on the mesh): per-token reward `r − β (log π_old − log π_ref)`, GAE
+   (reverse scan over generated tokens), whitened advantages, PPO epochs x minibatches
+   (`ppo.make_update`), then the adaptive-KL controller moves log β. The first
+   `rl.value_warmup` iterations train the value head only (SFT never trained it).
+
+State: `RLState` (step, params, opt_state, model_state, log β) in orbax checkpoints; the
+episodes and sampling keys of iteration i are functions of (seed, i), so a resumed run
+repeats exactly what an uninterrupted one does. Exit codes as every stage
+(`loop.exit_code`). One process (the decoder runs on one local device; several devices
+of that process shard the update).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from data_pipelines import build as build_lib, pipelines
+from liveinterp.common import checkpointing, config as config_lib, mesh as mesh_lib
+from liveinterp.common import reporting, sharding
+from liveinterp.inference import streaming
+from liveinterp.models import s2st
+from liveinterp.models.codec import Codec
+from liveinterp.models.voice import SpeakerEncoder
+from liveinterp.rl import gae as gae_lib, kl as kl_lib, ppo, rewards as rewards_lib, rollout
+from liveinterp.train import loop, optimizer, train_state
+from liveinterp.train.stages import stream_lm
+
+RL_STAGES = ("rl1", "rl2")
+
+
+@flax.struct.dataclass
+class RLState:
+  step: jax.Array          # iterations done
+  params: nnx.State
+  opt_state: Any
+  model_state: nnx.State
+  log_beta: jax.Array      # log of the KL coefficient β (adaptive KL)
+
+
+def check_config(c):
+  """RL-specific checks (on top of `config.validate`), each naming the field."""
+  r = c.rl
+  if c.stage not in RL_STAGES:
+    raise config_lib.ConfigError(f"stage={c.stage!r} is not an RL stage {RL_STAGES}")
+  if not c.train.init_from:
+    raise config_lib.ConfigError(
+        f"stage={c.stage}: train.init_from is empty; RL starts from a trained policy "
+        f"(SFT for rl1, rl1 for rl2), which is also the KL reference")
+  if not r.temperature > 0:
+    raise config_lib.ConfigError(f"rl.temperature={r.temperature}: must be > 0 (the "
+                                 f"policy samples)")
+  if r.top_p != 1.0:
+    raise config_lib.ConfigError(
+        f"rl.top_p={r.top_p}: must be 1.0 (the update recomputes the sampling "
+        f"distribution from the logits; a top-p cut is not differentiable)")
+  if c.train.batch_size % int(r.ppo_minibatches):
+    raise config_lib.ConfigError(f"train.batch_size={c.train.batch_size} is not divisible "
+                                 f"by rl.ppo_minibatches={r.ppo_minibatches}")
+  for f in ("kl_beta", "kl_target"):
+    if not r[f] > 0:
+      raise config_lib.ConfigError(f"rl.{f}={r[f]}: must be > 0")
+  if int(r.value_warmup) < 0 or int(r.seq_len) < 0:
+    raise config_lib.ConfigError("rl.value_warmup and rl.seq_len must be >= 0")
+  if jax.process_count() > 1:
+    raise config_lib.ConfigError("RL stages run in one process for now (the rollout decoder "
+                                 "runs on one local device); use --cpu_devices / one host")
+  ppo.PPOConfig.from_config(c)
+  rewards_lib.RewardConfig.from_config(c)
+
+
+def reward_config(c) -> rewards_lib.RewardConfig:
+  """`rl.*` reward settings, with the speech-length bounds of the corpus build."""
+  rc = rewards_lib.RewardConfig.from_config(c)
+  if c.rl.speech_bounds and not c.data.text_only:
+    try:
+      stats = build_lib.length_stats(c.data.data_dir, c.data.pair, c.data.build)
+    except FileNotFoundError:
+      stats = {}
+    bounds = build_lib.speech_ms_per_token_bounds(stats)
+    if bounds is not None:
+      import dataclasses  # pylint: disable=g-import-not-at-top
+      rc = dataclasses.replace(rc, speech_ms_per_token=tuple(bounds))
+  return rc
+
+
+def _update_tx(c):
+  """The optimizer, its schedule counted in gradient updates (epochs x minibatches per
+  iteration), not iterations."""
+  t = ml_collections.ConfigDict(c.train.to_dict())
+  per_iter = int(c.rl.ppo_epochs) * int(c.rl.ppo_minibatches)
+  t.steps = int(c.train.steps) * per_iter
+  t.warmup_steps = int(c.train.warmup_steps) * per_iter
+  return optimizer.make_optimizer(t)
+
+
+def value_only_mask(params) -> Any:
+  """1.0 on the value head's parameters (`value_norm`, `value_head`), 0.0 elsewhere."""
+  def f(path, x):
+    names = "/".join(str(getattr(k, "key", getattr(k, "name", k))) for k in path)
+    on = "value_head" in names or "value_norm" in names
+    return jnp.full(x.shape, 1.0 if on else 0.0, jnp.float32)
+  return jax.tree_util.tree_map_with_path(f, params)
+
+
+def make_update(graphdef, grammar, tx, c):
+  """The pure RL update `update(state, batch, rng, policy_coef, grad_mask)`.
+
+  `batch` (leading axis = episodes): the rollout fields (`rollout.Rollout.batch`) plus
+  `turn_rewards` [B, L] (each turn's reward at its last token), `old_logp`,
+  `old_values`, `ref_logp` [B, L] (`sequence_log_probs` of the current and reference
+  policies). Returns (new state, metrics)."""
+  r = c.rl
+  pc = ppo.PPOConfig.from_config(c)
+  temperature = float(r.temperature)
+
+  def update(state: RLState, batch, rng, policy_coef, grad_mask):
+    mask = batch["gen_mask"].astype(jnp.float32)
+    beta = jnp.exp(state.log_beta)
+    kl_tok = kl_lib.token_kl(batch["old_logp"], batch["ref_logp"], mask)
+    rew = batch["turn_rewards"] * mask - beta * kl_tok
+    adv, ret = gae_lib.gae(rew, batch["old_values"], mask, gamma=float(r.gamma),
+                           lam=float(r.lam))
+    adv = ppo.whiten(adv, mask)
+
+    def apply_fn(params, mb):
+      model = nnx.merge(graphdef, params, state.model_state)
+      return rollout.sequence_log_probs(model, mb, grammar, temperature)
+
+    ppo_update = ppo.make_update(apply_fn, tx, pc)
+    train_batch = dict(batch, mask=mask, old_logp=batch["old_logp"],
+                       old_values=batch["old_values"], advantages=adv, returns=ret)
+    params, opt_state, m = ppo_update(state.params, state.opt_state, train_batch, rng,
+                                      policy_coef=policy_coef, grad_mask=grad_mask)
+    kl = kl_lib.mean_kl(batch["old_logp"], batch["ref_logp"], mask)
+    log_beta = kl_lib.update_log_beta(state.log_beta, kl, target=float(r.kl_target),
+                                      kp=float(r.kl_kp), adaptive=bool(r.kl_adaptive))
+    new = RLState(step=state.step + 1, params=params, opt_state=opt_state,
+                  model_state=state.model_state, log_beta=log_beta)
+    metrics = {f"rl/{k}": v for k, v in m.items()}
+    metrics.update({"rl/kl": kl, "rl/beta": beta,
+                    "rl/kl_reward": -(beta * kl_tok).sum() / jnp.maximum(mask.shape[0], 1),
+                    "rl/return_mean": (ret * mask).sum() / jnp.maximum(mask.sum(), 1)})
+    return new, metrics
+
+  return update
+
+
+class _Episodes:
+  """Which training utterances iteration i rolls out: a generator seeded by
+  (seed, i) draws records until `n` fit the rollout geometry (too long ones are counted)."""
+
+  def __init__(self, source, rs: rollout.RolloutSpec, seed: int):
+    self.source, self.rs, self.seed = source, rs, seed
+    self.too_long = 0
+
+  def __call__(self, iteration: int, n: int) -> list:
+    g = np.random.default_rng([self.seed, iteration])
+    out, tries = [], 0
+    while len(out) < n:
+      tries += 1
+      if tries > 50 * n:
+        raise ValueError(f"fewer than {n} of {tries} drawn training utterances fit "
+                         f"data.max_audio_slots={self.rs.max_chunks} chunks")
+      rec = self.source[int(g.integers(len(self.source)))]
+      if rollout.fits(rec, self.rs):
+        out.append(rec)
+      else:
+        self.too_long += 1
+    return out
+
+
+def _place_rewards(ro: rollout.Rollout, per_turn: list[np.ndarray]) -> np.ndarray:
+  """Each kept turn's reward at its last token -> [B, L]."""
+  out = np.zeros(ro.batch["tokens"].shape, np.float32)
+  for r, rew in enumerate(per_turn):
+    ends = np.nonzero(ro.batch["turn_end"][r])[0]
+    assert len(ends) == len(rew), (len(ends), len(rew))
+    out[r, ends] = rew
+  return out
+
+
+def rollout_stats(ro: rollout.Rollout, logs: list[dict]) -> dict:
+  """Host metrics of one rollout: reward components, text tokens and speech seconds per
+  turn, speech backlog, share of waiting turns."""
+  out = {k: float(np.mean([d[k] for d in logs])) for k in logs[0]}
+  n_text = np.concatenate([e.n_text_tokens for e in ro.episodes]).astype(np.float64)
+  speech = np.concatenate([e.speech_ms for e in ro.episodes]) / 1000.0
+  out["rl/text_tokens_per_turn"] = float(n_text.mean()) if n_text.size else 0.0
+  out["rl/speech_s_per_turn"] = float(speech.mean()) if speech.size else 0.0
+  out["rl/wait_fraction"] = float(np.mean(n_text == 0)) if n_text.size else 1.0
+  out["rl/cut_turns"] = float(ro.cut_turns)
+  out["rl/malformed_turns"] = float(sum((~e.well_formed).sum() for e in ro.episodes))
+  return out
+
+
+def run(config, workdir: str, stop_at: int | None = None) -> dict:
+  """Trains an RL stage to `train.steps` iterations, resuming from `workdir`."""
+  config_lib.validate(config, num_devices=jax.device_count())
+  check_config(config)
+  os.makedirs(workdir, exist_ok=True)
+  name = config.stage
+  mesh = mesh_lib.create_mesh(config.mesh)
+  rules = sharding.rules_from_config(config.logical_axis_rules)
+  tx = _update_tx(config)
+  total = int(config.train.steps)
+  tok = stream_lm.tokenizer_for(config)
+  rs = rollout.RolloutSpec.from_config(config)
+  rc = reward_config(config)
+  train_src = pipelines.open_corpus(config, "train")
+  dev = pipelines.open_corpus(config, "dev")
+  episodes_for = _Episodes(train_src, rs, int(config.seed))
+
+  model_fn = lambda rngs: s2st.S2ST(config, rngs=rngs)  # noqa: E731
+  graphdef, abstract, shardings = train_state.abstract_state(model_fn, tx, mesh, rules)
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  beta_struct = jax.ShapeDtypeStruct((), jnp.float32, sharding=replicated)
+  abstract_rl = RLState(step=abstract.step, params=abstract.params,
+                        opt_state=abstract.opt_state, model_state=abstract.model_state,
+                        log_beta=beta_struct)
+  rl_shardings = RLState(step=shardings.step, params=shardings.params,
+                         opt_state=shardings.opt_state, model_state=shardings.model_state,
+                         log_beta=replicated)
+
+  # The reference policy (also where a fresh run starts): params + model state.
+  loop._refuse_diverged(config.train.init_from)  # pylint: disable=protected-access
+  src = checkpointing.Checkpointer(os.path.join(config.train.init_from, "checkpoints"))
+  try:
+    ref_params, ref_rest = src.restore_params(abstract.params,
+                                              abstract_model_state=abstract.model_state)
+  finally:
+    src.close()
+
+  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                    keep=config.checkpoint.keep,
+                                    every_steps=config.checkpoint.every_steps,
+                                    async_save=config.checkpoint.async_save)
+  restored = ckpt.restore(abstract_rl)
+  if restored is not None:
+    state, start = restored
+    reporting.console(f"[{name}] resumed from iteration {start} in {ckpt.directory}")
+  else:
+    # Own copies: the update donates its state, the reference must outlive it.
+    copy = lambda t, s: jax.jit(lambda x: jax.tree.map(jnp.copy, x), out_shardings=s)(t)  # noqa: E731
+    with sharding.use_mesh(mesh, rules):
+      opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(ref_params)
+      params, rest = copy(ref_params, shardings.params), copy(ref_rest, shardings.model_state)
+    state = RLState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state,
+                    model_state=rest,
+                    log_beta=jax.device_put(jnp.log(jnp.float32(config.rl.kl_beta)),
+                                            replicated))
+    start = 0
+    reporting.console(f"[{name}] starting from {config.train.init_from} (also the KL "
+                      f"reference)")
+
+  # The decoder users run, sampling; no codec (speech durations come from frame counts).
+  model0 = nnx.merge(graphdef, ref_params, ref_rest)
+  codec = streaming.random_model(lambda r: Codec(config, rngs=r), 1)
+  speaker = streaming.random_model(lambda r: SpeakerEncoder(config, rngs=r), 2)
+  decoder = streaming.StreamingDecoder(
+      model0, codec, speaker, tok, config, temperature=float(config.rl.temperature),
+      prompt_ids=streaming.prompt_for(config, tok),
+      speech_turns=streaming.speech_turns_for(config), decode_speech=False)
+  grammar = decoder.spec.grammar
+  detok = streaming.Detokenizer(tok)
+  temperature = float(config.rl.temperature)
+
+  def score(params, model_state, batch):
+    return rollout.sequence_log_probs(nnx.merge(graphdef, params, model_state), batch,
+                                      grammar, temperature)
+
+  score_jit = jax.jit(score)
+  update_jit = jax.jit(make_update(graphdef, grammar, tx, config),
+                       in_shardings=(rl_shardings, None, None, None, None),
+                       out_shardings=(rl_shardings, None), donate_argnums=(0,))
+  ones = jax.tree.map(lambda x: jnp.ones(x.shape, jnp.float32), abstract.params)
+  value_only = value_only_mask(abstract.params)
+  dev_records = [dev[i] for i in range(min(len(dev), int(config.rl.eval_episodes)))]
+  dev_eval = stream_lm.SimulDevEval(config, tok, dev_records) if dev_records else None
+
+  writer = reporting.create_writer(os.path.join(workdir, "tensorboard"))
+  if start == 0:
+    writer.write_hparams(loop._flatten_config(config))  # pylint: disable=protected-access
+  progress = reporting.ProgressLine(total, start, prefix=f"[{name}] ")
+  stop = loop._StopFlag()  # pylint: disable=protected-access
+  stop.install()
+  guard = loop._DivergenceGuard(config.train)  # pylint: disable=protected-access
+  last: dict = {}
+  stopped = None
+  it = start
+  t_loop = time.perf_counter()
+  try:
+    while it < total:
+      t0 = time.perf_counter()
+      recs = episodes_for(it, int(config.train.batch_size))
+      decoder.set_model(nnx.merge(graphdef, state.params, state.model_state))
+      key = jax.random.fold_in(jax.random.key(int(config.seed)), it)
+      ro = rollout.collect(decoder, recs, rs, key, detok)
+      per_turn, logs = [], []
+      for ep, rec in zip(ro.episodes, recs):
+        rew, log = rewards_lib.score_episode(ep, rewards_lib.Reference.from_record(rec), rc)
+        per_turn.append(rew)
+        logs.append(log)
+      t_roll = time.perf_counter() - t0
+      host = dict(ro.batch, turn_rewards=_place_rewards(ro, per_turn))
+      with sharding.use_mesh(mesh, rules):
+        batch = pipelines.make_global_batch(host, mesh, rules)
+        old_logp, old_values, _ = score_jit(state.params, state.model_state, batch)
+        ref_logp, _, _ = score_jit(ref_params, ref_rest, batch)
+        batch = dict(batch, old_logp=old_logp, old_values=old_values, ref_logp=ref_logp)
+        warm = it < int(config.rl.value_warmup)
+        state, m = update_jit(state, batch, jax.random.fold_in(key, 1),
+                              jnp.float32(0.0 if warm else 1.0), value_only if warm else ones)
+      m = {k: float(v) for k, v in jax.device_get(m).items()}
+      gen = host["gen_mask"] > 0
+      gap = np.abs(np.asarray(old_logp)[gen] - host["rollout_logp"][gen])
+      m["rl/rollout_logp_gap"] = float(gap.max()) if gap.size else 0.0
+      m.update(rollout_stats(ro, logs))
+      m["rl/value_warmup"] = float(warm)
+      m["rl/too_long_skipped"] = float(episodes_for.too_long)
+      m["rl/rollout_seconds"] = t_roll
+      m["rl/iteration_seconds"] = time.perf_counter() - t0
+      it += 1
+      last = m
+      writer.write_scalars(it, dict(m))
+      with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+        f.write(json.dumps({"step": it, **m}) + "\n")
+      progress(it, {k: m[k] for k in ("reward/total", "rl/kl", "rl/beta", "rl/entropy",
+                                      "rl/value_loss") if k in m})
+      if guard.update([int(m.get("rl/skipped", 0) > 0)]):
+        stopped = "diverged"
+        break
+      eval_now = dev_eval is not None and (it % int(config.train.eval_every) == 0
+                                           or it == total)
+      if eval_now:
+        ev, examples = dev_eval(nnx.merge(graphdef, state.params, state.model_state))
+        writer.write_scalars(it, dict(ev))
+        reporting.console(f"[{name}] eval @ {it}: "
+                          + " | ".join(f"{k} {v:.4g}" for k, v in ev.items()))
+        for ref, hyp in examples[:1]:
+          reporting.console(f"  simul ref: {ref}\n  simul hyp: {hyp}")
+        last = dict(last, **ev)
+      preempted = stop.agreed()
+      stopping = preempted or (stop_at is not None and it >= stop_at)
+      ckpt.save(it, state, meta={"stage": name, "step": it, "config": config.name},
+                force=stopping or it == total)
+      if stopping:
+        if it < total:
+          stopped = "preempted" if preempted else "stop_at"
+        break
+  finally:
+    stop.restore()
+    ckpt.wait()
+    last_checkpoint = ckpt.latest_step
+    ckpt.close()
+    writer.flush()
+  last = dict(last)
+  last["steps_per_second"] = (it - start) / max(time.perf_counter() - t_loop, 1e-9)
+  last["step"] = it
+  last["stopped_early"] = it < total or stopped == "diverged"
+  if stopped:
+    last["stopped"] = stopped
+    last["last_checkpoint"] = last_checkpoint
+  if stopped == "diverged":
+    last["stop_reason"] = guard.reason
+    reporting.console(f"[{name}] STOPPED at iteration {it}: {guard.reason}; lower "
+                      f"train.learning_rate. Exit code {loop.EXIT_DIVERGED}.")
+  elif stopped == "preempted":
+    reporting.console(f"[{name}] preempted at iteration {it}/{total}: checkpoint saved; "
+                      f"re-run the same command to resume. Exit code {loop.EXIT_PREEMPTED}.")
+  return last
