@@ -41,7 +41,9 @@ def test_stage_argument_and_overrides(stage):
 
 
 def test_locked_config_rejects_unknown_field():
-  with pytest.raises(Exception):
+  # ml_collections' locked ConfigDict raises AttributeError (wrapping the KeyError) for a
+  # field it does not have, with a spelling hint.
+  with pytest.raises(AttributeError, match=r"stepz(.|\n)*Did you mean \"steps\""):
     _load(os.path.join(ROOT, "configs", "tiny.py"), ["--config.train.stepz=3"])
 
 
