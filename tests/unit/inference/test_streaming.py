@@ -7,7 +7,6 @@ pays for few compilations. One test takes its reference stream from the training
 pipeline itself (`stream_format.simul_example` of a micro record, micro tokenizer).
 """
 
-import time
 
 import jax
 import jax.numpy as jnp
@@ -309,6 +308,11 @@ def test_decoder_reproduces_training_forward_on_a_pipeline_stream():
     assert np.abs(o.logits[0, :len(ids)] - b.logits[0, :len(ids)]).max() > 1e-2, t
 
 
+def _scan_compiles() -> int:
+  """Executables compiled so far by the jitted chunk scans (both donation variants)."""
+  return streaming._scan_donate._cache_size() + streaming._scan_keep._cache_size()
+
+
 def test_long_stream_keeps_state_flat(decoder):
   """10,000 chunks (mostly waits, a content turn every 7th chunk) in jitted scans."""
   layout = decoder.layout
@@ -326,12 +330,11 @@ def test_long_stream_keeps_state_flat(decoder):
     flen[rows, b] = len(content)
   state = decoder.init_stream(B, 0)
   sig0, bytes0 = streaming.state_signature(state), streaming.state_bytes(state)
-  times, tokens = [], 0
+  compiles, tokens = [], 0
   for r in range(reps):
-    t0 = time.process_time()
     state, counts = decoder.scan(state, audio, None, forced, flen)
     jax.block_until_ready(state)
-    times.append(time.process_time() - t0)
+    compiles.append(_scan_compiles())
     tokens += np.asarray(counts["n_tokens"]).sum(0)
     assert streaming.state_signature(state) == sig0
     assert streaming.state_bytes(state) == bytes0
@@ -342,9 +345,11 @@ def test_long_stream_keeps_state_flat(decoder):
                                 len(decoder.prompt_ids) + reps * n * spc + tokens - 1)
   for leaf in jax.tree.leaves((state.model, state.codec, state.speaker)):
     assert np.all(np.isfinite(np.asarray(leaf)))
-  # Flat cost: the last 2,500 chunks take no longer than chunks 2,500-5,000 (the first
-  # scan also compiled). Generous bound: the machine is shared.
-  assert times[3] < 2.0 * times[1], times
+  # Flat cost, counted rather than timed (a wall-clock bound fails on a loaded machine):
+  # every scan after the first reuses the first one's executable (no recompilation as the
+  # stream grows), and the state it runs on keeps its signature and size (above), so each
+  # 2,500 chunks run the same fixed-shape program.
+  assert compiles == [compiles[0]] * reps, compiles
 
 
 def test_rows_without_audio_are_left_untouched(decoder):
