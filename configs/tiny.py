@@ -18,8 +18,8 @@ BUDGETS = {  # stage: (steps, peak learning rate, warmup)
     "pretrain": (500, 2e-3, 40),
     "sft_text": (300, 1e-3, 20),   # SFT on text-only turns first (recipe step sft_text)
     "sft": (250, 1e-3, 20),
-    "rl1": (100, 1e-5, 0),
-    "rl2": (100, 1e-5, 0),
+    "rl1": (30, 5e-5, 0),     # PPO iterations (train.batch_size episodes each)
+    "rl2": (30, 5e-5, 0),
 }
 
 

@@ -174,6 +174,44 @@ def make_update(graphdef, grammar, tx, c):
   return update
 
 
+def abstract_state(model_fn, tx, mesh, rules):
+  """(graphdef, abstract `RLState` carrying shardings, `RLState` of shardings); the
+  parameters and optimizer state are sharded by their logical axes, log β replicated."""
+  graphdef, abstract, shardings = train_state.abstract_state(model_fn, tx, mesh, rules)
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  rl_shardings = RLState(step=shardings.step, params=shardings.params,
+                         opt_state=shardings.opt_state, model_state=shardings.model_state,
+                         log_beta=replicated)
+  abstract_rl = RLState(step=abstract.step, params=abstract.params,
+                        opt_state=abstract.opt_state, model_state=abstract.model_state,
+                        log_beta=jax.ShapeDtypeStruct((), jnp.float32, sharding=replicated))
+  return graphdef, abstract_rl, rl_shardings
+
+
+def initial_state(params, model_state, tx, beta: float, rl_shardings: RLState, mesh,
+                  rules) -> RLState:
+  """A fresh `RLState` in its shardings from a policy's weights (copied: the update
+  donates its state, and the weights passed in stay usable, e.g. as the reference)."""
+  copy = lambda t, s: jax.jit(lambda x: jax.tree.map(jnp.copy, x), out_shardings=s)(t)  # noqa: E731
+  # Same leaves, the target's tree (a model made eagerly and one restored from its
+  # abstract shape carry different Variable metadata).
+  params = jax.tree.unflatten(jax.tree.structure(rl_shardings.params), jax.tree.leaves(params))
+  model_state = jax.tree.unflatten(jax.tree.structure(rl_shardings.model_state),
+                                   jax.tree.leaves(model_state))
+  with sharding.use_mesh(mesh, rules):
+    opt_state = jax.jit(tx.init, out_shardings=rl_shardings.opt_state)(params)
+    return RLState(step=jax.device_put(jnp.zeros((), jnp.int32), rl_shardings.step),
+                   params=copy(params, rl_shardings.params), opt_state=opt_state,
+                   model_state=copy(model_state, rl_shardings.model_state),
+                   log_beta=jax.device_put(jnp.log(jnp.float32(beta)), rl_shardings.log_beta))
+
+
+def jit_update(update_fn, rl_shardings: RLState):
+  """`update` jitted with the state's shardings (donated); the batch keeps the data
+  sharding it arrives with."""
+  return jax.jit(update_fn, out_shardings=(rl_shardings, None), donate_argnums=(0,))
+
+
 class _Episodes:
   """Which training utterances iteration i rolls out: a generator seeded by
   (seed, i) draws records until `n` fit the rollout geometry (too long ones are counted)."""
@@ -240,15 +278,8 @@ def run(config, workdir: str, stop_at: int | None = None) -> dict:
   episodes_for = _Episodes(train_src, rs, int(config.seed))
 
   model_fn = lambda rngs: s2st.S2ST(config, rngs=rngs)  # noqa: E731
-  graphdef, abstract, shardings = train_state.abstract_state(model_fn, tx, mesh, rules)
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  beta_struct = jax.ShapeDtypeStruct((), jnp.float32, sharding=replicated)
-  abstract_rl = RLState(step=abstract.step, params=abstract.params,
-                        opt_state=abstract.opt_state, model_state=abstract.model_state,
-                        log_beta=beta_struct)
-  rl_shardings = RLState(step=shardings.step, params=shardings.params,
-                         opt_state=shardings.opt_state, model_state=shardings.model_state,
-                         log_beta=replicated)
+  graphdef, abstract_rl, rl_shardings = abstract_state(model_fn, tx, mesh, rules)
+  abstract = abstract_rl
 
   # The reference policy (also where a fresh run starts): params + model state.
   loop._refuse_diverged(config.train.init_from)  # pylint: disable=protected-access
@@ -268,15 +299,8 @@ def run(config, workdir: str, stop_at: int | None = None) -> dict:
     state, start = restored
     reporting.console(f"[{name}] resumed from iteration {start} in {ckpt.directory}")
   else:
-    # Own copies: the update donates its state, the reference must outlive it.
-    copy = lambda t, s: jax.jit(lambda x: jax.tree.map(jnp.copy, x), out_shardings=s)(t)  # noqa: E731
-    with sharding.use_mesh(mesh, rules):
-      opt_state = jax.jit(tx.init, out_shardings=shardings.opt_state)(ref_params)
-      params, rest = copy(ref_params, shardings.params), copy(ref_rest, shardings.model_state)
-    state = RLState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state,
-                    model_state=rest,
-                    log_beta=jax.device_put(jnp.log(jnp.float32(config.rl.kl_beta)),
-                                            replicated))
+    state = initial_state(ref_params, ref_rest, tx, float(config.rl.kl_beta), rl_shardings,
+                          mesh, rules)
     start = 0
     reporting.console(f"[{name}] starting from {config.train.init_from} (also the KL "
                       f"reference)")
@@ -298,9 +322,7 @@ def run(config, workdir: str, stop_at: int | None = None) -> dict:
                                       grammar, temperature)
 
   score_jit = jax.jit(score)
-  update_jit = jax.jit(make_update(graphdef, grammar, tx, config),
-                       in_shardings=(rl_shardings, None, None, None, None),
-                       out_shardings=(rl_shardings, None), donate_argnums=(0,))
+  update_jit = jit_update(make_update(graphdef, grammar, tx, config), rl_shardings)
   ones = jax.tree.map(lambda x: jnp.ones(x.shape, jnp.float32), abstract.params)
   value_only = value_only_mask(abstract.params)
   dev_records = [dev[i] for i in range(min(len(dev), int(config.rl.eval_episodes)))]

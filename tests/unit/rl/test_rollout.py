@@ -14,24 +14,12 @@ from flax import nnx
 from liveinterp.inference import sampling, streaming
 from liveinterp.rl import rollout
 
-TURN_TOKENS = 24
+from tests.unit.rl.conftest import TURN_TOKENS
 
 
 @pytest.fixture(scope="module")
-def setup():
-  from tests.unit.data.test_formats_fixtures import micro_config, micro_source, micro_tokenizer
-  cfg = micro_config("rl1")
-  tok = micro_tokenizer()
-  model, codec, speaker = streaming.build_models(cfg, seed=2)
-  decoder = streaming.StreamingDecoder(
-      model, codec, speaker, tok, cfg, temperature=1.0, max_turn_tokens=TURN_TOKENS,
-      decode_speech=False, speech_turns=True)
-  rs = rollout.RolloutSpec.from_config(cfg)
-  src = micro_source("train")
-  recs = [src[i] for i in range(len(src)) if rollout.fits(src[i], rs)][:3]
-  assert len(recs) == 3
-  ro = rollout.collect(decoder, recs, rs, jax.random.key(3), streaming.Detokenizer(tok))
-  return cfg, tok, model, decoder, rs, recs, ro
+def setup(micro_rollout):
+  return micro_rollout
 
 
 def test_training_forward_reproduces_rollout_log_probs_and_values(setup):
