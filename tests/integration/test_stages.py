@@ -1,5 +1,10 @@
-"""Every training stage on a micro corpus: codec → speech tokens → pretrain → sft, with
-bitwise resume (including grain data order) and initialisation from the previous stage."""
+"""Every training stage on a micro corpus: codec → speech tokens → pretrain → sft →
+evaluation, with bitwise resume (including grain data order) and initialisation from the
+previous stage.
+
+One test per stage boundary; each stage's run is a module-scoped fixture built from the
+previous stage's fixture, so a stage runs once and a failure names its stage (the tests
+after a failed stage error in set-up instead of running on a broken input)."""
 
 import json
 import os
@@ -20,6 +25,12 @@ def micro_data(tmp_path_factory):
   return d, build.tokenizer_prefix(d, "zh-en", "micro", 256, "bpe")
 
 
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+  """The run directory every stage of the chain writes into (codec/, codes.npz, pre_a/...)."""
+  return str(tmp_path_factory.mktemp("run"))
+
+
 def _cfg(stage, data, run, steps=4):
   d, tok = data
   c = micro.get_config(stage)
@@ -35,54 +46,105 @@ def _losses(workdir):
   return {r["step"]: r["train/loss"] for r in rows}  # a re-logged step keeps its last value
 
 
-def test_stages_end_to_end_with_exact_resume(micro_data, tmp_path):
-  run = str(tmp_path)
-  # codec: loss goes down over a few steps; dev reconstruction metrics reported
-  c = _cfg("codec", micro_data, run, steps=6)
-  out = loop.run(c, os.path.join(run, "codec"), stages.build(c))
-  codec_losses = _losses(os.path.join(run, "codec"))
-  assert codec_losses[6] < codec_losses[1]
-  assert np.isfinite(out["eval/mel"]) and out["eval/perplexity"] >= 1.0
+# ---- stage fixtures: each runs once per module, from the previous one's output ----------
 
-  stats = speech_tokens.encode_corpus(_cfg("pretrain", micro_data, run), os.path.join(run, "codec"),
-                                      os.path.join(run, "codes.npz"))
+@pytest.fixture(scope="module")
+def codec_run(micro_data, run_dir):
+  c = _cfg("codec", micro_data, run_dir, steps=6)
+  # The default crops stay: with half of them (480/960 ms) a step costs ~2x less, but one
+  # batch of mostly silent crops spiked the loss to 1185 at step 4 (from 22 at step 2),
+  # which would leave "the loss falls over 6 steps" to luck. The cost here is the compile
+  # of the codec step (270-340 s of the ~470 s set-up on 2 loaded cores), not its steps.
+  out = loop.run(c, os.path.join(run_dir, "codec"), stages.build(c))
+  return out
+
+
+@pytest.fixture(scope="module")
+def speech_codes(micro_data, run_dir, codec_run):
+  del codec_run  # the codec workdir it wrote
+  return speech_tokens.encode_corpus(_cfg("pretrain", micro_data, run_dir),
+                                     os.path.join(run_dir, "codec"),
+                                     os.path.join(run_dir, "codes.npz"))
+
+
+@pytest.fixture(scope="module")
+def pretrain_run(micro_data, run_dir, speech_codes):
+  """Pretraining straight through to step 4 (on the speech codes); its workdir."""
+  del speech_codes  # data.codes_path points at the file it wrote
+  a = os.path.join(run_dir, "pre_a")
+  c = _cfg("pretrain", micro_data, run_dir)
+  loop.run(c, a, stages.build(c))
+  return a
+
+
+@pytest.fixture(scope="module")
+def sft_run(micro_data, run_dir, pretrain_run):
+  c = _cfg("sft", micro_data, run_dir, steps=2)
+  c.train.init_from = pretrain_run
+  out = loop.run(c, os.path.join(run_dir, "sft"), stages.build(c))
+  return c, out
+
+
+# ---- one test per stage boundary ----------------------------------------------------------
+
+def test_codec_loss_falls_and_reports_dev_metrics(codec_run, run_dir):
+  # codec: loss goes down over a few steps; dev reconstruction metrics reported
+  codec_losses = _losses(os.path.join(run_dir, "codec"))
+  assert codec_losses[6] < codec_losses[1]
+  assert np.isfinite(codec_run["eval/mel"]) and codec_run["eval/perplexity"] >= 1.0
+
+
+def test_speech_tokens_from_the_trained_codec(micro_data, run_dir, speech_codes):
+  stats = speech_codes
   assert stats["records"] == 25 and stats["frames"] > 0
-  lookup = speech_tokens.codes_fn_for(_cfg("pretrain", micro_data, run))
+  lookup = speech_tokens.codes_fn_for(_cfg("pretrain", micro_data, run_dir))
   assert lookup is not None
   # The loaded codec carries its trained EMA codebooks (non-param state), not fresh ones.
   from flax import nnx
   from liveinterp.layers.quantizer import CodebookStats
   from liveinterp.models import voice
   from liveinterp.train import restore
-  cc = _cfg("codec", micro_data, run)
+  cc = _cfg("codec", micro_data, run_dir)
   loaded = restore.load_model(lambda r: voice.VoiceCodec(cc, rngs=r),
-                              os.path.join(run, "codec"), cc)
+                              os.path.join(run_dir, "codec"), cc)
   fresh = voice.VoiceCodec(cc, rngs=nnx.Rngs(0))
   diff = [float(np.abs(np.asarray(x) - np.asarray(y)).max()) for x, y in zip(
       jax.tree.leaves(nnx.state(loaded, CodebookStats)),
       jax.tree.leaves(nnx.state(fresh, CodebookStats)))]
   assert max(diff) > 0
 
+
+def test_pretrain_resume_is_bitwise(micro_data, run_dir, pretrain_run):
   # pretrain: 4 steps straight vs 2 steps, "killed", resumed to 4 — identical losses
-  a, b = os.path.join(run, "pre_a"), os.path.join(run, "pre_b")
-  c = _cfg("pretrain", micro_data, run)
-  loop.run(c, a, stages.build(c))
-  part = loop.run(c, b, stages.build(c), stop_at=2)
+  b = os.path.join(run_dir, "pre_b")
+  c = _cfg("pretrain", micro_data, run_dir)
+
+  def build():
+    # The interrupted run skips the dev evaluation (the straight run `a` did it): eval
+    # reads the dev split and the weights only, never the training data or the step's
+    # rng, so it cannot change the losses compared here; without it the two runs save
+    # two decoding compiles. (As a side effect this also shows eval leaves training alone.)
+    st = stages.build(c)
+    st.eval_fn = None
+    return st
+  part = loop.run(c, b, build(), stop_at=2)
   assert part["stopped_early"]
-  loop.run(c, b, stages.build(c))  # a fresh pipeline: data position comes from the checkpoint
-  la, lb = _losses(a), _losses(b)
+  loop.run(c, b, build())  # a fresh pipeline: data position comes from the checkpoint
+  la, lb = _losses(pretrain_run), _losses(b)
   assert [la[s] for s in range(1, 5)] == [lb[s] for s in range(1, 5)]  # bitwise
   assert la[4] < la[1]
 
-  # sft initialised from pretraining
-  c = _cfg("sft", micro_data, run, steps=2)
-  c.train.init_from = a
-  out = loop.run(c, os.path.join(run, "sft"), stages.build(c))
+
+def test_sft_initialised_from_pretraining(sft_run):
+  _, out = sft_run
   assert out["step"] == 2 and np.isfinite(out["train/loss"])
 
+
+def test_evaluation_of_the_run(sft_run, run_dir):
   # evaluation of the run: streaming translation, latency, quality, plots, report
   from liveinterp import evaluate
-  report_md = evaluate.run(c, run, split="test", max_examples=3)
+  c, _ = sft_run
+  report_md = evaluate.run(c, run_dir, split="test", max_examples=3)
   report = json.load(open(report_md.replace(".md", ".json")))
   lat = report["simul"]["text_latency"]
   assert report["examples"] == 3 and lat["episodes"] == 3
@@ -90,8 +152,8 @@ def test_stages_end_to_end_with_exact_resume(micro_data, tmp_path):
   assert report["policies"]["alignment"]["text_latency"]["LAAL"] > 0
   assert report["codec"]["items"] == 3 and report["codec"]["mel_l1"] > 0
   assert 0 <= report["codec"]["asr_chrf_original"] <= 100
-  assert os.path.exists(os.path.join(run, "eval", "latency_quality_test.png"))
-  assert os.path.exists(os.path.join(run, "eval", "timeline_test_0.png"))
+  assert os.path.exists(os.path.join(run_dir, "eval", "latency_quality_test.png"))
+  assert os.path.exists(os.path.join(run_dir, "eval", "timeline_test_0.png"))
 
 
 def test_stage_fails_fast_when_nothing_fits(micro_data, tmp_path):
