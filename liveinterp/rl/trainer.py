@@ -131,19 +131,34 @@ def value_only_mask(params) -> Any:
   return jax.tree_util.tree_map_with_path(f, params)
 
 
+def policy_mask(batch, speech_offset: int, speech_in_loss: bool) -> jax.Array:
+  """[B, L] float: the generated tokens PPO treats as the policy's actions. Without
+  `speech_in_loss` the codec ids are left out (they are ~85% of what a turn writes, and
+  no reward depends on which codes were drawn, only on how many: the `<eot>` that ends
+  the speech is a control token and stays in), so the gradient is spent on the
+  decisions the rewards judge: when to write, what to write, when to stop speaking."""
+  mask = batch["gen_mask"].astype(jnp.float32)
+  if not speech_in_loss:
+    mask = mask * (batch["tokens"] < speech_offset).astype(jnp.float32)
+  return mask
+
+
 def make_update(graphdef, grammar, tx, c):
   """The pure RL update `update(state, batch, rng, policy_coef, grad_mask)`.
 
   `batch` (leading axis = episodes): the rollout fields (`rollout.Rollout.batch`) plus
   `turn_rewards` [B, L] (each turn's reward at its last token), `old_logp`,
   `old_values`, `ref_logp` [B, L] (`sequence_log_probs` of the current and reference
-  policies). Returns (new state, metrics)."""
+  policies). The actions are `policy_mask`'s tokens. Returns (new state, metrics)."""
   r = c.rl
   pc = ppo.PPOConfig.from_config(c)
   temperature = float(r.temperature)
 
+  speech_offset = int(grammar.layout.speech_offset)
+  speech_in_loss = bool(r.speech_in_loss)
+
   def update(state: RLState, batch, rng, policy_coef, grad_mask):
-    mask = batch["gen_mask"].astype(jnp.float32)
+    mask = policy_mask(batch, speech_offset, speech_in_loss)
     beta = jnp.exp(state.log_beta)
     kl_tok = kl_lib.token_kl(batch["old_logp"], batch["ref_logp"], mask)
     rew = batch["turn_rewards"] * mask - beta * kl_tok

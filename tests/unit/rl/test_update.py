@@ -101,7 +101,8 @@ def test_ppo_step_favours_tokens_with_positive_advantage(micro_rollout):
   lp0, v0, _ = jax.device_get(score(s0.params, s0.model_state, batch))
   lp1, _, _ = jax.device_get(score(s1.params, s1.model_state, batch))
   # The advantages the update used (same formula as trainer.make_update, β = 0.1).
-  mask = np.asarray(batch["gen_mask"], np.float32)
+  mask = np.asarray(trainer.policy_mask(batch, decoder.layout.speech_offset, False))
+  assert 0 < mask.sum() < np.asarray(batch["gen_mask"]).sum()   # speech ids are left out
   rew = np.asarray(batch["turn_rewards"]) * mask - 0.1 * 0.05 * mask
   adv, _ = gae.gae(jnp.asarray(rew), jnp.asarray(v0), jnp.asarray(mask), gamma=1.0, lam=0.95)
   adv = np.asarray(ppo.whiten(adv, jnp.asarray(mask)))
