@@ -238,18 +238,39 @@ def apply_size(c, size: str):
   return c
 
 
+# RL ablations (issue #13): each is an RL stage with changed reward or KL settings,
+# started from SFT, to reproduce the failure modes the design prevents (DESIGN §4):
+#   rl_time_only   time compliance alone: speech gets shorter, quality drops;
+#   rl_lag_only    the lagging penalty alone: the policy writes early and skips content;
+#   rl_one_stage   all seven rewards at once from SFT (no stage-1 policy first);
+#   rl_fixed_beta  stage 1 with a fixed β (the KL either runs away or the policy is
+#                  pinned), against the adaptive controller.
+_NO_TURN_REWARDS = dict(w_det=0.0, w_init=0.0, w_qual=0.0, w_time=0.0, w_fmt=0.0)
+RL_ABLATIONS = {
+    "rl_time_only": ("rl1", dict(_NO_TURN_REWARDS, w_time=1.0)),
+    "rl_lag_only": ("rl2", dict(_NO_TURN_REWARDS, w_lag=1.0, w_seq=0.0, multi_turn=True)),
+    "rl_one_stage": ("rl2", dict(multi_turn=True)),
+    "rl_fixed_beta": ("rl1", dict(kl_adaptive=False)),
+}
+
+
 def recipe(size: str, stage: str):
   """Base config with a size preset and a stage; what each recipe file returns.
 
-  `stage` is a training stage or "sft_text": the sft stage on text-only turns
+  `stage` is a training stage, "sft_text": the sft stage on text-only turns
   (`data.text_only`), which the recipe runs between pretrain and sft when asked to
-  (`liveinterp.recipe --steps=...,sft_text,sft`); sft then starts from it.
+  (`liveinterp.recipe --steps=...,sft_text,sft`; sft then starts from it), or an RL
+  ablation of `RL_ABLATIONS` (an RL stage with its reward/KL changes).
   """
   c = apply_size(get_config(), size)
   c.name = size
+  rl_changes = {}
+  if stage in RL_ABLATIONS:
+    stage, rl_changes = RL_ABLATIONS[stage]
   c.stage = "sft" if stage == "sft_text" else stage
   c.data.text_only = stage == "sft_text"
   c.rl.multi_turn = stage == "rl2"
+  c.rl.update(rl_changes)
   return c
 
 

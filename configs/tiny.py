@@ -21,6 +21,8 @@ BUDGETS = {  # stage: (steps, peak learning rate, warmup)
     "rl1": (30, 5e-5, 0),     # PPO iterations (train.batch_size episodes each)
     "rl2": (30, 5e-5, 0),
 }
+for _name in base.RL_ABLATIONS:  # ablations get the RL budget
+  BUDGETS[_name] = BUDGETS["rl1"]
 
 
 def get_config(stage: str = "demo"):

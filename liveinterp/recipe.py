@@ -39,8 +39,10 @@ _STEPS = flags.DEFINE_list("steps", ["data", "codec", "speech_tokens", "pretrain
                            "steps to run, in order (sft_text: SFT on text-only turns, "
                            "which sft then starts from)")
 _SCALE = flags.DEFINE_float("budget_scale", 1.0, "multiply every stage's step budget")
+from configs.base import RL_ABLATIONS  # noqa: E402  (stage name -> RL stage + changes)
+
 STEPS = ("data", "codec", "speech_tokens", "pretrain", "sft_text", "sft", "rl1", "rl2",
-         "evaluate")
+         *RL_ABLATIONS, "evaluate")
 
 def _say(msg):
   from liveinterp.common import reporting
@@ -112,7 +114,7 @@ def main(argv):
     t0 = time.time()
     if step == "data":
       build.run(base.data.pair, base.data.build, data_dir, model=_RECIPE.value)
-    elif step in ("codec", "pretrain", "sft_text", "sft", "rl1", "rl2"):
+    elif step in ("codec", "pretrain", "sft_text", "sft", "rl1", "rl2", *RL_ABLATIONS):
       cfg = stage_config(_RECIPE.value, step, run_dir, data_dir, tok_prefix, _SCALE.value)
       # Checked before the stage is built (its data pipeline and model): issue #12.
       config_lib.validate(cfg, num_devices=jax.device_count())

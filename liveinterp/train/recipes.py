@@ -82,6 +82,8 @@ def init_from(stage: str, run_dir: str) -> str:
   from rl1 (each RL stage's KL reference); others from scratch."""
   if stage in ("rl1", "rl2"):
     return os.path.join(run_dir, {"rl1": "sft", "rl2": "rl1"}[stage])
+  if stage.startswith("rl_"):  # ablations (configs/base.py RL_ABLATIONS) start from SFT
+    return os.path.join(run_dir, "sft")
   if stage == "sft_text":
     return os.path.join(run_dir, "pretrain")
   if stage == "sft":
