@@ -228,6 +228,34 @@ def simul_scores(results, records, sample_rate: int) -> dict:
   }
 
 
+def turn_stats(results, chunk_ms: int, frame_ms: float, num_codebooks: int) -> dict:
+  """Per turn (one per chunk read, waits included): text tokens written, seconds of
+  speech written (from the speech token count, so text-only decoding reports it too),
+  and the speech backlog of `liveinterp.rl.rewards.speech_backlog_ms` (how far speech
+  played back to back runs past the end of the next chunk), averaged over all turns."""
+  from liveinterp.rl import rewards  # pylint: disable=g-import-not-at-top
+  text, speech, backlog = [], [], []
+  for r in results:
+    n = max(1, int(np.ceil(r.source_ms / chunk_ms)))
+    sp = np.zeros((n,), np.float64)
+    tx = np.zeros((n,), np.int64)
+    for seg in r.segments:
+      t = min(int(seg.chunk), n - 1)
+      sp[t] += seg.speech_tokens // num_codebooks * frame_ms
+      tx[t] += len(seg.text_ids)
+    ep = rewards.Episode(chunk_ms=float(chunk_ms), source_ms=float(r.source_ms),
+                         text=[""] * n, speech_ms=sp, n_text_tokens=tx,
+                         well_formed=np.ones((n,), bool),
+                         emit_ms=(np.arange(n) + 1.0) * chunk_ms, tgt_lang="en")
+    backlog.append(rewards.speech_backlog_ms(ep, float("inf")))
+    text.append(tx)
+    speech.append(sp / 1000.0)
+  cat = lambda xs: np.concatenate(xs) if xs else np.zeros((0,))  # noqa: E731
+  return {"text_tokens_per_turn": float(np.mean(cat(text))),
+          "speech_s_per_turn": float(np.mean(cat(speech))),
+          "speech_backlog_ms": float(np.mean(cat(backlog)))}
+
+
 def text_decoder(cfg, model, tokenizer, seed: int = 0, max_turn_tokens: int | None = None):
   """A greedy, text-only `StreamingDecoder` of `model` (the codec does not run, so its
   weights cannot change the text: random codec and speaker encoder). Its turn grammar
@@ -258,7 +286,8 @@ def constant_baseline(candidates, refs, lang: str) -> dict:
 
 def run(cfg, run_dir: str, split: str = "test", max_examples: int = 64,
         publish: bool = False, *, speech: bool = True, controls: bool = False,
-        offline: bool = True, batch: int = 8) -> str:
+        offline: bool = True, batch: int = 8, stage: str = "sft",
+        out_subdir: str | None = None) -> str:
   """Evaluates `run_dir`; returns the path of the markdown report.
 
   speech=False: text only (the SFT checkpoint alone; no codec run, no speech metrics).
@@ -266,22 +295,26 @@ def run(cfg, run_dir: str, split: str = "test", max_examples: int = 64,
   (`source_waves`) and report their BLEU/chrF (report["controls"]).
   offline: also score the offline ceiling (same model and prompt, whole source first).
   batch: streams decoded together (`translate_records`).
+  stage: the trained stage whose weights are evaluated (`sft`, `rl1`, `rl2`, an RL
+    ablation: `run_dir/<stage>`); reports of `sft` go to `run_dir/eval`, of any other
+    stage to `run_dir/eval_<stage>` (or `run_dir/<out_subdir>`).
   """
   from data_pipelines import pipelines, stream_format as sfmt, tokenizer as tokmod
   from liveinterp.common import reporting
   from liveinterp.eval import quality
   from liveinterp.inference import streaming
 
-  out_dir = os.path.join(run_dir, "eval")
+  out_dir = os.path.join(run_dir, out_subdir or ("eval" if stage == "sft"
+                                                  else f"eval_{stage}"))
   os.makedirs(out_dir, exist_ok=True)
   tok = tokmod.Tokenizer.load(cfg.tokenizer.model_path)
   if speech:
-    model, codec, speaker = streaming.build_models(cfg, workdir=run_dir, llm_stage="sft")
+    model, codec, speaker = streaming.build_models(cfg, workdir=run_dir, llm_stage=stage)
     decoder = streaming.StreamingDecoder(model, codec, speaker, tok, cfg,
                                          prompt_ids=streaming.prompt_for(cfg, tok),
                                          speech_turns=streaming.speech_turns_for(cfg))
   else:
-    model, _ = streaming.load_params(run_dir, "sft", cfg)
+    model, _ = streaming.load_params(run_dir, stage, cfg)
     decoder = text_decoder(cfg, model, tok)
   source = pipelines.open_corpus(cfg, split)
   records = [source[i] for i in range(min(len(source), max_examples))]
@@ -310,6 +343,9 @@ def run(cfg, run_dir: str, split: str = "test", max_examples: int = 64,
             "pair": f"{src_lang}-{tgt_lang}", "chunk_ms": decoder.chunk_ms,
             "speech": bool(speech)}
   report["simul"] = simul_scores(results, records, cfg.audio.sample_rate)
+  report["simul"]["turns"] = turn_stats(
+      results, decoder.chunk_ms, 1000.0 * decoder.spec.hop / cfg.audio.sample_rate,
+      decoder.layout.num_codebooks)
   for key, ca in (("speech_latency", False), ("speech_latency_ca", True)):
     sp = [speech_word_delays(r, tgt_lang, x, ca) for r, x in zip(results, source_ms)]
     report["simul"][key] = _latency([d for d, _ in sp], source_ms, ref_lens, starts,
@@ -585,7 +621,9 @@ def _define_flags():
                                   "metrics"),
       controls=flags.DEFINE_bool("controls", False,
                                  "also stream with zeroed and with swapped source audio"),
-      offline=flags.DEFINE_bool("offline", True, "also score the offline ceiling"))
+      offline=flags.DEFINE_bool("offline", True, "also score the offline ceiling"),
+      stage=flags.DEFINE_string("stage", "sft", "trained stage to evaluate (sft, rl1, rl2, "
+                                "an RL ablation); reports go to RUN_DIR/eval_<stage>"))
 
 
 def main(argv):
@@ -615,8 +653,10 @@ def main(argv):
   cfg = stage_config(base.name if base.name != "base" else "tiny", "sft", run_dir, data_dir, tok)
   config_lib.validate(cfg)
   config_lib.check_inputs(cfg, init_from=False)  # the corpus build and the tokenizer
+  if not os.path.isdir(os.path.join(run_dir, F["stage"], "checkpoints")):
+    raise cli.UserError(f"--stage={F['stage']}: {run_dir} has no {F['stage']}/checkpoints")
   run(cfg, run_dir, F["split"], F["n"], F["publish"], speech=not F["text_only"],
-      controls=F["controls"], offline=F["offline"])
+      controls=F["controls"], offline=F["offline"], stage=F["stage"])
 
 
 if __name__ == "__main__":

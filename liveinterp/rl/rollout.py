@@ -244,33 +244,57 @@ def grammar_masks(grammar: grammar_lib.TurnGrammar, tokens_bl: jax.Array,
   return jnp.transpose(masks, (1, 0, 2))
 
 
+def _sampling_distributions(model, batch, grammar: grammar_lib.TurnGrammar,
+                            temperature: float):
+  """Training forward -> (log-probs of the sampling distribution at every position that
+  predicts a token `[B, L-1, V]` (position j-1 predicts token j), the grammar mask
+  `[B, L-1, V]`, values `[B, L-1]`)."""
+  from liveinterp.train.stages import stream_lm  # pylint: disable=g-import-not-at-top
+  tokens, audio, audio_mask, slots = stream_lm.model_inputs(batch)
+  logits, values = model(tokens, audio, slots, positions_bt=batch["positions"],
+                         segment_ids_bt=batch["segment_ids"], audio_mask_bn=audio_mask)
+  prev = logits[:, :-1].astype(jnp.float32)                    # predicts tokens 1..L-1
+  mask = grammar_masks(grammar, tokens, batch["turn_pos"])[:, 1:]
+  x = jnp.where(mask, prev, -jnp.inf) / jnp.float32(temperature)
+  return jax.nn.log_softmax(x, axis=-1), mask, values[:, :-1].astype(jnp.float32)
+
+
+def _at_tokens(batch, x_bl):
+  """[B, L-1] values about tokens 1..L-1 -> [B, L] at the tokens' own positions, 0 where
+  no token was generated."""
+  gen = batch["gen_mask"][:, 1:] > 0
+  zero = jnp.zeros((x_bl.shape[0], 1), jnp.float32)
+  return jnp.concatenate([zero, jnp.where(gen, x_bl, 0.0)], axis=1)
+
+
 def sequence_log_probs(model, batch, grammar: grammar_lib.TurnGrammar, temperature: float):
   """Training forward on a rollout batch -> (logp [B, L], values [B, L], entropy [B, L]),
   each at the position of the token it is about (0 on position 0): `logp[j]` is
   log q(token j) under the distribution it was sampled from (grammar mask, temperature),
   `values[j]` the value head where token j was chosen, `entropy[j]` that distribution's
   entropy."""
-  from liveinterp.train.stages import stream_lm  # pylint: disable=g-import-not-at-top
-  tokens, audio, audio_mask, slots = stream_lm.model_inputs(batch)
-  logits, values = model(tokens, audio, slots, positions_bt=batch["positions"],
-                         segment_ids_bt=batch["segment_ids"], audio_mask_bn=audio_mask)
-  b, l, v = logits.shape
-  prev = logits[:, :-1].astype(jnp.float32)                    # predicts tokens 1..L-1
-  tok = tokens[:, 1:]
-  mask = grammar_masks(grammar, tokens, batch["turn_pos"])[:, 1:]
-  x = jnp.where(mask, prev, -jnp.inf) / jnp.float32(temperature)
-  logp_all = jax.nn.log_softmax(x, axis=-1)
+  logp_all, mask, values = _sampling_distributions(model, batch, grammar, temperature)
+  tok = batch["tokens"][:, 1:]
   logp = jnp.take_along_axis(logp_all, tok[..., None], axis=-1)[..., 0]
   # Entropy over the allowed ids only; excluded ids (-inf) contribute 0 (and no NaN
   # gradient: the product is taken on a copy where they are 0).
   ent = -jnp.sum(jnp.exp(logp_all) * jnp.where(mask, logp_all, 0.0), axis=-1)
-  zero = jnp.zeros((b, 1), jnp.float32)
-  gen = batch["gen_mask"][:, 1:] > 0
-  logp = jnp.concatenate([zero, jnp.where(gen, logp, 0.0)], axis=1)
-  ent = jnp.concatenate([zero, jnp.where(gen, ent, 0.0)], axis=1)
-  vals = jnp.concatenate([zero, jnp.where(gen, values[:, :-1].astype(jnp.float32), 0.0)],
-                         axis=1)
-  return logp, vals, ent
+  return _at_tokens(batch, logp), _at_tokens(batch, values), _at_tokens(batch, ent)
+
+
+def policy_and_reference(model, ref_model, batch, grammar: grammar_lib.TurnGrammar,
+                         temperature: float):
+  """Both policies on a rollout batch, forced to its tokens -> (logp, values of `model`;
+  logp of `ref_model`; exact KL(π || π_ref) of the two sampling distributions), each
+  `[B, L]` at the tokens' positions. The exact KL (a sum over the vocabulary) is >= 0,
+  unlike the one-sample estimate log π - log π_ref; the KL controller reads it."""
+  lp, mask, values = _sampling_distributions(model, batch, grammar, temperature)
+  ref, _, _ = _sampling_distributions(ref_model, batch, grammar, temperature)
+  tok = batch["tokens"][:, 1:, None]
+  take = lambda a: jnp.take_along_axis(a, tok, axis=-1)[..., 0]  # noqa: E731
+  kl = jnp.sum(jnp.exp(lp) * jnp.where(mask, lp - ref, 0.0), axis=-1)
+  return (_at_tokens(batch, take(lp)), _at_tokens(batch, values),
+          _at_tokens(batch, take(ref)), _at_tokens(batch, kl))
 
 
 def collect(decoder: streaming.StreamingDecoder, records: Sequence, rs: RolloutSpec,

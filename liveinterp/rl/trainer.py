@@ -148,8 +148,8 @@ def make_update(graphdef, grammar, tx, c):
 
   `batch` (leading axis = episodes): the rollout fields (`rollout.Rollout.batch`) plus
   `turn_rewards` [B, L] (each turn's reward at its last token), `old_logp`,
-  `old_values`, `ref_logp` [B, L] (`sequence_log_probs` of the current and reference
-  policies). The actions are `policy_mask`'s tokens. Returns (new state, metrics)."""
+  `old_values`, `ref_logp`, `kl_exact` [B, L] (`rollout.policy_and_reference` of the
+  current and reference policies). The actions are `policy_mask`'s tokens. Returns (new state, metrics)."""
   r = c.rl
   pc = ppo.PPOConfig.from_config(c)
   temperature = float(r.temperature)
@@ -175,13 +175,18 @@ def make_update(graphdef, grammar, tx, c):
                        old_values=batch["old_values"], advantages=adv, returns=ret)
     params, opt_state, m = ppo_update(state.params, state.opt_state, train_batch, rng,
                                       policy_coef=policy_coef, grad_mask=grad_mask)
-    kl = kl_lib.mean_kl(batch["old_logp"], batch["ref_logp"], mask)
-    log_beta = kl_lib.update_log_beta(state.log_beta, kl, target=float(r.kl_target),
-                                      kp=float(r.kl_kp), adaptive=bool(r.kl_adaptive))
+    # The controller reads the exact per-token KL of the sampling distributions (the
+    # one-sample estimate above is unbiased but noisy and often negative), and holds
+    # still during the value warm-up, where the policy does not move.
+    kl = (batch["kl_exact"] * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+    moved = kl_lib.update_log_beta(state.log_beta, kl, target=float(r.kl_target),
+                                   kp=float(r.kl_kp), adaptive=bool(r.kl_adaptive))
+    log_beta = jnp.where(policy_coef > 0, moved, state.log_beta)
     new = RLState(step=state.step + 1, params=params, opt_state=opt_state,
                   model_state=state.model_state, log_beta=log_beta)
     metrics = {f"rl/{k}": v for k, v in m.items()}
     metrics.update({"rl/kl": kl, "rl/beta": beta,
+                    "rl/kl_sample": kl_lib.mean_kl(batch["old_logp"], batch["ref_logp"], mask),
                     "rl/kl_reward": -(beta * kl_tok).sum() / jnp.maximum(mask.shape[0], 1),
                     "rl/return_mean": (ret * mask).sum() / jnp.maximum(mask.sum(), 1)})
     return new, metrics
@@ -332,9 +337,10 @@ def run(config, workdir: str, stop_at: int | None = None) -> dict:
   detok = streaming.Detokenizer(tok)
   temperature = float(config.rl.temperature)
 
-  def score(params, model_state, batch):
-    return rollout.sequence_log_probs(nnx.merge(graphdef, params, model_state), batch,
-                                      grammar, temperature)
+  def score(params, model_state, ref, ref_state, batch):
+    return rollout.policy_and_reference(nnx.merge(graphdef, params, model_state),
+                                        nnx.merge(graphdef, ref, ref_state), batch,
+                                        grammar, temperature)
 
   score_jit = jax.jit(score)
   update_jit = jit_update(make_update(graphdef, grammar, tx, config), rl_shardings)
@@ -370,9 +376,10 @@ def run(config, workdir: str, stop_at: int | None = None) -> dict:
       host = dict(ro.batch, turn_rewards=_place_rewards(ro, per_turn))
       with sharding.use_mesh(mesh, rules):
         batch = pipelines.make_global_batch(host, mesh, rules)
-        old_logp, old_values, _ = score_jit(state.params, state.model_state, batch)
-        ref_logp, _, _ = score_jit(ref_params, ref_rest, batch)
-        batch = dict(batch, old_logp=old_logp, old_values=old_values, ref_logp=ref_logp)
+        old_logp, old_values, ref_logp, kl_exact = score_jit(
+            state.params, state.model_state, ref_params, ref_rest, batch)
+        batch = dict(batch, old_logp=old_logp, old_values=old_values, ref_logp=ref_logp,
+                     kl_exact=kl_exact)
         warm = it < int(config.rl.value_warmup)
         state, m = update_jit(state, batch, jax.random.fold_in(key, 1),
                               jnp.float32(0.0 if warm else 1.0), value_only if warm else ones)

@@ -117,3 +117,24 @@ def test_records_longer_than_max_chunks_are_refused(setup):
   assert long
   with pytest.raises(ValueError, match="max_chunks=1"):
     rollout.source_slots(long[:1], small)
+
+
+def test_policy_and_reference_give_exact_nonnegative_kl(setup):
+  cfg, tok, model, decoder, rs, recs, ro = setup
+  other = streaming.build_models(cfg, seed=5)[0]
+  g, p = nnx.split(model)
+  _, q = nnx.split(other)
+  fn = jax.jit(lambda a, b, batch: rollout.policy_and_reference(
+      nnx.merge(g, a), nnx.merge(g, b), batch, decoder.spec.grammar, 1.0))
+  b = ro.batch
+  gen = b["gen_mask"] > 0
+  lp, v, ref, kl = jax.device_get(fn(p, q, b))
+  own_lp, own_v, _ = jax.device_get(jax.jit(lambda a, batch: rollout.sequence_log_probs(
+      nnx.merge(g, a), batch, decoder.spec.grammar, 1.0))(p, b))
+  np.testing.assert_allclose(lp, own_lp, atol=1e-5)
+  np.testing.assert_allclose(v, own_v, atol=1e-5)
+  assert np.all(kl[gen] >= -1e-5) and kl[gen].mean() > 1e-3 and np.all(kl[~gen] == 0)
+  assert np.abs(ref[gen] - lp[gen]).max() > 1e-2
+  _, _, ref_same, kl_same = jax.device_get(fn(p, p, b))
+  np.testing.assert_allclose(ref_same, lp, atol=1e-6)
+  np.testing.assert_allclose(kl_same, 0.0, atol=1e-6)

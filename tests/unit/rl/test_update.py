@@ -53,7 +53,8 @@ def _setup(micro_rollout, mesh_kw, iters=2, policy_coef=1.0, value_only=False):
       old_logp, old_values, _ = score(state.params, state.model_state, batch)
       # a reference that differs a little from the policy: KL and β are exercised
       ref = old_logp - 0.05 * batch["gen_mask"]
-      full = dict(batch, old_logp=old_logp, old_values=old_values, ref_logp=ref)
+      full = dict(batch, old_logp=old_logp, old_values=old_values, ref_logp=ref,
+                  kl_exact=0.05 * batch["gen_mask"])
       state, m = update(state, full, jax.random.key(i), jnp.float32(policy_coef), mask)
       metrics.append(jax.device_get(m))
   return state, metrics, graphdef, score, batch
@@ -92,6 +93,7 @@ def test_value_warmup_moves_only_the_value_head(micro_rollout):
   assert moved and all(moved)            # value_norm and value_head changed
   assert frozen and not any(frozen)      # nothing else did, bit for bit
   assert m[0]["rl/value_loss"] > 0
+  assert float(s.log_beta) == pytest.approx(np.log(0.1))  # the controller holds still
 
 
 def test_ppo_step_favours_tokens_with_positive_advantage(micro_rollout):

@@ -1,0 +1,126 @@
+"""SFT -> RL stage 1 -> RL stage 2 -> ablations on the test split: one table, one plot.
+
+    python -m benchmarks.rl_table --run_dir=runs/tiny [--evaluate] [--stages=sft,rl1,rl2]
+
+Every stage is evaluated the same way (`liveinterp.evaluate.run` with `stage=`, text
+only unless `--speech`, no controls or offline row) into `RUN_DIR/eval_table_<stage>/`;
+with `--evaluate` the missing reports are made first. Prints the table (BLEU, chrF,
+ASR-BLEU, LAAL and FLAL of text and speech, speech backlog, text tokens and speech
+seconds per turn), writes `benchmarks/results/rl_table.json` and the latency–quality plot
+`benchmarks/results/rl_latency_quality.png` (each stage a point: LAAL vs BLEU).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from absl import app, flags
+
+from benchmarks import common
+
+_RUN = flags.DEFINE_string("run_dir", "runs/tiny", "recipe run directory")
+_STAGES = flags.DEFINE_list("stages", ["sft", "rl1", "rl2", "rl_time_only", "rl_lag_only",
+                                       "rl_one_stage", "rl_fixed_beta"],
+                            "stages to tabulate (those without checkpoints are skipped)")
+_EVAL = flags.DEFINE_bool("evaluate", False, "evaluate stages that have no report yet")
+_SPEECH = flags.DEFINE_bool("speech", False, "with --evaluate: decode speech too (codec, "
+                            "ASR-BLEU, speech latency)")
+_N = flags.DEFINE_integer("max_examples", 64, "test utterances per stage")
+_OUT = flags.DEFINE_string("out", os.path.join(common.RESULTS_DIR, "rl_table.json"),
+                           "JSON output")
+
+COLUMNS = ("stage", "bleu", "chrf", "asr_bleu", "laal_text", "flal_text", "laal_speech",
+           "flal_speech", "backlog_ms", "text_tok_per_turn", "speech_s_per_turn", "n")
+
+
+def report_path(run_dir: str, stage: str, split: str = "test") -> str:
+  return os.path.join(run_dir, f"eval_table_{stage}", f"report_{split}.json")
+
+
+def row(stage: str, report: dict) -> dict:
+  """One table row from an evaluation report."""
+  s = report["simul"]
+  turns = s.get("turns", {})
+  text, speech = s.get("text_latency", {}), s.get("speech_latency", {})
+  return {"stage": stage, "bleu": s["bleu"], "chrf": s["chrf"],
+          "asr_bleu": s.get("asr_bleu"),
+          "laal_text": text.get("LAAL"), "flal_text": text.get("FLAL"),
+          "laal_speech": speech.get("LAAL") if report.get("speech") else None,
+          "flal_speech": speech.get("FLAL") if report.get("speech") else None,
+          "backlog_ms": turns.get("speech_backlog_ms"),
+          "text_tok_per_turn": turns.get("text_tokens_per_turn"),
+          "speech_s_per_turn": turns.get("speech_s_per_turn"),
+          "n": report["examples"]}
+
+
+def versus_sft(rows: list[dict]) -> dict:
+  """Each stage's LAAL change (%) and BLEU change against SFT (issue #13's goal: stage 2
+  LAAL >= 20% lower at <= 1 BLEU loss)."""
+  base = next((r for r in rows if r["stage"] == "sft"), None)
+  if base is None or not base["laal_text"]:
+    return {}
+  return {r["stage"]: {"laal_change_pct": 100.0 * (r["laal_text"] / base["laal_text"] - 1.0),
+                       "bleu_change": r["bleu"] - base["bleu"]}
+          for r in rows if r["stage"] != "sft" and r["laal_text"]}
+
+
+def plot(rows: list[dict], path: str):
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(5.5, 4))
+  for r in rows:
+    if r["laal_text"] is None:
+      continue
+    ax.scatter(r["laal_text"], r["bleu"])
+    ax.annotate(r["stage"], (r["laal_text"], r["bleu"]), textcoords="offset points",
+                xytext=(4, 4), fontsize=8)
+  ax.set_xlabel("LAAL, text (ms of source)")
+  ax.set_ylabel("BLEU (test)")
+  ax.set_title("latency-quality: SFT and RL stages")
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def main(argv):
+  del argv
+  run_dir = os.path.abspath(_RUN.value)
+  rows = []
+  for stage in _STAGES.value:
+    path = report_path(run_dir, stage)
+    if not os.path.exists(path) and _EVAL.value and os.path.isdir(
+        os.path.join(run_dir, stage, "checkpoints")):
+      _evaluate(run_dir, stage)
+    if not os.path.exists(path):
+      print(f"[rl_table] {stage}: no report at {path}, skipped")
+      continue
+    with open(path) as f:
+      rows.append(row(stage, json.load(f)))
+  if not rows:
+    raise SystemExit(f"no evaluation reports under {run_dir}")
+  common.print_table(rows, COLUMNS)
+  payload = {"run_dir": run_dir, "rows": rows, "versus_sft": versus_sft(rows),
+             "command": (f"python -m benchmarks.rl_table --run_dir={_RUN.value} "
+                         f"--evaluate{' --speech' if _SPEECH.value else ''}")}
+  common.write_json(_OUT.value, payload)
+  plot(rows, os.path.join(os.path.dirname(_OUT.value), "rl_latency_quality.png"))
+  print(f"[rl_table] wrote {_OUT.value}")
+
+
+def _evaluate(run_dir: str, stage: str):
+  from data_pipelines import build  # pylint: disable=g-import-not-at-top
+  from liveinterp import evaluate  # pylint: disable=g-import-not-at-top
+  from liveinterp.train.recipes import recipe_config, stage_config  # pylint: disable=g-import-not-at-top
+  data_dir = os.path.join(os.path.dirname(run_dir), "data")
+  base = recipe_config("tiny", "pretrain")
+  tok = build.tokenizer_prefix_for(data_dir, base)
+  cfg = stage_config("tiny", "sft", run_dir, data_dir, tok)
+  evaluate.run(cfg, run_dir, "test", _N.value, speech=_SPEECH.value, offline=False,
+               stage=stage, out_subdir=f"eval_table_{stage}")
+
+
+if __name__ == "__main__":
+  app.run(main)
