@@ -5,13 +5,16 @@ format reward is to judge turns by the same rules. `TurnGrammar` (over a `TokenL
 see `sampling.py`) encodes it as an id mask:
 
     turn := <eot>                                         (wait)
+          | <src> w+ <eot>                                (source words heard, nothing
+                                                           to say yet: a wait with a
+                                                           live transcript)
           | [<src> w+] <text> w+ <speech> s+ <eot>        (s+ a whole number of frames)
 
 with speech ids in frame-major order (codebook 0, 1, ..., Q-1 of frame 0, then frame 1 ...),
 so the k-th speech token of a turn must come from codebook `k % Q`. A model trained
 without speech codes (text-only turns, `TurnGrammar(..., speech=False)`) has
 
-    turn := <eot> | [<src> w+] <text> w+ <eot>
+    turn := <eot> | <src> w+ <eot> | [<src> w+] <text> w+ <eot>
 
 The mask is also *budget-feasible*: at step i of a turn of at most M tokens, an id is
 allowed only when the turn can still be closed within the remaining `M - 1 - i` tokens, so
@@ -76,7 +79,7 @@ def min_tokens_to_close(phase: jax.Array, n: jax.Array, num_codebooks: int,
   return jnp.select(
       [phase == DONE, phase == START, phase == SPEECH_PHASE, phase == TEXT_PHASE,
        phase == SRC_PHASE],
-      [0, 1, speech_close, need_word + 1 + tail, need_word + 1 + 1 + 1 + tail], 0)
+      [0, 1, speech_close, need_word + 1 + tail, need_word + 1], 0)
 
 
 def min_content_turn(num_codebooks: int, speech: bool = True) -> int:
@@ -122,6 +125,7 @@ class TurnGrammar:
       ok_eot = in_start | (in_speech & (n > 0) & (k == 0))
     else:
       ok_eot = in_start | (in_text & (n > 0))
+    ok_eot |= in_src & (n > 0)               # `<src> w+ <eot>`: heard, nothing to say
     ok_text_tag = in_start | (in_src & (n > 0))
     ok_src_tag = in_start & self.allow_src
     ok_speech_tag = in_text & (n > 0) & self.speech

@@ -1,6 +1,7 @@
 """An independent (plain Python) reference of the turn grammar, for the tests.
 
-    turn := <eot> | [<src> w+] <text> w+ <speech> s+ <eot>,  s+ frame-major, whole frames
+    turn := <eot> | <src> w+ <eot> | [<src> w+] <text> w+ <speech> s+ <eot>,
+            s+ frame-major, whole frames
 """
 
 import numpy as np
@@ -27,10 +28,12 @@ def min_close(seq, layout, allow_src=True):
     j = 1
     while j < len(t) and t[j] != sampling.TEXT:
       j += 1
+    if j == len(t) and t[-1] == sampling.EOT:      # `<src> w+ <eot>`
+      return 0 if len(t) > 2 and words(t[1:-1]) else None
     if not words(t[1:j]):
       return None
     if j == len(t):
-      return (0 if j > 1 else 1) + 1 + 1 + 1 + q + 1
+      return (0 if j > 1 else 1) + 1               # the words still needed, then <eot>
     if j == 1:
       return None
     i = j

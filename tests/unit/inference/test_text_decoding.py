@@ -24,7 +24,8 @@ LAYOUT = sampling.TokenLayout(vocab_size=60, text_offset=32, num_text=10, speech
 
 
 def _ref_min_close(seq, allow_src):
-  """Fewest tokens completing `seq` into `<eot> | [<src> w+] <text> w+ <eot>`, or None."""
+  """Fewest tokens completing `seq` into `<eot> | <src> w+ <eot> | [<src> w+] <text> w+
+  <eot>`, or None."""
   word = lambda x: LAYOUT.text_offset <= x < LAYOUT.text_offset + LAYOUT.num_text  # noqa
   t = list(seq)
   if not t:
@@ -38,8 +39,10 @@ def _ref_min_close(seq, allow_src):
     j = 1
     while j < len(t) and word(t[j]):
       j += 1
-    if j == len(t):                   # <src> w*: [w] <text> w <eot>
-      return (1 if j == 1 else 0) + 3
+    if j == len(t):                   # <src> w*: [w] <eot>
+      return (1 if j == 1 else 0) + 1
+    if t[j] == sampling.EOT and j == len(t) - 1 and j > 1:   # <src> w+ <eot>
+      return 0
     if t[j] != sampling.TEXT or j == 1:
       return None
     i = j
