@@ -214,7 +214,9 @@ def get_config():
       # adaptive KL (DESIGN §5): log β += kl_kp · clip((KL - kl_target)/kl_target, ±0.2)
       # after each iteration; KL = mean per generated token of log π_old - log π_ref.
       kl_beta=0.05, kl_target=0.02, kl_kp=0.5, kl_adaptive=True,
-      speech_in_loss=False,  # codec ids as PPO actions too (trainer.policy_mask)
+      speech_action="stop",  # a speech token as a PPO action: "stop" (keep speaking vs
+                             # end the turn), "token" (the codec id), "none" (not one);
+                             # liveinterp/rl/rollout.py SPEECH_ACTIONS
       value_warmup=5,       # first iterations train only the value head (policy frozen)
       # reward weights (DESIGN §4); multi_turn adds lag and seq at each episode's end
       w_det=0.2, w_init=1.0, w_qual=1.0, w_time=0.5, w_fmt=1.0, w_lag=1.0, w_seq=1.0,

@@ -267,34 +267,73 @@ def _at_tokens(batch, x_bl):
   return jnp.concatenate([zero, jnp.where(gen, x_bl, 0.0)], axis=1)
 
 
-def sequence_log_probs(model, batch, grammar: grammar_lib.TurnGrammar, temperature: float):
-  """Training forward on a rollout batch -> (logp [B, L], values [B, L], entropy [B, L]),
-  each at the position of the token it is about (0 on position 0): `logp[j]` is
-  log q(token j) under the distribution it was sampled from (grammar mask, temperature),
-  `values[j]` the value head where token j was chosen, `entropy[j]` that distribution's
-  entropy."""
-  logp_all, mask, values = _sampling_distributions(model, batch, grammar, temperature)
-  tok = batch["tokens"][:, 1:]
+# What a speech token is as a PPO action (`rl.speech_action`):
+#   "token": the codec id itself (log q(id));
+#   "stop":  the decision to keep speaking rather than end the turn, log(1 - q(<eot>))
+#            (which code is drawn is left to the model: no reward depends on it, only on
+#            how long the speech runs, i.e. on where `<eot>` comes);
+#   "none":  not an action (`trainer.policy_mask` drops it). Leaving the "continue"
+#            decisions out while keeping the `<eot>` that ends the speech biases the
+#            gradient: only "stop" is ever pushed down on turns with a speech backlog,
+#            so speech grows without bound (measured, tiny rl1: 0.4 -> 0.83 s per turn
+#            in 17 iterations).
+SPEECH_ACTIONS = ("stop", "token", "none")
+
+
+def _decisions(logp_all, mask, tok, speech_offset: int, speech_action: str):
+  """Per position: (log-prob of the action taken, entropy of the action distribution,
+  log-probs (stop, continue) or None). Speech positions are binary stop/continue
+  decisions when `speech_action == "stop"`, full-vocabulary choices otherwise."""
   logp = jnp.take_along_axis(logp_all, tok[..., None], axis=-1)[..., 0]
   # Entropy over the allowed ids only; excluded ids (-inf) contribute 0 (and no NaN
   # gradient: the product is taken on a copy where they are 0).
   ent = -jnp.sum(jnp.exp(logp_all) * jnp.where(mask, logp_all, 0.0), axis=-1)
+  if speech_action != "stop":
+    return logp, ent, None
+  ids = jnp.arange(logp_all.shape[-1])
+  lp_stop = logp_all[..., EOT]
+  lp_cont = jax.nn.logsumexp(jnp.where((ids != EOT) & mask, logp_all, -jnp.inf), axis=-1)
+  speech = tok >= speech_offset
+  p_stop = jnp.exp(lp_stop)
+  safe = lambda x: jnp.where(jnp.isfinite(x), x, 0.0)  # noqa: E731
+  ent_bin = -(p_stop * safe(lp_stop) + (1.0 - p_stop) * safe(lp_cont))
+  return (jnp.where(speech, lp_cont, logp), jnp.where(speech, ent_bin, ent),
+          (lp_stop, lp_cont, speech))
+
+
+def sequence_log_probs(model, batch, grammar: grammar_lib.TurnGrammar, temperature: float,
+                       speech_action: str = "token"):
+  """Training forward on a rollout batch -> (logp [B, L], values [B, L], entropy [B, L]),
+  each at the position of the token it is about (0 on position 0): `logp[j]` is
+  log q(token j) under the distribution it was sampled from (grammar mask, temperature)
+  — for a speech token with `speech_action="stop"`, log q(not <eot>) —, `values[j]` the
+  value head where token j was chosen, `entropy[j]` that decision's entropy."""
+  logp_all, mask, values = _sampling_distributions(model, batch, grammar, temperature)
+  logp, ent, _ = _decisions(logp_all, mask, batch["tokens"][:, 1:],
+                            grammar.layout.speech_offset, speech_action)
   return _at_tokens(batch, logp), _at_tokens(batch, values), _at_tokens(batch, ent)
 
 
 def policy_and_reference(model, ref_model, batch, grammar: grammar_lib.TurnGrammar,
-                         temperature: float):
+                         temperature: float, speech_action: str = "token"):
   """Both policies on a rollout batch, forced to its tokens -> (logp, values of `model`;
-  logp of `ref_model`; exact KL(π || π_ref) of the two sampling distributions), each
-  `[B, L]` at the tokens' positions. The exact KL (a sum over the vocabulary) is >= 0,
-  unlike the one-sample estimate log π - log π_ref; the KL controller reads it."""
+  logp of `ref_model`; exact KL(π || π_ref) of the two action distributions), each
+  `[B, L]` at the tokens' positions (actions as in `sequence_log_probs`). The exact KL (a
+  sum over the vocabulary, or over stop/continue) is >= 0, unlike the one-sample
+  estimate log π - log π_ref; the KL controller reads it."""
   lp, mask, values = _sampling_distributions(model, batch, grammar, temperature)
   ref, _, _ = _sampling_distributions(ref_model, batch, grammar, temperature)
-  tok = batch["tokens"][:, 1:, None]
-  take = lambda a: jnp.take_along_axis(a, tok, axis=-1)[..., 0]  # noqa: E731
+  tok = batch["tokens"][:, 1:]
+  off = grammar.layout.speech_offset
+  a_lp, _, bin_lp = _decisions(lp, mask, tok, off, speech_action)
+  a_ref, _, bin_ref = _decisions(ref, mask, tok, off, speech_action)
   kl = jnp.sum(jnp.exp(lp) * jnp.where(mask, lp - ref, 0.0), axis=-1)
-  return (_at_tokens(batch, take(lp)), _at_tokens(batch, values),
-          _at_tokens(batch, take(ref)), _at_tokens(batch, kl))
+  if bin_lp is not None:
+    (ps, pc, speech), (qs, qc, _) = bin_lp, bin_ref
+    term = lambda a, b: jnp.where(jnp.isfinite(a), jnp.exp(a) * (a - b), 0.0)  # noqa: E731
+    kl = jnp.where(speech, term(ps, qs) + term(pc, qc), kl)
+  return (_at_tokens(batch, a_lp), _at_tokens(batch, values),
+          _at_tokens(batch, a_ref), _at_tokens(batch, kl))
 
 
 def collect(decoder: streaming.StreamingDecoder, records: Sequence, rs: RolloutSpec,

@@ -90,6 +90,9 @@ def check_config(c):
       raise config_lib.ConfigError(f"rl.{f}={r[f]}: must be > 0")
   if int(r.value_warmup) < 0 or int(r.seq_len) < 0:
     raise config_lib.ConfigError("rl.value_warmup and rl.seq_len must be >= 0")
+  if r.speech_action not in rollout.SPEECH_ACTIONS:
+    raise config_lib.ConfigError(f"rl.speech_action={r.speech_action!r}: expected one of "
+                                 f"{rollout.SPEECH_ACTIONS}")
   if jax.process_count() > 1:
     raise config_lib.ConfigError("RL stages run in one process for now (the rollout decoder "
                                  "runs on one local device); use --cpu_devices / one host")
@@ -131,14 +134,11 @@ def value_only_mask(params) -> Any:
   return jax.tree_util.tree_map_with_path(f, params)
 
 
-def policy_mask(batch, speech_offset: int, speech_in_loss: bool) -> jax.Array:
-  """[B, L] float: the generated tokens PPO treats as the policy's actions. Without
-  `speech_in_loss` the codec ids are left out (they are ~85% of what a turn writes, and
-  no reward depends on which codes were drawn, only on how many: the `<eot>` that ends
-  the speech is a control token and stays in), so the gradient is spent on the
-  decisions the rewards judge: when to write, what to write, when to stop speaking."""
+def policy_mask(batch, speech_offset: int, speech_action: str) -> jax.Array:
+  """[B, L] float: the generated tokens PPO treats as the policy's actions: all of them,
+  except the codec ids when `speech_action == "none"` (`rollout.SPEECH_ACTIONS`)."""
   mask = batch["gen_mask"].astype(jnp.float32)
-  if not speech_in_loss:
+  if speech_action == "none":
     mask = mask * (batch["tokens"] < speech_offset).astype(jnp.float32)
   return mask
 
@@ -155,10 +155,10 @@ def make_update(graphdef, grammar, tx, c):
   temperature = float(r.temperature)
 
   speech_offset = int(grammar.layout.speech_offset)
-  speech_in_loss = bool(r.speech_in_loss)
+  speech_action = str(r.speech_action)
 
   def update(state: RLState, batch, rng, policy_coef, grad_mask):
-    mask = policy_mask(batch, speech_offset, speech_in_loss)
+    mask = policy_mask(batch, speech_offset, speech_action)
     beta = jnp.exp(state.log_beta)
     kl_tok = kl_lib.token_kl(batch["old_logp"], batch["ref_logp"], mask)
     rew = batch["turn_rewards"] * mask - beta * kl_tok
@@ -168,7 +168,7 @@ def make_update(graphdef, grammar, tx, c):
 
     def apply_fn(params, mb):
       model = nnx.merge(graphdef, params, state.model_state)
-      return rollout.sequence_log_probs(model, mb, grammar, temperature)
+      return rollout.sequence_log_probs(model, mb, grammar, temperature, speech_action)
 
     ppo_update = ppo.make_update(apply_fn, tx, pc)
     train_batch = dict(batch, mask=mask, old_logp=batch["old_logp"],
@@ -337,10 +337,12 @@ def run(config, workdir: str, stop_at: int | None = None) -> dict:
   detok = streaming.Detokenizer(tok)
   temperature = float(config.rl.temperature)
 
+  speech_action = str(config.rl.speech_action)
+
   def score(params, model_state, ref, ref_state, batch):
     return rollout.policy_and_reference(nnx.merge(graphdef, params, model_state),
                                         nnx.merge(graphdef, ref, ref_state), batch,
-                                        grammar, temperature)
+                                        grammar, temperature, speech_action)
 
   score_jit = jax.jit(score)
   update_jit = jit_update(make_update(graphdef, grammar, tx, config), rl_shardings)
@@ -384,7 +386,10 @@ def run(config, workdir: str, stop_at: int | None = None) -> dict:
         state, m = update_jit(state, batch, jax.random.fold_in(key, 1),
                               jnp.float32(0.0 if warm else 1.0), value_only if warm else ones)
       m = {k: float(v) for k, v in jax.device_get(m).items()}
+      # train forward == decoder, on the positions whose action is the token itself
       gen = host["gen_mask"] > 0
+      if speech_action == "stop":
+        gen &= host["tokens"] < decoder.layout.speech_offset
       gap = np.abs(np.asarray(old_logp)[gen] - host["rollout_logp"][gen])
       m["rl/rollout_logp_gap"] = float(gap.max()) if gap.size else 0.0
       m.update(rollout_stats(ro, logs))

@@ -138,3 +138,30 @@ def test_policy_and_reference_give_exact_nonnegative_kl(setup):
   _, _, ref_same, kl_same = jax.device_get(fn(p, p, b))
   np.testing.assert_allclose(ref_same, lp, atol=1e-6)
   np.testing.assert_allclose(kl_same, 0.0, atol=1e-6)
+
+
+def test_speech_tokens_as_stop_decisions(setup):
+  """speech_action="stop": a speech token's action is "keep speaking" (log q(not <eot>)),
+  at least as likely as the code drawn; other tokens are unchanged; the exact KL of the
+  binary decision is >= 0 and 0 against itself."""
+  cfg, tok, model, decoder, rs, recs, ro = setup
+  g, p = nnx.split(model)
+  _, q = nnx.split(streaming.build_models(cfg, seed=5)[0])
+  b = ro.batch
+  gen = b["gen_mask"] > 0
+  speech = gen & (b["tokens"] >= decoder.layout.speech_offset)
+  assert speech.sum() > 5 and (gen & ~speech).sum() > 5
+
+  def run(action, other):
+    return jax.device_get(jax.jit(lambda a, c, batch: rollout.policy_and_reference(
+        nnx.merge(g, a), nnx.merge(g, c), batch, decoder.spec.grammar, 1.0, action))(
+            p, other, b))
+  tok_lp, _, _, _ = run("token", p)
+  stop_lp, _, _, kl_self = run("stop", p)
+  np.testing.assert_allclose(stop_lp[gen & ~speech], tok_lp[gen & ~speech], atol=1e-6)
+  assert np.all(stop_lp[speech] >= tok_lp[speech] - 1e-6)
+  assert np.mean(stop_lp[speech] > tok_lp[speech] + 1e-3) > 0.5
+  assert np.all(stop_lp[speech] <= 1e-6)
+  np.testing.assert_allclose(kl_self, 0.0, atol=1e-6)
+  _, _, _, kl = run("stop", q)
+  assert np.all(kl[gen] >= -1e-6) and kl[speech].max() > 0

@@ -41,7 +41,7 @@ def _setup(micro_rollout, mesh_kw, iters=2, policy_coef=1.0, value_only=False):
   state = trainer.initial_state(params, rest, tx, 0.1, shard, mesh, rules)
   grammar = decoder.spec.grammar
   score = jax.jit(lambda p, r, b: rollout.sequence_log_probs(
-      nnx.merge(graphdef, p, r), b, grammar, 1.0))
+      nnx.merge(graphdef, p, r), b, grammar, 1.0, c.rl.speech_action))
   update = trainer.jit_update(trainer.make_update(graphdef, grammar, tx, c), shard)
   from data_pipelines import pipelines
   mask = (trainer.value_only_mask(abstract.params) if value_only
@@ -102,9 +102,11 @@ def test_ppo_step_favours_tokens_with_positive_advantage(micro_rollout):
   s1, m, _, _, _ = _setup(micro_rollout, {}, iters=1)
   lp0, v0, _ = jax.device_get(score(s0.params, s0.model_state, batch))
   lp1, _, _ = jax.device_get(score(s1.params, s1.model_state, batch))
+  assert cfg.rl.speech_action == "stop"
   # The advantages the update used (same formula as trainer.make_update, β = 0.1).
-  mask = np.asarray(trainer.policy_mask(batch, decoder.layout.speech_offset, False))
-  assert 0 < mask.sum() < np.asarray(batch["gen_mask"]).sum()   # speech ids are left out
+  mask = np.asarray(trainer.policy_mask(batch, decoder.layout.speech_offset,
+                                        cfg.rl.speech_action))
+  assert mask.sum() == np.asarray(batch["gen_mask"]).sum()   # "stop": every token acts
   rew = np.asarray(batch["turn_rewards"]) * mask - 0.1 * 0.05 * mask
   adv, _ = gae.gae(jnp.asarray(rew), jnp.asarray(v0), jnp.asarray(mask), gamma=1.0, lam=0.95)
   adv = np.asarray(ppo.whiten(adv, jnp.asarray(mask)))
