@@ -107,7 +107,21 @@ def render_evaluation(data):
   return head + "\n\n" + table(body, cols) + "\n\n" + note
 
 
-RENDERERS = {"model_summary": render_model_summary, "evaluation": render_evaluation}
+def render_rl_table(data):
+  """SFT -> RL stages -> ablations (`python -m benchmarks.rl_table`), with each stage's
+  LAAL and BLEU change against SFT (issue #13's goal: rl2 LAAL >= 20% lower at <= 1 BLEU
+  loss)."""
+  rows = data["rows"]
+  cols = [c for c in rows[0]]
+  body = [{c: ("—" if r.get(c) is None else r[c]) for c in cols} for r in rows]
+  lines = [f"- {stage}: LAAL {v['laal_change_pct']:+.1f}% vs SFT, BLEU "
+           f"{v['bleu_change']:+.2f}" for stage, v in data.get("versus_sft", {}).items()]
+  return (f"### rl_table (`{data.get('command', 'python -m benchmarks.rl_table')}`)\n\n"
+          + table(body, cols) + ("\n\n" + "\n".join(lines) if lines else ""))
+
+
+RENDERERS = {"model_summary": render_model_summary, "evaluation": render_evaluation,
+             "rl_table": render_rl_table}
 
 
 def render() -> str:

@@ -1,0 +1,32 @@
+"""benchmarks/rl_table.py: a stage's evaluation report becomes its table row, the change
+against SFT is computed, and the README renders the JSON (never typed)."""
+
+import json
+
+from benchmarks import render_readme, rl_table
+
+
+def _report(bleu, laal, speech=False):
+  return {"examples": 64, "speech": speech,
+          "simul": {"bleu": bleu, "chrf": 50.0, "asr_bleu": None,
+                    "text_latency": {"LAAL": laal, "FLAL": 800.0},
+                    "speech_latency": {"LAAL": 2000.0, "FLAL": 900.0},
+                    "turns": {"speech_backlog_ms": 1500.0, "text_tokens_per_turn": 1.3,
+                              "speech_s_per_turn": 1.0}}}
+
+
+def test_rows_versus_sft_and_rendering(tmp_path, monkeypatch):
+  rows = [rl_table.row("sft", _report(30.0, 1000.0)),
+          rl_table.row("rl2", _report(29.5, 750.0))]
+  assert rows[0]["laal_speech"] is None          # text-only report: no speech latency
+  assert rl_table.row("x", _report(1.0, 1.0, speech=True))["laal_speech"] == 2000.0
+  vs = rl_table.versus_sft(rows)
+  assert vs == {"rl2": {"laal_change_pct": -25.0, "bleu_change": -0.5}}
+  with open(tmp_path / "rl_table.json", "w") as f:
+    json.dump({"rows": rows, "versus_sft": vs, "command": "python -m benchmarks.rl_table"},
+              f)
+  monkeypatch.setattr(render_readme, "RESULTS", str(tmp_path))
+  text = render_readme.render()
+  assert "### rl_table (`python -m benchmarks.rl_table`)" in text
+  assert "| rl2 | 29.5 | 50 | — | 750 |" in text
+  assert "- rl2: LAAL -25.0% vs SFT, BLEU -0.50" in text
