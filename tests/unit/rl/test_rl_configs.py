@@ -24,7 +24,7 @@ def test_stages_and_ablations_resolve():
   for name in ("rl1", "rl2", *base.RL_ABLATIONS):
     c = tiny.get_config(name)
     config_lib.validate(c)
-    assert c.train.steps == tiny.BUDGETS["rl1"][0]
+    assert c.train.steps == tiny.BUDGETS[name][0] > 0
   # where the recipe starts each one (and its KL reference)
   assert recipes.init_from("rl1", "R") == "R/sft"
   assert recipes.init_from("rl2", "R") == "R/rl1"
