@@ -19,16 +19,25 @@ from absl import app, flags
 
 from benchmarks import common
 
-_RUN = flags.DEFINE_string("run_dir", "runs/tiny", "recipe run directory")
-_STAGES = flags.DEFINE_list("stages", ["sft", "rl1", "rl2", "rl_time_only", "rl_lag_only",
-                                       "rl_one_stage", "rl_fixed_beta"],
-                            "stages to tabulate (those without checkpoints are skipped)")
-_EVAL = flags.DEFINE_bool("evaluate", False, "evaluate stages that have no report yet")
-_SPEECH = flags.DEFINE_bool("speech", False, "with --evaluate: decode speech too (codec, "
-                            "ASR-BLEU, speech latency)")
-_N = flags.DEFINE_integer("max_examples", 64, "test utterances per stage")
-_OUT = flags.DEFINE_string("out", os.path.join(common.RESULTS_DIR, "rl_table.json"),
-                           "JSON output")
+
+def _define_flags() -> dict:
+  """The CLI's flags, defined only when run as a script (importing this module, e.g. from
+  a test, must not claim flag names such as --run_dir in absl's global registry)."""
+  return dict(
+      run_dir=flags.DEFINE_string("run_dir", "runs/tiny", "recipe run directory"),
+      stages=flags.DEFINE_list("stages", ["sft", "rl1", "rl2", "rl_time_only",
+                                          "rl_lag_only", "rl_one_stage", "rl_fixed_beta"],
+                               "stages to tabulate (those without checkpoints are skipped)"),
+      evaluate=flags.DEFINE_bool("evaluate", False,
+                                 "evaluate stages that have no report yet"),
+      speech=flags.DEFINE_bool("speech", False, "with --evaluate: decode speech too (codec, "
+                               "ASR-BLEU, speech latency)"),
+      n=flags.DEFINE_integer("max_examples", 64, "test utterances per stage"),
+      out=flags.DEFINE_string("out", os.path.join(common.RESULTS_DIR, "rl_table.json"),
+                              "JSON output"))
+
+
+_FLAGS: dict = {}
 
 COLUMNS = ("stage", "bleu", "chrf", "asr_bleu", "laal_text", "flal_text", "laal_speech",
            "flal_speech", "backlog_ms", "text_tok_per_turn", "speech_s_per_turn", "n")
@@ -87,13 +96,14 @@ def plot(rows: list[dict], path: str):
 
 def main(argv):
   del argv
-  run_dir = os.path.abspath(_RUN.value)
+  F = {k: v.value for k, v in _FLAGS.items()}
+  run_dir = os.path.abspath(F["run_dir"])
   rows = []
-  for stage in _STAGES.value:
+  for stage in F["stages"]:
     path = report_path(run_dir, stage)
-    if not os.path.exists(path) and _EVAL.value and os.path.isdir(
+    if not os.path.exists(path) and F["evaluate"] and os.path.isdir(
         os.path.join(run_dir, stage, "checkpoints")):
-      _evaluate(run_dir, stage)
+      _evaluate(run_dir, stage, F["n"], F["speech"])
     if not os.path.exists(path):
       print(f"[rl_table] {stage}: no report at {path}, skipped")
       continue
@@ -103,14 +113,14 @@ def main(argv):
     raise SystemExit(f"no evaluation reports under {run_dir}")
   common.print_table(rows, COLUMNS)
   payload = {"run_dir": run_dir, "rows": rows, "versus_sft": versus_sft(rows),
-             "command": (f"python -m benchmarks.rl_table --run_dir={_RUN.value} "
-                         f"--evaluate{' --speech' if _SPEECH.value else ''}")}
-  common.write_json(_OUT.value, payload)
-  plot(rows, os.path.join(os.path.dirname(_OUT.value), "rl_latency_quality.png"))
-  print(f"[rl_table] wrote {_OUT.value}")
+             "command": (f"python -m benchmarks.rl_table --run_dir={F['run_dir']} "
+                         f"--evaluate{' --speech' if F['speech'] else ''}")}
+  common.write_json(F["out"], payload)
+  plot(rows, os.path.join(os.path.dirname(F["out"]), "rl_latency_quality.png"))
+  print(f"[rl_table] wrote {F['out']}")
 
 
-def _evaluate(run_dir: str, stage: str):
+def _evaluate(run_dir: str, stage: str, n: int, speech: bool):
   from data_pipelines import build  # pylint: disable=g-import-not-at-top
   from liveinterp import evaluate  # pylint: disable=g-import-not-at-top
   from liveinterp.train.recipes import recipe_config, stage_config  # pylint: disable=g-import-not-at-top
@@ -118,9 +128,10 @@ def _evaluate(run_dir: str, stage: str):
   base = recipe_config("tiny", "pretrain")
   tok = build.tokenizer_prefix_for(data_dir, base)
   cfg = stage_config("tiny", "sft", run_dir, data_dir, tok)
-  evaluate.run(cfg, run_dir, "test", _N.value, speech=_SPEECH.value, offline=False,
+  evaluate.run(cfg, run_dir, "test", n, speech=speech, offline=False,
                stage=stage, out_subdir=f"eval_table_{stage}")
 
 
 if __name__ == "__main__":
+  _FLAGS.update(_define_flags())
   app.run(main)

@@ -234,14 +234,17 @@ def jit_update(update_fn, rl_shardings: RLState):
 
 class _Episodes:
   """Which training utterances iteration i rolls out: a generator seeded by
-  (seed, i) draws records until `n` fit the rollout geometry (too long ones are counted)."""
+  (seed, stage, i) draws records until `n` fit the rollout geometry (too long ones are
+  counted). The stage is in the seed so rl2 does not replay rl1's episodes in order (an
+  ablation of rl1 sees rl1's: same data, other settings)."""
 
-  def __init__(self, source, rs: rollout.RolloutSpec, seed: int):
+  def __init__(self, source, rs: rollout.RolloutSpec, seed: int, stage: str = "rl1"):
     self.source, self.rs, self.seed = source, rs, seed
+    self.stage_index = RL_STAGES.index(stage)
     self.too_long = 0
 
   def __call__(self, iteration: int, n: int) -> list:
-    g = np.random.default_rng([self.seed, iteration])
+    g = np.random.default_rng([self.seed, self.stage_index, iteration])
     out, tries = [], 0
     while len(out) < n:
       tries += 1
@@ -295,7 +298,7 @@ def run(config, workdir: str, stop_at: int | None = None) -> dict:
   rc = reward_config(config)
   train_src = pipelines.open_corpus(config, "train")
   dev = pipelines.open_corpus(config, "dev")
-  episodes_for = _Episodes(train_src, rs, int(config.seed))
+  episodes_for = _Episodes(train_src, rs, int(config.seed), config.stage)
 
   model_fn = lambda rngs: s2st.S2ST(config, rngs=rngs)  # noqa: E731
   graphdef, abstract_rl, rl_shardings = abstract_state(model_fn, tx, mesh, rules)
@@ -367,7 +370,8 @@ def run(config, workdir: str, stop_at: int | None = None) -> dict:
       t0 = time.perf_counter()
       recs = episodes_for(it, int(config.train.batch_size))
       decoder.set_model(nnx.merge(graphdef, state.params, state.model_state))
-      key = jax.random.fold_in(jax.random.key(int(config.seed)), it)
+      key = jax.random.fold_in(jax.random.fold_in(jax.random.key(int(config.seed)),
+                                                  episodes_for.stage_index), it)
       ro = rollout.collect(decoder, recs, rs, key, detok)
       per_turn, logs = [], []
       for ep, rec in zip(ro.episodes, recs):
