@@ -431,22 +431,9 @@ def run(config, workdir: str, stop_at: int | None = None) -> dict:
         break
   finally:
     stop.restore()
-    ckpt.wait()
-    last_checkpoint = ckpt.latest_step
-    ckpt.close()
-    writer.flush()
-  last = dict(last)
-  last["steps_per_second"] = (it - start) / max(time.perf_counter() - t_loop, 1e-9)
-  last["step"] = it
-  last["stopped_early"] = it < total or stopped == "diverged"
-  if stopped:
-    last["stopped"] = stopped
-    last["last_checkpoint"] = last_checkpoint
-  if stopped == "diverged":
-    last["stop_reason"] = guard.reason
-    reporting.console(f"[{name}] STOPPED at iteration {it}: {guard.reason}; lower "
-                      f"train.learning_rate. Exit code {loop.EXIT_DIVERGED}.")
-  elif stopped == "preempted":
-    reporting.console(f"[{name}] preempted at iteration {it}/{total}: checkpoint saved; "
-                      f"re-run the same command to resume. Exit code {loop.EXIT_PREEMPTED}.")
-  return last
+    last_checkpoint = loop.close_outputs(ckpt, writer)
+  return loop.finish_result(
+      dict(last), name=name, step=it, total=total,
+      steps_per_second=(it - start) / max(time.perf_counter() - t_loop, 1e-9),
+      stopped=stopped, last_checkpoint=last_checkpoint, guard=guard, workdir=workdir,
+      learning_rate=config.train.learning_rate)

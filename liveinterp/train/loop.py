@@ -271,15 +271,34 @@ def run(config, workdir: str, stage: Stage, stop_at: int | None = None) -> dict:
         batch = pipelines.make_global_batch(next(data), mesh, rules)
   finally:
     stop.restore()
-    try:
-      ckpt.wait()  # a failed async save (full disk) raises here, once, in one line
-      last_checkpoint = ckpt.latest_step
-    finally:
-      ckpt.close()  # always stops orbax's threads
-      writer.flush()
-  elapsed = time.perf_counter() - t_loop
+    last_checkpoint = close_outputs(ckpt, writer)
   last.update(stage.info)
-  last["steps_per_second"] = (step - s_loop) / max(elapsed, 1e-9)
+  return finish_result(last, name=stage.name, step=step, total=total,
+                       steps_per_second=(step - s_loop) / max(
+                           time.perf_counter() - t_loop, 1e-9),
+                       stopped=stopped, last_checkpoint=last_checkpoint, guard=guard,
+                       workdir=workdir, learning_rate=config.train.learning_rate)
+
+
+def close_outputs(ckpt, writer) -> int | None:
+  """Ends a run's outputs: waits for pending checkpoint saves (a failed async save, e.g.
+  a full disk, raises here once, in one line), always stops orbax's threads and flushes
+  the metrics writer. Returns the last saved step."""
+  try:
+    ckpt.wait()
+    return ckpt.latest_step
+  finally:
+    ckpt.close()
+    writer.flush()
+
+
+def finish_result(last: dict, *, name: str, step: int, total: int,
+                  steps_per_second: float, stopped: str | None,
+                  last_checkpoint: int | None, guard: _DivergenceGuard, workdir: str,
+                  learning_rate: float) -> dict:
+  """The run's result (`run`'s docstring: step, speed, how it stopped) and the console
+  line that explains a stop (diverged, preempted). Shared by every trainer."""
+  last["steps_per_second"] = steps_per_second
   last["step"] = step
   last["stopped_early"] = step < total or stopped == "diverged"
   if stopped:
@@ -292,14 +311,14 @@ def run(config, workdir: str, stage: Stage, stop_at: int | None = None) -> dict:
              f"{workdir} to start over)" if last_checkpoint is not None
              else "there is none")
     reporting.console(
-        f"[{stage.name}] STOPPED at step {step}: training diverged: {guard.reason}; a step "
+        f"[{name}] STOPPED at step {step}: training diverged: {guard.reason}; a step "
         f"is skipped when its loss, gradients or updated parameters are NaN/inf. No "
         f"checkpoint was written at the stop; {saved}. Try a lower train.learning_rate "
-        f"(now {config.train.learning_rate:g}) or train.grad_clip, and check the data for "
+        f"(now {learning_rate:g}) or train.grad_clip, and check the data for "
         f"bad examples. Exit code {EXIT_DIVERGED}.")
   elif stopped == "preempted":
     reporting.console(
-        f"[{stage.name}] preempted at step {step}/{total}: checkpoint saved; re-run the "
+        f"[{name}] preempted at step {step}/{total}: checkpoint saved; re-run the "
         f"same command to resume. Exit code {EXIT_PREEMPTED}.")
   return last
 
