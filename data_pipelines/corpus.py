@@ -48,6 +48,8 @@ Example record (`EXAMPLE_KEYS`):
   tgt_words list[str], tgt_word_start_ms, tgt_word_end_ms float32[m] (target speech),
   tgt_ready_ms float32[m] (monotone, in the source audio),
   alignment int32[k, 2] of (tgt_word_idx, src_word_idx), is_talk bool.
+Multi-speaker talks add `talks.SEGMENT_KEYS` (per-utterance speaker spans); read the
+spans of any record with `talks.speaker_segments(rec)`.
 """
 
 from __future__ import annotations
@@ -401,8 +403,8 @@ def iter_examples(pair: str = "zh-en", size: str = "tiny", split: str = "train",
                   cache_dir: str | None = None, *, seed: int = 0,
                   synth_config: SynthesisConfig | None = None,
                   talk_config: talks_lib.TalkConfig | None = None,
-                  stats: dict | None = None, limit: int | None = None
-                  ) -> Iterator[dict]:
+                  stats: dict | None = None, limit: int | None = None,
+                  multi_speaker_talks: float | None = None) -> Iterator[dict]:
   """Example records (`EXAMPLE_KEYS`) of one split, in a fixed order.
 
   split: "train", "dev", "test", or a talk split ("talk" = "talk_test", "talk_dev",
@@ -412,6 +414,8 @@ def iter_examples(pair: str = "zh-en", size: str = "tiny", split: str = "train",
   "examples" yielded, "synth_skipped" count with "synth_skipped_ids" and
   "synth_skipped_errors" (items whose speech was empty, silent or not finite).
   limit: stop after this many source pairs (for quick checks and timing).
+  multi_speaker_talks: fraction of talks whose utterances alternate speakers
+  (`talks.TalkConfig.multi_speaker_fraction`; None = talk_config's, default 0).
   """
   if split not in splits_lib.SPLITS and split not in TALK_SPLITS:
     raise ValueError(f"unknown split {split!r}; choose one of "
@@ -434,12 +438,18 @@ def iter_examples(pair: str = "zh-en", size: str = "tiny", split: str = "train",
     stats["synth_skipped_errors"].append(str(e))
 
   if split in TALK_SPLITS:
-    def synth(p: Pair, spk: Speaker) -> dict:
+    def voice_map(spk: Speaker) -> Speaker:
       if num_voices is not None:  # the talk's speaker, mapped into the first N voices
         spk = speaker_for(spk.name, seed, num_voices)
+      return spk
+
+    def synth(p: Pair, spk: Speaker) -> dict:
       return make_example(p, aligns[p.id], spk, seed, synth_config)
-    for talk in talks_lib.make_talks(items, synth, f"talk-{base}", talk_config, seed,
-                                     skipped):
+    tc = talk_config or talks_lib.TalkConfig()
+    if multi_speaker_talks is not None:
+      tc = dataclasses.replace(tc, multi_speaker_fraction=float(multi_speaker_talks))
+    for talk in talks_lib.make_talks(items, synth, f"talk-{base}", tc, seed, skipped,
+                                     voice_map=voice_map):
       stats["examples"] += 1
       yield talk
     return
