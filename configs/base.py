@@ -153,6 +153,9 @@ def get_config():
       wait_k=3,
       task_weights=dict(asr=1.0, st=1.0, tts=1.0, s2st=1.0),  # pretraining mixture
       max_audio_slots=96,     # audio rows (80 ms slots) per example: 7.68 s of source
+      # SFT streams longer than seq_len (talks) train as windows: each holds as context
+      # (no loss) up to this many chunks before its own turns (stream_format.simul_windows)
+      window_context_chunks=4,
       codes_path="",          # speech codes of the corpus (liveinterp.train.speech_tokens)
       codec_crop_ms=1000, codec_ref_ms=2000,
       max_src_tokens=64,      # CTC target (source transcript) length per example
@@ -194,6 +197,11 @@ def get_config():
       # were skipped, checked once skipped_fraction_after steps have run (a run with fewer
       # train.steps: at its end; 1.0: no limit).
       max_consecutive_skipped=10, max_skipped_fraction=0.5, skipped_fraction_after=20,
+      # before the first step, stop with one clear line when the compiled step's memory
+      # (XLA's estimate, per device; x local devices on CPU) exceeds what the machine has
+      # (liveinterp/common/memory.py); memory_limit_gb > 0 is used as that memory instead
+      # (GiB, per device on GPU/TPU, per host on CPU), 0 = what the machine reports.
+      memory_check=True, memory_limit_gb=0.0,
   ))
   c.checkpoint = ml_collections.ConfigDict(dict(
       every_steps=50, keep=3, async_save=True,

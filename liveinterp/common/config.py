@@ -148,7 +148,8 @@ def validate(c, num_devices: int | None = None):
     _positive(c, "codec.dilations")
   for path in ("train.warmup_steps", "train.weight_decay", "train.grad_clip",
                "llm.sink_tokens", "encoder.dropout", "codec.commitment",
-               "train.speech_weight", "train.frame_weight", "train.ctc_weight"):
+               "train.speech_weight", "train.frame_weight", "train.ctc_weight",
+               "train.memory_limit_gb"):
     if _get(c, path) < 0:
       raise ConfigError(f"{path}={_get(c, path)!r}: must be >= 0")
   if c.encoder.dropout >= 1:
