@@ -85,10 +85,10 @@ def main(argv):
   from benchmarks import common
   from liveinterp.eval import latency
   from liveinterp.inference import sampling, streaming
-  from liveinterp.translate import load_config
+  from liveinterp.common import config as config_lib
 
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  cfg = load_config(os.path.join(root, "configs", f"{_SIZE.value}.py"))
+  cfg = config_lib.load(_SIZE.value)
   t0 = time.perf_counter()
   models = streaming.build_models(cfg, workdir=_WORKDIR.value)
   build_s = time.perf_counter() - t0

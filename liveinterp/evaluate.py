@@ -610,7 +610,8 @@ def _publish(report, out_dir: str, split: str):
 def _define_flags():
   return dict(
       run_dir=flags.DEFINE_string("run_dir", "runs/tiny", "trained run (recipe output)"),
-      config=flags.DEFINE_string("config", "configs/tiny.py:sft", "config file[:stage]"),
+      config=flags.DEFINE_string("config", "configs/tiny.py:sft", "config file[:stage] "
+                                 "(config.load spec); override fields with --config.a.b=v"),
       split=flags.DEFINE_string("split", "test", "corpus split"),
       n=flags.DEFINE_integer("max_examples", 64, "utterances to evaluate"),
       data_dir=flags.DEFINE_string("data_dir", "", "corpus dir (default RUN_DIR/../data)"),
@@ -634,7 +635,6 @@ def main(argv):
   F = {k: v.value for k, v in _FLAGS.items()}
   from liveinterp.common import cli, config as config_lib
   from liveinterp.train.recipes import stage_config
-  from liveinterp.translate import load_config
   from data_pipelines import build
   run_dir = os.path.abspath(F["run_dir"])
   if not os.path.isdir(run_dir):
@@ -647,10 +647,10 @@ def main(argv):
     cli.check_writable_file(os.path.join(ROOT, "benchmarks", "results", "evaluation.json"),
                             "--publish")
   data_dir = os.path.abspath(F["data_dir"] or os.path.join(os.path.dirname(run_dir), "data"))
-  base = load_config(os.path.join(ROOT, F["config"]) if not os.path.isabs(F["config"])
-                     else F["config"])
+  base = config_lib.load(F["config"], cli.config_overrides())
   tok = build.tokenizer_prefix_for(data_dir, base)
-  cfg = stage_config(base.name if base.name != "base" else "tiny", "sft", run_dir, data_dir, tok)
+  cfg = stage_config(base.name if base.name != "base" else "tiny", "sft", run_dir, data_dir, tok,
+                     overrides=cli.config_overrides())
   config_lib.validate(cfg)
   config_lib.check_inputs(cfg, init_from=False)  # the corpus build and the tokenizer
   if not os.path.isdir(os.path.join(run_dir, F["stage"], "checkpoints")):
@@ -662,4 +662,4 @@ def main(argv):
 if __name__ == "__main__":
   from liveinterp.common import cli as _cli
   _FLAGS = _define_flags()
-  _cli.run(main, prog="python -m liveinterp.evaluate")
+  _cli.run(main, prog="python -m liveinterp.evaluate", config_overrides=True)

@@ -25,35 +25,12 @@ liveinterp/common/cli.py).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sys
 import time
 
 from liveinterp.common import cli
-
-
-def load_config(spec: str):
-  """`path/to/config.py[:arg]` (a `get_config(arg)` module) or a ConfigDict `.json`."""
-  import ml_collections
-  path, _, arg = spec.partition(":")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"--config: {path} does not exist")
-  if os.path.isdir(path):
-    raise cli.UserError(f"--config: {path} is a directory, expected a config file")
-  if path.endswith(".json"):
-    with open(path) as f:
-      return ml_collections.ConfigDict(json.load(f))
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  if root not in sys.path:  # config files import `configs.base`
-    sys.path.insert(0, root)
-  mod_spec = importlib.util.spec_from_file_location("_liveinterp_config", path)
-  module = importlib.util.module_from_spec(mod_spec)
-  mod_spec.loader.exec_module(module)
-  if not hasattr(module, "get_config"):
-    raise cli.UserError(f"--config: {path} has no get_config()")
-  return module.get_config(arg) if arg else module.get_config()
 
 
 def _parser() -> cli.ArgumentParser:
@@ -63,7 +40,8 @@ def _parser() -> cli.ArgumentParser:
   p.add_argument("--out", required=True, help="translated speech (wav)")
   p.add_argument("--json", default=None, help="segments JSON (default: OUT with .json)")
   p.add_argument("--workdir", default=None, help="trained run directory")
-  p.add_argument("--config", default=None, help="config file[:stage] or config.json")
+  p.add_argument("--config", default=None, help="config file[:stage] or config.json "
+                 "(config.load spec); override fields with --config.a.b=v")
   p.add_argument("--init", choices=("trained", "random"), default="trained",
                  help="weights: from --workdir (trained) or random (smoke test)")
   p.add_argument("--stage", default=None, help="LLM stage to load (default: latest)")
@@ -132,6 +110,7 @@ def _check_args(args):
 def main(argv=None) -> dict:
   """Runs the CLI; returns the JSON payload it wrote (for tests). User errors raise
   (cli.UserError, ConfigError, ...); `python -m` reports them in one line (cli.call)."""
+  overrides, argv = cli.split_config_overrides(sys.argv[1:] if argv is None else argv)
   args = _parser().parse_args(argv)
   _check_args(args)
   config_path = args.config
@@ -141,7 +120,7 @@ def main(argv=None) -> dict:
   if config_path is None:
     raise cli.UserError("--config is required (no config.json in --workdir)")
   from liveinterp.common import config as config_lib  # pylint: disable=g-import-not-at-top
-  cfg = load_config(config_path)
+  cfg = config_lib.load(config_path, overrides)
   config_lib.validate(cfg)
   # Heavy imports after the checks, so `--help` and mistakes are instant.
   import jax  # pylint: disable=g-import-not-at-top

@@ -25,6 +25,12 @@ where most confusions happen.
 (the utterance it translates, spoken by speaker_ids[i]) and with the sources of the
 other speakers; see its docstring for the metrics, skipping rules and NaN cases.
 
+`voice_control(outputs, controls, sources, speaker_ids)`: the voice-lost control — the
+same speech decoded with another speaker's embedding (`control_partners` picks whose);
+the margin own − control is > 0 when the voice follows the speaker embedding.
+`speaker_attribution(talk_segments, talk_references)`: in multi-speaker talks, whether
+each output segment is closest to the speaker whose words it translates.
+
 librosa compiles some numba code on its first call in a process (a few seconds); the
 functions used here (melspectrogram, mfcc, yin) are the cheap ones.
 """
@@ -194,3 +200,123 @@ def speaker_similarity(outputs: Sequence[np.ndarray], sources: Sequence[np.ndarr
           "margin": same_m - other_m, "top1_rate": float(np.mean(top1)) if top1 else nan,
           "n": len(out), "skipped": len(skipped), "skipped_items": skipped,
           "n_speakers": len(speakers)}
+
+
+def control_partners(speaker_ids: Sequence[str]) -> list[int | None]:
+  """For each item i, the item whose speaker voices i's voice-lost control: the first
+  j after i (cyclically: i+1, i+2, …) with a speaker other than speaker_ids[i]; None
+  when every item has i's speaker. Deterministic (depends only on the order)."""
+  ids = [str(s) for s in speaker_ids]
+  n = len(ids)
+  out: list[int | None] = []
+  for i in range(n):
+    out.append(next((j % n for j in range(i + 1, i + n) if ids[j % n] != ids[i]), None))
+  return out
+
+
+def _quantiles(x: Sequence[float]) -> dict:
+  if not len(x):
+    return {k: float("nan") for k in ("min", "p25", "median", "p75", "max")}
+  q = np.quantile(np.asarray(x, np.float64), [0.0, 0.25, 0.5, 0.75, 1.0])
+  return dict(zip(("min", "p25", "median", "p75", "max"), (float(v) for v in q)))
+
+
+def voice_control(outputs: Sequence[np.ndarray], controls: Sequence[np.ndarray | None],
+                  sources: Sequence[np.ndarray], speaker_ids: Sequence[str],
+                  sr: int = SAMPLE_RATE) -> dict:
+  """The voice-lost control: does the output carry its speaker's voice beyond what the
+  speech content alone gives?
+
+  outputs[i]: generated speech for sources[i] (speaker speaker_ids[i]); controls[i]: the
+  same speech codes decoded with another speaker's embedding (`control_partners`), or
+  None when there is no other speaker. Per scored item:
+    own_i = cos(output i, source i), control_i = cos(control i, source i),
+    margin_i = own_i − control_i
+  (> 0: the voice follows the speaker embedding towards the source speaker; ≈ 0: the
+  output ignores the embedding).
+
+  Returns own_speaker_cos, control_cos, margin (means over scored items),
+  margin_quantiles (min/p25/median/p75/max), positive_rate (share of margin_i > 0),
+  margins (per item, in item order), items (their indices), n, skipped (outputs or
+  controls that are empty, silent or too short, or have no control) with
+  skipped_items. Means are NaN when n == 0. Raises ValueError on mismatched lengths,
+  on non-finite / malformed audio (naming the item) and on unusable sources, as
+  `speaker_similarity`.
+  """
+  if not (len(outputs) == len(controls) == len(sources) == len(speaker_ids)):
+    raise ValueError(f"{len(outputs)} outputs, {len(controls)} controls, {len(sources)} "
+                     f"sources and {len(speaker_ids)} speaker ids: lengths must match")
+  ids = [str(s) for s in speaker_ids]
+  own, ctl, items, skipped = [], [], [], []
+  for i, (o, c, s) in enumerate(zip(outputs, controls, sources)):
+    src = embed(s, sr, name=f"source {i} (speaker {ids[i]})")
+    if c is None:
+      skipped.append(i)
+      continue
+    try:
+      eo = embed(o, sr, name=f"output {i} (speaker {ids[i]})")
+      ec = embed(c, sr, name=f"control {i} (speaker {ids[i]})")
+    except AudioTooShortError:
+      skipped.append(i)
+      continue
+    own.append(float(eo @ src))
+    ctl.append(float(ec @ src))
+    items.append(i)
+  margins = [a - b for a, b in zip(own, ctl)]
+  nan = float("nan")
+  return {"own_speaker_cos": float(np.mean(own)) if own else nan,
+          "control_cos": float(np.mean(ctl)) if ctl else nan,
+          "margin": float(np.mean(margins)) if margins else nan,
+          "margin_quantiles": _quantiles(margins),
+          "positive_rate": float(np.mean([m > 0 for m in margins])) if margins else nan,
+          "margins": margins, "items": items, "n": len(items), "skipped": len(skipped),
+          "skipped_items": skipped}
+
+
+def speaker_attribution(talk_segments: Sequence[Sequence[tuple[np.ndarray, str]]],
+                        talk_references: Sequence[dict], sr: int = SAMPLE_RATE) -> dict:
+  """Multi-speaker talks: does each output segment speak in the voice of the speaker
+  whose words it translates?
+
+  talk_segments[k]: talk k's output segments as (audio, speaker it is attributed to);
+  talk_references[k]: {speaker: that speaker's source audio in talk k} (at least two
+  speakers). Per scored segment: cos to each speaker's reference; correct when the
+  attributed speaker's cosine is the highest; margin = its cosine − the mean of the
+  other speakers'.
+
+  Returns accuracy (share correct), margin (mean), n (segments scored), skipped
+  (segments too short or silent for `embed`, counted, not scored), n_segments, talks.
+  accuracy/margin are NaN when n == 0. Raises ValueError when a talk has fewer than two
+  reference speakers, when a segment names a speaker without a reference, on
+  non-finite audio (naming talk and segment) and on unusable references.
+  """
+  if len(talk_segments) != len(talk_references):
+    raise ValueError(f"{len(talk_segments)} talks of segments but {len(talk_references)} "
+                     "of references")
+  correct, margins, skipped, total = [], [], 0, 0
+  for k, (segs, refs) in enumerate(zip(talk_segments, talk_references)):
+    if len(refs) < 2:
+      raise ValueError(f"talk {k}: {len(refs)} reference speaker(s) {sorted(refs)}; "
+                       "attribution needs at least two")
+    names = sorted(refs)
+    ref = np.stack([embed(refs[s], sr, name=f"talk {k} reference of {s}") for s in names])
+    for j, (audio, spk) in enumerate(segs):
+      total += 1
+      if str(spk) not in refs:
+        raise ValueError(f"talk {k} segment {j}: speaker {spk!r} has no reference "
+                         f"(talk speakers {names})")
+      try:
+        v = embed(audio, sr, name=f"talk {k} segment {j}")
+      except AudioTooShortError:
+        skipped += 1
+        continue
+      cos = ref @ v
+      own = names.index(str(spk))
+      others = np.delete(cos, own)
+      correct.append(float(cos[own] > others.max()))
+      margins.append(float(cos[own] - others.mean()))
+  nan = float("nan")
+  return {"accuracy": float(np.mean(correct)) if correct else nan,
+          "margin": float(np.mean(margins)) if margins else nan,
+          "n": len(correct), "skipped": skipped, "n_segments": total,
+          "talks": len(talk_segments)}
