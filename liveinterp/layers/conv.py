@@ -1,4 +1,5 @@
-"""Causal 1-D convolution (strided, dilated, grouped/depthwise) with a streaming state.
+"""Causal 1-D convolutions with a streaming state: `CausalConv1d` (strided, dilated,
+grouped/depthwise) and `CausalConvTranspose1d` (the codec decoder's upsampler).
 
 Alignment: output frame j summarises the inputs that end at `(j + 1) * stride - 1`, i.e.
 the last input of its stride window, and reaches back `(kernel - 1) * dilation` inputs.
@@ -126,3 +127,66 @@ def conv_flops_per_output(in_features: int, out_features: int, kernel_size: int,
   """Analytic 2 x MACs of one output frame of a (grouped) 1-D conv."""
   return 2 * kernel_size * (in_features // groups) * out_features
 
+
+class CausalConvTranspose1d(nnx.Module):
+  """Causal transposed conv: `[B, T, C_in] -> [B, T * stride, C_out]`.
+
+  Input frame t adds `x_t @ W[k]` to output `t * stride + k` for k < kernel. Outputs past
+  `T * stride` need later frames too; the full pass drops them and streaming carries them
+  as a tail `[B, kernel - stride, C_out]` that is added to the next chunk's first outputs.
+  Kernel `[kernel, C_in, C_out]` named `(CONV_KERNEL, CONV_IN, CONV_OUT)`.
+  """
+
+  def __init__(self, in_features: int, out_features: int, kernel_size: int, stride: int,
+               *, use_bias: bool = True, dtype="float32", param_dtype="float32",
+               init_scale: float = 1.0, rngs: nnx.Rngs):
+    if stride < 1 or kernel_size < stride:
+      raise ValueError(f"CausalConvTranspose1d: need 1 <= stride <= kernel_size, got "
+                       f"stride={stride}, kernel_size={kernel_size}")
+    self.in_features = in_features
+    self.out_features = out_features
+    self.kernel_size = kernel_size
+    self.stride = stride
+    self.dtype = inits.as_dtype(dtype)
+    # Each output sums over kernel/stride input frames: fan-in = C_in * kernel / stride.
+    scale = init_scale * stride / kernel_size
+    self.kernel = inits.param(rngs, inits.fan_in_normal(scale, (1,)),
+                              (kernel_size, in_features, out_features),
+                              (axes.CONV_KERNEL, axes.CONV_IN, axes.CONV_OUT), param_dtype)
+    self.bias = (inits.param(rngs, inits.zeros, (out_features,), (axes.CONV_OUT,),
+                             param_dtype) if use_bias else None)
+
+  @property
+  def tail_length(self) -> int:
+    return self.kernel_size - self.stride
+
+  def _full(self, x_btc: jax.Array) -> jax.Array:
+    """Untrimmed output without bias: [B, T, C_in] -> [B, (T - 1) * stride + kernel, C_out]."""
+    k = self.kernel_size
+    return jax.lax.conv_general_dilated(
+        x_btc.astype(self.dtype), self.kernel[...].astype(self.dtype)[::-1],
+        window_strides=(1,), padding=((k - 1, k - 1),), lhs_dilation=(self.stride,),
+        dimension_numbers=("NWC", "WIO", "NWC"))
+
+  def _bias(self, y: jax.Array) -> jax.Array:
+    return y if self.bias is None else y + self.bias[...].astype(self.dtype)
+
+  def __call__(self, x_btc: jax.Array) -> jax.Array:
+    """x [B, T, C_in] -> [B, T * stride, C_out]."""
+    n = x_btc.shape[1] * self.stride
+    return self._bias(self._full(x_btc)[:, :n])
+
+  def init_state(self, batch: int) -> dict[str, jax.Array]:
+    """Zero overhang `[B, kernel - stride, C_out]`."""
+    return {"tail": jnp.zeros((batch, self.tail_length, self.out_features), self.dtype)}
+
+  def extend_step(self, x_btc: jax.Array, state) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """A chunk of any T >= 1 frames -> ([B, T * stride, C_out], state)."""
+    n = x_btc.shape[1] * self.stride
+    full = self._full(x_btc)
+    full = full.at[:, :self.tail_length].add(state["tail"].astype(self.dtype))
+    return self._bias(full[:, :n]), {"tail": full[:, n:]}
+
+  def flops_per_input(self) -> int:
+    """2 x multiply-adds per input frame."""
+    return 2 * self.kernel_size * self.in_features * self.out_features

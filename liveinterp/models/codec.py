@@ -7,7 +7,7 @@
                      transposed conv(2s, s), channels ÷2 → residual units → ELU → conv(7)
                  ──► audio [B, T·hop],   hop = prod(strides), T = N // hop.
 
-Every conv is causal (`layers.conv.CausalConv1d`; the transposed conv here trims its
+Every conv is causal (`layers.conv.CausalConv1d`; `layers.conv.CausalConvTranspose1d` trims its
 right overhang), so code frame t depends on samples `< (t + 1)·hop` and decoder output
 samples `[t·hop, (t + 1)·hop)` depend on codes `≤ t`. That makes both halves streamable:
 `encode_step` (chunks of whole frames) and `decode_step` (any number of code frames)
@@ -33,7 +33,7 @@ from flax import nnx
 from liveinterp.common import axes, sharding
 from liveinterp.layers import initializers as inits
 from liveinterp.layers import quantizer as quantizer_lib
-from liveinterp.layers.conv import CausalConv1d
+from liveinterp.layers.conv import CausalConv1d, CausalConvTranspose1d
 from liveinterp.layers.linears import Dense
 
 DEFAULT_DILATIONS = (1, 3, 9)
@@ -43,70 +43,6 @@ State = Any
 
 def _act_shard(x_btc: jax.Array) -> jax.Array:
   return sharding.shard_logical(x_btc, ACT_AXES)
-
-
-class CausalConvTranspose1d(nnx.Module):
-  """Causal transposed conv: `[B, T, C_in] -> [B, T * stride, C_out]`.
-
-  Input frame t adds `x_t @ W[k]` to output `t * stride + k` for k < kernel. Outputs past
-  `T * stride` need later frames too; the full pass drops them and streaming carries them
-  as a tail `[B, kernel - stride, C_out]` that is added to the next chunk's first outputs.
-  Kernel `[kernel, C_in, C_out]` named `(CONV_KERNEL, CONV_IN, CONV_OUT)`.
-  """
-
-  def __init__(self, in_features: int, out_features: int, kernel_size: int, stride: int,
-               *, use_bias: bool = True, dtype="float32", param_dtype="float32",
-               init_scale: float = 1.0, rngs: nnx.Rngs):
-    if stride < 1 or kernel_size < stride:
-      raise ValueError(f"CausalConvTranspose1d: need 1 <= stride <= kernel_size, got "
-                       f"stride={stride}, kernel_size={kernel_size}")
-    self.in_features = in_features
-    self.out_features = out_features
-    self.kernel_size = kernel_size
-    self.stride = stride
-    self.dtype = inits.as_dtype(dtype)
-    # Each output sums over kernel/stride input frames: fan-in = C_in * kernel / stride.
-    scale = init_scale * stride / kernel_size
-    self.kernel = inits.param(rngs, inits.fan_in_normal(scale, (1,)),
-                              (kernel_size, in_features, out_features),
-                              (axes.CONV_KERNEL, axes.CONV_IN, axes.CONV_OUT), param_dtype)
-    self.bias = (inits.param(rngs, inits.zeros, (out_features,), (axes.CONV_OUT,),
-                             param_dtype) if use_bias else None)
-
-  @property
-  def tail_length(self) -> int:
-    return self.kernel_size - self.stride
-
-  def _full(self, x_btc: jax.Array) -> jax.Array:
-    """Untrimmed output without bias: [B, T, C_in] -> [B, (T - 1) * stride + kernel, C_out]."""
-    k = self.kernel_size
-    return jax.lax.conv_general_dilated(
-        x_btc.astype(self.dtype), self.kernel[...].astype(self.dtype)[::-1],
-        window_strides=(1,), padding=((k - 1, k - 1),), lhs_dilation=(self.stride,),
-        dimension_numbers=("NWC", "WIO", "NWC"))
-
-  def _bias(self, y: jax.Array) -> jax.Array:
-    return y if self.bias is None else y + self.bias[...].astype(self.dtype)
-
-  def __call__(self, x_btc: jax.Array) -> jax.Array:
-    """x [B, T, C_in] -> [B, T * stride, C_out]."""
-    n = x_btc.shape[1] * self.stride
-    return self._bias(self._full(x_btc)[:, :n])
-
-  def init_state(self, batch: int) -> dict[str, jax.Array]:
-    """Zero overhang `[B, kernel - stride, C_out]`."""
-    return {"tail": jnp.zeros((batch, self.tail_length, self.out_features), self.dtype)}
-
-  def extend_step(self, x_btc: jax.Array, state) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """A chunk of any T >= 1 frames -> ([B, T * stride, C_out], state)."""
-    n = x_btc.shape[1] * self.stride
-    full = self._full(x_btc)
-    full = full.at[:, :self.tail_length].add(state["tail"].astype(self.dtype))
-    return self._bias(full[:, :n]), {"tail": full[:, n:]}
-
-  def flops_per_input(self) -> int:
-    """2 x multiply-adds per input frame."""
-    return 2 * self.kernel_size * self.in_features * self.out_features
 
 
 class ResidualUnit(nnx.Module):
@@ -134,7 +70,7 @@ class ResidualUnit(nnx.Module):
     return self.conv_dil.flops_per_output() + self.conv_1x1.flops_per_output()
 
 
-class EncoderBlock(nnx.Module):
+class DownsampleBlock(nnx.Module):
   """Residual units at C channels, then ELU + strided conv (kernel 2s) to 2C channels."""
 
   def __init__(self, channels: int, stride: int, dilations: Sequence[int], *,
@@ -165,7 +101,7 @@ class EncoderBlock(nnx.Module):
             + self.down.flops_per_output() / self.down.stride)
 
 
-class DecoderBlock(nnx.Module):
+class UpsampleBlock(nnx.Module):
   """FiLM(speaker) → ELU → transposed conv (2s, s) to C/2 channels → residual units."""
 
   def __init__(self, channels: int, stride: int, dilations: Sequence[int], spk_dim: int, *,
@@ -228,14 +164,14 @@ class Codec(nnx.Module):
     # The mono waveform side has one channel: never shard it (size 1).
     self.enc_in = CausalConv1d(1, c0, 7, kernel_axes=(axes.CONV_KERNEL, None, axes.CONV_OUT),
                                **kw)
-    self.enc_blocks = nnx.List([EncoderBlock(c0 * 2 ** i, s, dil, **kw)
+    self.enc_blocks = nnx.List([DownsampleBlock(c0 * 2 ** i, s, dil, **kw)
                                 for i, s in enumerate(self.strides)])
     self.enc_out = CausalConv1d(top, self.latent_dim, 3, **kw)
     self.quantizer = quantizer_lib.make_quantizer(cc, param_dtype=cfg.param_dtype, rngs=rngs)
     self.dec_in = CausalConv1d(self.latent_dim, top, 7, **kw)
     n = len(self.strides)
     self.dec_blocks = nnx.List([
-        DecoderBlock(c0 * 2 ** (n - i), s, dil, self.spk_dim, **kw)
+        UpsampleBlock(c0 * 2 ** (n - i), s, dil, self.spk_dim, **kw)
         for i, s in enumerate(reversed(self.strides))])
     self.dec_out = CausalConv1d(c0, 1, 7, kernel_axes=(axes.CONV_KERNEL, axes.CONV_IN, None),
                                 **kw)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from liveinterp.layers import conv as conv_lib
 from liveinterp.layers.conv import CausalConv1d
 
 # (in, out, kernel, stride, dilation, groups)
@@ -104,3 +105,19 @@ def test_jit_streaming_and_bad_chunk_raises():
     conv.extend_step(jnp.ones((1, 3, 4)), conv.init_state(1))
   with pytest.raises(ValueError, match="groups=3"):
     _make(4, 6, 3, 1, 1, 3)
+
+
+def test_transposed_conv_matches_numpy_overlap_add():
+  conv = conv_lib.CausalConvTranspose1d(3, 2, 5, 2, rngs=nnx.Rngs(0))
+  conv.bias[...] = jnp.array([0.5, -1.0])
+  x = np.random.default_rng(1).normal(size=(1, 4, 3))
+  w = np.asarray(conv.kernel[...], np.float64)
+  ref = np.zeros((1, (4 - 1) * 2 + 5, 2))
+  for t in range(4):
+    for k in range(5):
+      ref[:, t * 2 + k] += x[:, t] @ w[k]
+  got = np.asarray(conv(jnp.asarray(x, jnp.float32)))
+  np.testing.assert_allclose(got, ref[:, :8] + [0.5, -1.0], rtol=1e-5, atol=1e-6)
+  assert conv.init_state(1)["tail"].shape == (1, 3, 2)
+  with pytest.raises(ValueError, match="stride <= kernel_size"):
+    conv_lib.CausalConvTranspose1d(3, 2, 2, 3, rngs=nnx.Rngs(0))
