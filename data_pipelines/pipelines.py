@@ -34,6 +34,7 @@ import json
 import logging
 import math
 import os
+import threading
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import grain
@@ -51,6 +52,122 @@ PRETRAIN_TASKS = ("asr", "st", "tts", "s2st")
 TARGET_NOT_SPEAKER = frozenset({"cvss-c", "covost2"})
 
 CodesFn = Callable[[Mapping[str, Any]], np.ndarray | None]
+
+
+# ---- drop accounting -------------------------------------------------------------------
+# Every reason a training pipeline drops a record or example for. `format:<reason>` are
+# the `stream_format.FormatError` reasons (the one a record fails with; pretrain: the
+# task drawn first), `max_audio_slots` an unpacked example with more audio rows than
+# `data.max_audio_slots`, `speaker_single_utterance` a codec utterance whose speaker has
+# no other one. A fixed vocabulary, so a worker process can send counts as a vector.
+DROP_REASONS = tuple(f"format:{r}" for r in sfmt.FORMAT_REASONS) + (
+    "max_audio_slots", "speaker_single_utterance")
+_DROP_INDEX = {r: i for i, r in enumerate(DROP_REASONS)}
+DROPS_FIELD = "data_drops"  # per-example int32[len(DROP_REASONS)] (worker processes only)
+
+
+class DropCounts(dict):
+  """reason -> number of records/examples a pipeline dropped (`DROP_REASONS`).
+
+  A plain dict to read and to write as JSON (the stage puts it into its result as
+  `data_drops`); `add` is thread-safe (grain maps records on several threads).
+  """
+
+  def __init__(self, *args, **kw):
+    super().__init__(*args, **kw)
+    self._lock = threading.Lock()
+
+  def add(self, reason: str, n: int = 1):
+    if n:
+      with self._lock:
+        self[reason] = self.get(reason, 0) + int(n)
+
+  def add_vector(self, counts):
+    """Adds counts given as a vector (or stacked vectors) over `DROP_REASONS`."""
+    c = np.asarray(counts, np.int64).reshape(-1, len(DROP_REASONS)).sum(0)
+    for i in np.nonzero(c)[0]:
+      self.add(DROP_REASONS[int(i)], int(c[i]))
+
+  def total(self) -> int:
+    return int(sum(self.values()))
+
+  def summary(self, what: str = "data") -> str:
+    """One line: `<what>: dropped N examples: reason n, ...` (or none)."""
+    if not self:
+      return f"{what}: no examples dropped"
+    parts = ", ".join(f"{k} {v}" for k, v in sorted(self.items(), key=lambda kv: -kv[1]))
+    return f"{what}: dropped {self.total()} examples: {parts}"
+
+  def __getstate__(self):  # the lock does not pickle (grain worker processes)
+    return {}
+
+  def __setstate__(self, state):
+    del state
+    self._lock = threading.Lock()
+
+
+class _DropTally:
+  """Drops of one transform: counted into `counts` (exact in this process) and, with
+  `carry`, also held until the next example leaves, which takes them along as the
+  `DROPS_FIELD` vector (how counts made in a grain worker process reach the trainer)."""
+
+  def __init__(self, counts: DropCounts | None, carry: bool):
+    self.counts = DropCounts() if counts is None else counts
+    self.carry = carry
+    self._pending = np.zeros((len(DROP_REASONS),), np.int32)
+    self._lock = threading.Lock()
+
+  def drop(self, reason: str):
+    self.counts.add(reason)
+    if self.carry:
+      with self._lock:
+        self._pending[_DROP_INDEX[reason]] += 1
+
+  def attach(self, examples: list) -> list:
+    if self.carry:
+      with self._lock:
+        pending, self._pending = self._pending, np.zeros_like(self._pending)
+      for i, ex in enumerate(examples):
+        ex[DROPS_FIELD] = pending if i == 0 else np.zeros_like(pending)
+    return examples
+
+  def __getstate__(self):
+    st = self.__dict__.copy()
+    del st["_lock"]
+    return st
+
+  def __setstate__(self, st):
+    self.__dict__.update(st)
+    self._lock = threading.Lock()
+
+
+def report_drops_at_end(batches: Iterator, drops: DropCounts,
+                        log: Callable[[str], None] = logging.info) -> Iterator:
+  """Yields `batches`; when the consumer lets go of them (a training stage ends,
+  normally or not: the generator is closed or collected) logs `drops` as one line."""
+  try:
+    yield from batches
+  finally:
+    log(drops.summary("training data"))
+
+
+def format_drop_reason(e: Exception) -> str:
+  r = getattr(e, "reason", "other")
+  return f"format:{r if r in sfmt.FORMAT_REASONS else 'other'}"
+
+
+class _CountBatchDrops:
+  """Main-process map after the worker processes: moves each batch's `DROPS_FIELD`
+  vectors into `counts` and removes the field."""
+
+  def __init__(self, counts: DropCounts):
+    self.counts = counts
+
+  def __call__(self, batch):
+    if DROPS_FIELD in batch:
+      batch = dict(batch)
+      self.counts.add_vector(batch.pop(DROPS_FIELD))
+    return batch
 
 
 # ---- sources -------------------------------------------------------------------------
@@ -179,17 +296,20 @@ def _base_dataset(source: Sequence[Any], seed: int, shard: grain.sharding.ShardO
 
 # ---- codec stage -----------------------------------------------------------------------
 def speaker_index(source: Sequence[Mapping[str, Any]], cache_path: str | None = None,
-                  ) -> dict[str, list[tuple[int, str]]]:
+                  drops: DropCounts | None = None) -> dict[str, list[tuple[int, str]]]:
   """speaker -> [(record index, audio field), …] of every usable utterance.
 
   An utterance is a non-empty `src_audio`, or a `tgt_audio` from a source whose target
   voice is the speaker's. Speakers with a single utterance are left out (no *different*
-  reference utterance). Cached as JSON at `cache_path` when given.
+  reference utterance). Cached as JSON at `cache_path` when given. `drops` counts the
+  utterances left out (`speaker_single_utterance`).
   """
   if cache_path and os.path.exists(cache_path):
     with open(cache_path) as f:
       cached = json.load(f)
-    if cached.get("num_records") == len(source):
+    if cached.get("num_records") == len(source) and "left_out" in cached:
+      if drops is not None:
+        drops.add("speaker_single_utterance", int(cached["left_out"]))
       return {k: [tuple(u) for u in v] for k, v in cached["speakers"].items()}
   spk: dict[str, list[tuple[int, str]]] = {}
   for i in range(len(source)):
@@ -201,12 +321,15 @@ def speaker_index(source: Sequence[Mapping[str, Any]], cache_path: str | None = 
       utts.append((i, "tgt_audio"))
   out = {k: v for k, v in sorted(spk.items()) if len(v) >= 2}
   dropped = len(spk) - len(out)
+  left_out = sum(len(v) for k, v in spk.items() if k not in out)
   if dropped:
     logging.info("speaker_index: %d speakers with a single utterance left out", dropped)
+  if drops is not None:
+    drops.add("speaker_single_utterance", left_out)
   if cache_path:
     os.makedirs(os.path.dirname(os.path.abspath(cache_path)), exist_ok=True)
     with open(cache_path + ".tmp", "w") as f:
-      json.dump(dict(num_records=len(source), speakers=out), f)
+      json.dump(dict(num_records=len(source), speakers=out, left_out=left_out), f)
     os.replace(cache_path + ".tmp", cache_path)
   return out
 
@@ -251,17 +374,20 @@ def codec_dataset(source: Sequence[Mapping[str, Any]], cfg, *, batch_size: int,
                   num_epochs: int | None = None, crop_ms: int = 1000, ref_ms: int = 2000,
                   speakers: Mapping[str, Sequence[tuple[int, str]]] | None = None,
                   speaker_cache: str | None = None, shuffle: bool = True,
-                  worker_count: int = 0, read_threads: int = 2) -> grain.IterDataset:
+                  worker_count: int = 0, read_threads: int = 2,
+                  drops: DropCounts | None = None) -> grain.IterDataset:
   """Batches of {audio int16[B, crop], audio_lengths int32[B], ref_audio int16[B, ref],
   ref_audio_lengths int32[B], speaker_id int32[B]}.
 
   The speaker index scans the source once (cached as JSON at `speaker_cache` if given).
+  `drops` counts the utterances left out (the crops themselves never drop).
   """
   sr = cfg.audio.sample_rate
   hop = int(math.prod(cfg.codec.strides))
   crop = max(hop, crop_ms * sr // 1000 // hop * hop)
   ref = ref_ms * sr // 1000
-  speakers = speaker_index(source, speaker_cache) if speakers is None else speakers
+  speakers = (speaker_index(source, speaker_cache, drops) if speakers is None
+              else speakers)
   utterances = [(spk, int(i), f) for spk, utts in speakers.items() for i, f in utts]
   if not utterances:
     raise ValueError(f"{source!r}: no speaker has two utterances; the codec stage needs a "
@@ -274,11 +400,19 @@ def codec_dataset(source: Sequence[Mapping[str, Any]], cfg, *, batch_size: int,
 
 # ---- pretraining / SFT -------------------------------------------------------------------
 class StreamTransform(grain.transforms.RandomMap):
-  """Record -> one token sequence of the stream format (None when the record can't serve)."""
+  """Record -> a list of token sequences of the stream format (flattened downstream).
+
+  pretrain: one sequence; sft: one per window (`stream_format.simul_windows`: a stream
+  longer than `seq_len`, e.g. a talk, gives several, together training every turn once).
+  Empty when the record can't serve; every dropped record or example is counted by
+  reason in `drops` (`DROP_REASONS`; with `carry_drops`, also carried in the examples).
+  """
 
   def __init__(self, tokenizer, spec: sfmt.StreamSpec, stage: str, *,
                task_weights: Mapping[str, float] | None = None, policy: str = "alignment",
-               wait_k: int = 3, codes_fn: CodesFn | None = None, frame_ms: int = 0):
+               wait_k: int = 3, codes_fn: CodesFn | None = None, frame_ms: int = 0,
+               context_chunks: int = 8, max_audio_slots: int | None = None,
+               drops: DropCounts | None = None, carry_drops: bool = False):
     if stage not in ("pretrain", "sft"):
       raise ValueError(f"stage={stage!r}: expected 'pretrain' or 'sft'")
     self.tok, self.spec, self.stage = tokenizer, spec, stage
@@ -297,55 +431,101 @@ class StreamTransform(grain.transforms.RandomMap):
     if self.frame_ms and spec.slot_ms % self.frame_ms:
       raise ValueError(f"encoder frame of {self.frame_ms} ms does not divide the "
                        f"{spec.slot_ms} ms audio slot")
+    self.context_chunks = int(context_chunks)
+    if self.context_chunks < 0:
+      raise ValueError(f"data.window_context_chunks={context_chunks}: must be >= 0")
+    self.max_audio_slots = max_audio_slots
+    self.tally = _DropTally(drops, carry_drops)
 
-  def random_map(self, rec, rng: np.random.Generator):
+  @property
+  def drops(self) -> DropCounts:
+    return self.tally.counts
+
+  def random_map(self, rec, rng: np.random.Generator) -> list:
+    return self.tally.attach(self._examples(rec, rng))
+
+  def _examples(self, rec, rng) -> list:
     codes = self.codes_fn(rec) if self.codes_fn is not None else None
     if self.stage == "sft":
       try:
-        ex = sfmt.simul_example(rec, self.tok, self.spec, tgt_codes=codes,
-                                policy=self.policy, k=self.wait_k)
+        windows = sfmt.simul_windows(rec, self.tok, self.spec, tgt_codes=codes,
+                                     policy=self.policy, k=self.wait_k,
+                                     context_chunks=self.context_chunks)
       except sfmt.FormatError as e:
         logging.debug("sft skip: %s", e)
-        return None
-      return self._with_source_ids(ex, rec)
+        self.tally.drop(format_drop_reason(e))
+        return []
+      return [self._with_source_ids(w.example, rec, whole=w.whole,
+                                    offset_ms=w.first * self.spec.chunk_ms)
+              for w in windows if self._fits_audio(w.example)]
     order = list(rng.choice(len(self.tasks), size=len(self.tasks), replace=False,
                             p=self.probs))
+    first = None
     for ti in order:  # the drawn task first, then the others in weighted random order
       try:
-        return self._with_source_ids(sfmt.pretrain_example(
-            rec, self.tok, self.spec, self.tasks[ti], tgt_codes=codes), rec)
+        ex = sfmt.pretrain_example(rec, self.tok, self.spec, self.tasks[ti],
+                                   tgt_codes=codes)
       except sfmt.FormatError as e:
         logging.debug("pretrain %s skip: %s", self.tasks[ti], e)
-    return None
+        first = first or e
+        continue
+      if not self._fits_audio(ex):
+        return []
+      return [self._with_source_ids(ex, rec)]
+    self.tally.drop(format_drop_reason(first))
+    return []
 
-  def _with_source_ids(self, ex, rec):
+  def _fits_audio(self, ex) -> bool:
+    """False (and counted as `max_audio_slots`) for an example with too many audio rows."""
+    if self.max_audio_slots is None or ex["audio"].shape[0] <= self.max_audio_slots:
+      return True
+    logging.info("dropping an example with %d audio slots > max_audio_slots=%d",
+                 ex["audio"].shape[0], self.max_audio_slots)
+    self.tally.drop("max_audio_slots")
+    return False
+
+  def _with_source_ids(self, ex, rec, whole: bool | None = None, offset_ms: float = 0.0):
     """Adds `src_ids` (the source transcript's token ids: the auxiliary CTC target of
     the audio). Empty when the example carries no audio or only part of the source
-    audio (a stream cut at `max_len`), so a partial transcript is never a target."""
+    audio (a stream cut at `max_len`, a window of a talk), so a partial transcript is
+    never a target. `offset_ms`: where the example's audio starts in the source."""
     n_slots = ex["audio"].shape[0]
-    whole = n_slots > 0 and n_slots >= sfmt.num_slots(len(rec["src_audio"]), self.spec)
+    if whole is None:
+      whole = n_slots >= sfmt.num_slots(len(rec["src_audio"]), self.spec)
+    whole = whole and n_slots > 0
     ids = self.tok.encode_text(rec["src_text"]) if whole else []
     ex["src_ids"] = np.asarray(ids, np.int32)
     if self.frame_ms:
       ex["src_frames"] = source_frame_labels(
-          rec, self.tok, n_slots * self.spec.slot_ms // self.frame_ms, self.frame_ms)
+          rec, self.tok, n_slots * self.spec.slot_ms // self.frame_ms, self.frame_ms,
+          offset_ms=offset_ms)
     return ex
 
 
-def source_frame_labels(rec, tok, num_frames: int, frame_ms: int) -> np.ndarray:
+class _Flatten(grain.experimental.FlatMapTransform):
+  """A list of examples -> its examples (an empty list drops the record)."""
+  max_fan_out = 1 << 16
+
+  def flat_map(self, element):
+    return element
+
+
+def source_frame_labels(rec, tok, num_frames: int, frame_ms: int,
+                        offset_ms: float = 0.0) -> np.ndarray:
   """Per encoder frame, the source character being spoken: int32[num_frames].
 
   Each source word's aligned span (`src_word_start_ms`/`src_word_end_ms`) is split
   evenly over its letters/ideographs (`Tokenizer.char_ids`); frame f takes the character
   whose span holds its centre `(f + ½) * frame_ms`, 0 where none does (silence, pauses,
   punctuation). -1 (no target) everywhere when the record has no word times. The
-  target of the auxiliary frame loss (`train.frame_weight`)."""
+  target of the auxiliary frame loss (`train.frame_weight`). `offset_ms`: the source
+  time of frame 0 (a window of a talk starts mid-source)."""
   out = np.zeros((num_frames,), np.int32)
   starts, ends = rec.get("src_word_start_ms"), rec.get("src_word_end_ms")
   if starts is None or ends is None or len(starts) != len(rec.get("src_words", ())):
     out[:] = -1
     return out
-  centres = (np.arange(num_frames) + 0.5) * frame_ms
+  centres = (np.arange(num_frames) + 0.5) * frame_ms + offset_ms
   for word, a, b in zip(rec["src_words"], starts, ends):
     chars = tok.char_ids(word)
     if not chars or b <= a:
@@ -357,10 +537,6 @@ def source_frame_labels(rec, tok, num_frames: int, frame_ms: int) -> np.ndarray:
 
 
 _PACKED = ("tokens", "loss_mask", "audio_slot_mask", "chunk_index", "audio")
-
-
-def _not_none(ex) -> bool:
-  return ex is not None
 
 
 def _select_packed(ex):
@@ -422,23 +598,9 @@ def pad_example(ex: Mapping[str, np.ndarray], seq_len: int,
     fr = np.asarray(ex.get("src_frames", np.full((n_slots * frames_per_slot,), -1, np.int32)),
                     np.int32)
     out["src_frames"] = pad(fr, slots * frames_per_slot, -1)
+  if DROPS_FIELD in ex:
+    out[DROPS_FIELD] = ex[DROPS_FIELD]
   return out
-
-
-class _FitsAudio:
-  """Keeps examples with at most `max_slots` audio slots; counts the others."""
-
-  def __init__(self, max_slots: int):
-    self.max_slots = max_slots
-    self.dropped = 0
-
-  def __call__(self, ex) -> bool:
-    ok = ex is not None and ex["audio"].shape[0] <= self.max_slots
-    if ex is not None and not ok:
-      self.dropped += 1
-      logging.info("dropping an example with %d audio slots > max_audio_slots=%d",
-                   ex["audio"].shape[0], self.max_slots)
-    return ok
 
 
 def stream_dataset(source: Sequence[Mapping[str, Any]], cfg, tokenizer, stage: str, *,
@@ -452,11 +614,21 @@ def stream_dataset(source: Sequence[Mapping[str, Any]], cfg, tokenizer, stage: s
                    src_transcript: bool = False, worker_count: int = 0,
                    read_threads: int = 2,
                    max_audio_slots: int | None = None,
-                   max_src_tokens: int = 0, frame_ms: int = 0) -> grain.IterDataset:
+                   max_src_tokens: int = 0, frame_ms: int = 0,
+                   context_chunks: int | None = None,
+                   drops: DropCounts | None = None) -> grain.IterDataset:
   """Pretraining (`stage='pretrain'`) or SFT (`'sft'`) batches of token rows.
 
   Without packing, `max_audio_slots` bounds the audio rows per example (longer examples
   are dropped and logged), so the encoder does not run over `seq_len` slots of padding.
+  SFT streams longer than `seq_len` are cut into windows (`stream_format.simul_windows`,
+  `context_chunks`, default `data.window_context_chunks`), each a row.
+
+  `drops` (a `DropCounts`) receives every dropped record/example by reason. With
+  `worker_count` 0 it is counted as it happens; with worker processes (unpacked only)
+  the counts ride along in the examples and are added when their batch reaches this
+  process (drops after the last delivered example are not seen). Packed pipelines with
+  worker processes cannot report drops (logged once).
 
   Batch: tokens, loss_mask, audio_slot_mask, chunk_index, segment_ids, positions,
   audio_segment_ids int32[B, seq_len]; audio int16[B, seq_len, S] (S samples per slot).
@@ -468,14 +640,20 @@ def stream_dataset(source: Sequence[Mapping[str, Any]], cfg, tokenizer, stage: s
                                      src_transcript=src_transcript)
   shard = shard or shard_options()
   ds = _base_dataset(source, seed, shard, num_epochs, shuffle)
+  if context_chunks is None:
+    context_chunks = int(cfg.data.get("window_context_chunks", 8))
+  carry = worker_count > 0 and drops is not None and not packing
+  if worker_count > 0 and drops is not None and packing:
+    logging.warning("packed pipeline with %d worker processes: dropped examples are not "
+                    "reported (data_drops stays empty)", worker_count)
   ds = ds.random_map(StreamTransform(tokenizer, spec, stage, task_weights=task_weights,
                                      policy=policy, wait_k=wait_k, codes_fn=codes_fn,
-                                     frame_ms=frame_ms))
-  ds = ds.filter(_not_none)
-  if not packing and max_audio_slots is not None:
-    ds = ds.filter(_FitsAudio(max_audio_slots))
+                                     frame_ms=frame_ms, context_chunks=context_chunks,
+                                     max_audio_slots=None if packing else max_audio_slots,
+                                     drops=drops, carry_drops=carry))
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads,
                                             prefetch_buffer_size=max(8, 4 * batch_size)))
+  it = grain.experimental.FlatMapIterDataset(it, _Flatten())
   if packing:
     it = _pack(it, seq_len, num_packing_bins or batch_size, seed)
   else:
@@ -484,16 +662,20 @@ def stream_dataset(source: Sequence[Mapping[str, Any]], cfg, tokenizer, stage: s
                                   max_src_tokens=max_src_tokens,
                                   frames_per_slot=(spec.slot_ms // frame_ms if frame_ms
                                                    else 0)))
-  return _finish(it, batch_size, worker_count, read_threads)
+  return _finish(it, batch_size, worker_count, read_threads,
+                 drops if carry else None)
 
 
-def _finish(ds, batch_size: int, worker_count: int, read_threads: int) -> grain.IterDataset:
+def _finish(ds, batch_size: int, worker_count: int, read_threads: int,
+            carried_drops: DropCounts | None = None) -> grain.IterDataset:
   if isinstance(ds, grain.MapDataset):
     ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads,
                                               prefetch_buffer_size=max(8, 4 * batch_size)))
   ds = ds.batch(batch_size, drop_remainder=True)
   if worker_count > 0:
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
+  if carried_drops is not None:  # in this process, after the workers
+    ds = ds.map(_CountBatchDrops(carried_drops))
   return ds
 
 

@@ -17,6 +17,10 @@ Y_t =  [<src> x…] <text> w… <speech> s… <eot>     writes the target words 
     |  [<src> x…] <eot>                           wait (nothing new is ready)
 ```
 
+A SIMUL stream longer than `max_len` (a talk) trains as windows (`simul_windows`): each
+starts at a turn boundary with the prompt, then up to `context_chunks` preceding chunks
+as context (no loss), then its own turns; together the windows train every turn once.
+
 The prompt `<bos> <task> <lang>…` is `prompt_ids` (`simul_prompt_ids` for SIMUL): the
 streaming decoder writes the same ids into its cache before the first chunk.
 
@@ -72,6 +76,13 @@ class FormatError(ValueError):
 
   def __reduce__(self):  # keep the reason across pickling (grain worker processes)
     return type(self), (str(self), self.reason)
+
+
+# Every `FormatError.reason` raised here (the pipelines count dropped records by them).
+FORMAT_REASONS = ("no_source_word_times", "ready_times_count", "no_ready_times",
+                  "ready_times_not_monotone", "no_target_word_times", "codes_shape",
+                  "no_speech_tokens", "empty_text", "too_long", "words_without_codec_frames",
+                  "first_turn_too_long", "turn_too_long", "other")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -372,13 +383,13 @@ def pretrain_example(rec: Mapping[str, Any], tok, spec: StreamSpec, task: str, *
 
 
 # ---- simultaneous (SFT) stream ----------------------------------------------------------
-def simul_example(rec: Mapping[str, Any], tok, spec: StreamSpec, *, tgt_codes=None,
-                  policy: str = "alignment", k: int = 3) -> dict:
-  """The interleaved stream `[A_0] Y_0 … [A_{N-1}] Y_{N-1} <eos>` of one record.
+# One run of tokens: (ids, loss, chunk, slot), the arguments of `_Seq.add`.
+_Run = tuple
 
-  With `spec.max_len`, a stream that does not fit is cut after the last whole turn that
-  fits (no `<eos>`: the stream continues); the audio is cut to the kept chunks.
-  """
+
+def _simul_turns(rec: Mapping[str, Any], tok, spec: StreamSpec, *, tgt_codes=None,
+                 policy: str = "alignment", k: int = 3) -> tuple[list[int], list[list]]:
+  """(prompt ids, blocks): block t is chunk t's runs `[A_t] Y_t` (slots, then the turn)."""
   rid = _rid(rec)
   src_lang, tgt_lang = rec["src_lang"], rec["tgt_lang"]
   n_src = len(rec["src_audio"])
@@ -399,35 +410,58 @@ def simul_example(rec: Mapping[str, Any], tok, spec: StreamSpec, *, tgt_codes=No
                         reason="no_source_word_times")
     src_turn = turn_schedule(ends, n_chunks, spec.chunk_ms)
 
-  seq = _Seq()
-  seq.add(simul_prompt_ids(tok, src_lang, tgt_lang), 0, -1)
-  kept_chunks, truncated = 0, False
+  blocks = []
   for t in range(n_chunks):
-    start = seq.mark()
-    _audio_slots(seq, spec.slots_per_chunk, spec, chunk0=t)
+    runs = [(np.full((spec.slots_per_chunk,), tokmod.AUDIO, np.int32), 0, t, 1)]
     if src_turn is not None:
       sw = [w for w, tt in zip(rec["src_words"], src_turn) if tt == t]
       if sw:
-        seq.add([tokmod.SRC] + tok.encode_text(join_words(sw, src_lang)), 1, t)
+        runs.append(([tokmod.SRC] + tok.encode_text(join_words(sw, src_lang)), 1, t, 0))
     idx = np.nonzero(turn_of_word == t)[0]
     if idx.size:
       a, b = int(idx[0]), int(idx[-1]) + 1
-      seq.add([tokmod.TEXT] + tok.encode_text(join_words(words[a:b], tgt_lang)), 1, t)
+      runs.append(([tokmod.TEXT] + tok.encode_text(join_words(words[a:b], tgt_lang)), 1, t,
+                   0))
       if bounds is not None:
         fa, fb = int(bounds[a]), int(bounds[b])
         if fb <= fa:
           raise FormatError(f"record {rid}: target words {a}..{b - 1} have no codec "
                             f"frames", reason="words_without_codec_frames")
-        seq.add([tokmod.SPEECH], 1, t)
-        seq.add(tok.speech_ids(codes[fa:fb]), 1, t)
-    seq.add([tokmod.EOT], 1, t)
+        runs.append(([tokmod.SPEECH], 1, t, 0))
+        runs.append((tok.speech_ids(codes[fa:fb]), 1, t, 0))
+    runs.append(([tokmod.EOT], 1, t, 0))
+    blocks.append(runs)
+  return simul_prompt_ids(tok, src_lang, tgt_lang), blocks
+
+
+def _block_len(runs) -> int:
+  return sum(int(np.size(r[0])) for r in runs)
+
+
+def simul_example(rec: Mapping[str, Any], tok, spec: StreamSpec, *, tgt_codes=None,
+                  policy: str = "alignment", k: int = 3) -> dict:
+  """The interleaved stream `[A_0] Y_0 … [A_{N-1}] Y_{N-1} <eos>` of one record.
+
+  With `spec.max_len`, a stream that does not fit is cut after the last whole turn that
+  fits (no `<eos>`: the stream continues); the audio is cut to the kept chunks.
+  (`simul_windows` trains every turn of such a stream instead.)
+  """
+  prompt, blocks = _simul_turns(rec, tok, spec, tgt_codes=tgt_codes, policy=policy, k=k)
+  n_chunks = len(blocks)
+  seq = _Seq()
+  seq.add(prompt, 0, -1)
+  kept_chunks, truncated = 0, False
+  for t, runs in enumerate(blocks):
+    start = seq.mark()
+    for ids, loss, chunk, slot in runs:
+      seq.add(ids, loss, chunk, slot)
     if spec.max_len is not None and len(seq) > spec.max_len:
       seq.truncate(start)
       truncated = True
       break
     kept_chunks = t + 1
   if kept_chunks == 0:
-    raise FormatError(f"record {rid}: the prompt and first turn do not fit max_len="
+    raise FormatError(f"record {_rid(rec)}: the prompt and first turn do not fit max_len="
                       f"{spec.max_len}", reason="first_turn_too_long")
   if not truncated:
     if spec.max_len is not None and len(seq) + 1 > spec.max_len:
@@ -436,6 +470,93 @@ def simul_example(rec: Mapping[str, Any], tok, spec: StreamSpec, *, tgt_codes=No
       seq.add([tokmod.EOS], 1, n_chunks - 1)
   audio = padded_audio(rec["src_audio"], kept_chunks * spec.slots_per_chunk, spec)
   return seq.finish(audio, "simul")
+
+
+@dataclasses.dataclass(frozen=True)
+class Window:
+  """One training example cut from a SIMUL stream: chunks [first, own) are context (in
+  the sequence and the audio, no loss), chunks [own, end) are its own turns (loss)."""
+  example: dict
+  first: int
+  own: int
+  end: int
+  num_chunks: int
+
+  @property
+  def whole(self) -> bool:
+    """The window carries the whole source audio (a CTC transcript target is valid)."""
+    return self.first == 0 and self.end == self.num_chunks
+
+
+def window_bounds(prompt_len: int, block_lens: Sequence[int], max_len: int,
+                  context_chunks: int) -> list[tuple[int, int, int]]:
+  """Cuts a stream into windows `(first, own, end)` of at most `max_len` tokens.
+
+  Rule: windows follow each other (window i+1 owns the chunks from where window i's own
+  chunks end), so every turn is a loss target in exactly one window. A window holds the
+  prompt, then as context the `context_chunks` chunks (slots and turns) just before its
+  first own chunk (fewer at the start of the stream, or when they would leave no room for
+  the first own turn), then as many whole own turns as fit; the last window also holds
+  `<eos>`. Raises ValueError naming the chunk when a turn does not fit even alone.
+  """
+  n = len(block_lens)
+  cum = np.concatenate([[0], np.cumsum(block_lens)]).astype(np.int64)
+  out, own = [], 0
+  while own < n:
+    eos = lambda t: 1 if t == n - 1 else 0  # noqa: E731
+    c = min(int(context_chunks), own)
+    need = lambda c: prompt_len + int(cum[own] - cum[own - c]) + int(block_lens[own]) + eos(own)  # noqa: E731,E501
+    while c > 0 and need(c) > max_len:
+      c -= 1
+    if need(0) > max_len:
+      raise ValueError(f"turn {own} ({block_lens[own]} tokens + the {prompt_len}-token "
+                       f"prompt) does not fit max_len={max_len}")
+    length, end = prompt_len + int(cum[own] - cum[own - c]), own
+    while end < n and length + block_lens[end] + eos(end) <= max_len:
+      length += int(block_lens[end])
+      end += 1
+    out.append((own - c, own, end))
+    own = end
+  return out
+
+
+def simul_windows(rec: Mapping[str, Any], tok, spec: StreamSpec, *, tgt_codes=None,
+                  policy: str = "alignment", k: int = 3,
+                  context_chunks: int = 8) -> list[Window]:
+  """Every turn of a record's SIMUL stream as a loss target, in windows of `max_len`.
+
+  A stream that fits `spec.max_len` (with its `<eos>`) is one window: exactly
+  `simul_example`'s sequence. A longer one (a talk) is cut at turn boundaries by
+  `window_bounds`: each window starts with the prompt, carries up to `context_chunks`
+  preceding chunks (their audio slots and turns, loss 0) and then its own turns (the
+  loss); its `audio` rows are the chunks it covers (context + own), cut from the source
+  at the first context chunk, so the encoder sees the source from that point on.
+  `chunk_index` stays the chunk of the whole stream; `positions` restart at 0.
+  """
+  prompt, blocks = _simul_turns(rec, tok, spec, tgt_codes=tgt_codes, policy=policy, k=k)
+  n = len(blocks)
+  lens = [_block_len(b) for b in blocks]
+  if spec.max_len is None or len(prompt) + sum(lens) + 1 <= spec.max_len:
+    return [Window(simul_example(rec, tok, spec, tgt_codes=tgt_codes, policy=policy, k=k),
+                   0, 0, n, n)]
+  try:
+    bounds = window_bounds(len(prompt), lens, spec.max_len, context_chunks)
+  except ValueError as e:
+    raise FormatError(f"record {_rid(rec)}: {e}", reason="turn_too_long") from e
+  src = np.asarray(rec["src_audio"], np.int16)
+  out = []
+  for first, own, end in bounds:
+    seq = _Seq()
+    seq.add(prompt, 0, -1)
+    for t in range(first, end):
+      for ids, loss, chunk, slot in blocks[t]:
+        seq.add(ids, loss if t >= own else 0, chunk, slot)
+    if end == n:
+      seq.add([tokmod.EOS], 1, n - 1)
+    audio = padded_audio(src[first * spec.chunk_samples:],
+                         (end - first) * spec.slots_per_chunk, spec)
+    out.append(Window(seq.finish(audio, "simul"), first, own, end, n))
+  return out
 
 
 # ---- reading streams back ---------------------------------------------------------------

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from data_pipelines import pipelines
+from liveinterp.common import reporting
 from liveinterp.models import codec_losses, voice
 from liveinterp.train import loop
 
@@ -72,13 +73,17 @@ def build(config) -> loop.Stage:
   cache = os.path.join(config.data.data_dir, "speaker_index_train.json") \
       if config.data.data_dir else None
   kw = dict(crop_ms=config.data.codec_crop_ms, ref_ms=config.data.codec_ref_ms)
-  ds = pipelines.make_dataset("codec", config, source, speaker_cache=cache, **kw)
+  drops = pipelines.DropCounts()  # utterances left out (into the result as data_drops)
+  ds = pipelines.make_dataset("codec", config, source, speaker_cache=cache, drops=drops,
+                              **kw)
   data_iter = iter(ds)
   loss_cfg = codec_losses.CodecLossConfig.from_config(config)
 
   def make_data(start):
     del start
-    return ({k: v for k, v in b.items() if k in FIELDS} for b in data_iter)
+    return pipelines.report_drops_at_end(
+        ({k: v for k, v in b.items() if k in FIELDS} for b in data_iter), drops,
+        lambda line: reporting.console(f"[codec] {line}"))
 
   dev_batches = _dev_batches(dev, config)
 
@@ -99,4 +104,5 @@ def build(config) -> loop.Stage:
             for k in ("codec/mel", "codec/stft", "codec/perplexity", "codec/recon_loss")}
 
   return loop.Stage("codec", lambda rngs: voice.VoiceCodec(config, rngs=rngs),
-                    make_loss_fn(loss_cfg), make_data, data_iter=data_iter, eval_fn=eval_fn)
+                    make_loss_fn(loss_cfg), make_data, data_iter=data_iter, eval_fn=eval_fn,
+                    info={"data_drops": drops})

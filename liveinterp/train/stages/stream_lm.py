@@ -193,11 +193,12 @@ def aux_loss_weights(config) -> dict:
 
 
 def _dataset(config, stage, source, tok, codes_fn, shard=None, seed=None, shuffle=True,
-             num_epochs=None):
+             num_epochs=None, drops=None):
   placeholder = "none"  # without codes the speech part is dropped (text-only turns)
   return pipelines.make_dataset(
       stage, config, source, tok, packing=False, codes_fn=codes_fn, shard=shard,
       seed=seed, shuffle=shuffle, num_epochs=num_epochs, policy=config.data.policy,
+      context_chunks=int(config.data.window_context_chunks), drops=drops,
       wait_k=config.data.wait_k, speech_placeholder=placeholder,
       max_audio_slots=config.data.max_audio_slots,
       max_src_tokens=(int(config.data.max_src_tokens) if config.train.ctc_weight > 0 else 0),
@@ -207,12 +208,13 @@ def _dataset(config, stage, source, tok, codes_fn, shard=None, seed=None, shuffl
 
 
 def check_examples_fit(config, stage, source, tok, codes_fn, probe: int = 256) -> dict:
-  """Measures, on the first `probe` records, what the sequence limits cost: streams cut
-  at `data.seq_len` (SFT: the stream ends after the last whole turn that fits, so the
-  last words are never trained), examples dropped for `seq_len` (pretraining tasks) or
-  for `data.max_audio_slots`. Fails fast (naming the limits) when nothing fits —
-  otherwise an endless, filtered-out pipeline would hang the first step. Returns
-  `data/*` fractions for the stage's result."""
+  """Measures, on the first `probe` records, what the sequence limits cost: SFT streams
+  longer than `data.seq_len` (cut into windows: `stream_format.simul_windows`, every turn
+  still trained; `data/windowed_fraction`), examples dropped for `seq_len` (pretraining
+  tasks, a single SFT turn longer than it) or for `data.max_audio_slots`. Fails fast
+  (naming the limits) when nothing fits — otherwise an endless, filtered-out pipeline
+  would hang the first step. Returns `data/*` fractions for the stage's result
+  (`data/truncated_fraction` counts the records that needed windows)."""
   spec = sfmt.StreamSpec.from_config(config)
   n = min(probe, len(source))
   tasks = (["simul"] if stage == "sft" else
@@ -224,10 +226,12 @@ def check_examples_fit(config, stage, source, tok, codes_fn, probe: int = 256) -
     for task in tasks:
       try:
         if stage == "sft":
-          ex = sfmt.simul_example(rec, tok, spec, tgt_codes=codes,
-                                  policy=config.data.policy, k=config.data.wait_k)
+          windows = sfmt.simul_windows(
+              rec, tok, spec, tgt_codes=codes, policy=config.data.policy,
+              k=config.data.wait_k, context_chunks=int(config.data.window_context_chunks))
+          examples = [w.example for w in windows]
         else:
-          ex = sfmt.pretrain_example(rec, tok, spec, task, tgt_codes=codes)
+          examples = [sfmt.pretrain_example(rec, tok, spec, task, tgt_codes=codes)]
       except sfmt.FormatError as e:
         msg = str(e).split(":", 1)[-1]
         if "max_len" in msg:
@@ -236,14 +240,15 @@ def check_examples_fit(config, stage, source, tok, codes_fn, probe: int = 256) -
         key = msg[:60]
         reasons[key] = reasons.get(key, 0) + 1
         continue
-      total += 1
-      if stage == "sft" and int(ex["tokens"][-1]) != tokmod.EOS:
+      if len(examples) > 1:
         truncated += 1
-      if ex["audio"].shape[0] <= config.data.max_audio_slots:
-        fits += 1
-      else:
-        dropped += 1
-        reasons["too many audio slots"] = reasons.get("too many audio slots", 0) + 1
+      for ex in examples:
+        total += 1
+        if ex["audio"].shape[0] <= config.data.max_audio_slots:
+          fits += 1
+        else:
+          dropped += 1
+          reasons["too many audio slots"] = reasons.get("too many audio slots", 0) + 1
   if fits == 0:
     raise ValueError(f"{stage}: none of the first {n} records fits "
                      f"data.seq_len={config.data.seq_len} / data.max_audio_slots="
@@ -252,8 +257,9 @@ def check_examples_fit(config, stage, source, tok, codes_fn, probe: int = 256) -
          "data/truncated_fraction": truncated / max(total, 1),
          "data/dropped_fraction": dropped / max(total, 1)}
   if truncated or dropped:
-    reporting.console(f"[{stage}] of {total} probed examples {truncated} are truncated at "
-                      f"data.seq_len={config.data.seq_len} and {dropped} dropped "
+    reporting.console(f"[{stage}] of {total} probed examples {truncated} records are "
+                      f"longer than data.seq_len={config.data.seq_len} (trained in "
+                      f"windows) and {dropped} dropped "
                       f"(seq_len / max_audio_slots={config.data.max_audio_slots}): "
                       f"{reasons}")
   return out
@@ -326,13 +332,18 @@ def build(config) -> loop.Stage:
     reporting.console(f"[{stage}] no speech codes ({speech_tokens.codes_path(config)}): "
                       f"training text-only turns (TTS/S2ST tasks are skipped)")
   data_info = check_examples_fit(config, stage, source, tok, codes_fn)
-  ds = _dataset(config, stage, source, tok, codes_fn)
+  # Every record/example the training pipeline drops, by reason: live, into the result.
+  drops = pipelines.DropCounts()
+  data_info["data_drops"] = drops
+  ds = _dataset(config, stage, source, tok, codes_fn, drops=drops)
   data_iter = iter(ds)
   speech_offset = tok.speech_offset
 
   def make_data(start):
     del start  # position is restored into data_iter by the checkpoint
-    return ({k: v for k, v in b.items() if k in FIELDS} for b in data_iter)
+    return pipelines.report_drops_at_end(
+        ({k: v for k, v in b.items() if k in FIELDS} for b in data_iter), drops,
+        lambda line: reporting.console(f"[{stage}] {line}"))
 
   # Dev: a fixed slice, unshuffled, one pass, evaluated on process-local data.
   dev_ds = _dataset(config, stage, dev, tok, codes_fn, shuffle=False, num_epochs=1,

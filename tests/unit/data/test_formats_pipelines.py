@@ -115,18 +115,24 @@ def test_padding_mode_one_example_per_row(env):
   assert b["audio"].shape == (B, cfg.data.seq_len, 1280)
   assert np.all(b["segment_ids"].max(axis=1) == 1)
   assert np.all(b["tokens"][b["segment_ids"] == 0] == tokmod.PAD)
-  # Unshuffled, row i is record i: its tokens are simul_example(record) and its slot rows
-  # are the record's source audio (cut to the kept chunks), in order.
+  # Unshuffled, the rows are the records' windows in order (one per record that fits
+  # seq_len: simul_example(record)); a row's slot rows are the record's source audio
+  # from the window's first chunk on, in order.
   sp = sfmt.StreamSpec.from_config(cfg, speech_placeholder="zeros")
-  for i in range(B):
-    ex = sfmt.simul_example(src[i], tok, sp)
+  wins = [(w, i) for i in range(len(src)) for w in sfmt.simul_windows(
+      src[i], tok, sp, context_chunks=cfg.data.window_context_chunks)][:B]
+  for row, (w, i) in enumerate(wins):
+    ex = w.example
+    if w.whole:
+      np.testing.assert_array_equal(ex["tokens"], sfmt.simul_example(src[i], tok, sp)["tokens"])
     n = ex["tokens"].size
-    np.testing.assert_array_equal(b["tokens"][i, :n], ex["tokens"])
-    slots = int(b["audio_segment_ids"][i].sum())
-    assert slots == b["audio_slot_mask"][i].sum() == ex["audio"].shape[0]
-    flat = b["audio"][i, :slots].reshape(-1)
-    m = min(flat.size, src[i]["src_audio"].size)
-    np.testing.assert_array_equal(flat[:m], src[i]["src_audio"][:m])
+    np.testing.assert_array_equal(b["tokens"][row, :n], ex["tokens"])
+    slots = int(b["audio_segment_ids"][row].sum())
+    assert slots == b["audio_slot_mask"][row].sum() == ex["audio"].shape[0]
+    flat = b["audio"][row, :slots].reshape(-1)
+    audio = src[i]["src_audio"][w.first * sp.chunk_samples:]
+    m = min(flat.size, audio.size)
+    np.testing.assert_array_equal(flat[:m], audio[:m])
 
 
 def test_epoch_shuffle_is_a_fresh_permutation_each_epoch():
