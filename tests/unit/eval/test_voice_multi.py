@@ -45,3 +45,60 @@ def test_short_segments_skipped_and_errors(audio):
   bad[3] = np.inf
   with pytest.raises(ValueError, match="talk 0 segment 0"):
     V.speaker_attribution([[(bad, A)]], refs)
+
+
+# ---- evaluate: two-speaker talks from records, segment attribution -------------------
+def _records():
+  from data_pipelines.corpus import Pair, make_example
+  from data_pipelines.synthesis import SynthesisConfig
+  pairs = [Pair("t:1", "toy", "zh", "en", "我有三个苹果。", "I have three apples."),
+           Pair("t:2", "toy", "zh", "en", "今天天气很好。", "The weather is nice today."),
+           Pair("t:3", "toy", "zh", "en", "老师，您好！", "Hello, teacher!")]
+  al = np.asarray([[0, 0], [1, 1]], np.int32)
+  spk = [get_speaker(A), get_speaker(A), get_speaker(B)]
+  return [make_example(p, al, s, seed=0, synth_config=SynthesisConfig())
+          for p, s in zip(pairs, spk)]
+
+
+def _result(parts, sr=16000):
+  """A StreamResult-like object: segments (audio, emit_ms) played back to back."""
+  from types import SimpleNamespace
+  segs = [SimpleNamespace(audio_ms=1000.0 * len(a) / sr, emit_ms=t) for a, t in parts]
+  segs.insert(1, SimpleNamespace(audio_ms=0.0, emit_ms=parts[0][1] + 80))  # text only
+  return SimpleNamespace(segments=segs, speech=np.concatenate([a for a, _ in parts]),
+                         sample_rate=sr)
+
+
+def test_two_speaker_talks_and_voice_multi(audio):
+  from data_pipelines import talks
+  from liveinterp import evaluate
+  recs = _records()
+  made = evaluate.two_speaker_talks(recs, 4)
+  assert len(made) == 1  # records 0 and 2 (different speakers); record 1 is left alone
+  talk = made[0]
+  spans, names = talks.speaker_segments(talk)
+  assert names == [A, B] and talk["speaker"] == f"{A}+{B}"
+  n0 = len(recs[0]["src_audio"])
+  assert spans[0, 1] == pytest.approx(1000.0 * n0 / 16000)
+  assert spans[1, 0] == pytest.approx(spans[0, 1] + 800.0, abs=0.1)
+  # word / ready times of the second utterance are shifted into its span
+  k = len(recs[0]["src_words"])
+  assert talk["src_word_start_ms"][k] >= spans[1, 0]
+  assert np.all(talk["tgt_ready_ms"][len(recs[0]["tgt_words"]):] >= spans[1, 0])
+
+  a_out, b_out = audio[(A, 1)], audio[(B, 1)]
+  t_a = float(spans[0, 1]) + 100.0            # in the pause after A: A's words
+  t_guard = float(spans[1, 0]) + 200.0        # just after the change: ambiguous
+  t_b = float(spans[1, 1])                    # end of B's span
+  good = evaluate.voice_multi([_result([(a_out, t_a), (audio[(A, 2)], t_guard),
+                                        (b_out, t_b)])], [talk], 16000)
+  assert good["accuracy"] == 1.0 and good["margin"] > 0.1
+  assert (good["n"], good["ambiguous"], good["raw_segments"], good["talks"]) == (2, 1, 3, 1)
+  swapped = evaluate.voice_multi([_result([(b_out, t_a), (a_out, t_b)])], [talk], 16000)
+  assert swapped["accuracy"] == 0.0 and swapped["margin"] < -0.1
+  # merging: two short pieces of A's speech (each too short alone) become one segment
+  short = [(a_out[:3200], t_a), (a_out[3200:6400], t_a + 80), (a_out[6400:], t_a + 160)]
+  merged = evaluate.voice_multi([_result(short)], [talk], 16000)
+  assert merged["n"] == 1 and merged["accuracy"] == 1.0
+  apart = evaluate.voice_multi([_result(short[:2])], [talk], 16000, merge=False)
+  assert apart["n"] == 0 and apart["skipped"] == 2
