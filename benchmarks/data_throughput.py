@@ -76,10 +76,10 @@ def measure_stage(stage: str, cfg, source, tok, num_batches: int, warmup: int,
 
 def run(size: str, pair: str, data_dir: str | None, model: str, steps_per_s: float,
         num_batches: int, warmup: int, worker_count: int) -> dict:
-  import importlib  # pylint: disable=g-import-not-at-top
   from data_pipelines import build as build_lib  # pylint: disable=g-import-not-at-top
   from data_pipelines import pipelines  # pylint: disable=g-import-not-at-top
   from data_pipelines.tokenizer import Tokenizer  # pylint: disable=g-import-not-at-top
+  from liveinterp.common import config as config_lib  # pylint: disable=g-import-not-at-top
 
   tmp = None
   if not data_dir:
@@ -88,7 +88,7 @@ def run(size: str, pair: str, data_dir: str | None, model: str, steps_per_s: flo
     t0 = time.perf_counter()
     summary = build_lib.run(pair, size, data_dir, model=model)
     build_s = time.perf_counter() - t0
-    cfg = importlib.import_module(f"configs.{model}").get_config()
+    cfg = config_lib.load(model)
     cfg.data.pair, cfg.data.build, cfg.data.data_dir = pair, size, data_dir
     tok = Tokenizer.load(summary["tokenizer"])
     source = pipelines.open_corpus(cfg, "train")

@@ -128,11 +128,11 @@ def _s2st_train_step(cfg, batch, seq, seconds):
 
 def main(argv):
   del argv
-  from liveinterp.train.recipes import recipe_config as load_recipe
+  from liveinterp.common import config as config_lib
   peak = common.matmul_flops_per_second()
   rows = []
   for size in _SIZES.value:
-    cfg = load_recipe(size, "pretrain")
+    cfg = config_lib.load(f"{size}:pretrain")
     cfg.dtype = "float32"  # the roofline is measured in float32 on this machine
     for name in _MODELS.value:
       run, flops = _case(name, cfg, _BATCH.value, _SEQ.value, _AUDIO_S.value)

@@ -31,12 +31,6 @@ def _define_flags():  # at __main__ only, so importing this module defines no fl
       out=flags.DEFINE_string("out", "", "write the table as JSON here"))
 
 
-def load_recipe(size: str, stage: str = "pretrain"):
-  """The `configs/<size>.py` recipe (the training recipes' loader)."""
-  from liveinterp.train.recipes import recipe_config
-  return recipe_config(size, stage)
-
-
 def module_builders():
   from liveinterp.models import adapter, codec, conformer, llm, voice
   return {
@@ -145,8 +139,9 @@ def compiled_memory(cfg, batch: int = 8, seq: int = 256) -> dict[str, float]:
 
 
 def summarize(size: str, with_compile: bool = False) -> dict:
+  from liveinterp.common import config as config_lib
   from liveinterp.models import adapter, codec, conformer, llm
-  cfg = load_recipe(size)
+  cfg = config_lib.load(f"{size}:pretrain")
   row = {"size": size}
   params = {}
   for name, build in module_builders().items():

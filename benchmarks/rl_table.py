@@ -123,9 +123,10 @@ def main(argv):
 def _evaluate(run_dir: str, stage: str, n: int, speech: bool):
   from data_pipelines import build  # pylint: disable=g-import-not-at-top
   from liveinterp import evaluate  # pylint: disable=g-import-not-at-top
-  from liveinterp.train.recipes import recipe_config, stage_config  # pylint: disable=g-import-not-at-top
+  from liveinterp.common import config as config_lib  # pylint: disable=g-import-not-at-top
+  from liveinterp.train.recipes import stage_config  # pylint: disable=g-import-not-at-top
   data_dir = os.path.join(os.path.dirname(run_dir), "data")
-  base = recipe_config("tiny", "pretrain")
+  base = config_lib.load("tiny:pretrain")
   tok = build.tokenizer_prefix_for(data_dir, base)
   cfg = stage_config("tiny", "sft", run_dir, data_dir, tok)
   evaluate.run(cfg, run_dir, "test", n, speech=speech, offline=False,

@@ -103,8 +103,8 @@ def _say(msg: str):
 
 def model_config(model: str):
   """The recipe config of a model size (its tokenizer / codec / llm sizes)."""
-  import importlib  # pylint: disable=g-import-not-at-top
-  return importlib.import_module(f"configs.{model}").get_config()
+  from liveinterp.common import config as config_lib  # pylint: disable=g-import-not-at-top
+  return config_lib.load(model)
 
 
 def tokenizer_prefix(data_dir: str, pair: str, size: str, text_vocab_size: int,

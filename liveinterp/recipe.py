@@ -10,6 +10,9 @@ Each step is skipped when its output is complete (a finished stage has a checkpo
 its last step), and a stage interrupted half-way resumes from its last checkpoint, so
 re-running the same command continues where it stopped. Stage configs come from the
 recipe file (`configs/<recipe>.py:<stage>`); paths between steps are filled in here.
+`--config.a.b=v` overrides (as for `python -m liveinterp.train`) apply to every stage's
+config, e.g. `--config.train.learning_rate=1e-3`; a bad one is reported before any step
+runs.
 
 A stage that diverges stops the recipe (exit code 3: its weights are not handed on); one
 stopped by SIGTERM stops it with exit code 75, "preempted, re-run me" (the exit codes of
@@ -27,8 +30,8 @@ import warnings
 
 from absl import flags, logging
 
-from liveinterp.common import cli, distributed
-from liveinterp.train.recipes import recipe_config, stage_config
+from liveinterp.common import cli, config as config_lib, distributed
+from liveinterp.train.recipes import stage_config
 
 _RECIPE = flags.DEFINE_string("recipe", "tiny", "configs/<recipe>.py")
 _RUN_DIR = flags.DEFINE_string("run_dir", "runs/tiny", "outputs of every step")
@@ -95,17 +98,18 @@ def main(argv):
   if unknown:  # before any step runs
     raise cli.UserError(f"--steps: unknown step(s) {', '.join(unknown)}; expected some of "
                         f"{', '.join(STEPS)}")
+  overrides = cli.config_overrides()
+  # Overrides checked before any step runs: every stage's config loads with them.
+  base = config_lib.load(f"{_RECIPE.value}:pretrain", overrides)
   cli.check_writable_dir(_RUN_DIR.value, "--run_dir")
   distributed.initialize(cpu_devices=_CPU.value)
   import jax  # after distributed init
   from data_pipelines import build
-  from liveinterp.common import config as config_lib
   from liveinterp.train import speech_tokens
 
   run_dir = os.path.abspath(_RUN_DIR.value)
   data_dir = os.path.abspath(_DATA_DIR.value or os.path.join(os.path.dirname(run_dir), "data"))
   os.makedirs(run_dir, exist_ok=True)
-  base = recipe_config(_RECIPE.value, "pretrain")
   tok_prefix = build.tokenizer_prefix_for(data_dir, base)
   steps = list(_STEPS.value)
   times = {}
@@ -115,7 +119,8 @@ def main(argv):
     if step == "data":
       build.run(base.data.pair, base.data.build, data_dir, model=_RECIPE.value)
     elif step in ("codec", "pretrain", "sft_text", "sft", "rl1", "rl2", *RL_ABLATIONS):
-      cfg = stage_config(_RECIPE.value, step, run_dir, data_dir, tok_prefix, _SCALE.value)
+      cfg = stage_config(_RECIPE.value, step, run_dir, data_dir, tok_prefix, _SCALE.value,
+                         overrides)
       # Checked before the stage is built (its data pipeline and model): issue #12.
       config_lib.validate(cfg, num_devices=jax.device_count())
       config_lib.check_inputs(cfg)
@@ -125,7 +130,8 @@ def main(argv):
       if code:
         return code  # app.run exits with it: 3 diverged, 75 preempted (loop.exit_code)
     elif step == "speech_tokens":
-      cfg = stage_config(_RECIPE.value, "pretrain", run_dir, data_dir, tok_prefix)
+      cfg = stage_config(_RECIPE.value, "pretrain", run_dir, data_dir, tok_prefix,
+                         overrides=overrides)
       out = cfg.data.codes_path
       codec_ckpt = os.path.join(run_dir, "codec", "result.json")
       if os.path.exists(out) and os.path.getmtime(out) > os.path.getmtime(codec_ckpt):
@@ -135,7 +141,8 @@ def main(argv):
         _say(f"speech tokens: {stats}")
     elif step == "evaluate":
       from liveinterp import evaluate
-      cfg = stage_config(_RECIPE.value, "sft", run_dir, data_dir, tok_prefix)
+      cfg = stage_config(_RECIPE.value, "sft", run_dir, data_dir, tok_prefix,
+                         overrides=overrides)
       report = evaluate.run(cfg, run_dir, split="test", publish=True, controls=True)
       _say(f"evaluation report: {report}")
     else:
@@ -160,4 +167,4 @@ def _record_time(run_dir: str, step: str, seconds: float) -> None:
 
 
 if __name__ == "__main__":
-  cli.run(main, prog="python -m liveinterp.recipe")
+  cli.run(main, prog="python -m liveinterp.recipe", config_overrides=True)

@@ -14,6 +14,18 @@ preempted.
     cli.run(main, prog="liveinterp.train")        # absl entry points, instead of app.run
     sys.exit(cli.call(main, argv, prog=..., verbose=...))   # argparse entry points
 
+Config overrides: every entry point that loads a config takes ml_collections-style
+`--config.a.b=v` flags (also `--config.a.b v`; a bare `--config.a.b` is `=true` and
+`--noconfig.a.b` is `=false`, absl's bool spellings). They are taken out of the command
+line before absl or argparse parse it (absl would reject them as unknown flags):
+`split_config_overrides(argv)` for argparse entry points, `run(main, ...,
+config_overrides=True)` for absl ones, which then read them with `config_overrides()`.
+Both hand them as `"a.b=v"` strings to `liveinterp.common.config.load(spec, overrides)`,
+the one place that parses and applies them (by each field's type, as config_flags
+does), so a bad one is a ConfigError naming the field: one line, exit code 2. An entry
+point that loads no config does not opt in, and absl rejects `--config.*` there as an
+unknown flag (one line, exit code 2) instead of ignoring it.
+
 The user-error types of modules that are slow to import (audio, tokenizer, corpus
 sources) are named in USER_ERROR_NAMES instead of imported here; a test imports each.
 """
@@ -24,6 +36,7 @@ import argparse
 import errno
 import functools
 import os
+import re
 import sys
 from typing import Callable, Sequence
 
@@ -99,11 +112,56 @@ def call(fn: Callable, *args, prog: str, verbose: bool = False,
     sys.exit(report(prog, e))
 
 
-def run(main: Callable, *, prog: str, user_errors: Sequence[type] = ()):
+_CONFIG_FLAG = re.compile(r"^--?(no)?config\.(.*)$")
+_CONFIG_OVERRIDES: list[str] = []
+
+
+def split_config_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+  """(the `--config.a.b=v` overrides of `argv` as `"a.b=v"` strings, in order; the other
+  arguments). Arguments after a bare `--` are left alone."""
+  overrides, rest = [], []
+  args = list(argv)
+  i = 0
+  while i < len(args):
+    arg = args[i]
+    if arg == "--":
+      rest.extend(args[i:])
+      break
+    m = _CONFIG_FLAG.match(arg)
+    if not m:
+      rest.append(arg)
+      i += 1
+      continue
+    negated, body = m.group(1), m.group(2)
+    if "=" in body:
+      if negated:
+        raise UserError(f"{arg}: --noconfig.* takes no value")
+      overrides.append(body)
+    elif negated:
+      overrides.append(f"{body}=false")
+    elif i + 1 < len(args) and not args[i + 1].startswith("--"):
+      overrides.append(f"{body}={args[i + 1]}")
+      i += 1
+    else:  # a bare --config.a.b: absl's spelling of a true bool
+      overrides.append(f"{body}=true")
+    i += 1
+  return overrides, rest
+
+
+def config_overrides() -> tuple[str, ...]:
+  """The `--config.*` overrides `run(..., config_overrides=True)` took off the command
+  line, as `"a.b=v"` strings for `config.load`."""
+  return tuple(_CONFIG_OVERRIDES)
+
+
+def run(main: Callable, *, prog: str, user_errors: Sequence[type] = (),
+        config_overrides: bool = False):
   """`absl.app.run(main)` with user errors (and bad flags) as one line + exit code 2.
 
-  Defines `--verbose` (tracebacks of user errors too). Flag parsing errors, including
-  an unknown `--config.x.y` override of ml_collections' config flags, are user errors.
+  Defines `--verbose` (tracebacks of user errors too). Flag parsing errors are user
+  errors. With `config_overrides`, `--config.a.b=v` arguments are taken off the command
+  line before absl parses it and handed to `main` through `config_overrides()` (main
+  passes them to `config.load`); without it absl rejects them as unknown flags.
   """
   from absl import app, flags  # pylint: disable=g-import-not-at-top
   if "verbose" not in flags.FLAGS:
@@ -112,13 +170,16 @@ def run(main: Callable, *, prog: str, user_errors: Sequence[type] = ()):
 
   def parse(argv):
     try:
+      if config_overrides:
+        overrides, argv = split_config_overrides(argv)
+        _CONFIG_OVERRIDES[:] = overrides
       return flags.FLAGS(argv)
     except Exception as e:  # pylint: disable=broad-except
       # flags.Error (bad value, missing required flag), or an override of a config field
       # that does not exist (AttributeError/KeyError from ml_collections).
       if "--verbose" in argv:
         raise
-      if isinstance(e, flags.Error):
+      if isinstance(e, (flags.Error, UserError)):
         msg = one_line(e)
       elif isinstance(e, (AttributeError, KeyError)):
         msg = f"unknown config field in a --config.* override: {one_line(e)}"

@@ -431,3 +431,194 @@ def check_inputs(c, *, init_from: bool = True):
     raise ConfigError(f"train.init_from={init!r}: no checkpoints/ directory there (the "
                       f"workdir of a trained stage)")
   return c
+
+
+# ---------------------------------------------------------------------------------------
+# Loading: the one way every entry point, benchmark and test gets a config (issue #11).
+#
+#   load("tiny")                      configs/tiny.py, its get_config()
+#   load("tiny:sft")                  configs/tiny.py, get_config("sft")
+#   load("configs/tiny.py:sft")       a path (relative to the working directory, else to
+#   load("/abs/my_config.py:sft")       the repository), with an optional :stage
+#   load("runs/tiny/sft/config.json") a run's saved config (no stage)
+#   load("tiny:sft", ["train.steps=3", "codec.strides=(2, 4)"])   overrides
+#
+# The file is imported by path (the repository's config files import `configs.base`, so
+# the repository root must be importable, as it is for `python -m` from the root and for
+# the tests). Overrides are parsed by ml_collections' own `--config.a.b=v` machinery
+# (`config_flags.DEFINE_config_dict` on a private FlagValues), so a value means exactly
+# what it means to `--config.a.b=v`: by the field's existing type, int/float/bool/str,
+# tuples as '(1, 2)' or '1,2', dicts as a literal. An unknown field, a value of the wrong
+# type or a field type that cannot be overridden is a ConfigError naming the spec and the
+# field. The command-line side (collecting `--config.*` arguments) is
+# liveinterp/common/cli.py (`split_config_overrides`, `run(..., config_overrides=True)`).
+# ---------------------------------------------------------------------------------------
+
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _resolve_spec(spec: str) -> tuple[str, str | None]:
+  """(file path, stage or None) of a `load` spec; ConfigError when there is no file."""
+  if not isinstance(spec, str) or not spec.strip():
+    raise ConfigError(f"config spec {spec!r}: expected configs/<size>.py[:<stage>], a size "
+                      f"name such as 'tiny', or a path to a config file")
+  path, sep, stage = spec.partition(":")
+  if sep and not stage:
+    raise ConfigError(f"config spec {spec!r}: empty stage after ':'")
+  bare = not path.endswith((".py", ".json")) and os.sep not in path and "/" not in path
+  if bare:  # a size name: configs/<name>.py of the repository
+    candidates = [os.path.join(_REPO_ROOT, "configs", f"{path}.py")]
+  elif os.path.isabs(path):
+    candidates = [path]
+  else:
+    candidates = [os.path.abspath(path), os.path.join(_REPO_ROOT, path)]
+    if "/" not in path and os.sep not in path:  # `tiny.py`: also configs/tiny.py
+      candidates.append(os.path.join(_REPO_ROOT, "configs", path))
+  for c in candidates:
+    if os.path.isfile(c):
+      return c, (stage if sep else None)
+  if any(os.path.isdir(c) for c in candidates):
+    raise ConfigError(f"config spec {spec!r}: {path} is a directory, expected a config file")
+  known = sorted(os.path.splitext(f)[0] for f in os.listdir(os.path.join(_REPO_ROOT, "configs"))
+                 if f.endswith(".py") and not f.startswith("_"))
+  raise ConfigError(f"config spec {spec!r}: no config file {candidates[0]} (sizes in "
+                    f"configs/: {', '.join(known)})")
+
+
+def _import_config_module(path: str, spec: str):
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  name = "_liveinterp_config_" + re.sub(r"\W", "_", os.path.splitext(path)[0])
+  mod_spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(mod_spec)
+  try:
+    mod_spec.loader.exec_module(module)
+  except ModuleNotFoundError as e:
+    hint = (" (config files import `configs.base`: run from the repository root or put it "
+            "on PYTHONPATH)" if e.name and e.name.split(".")[0] == "configs" else "")
+    raise ConfigError(f"config spec {spec!r}: importing {path} failed: {e}{hint}") from e
+  except SyntaxError as e:
+    raise ConfigError(f"config spec {spec!r}: {path} line {e.lineno}: {e.msg}") from e
+  if not callable(getattr(module, "get_config", None)):
+    raise ConfigError(f"config spec {spec!r}: {path} has no get_config()")
+  return module
+
+
+def _call_get_config(get_config, stage, path, spec):
+  import inspect  # pylint: disable=g-import-not-at-top
+  if stage is not None:
+    try:
+      inspect.signature(get_config).bind(stage)
+    except TypeError as e:
+      raise ConfigError(f"config spec {spec!r}: get_config() of {path} takes no stage "
+                        f"argument; drop ':{stage}'") from e
+  try:
+    return get_config(stage) if stage is not None else get_config()
+  except ConfigError:
+    raise
+  except (KeyError, ValueError) as e:  # e.g. a stage the file does not define
+    what = f"get_config({stage!r})" if stage is not None else "get_config()"
+    raise ConfigError(f"config spec {spec!r}: {what} of {path} failed: "
+                      f"{type(e).__name__}: {e}") from e
+
+
+def _field_suggestions(node, name: str) -> str:
+  import difflib  # pylint: disable=g-import-not-at-top
+  keys = sorted(str(k) for k in node.keys())
+  close = difflib.get_close_matches(name, keys, n=3, cutoff=0.6)
+  hint = f"did you mean {' or '.join(repr(k) for k in close)}? " if close else ""
+  return f"{hint}fields there: {', '.join(keys)}"
+
+
+def _check_field(c, path: str, spec: str):
+  """ConfigError naming the first part of `path` that is not a field of `c`."""
+  node = c
+  parts = path.split(".")
+  for i, p in enumerate(parts):
+    where = ".".join(parts[:i]) or "the config"
+    if not hasattr(node, "keys"):
+      raise ConfigError(f"config spec {spec!r}: override {path}: {where} is of type "
+                        f"{type(node).__name__}, not a section with fields")
+    if p not in node:
+      raise ConfigError(f"config spec {spec!r}: override {path}: unknown field "
+                        f"{'.'.join(parts[:i + 1])!r} ({where}: "
+                        f"{_field_suggestions(node, p)})")
+    node = node[p]
+
+
+def parse_override(item: str) -> tuple[str, str]:
+  """`"a.b=v"` -> ("a.b", "v"); ConfigError for anything else."""
+  if not isinstance(item, str) or "=" not in item:
+    raise ConfigError(f"config override {item!r}: expected 'field.path=value'")
+  path, _, value = item.partition("=")
+  path = path.strip()
+  if path.startswith("config."):
+    path = path[len("config."):]
+  if not path or not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", path):
+    raise ConfigError(f"config override {item!r}: {path!r} is not a field path a.b.c")
+  return path, value
+
+
+def apply_overrides(c, overrides=(), *, spec: str = "config"):
+  """Sets `"a.b=v"` overrides on `c` in place, each value parsed by the field's type as
+  `--config.a.b=v` is (ml_collections.config_flags); returns `c`."""
+  overrides = [overrides] if isinstance(overrides, str) else list(overrides)
+  if not overrides:
+    return c
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  argv = ["liveinterp"]
+  for item in overrides:
+    path, value = parse_override(item)
+    _check_field(c, path, spec)
+    argv.append(f"--config.{path}={value}")
+  fv = flags.FlagValues()
+  try:
+    config_flags.DEFINE_config_dict("config", c, flag_values=fv, lock_config=c.is_locked,
+                                    sys_argv=argv)
+    fv(argv)
+  except flags.Error as e:
+    msg = " ".join(str(e).split())
+    msg = msg.split(" Currently supported types")[0]  # unsupported type: drop the list
+    field = re.search(r"(?:--)?config\.([\w.]+)", msg)
+    name = field.group(1) if field else "?"
+    current = _get(c, name) if field else None
+    shown = repr(current) if len(repr(current)) <= 60 else repr(current)[:57] + "..."
+    raise ConfigError(f"config spec {spec!r}: override {name}: {msg} (the field is of type "
+                      f"{type(current).__name__}: {shown})") from e
+  return c
+
+
+def load(spec: str, overrides=(), *, lock: bool = True, check: bool = True):
+  """The config of `spec` (see above) with `overrides` (`"a.b=v"` strings) applied,
+  locked (`lock`: no new fields) and, with `check`, validated by `validate(c)` (the
+  device-count checks stay with the entry points, `validate(c, num_devices=...)`).
+
+  The ConfigWarnings of suspicious-but-valid values are not raised here: callers that
+  adjust the config afterwards (recipes.stage_config sizes sequences from the data) or
+  run it validate again and warn about the values that will actually run.
+  """
+  path, stage = _resolve_spec(spec)
+  if path.endswith(".json"):
+    if stage is not None:
+      raise ConfigError(f"config spec {spec!r}: a .json config takes no ':stage'")
+    import json  # pylint: disable=g-import-not-at-top
+    import ml_collections  # pylint: disable=g-import-not-at-top
+    try:
+      with open(path) as f:
+        c = ml_collections.ConfigDict(json.load(f))
+    except ValueError as e:
+      raise ConfigError(f"config spec {spec!r}: {path} is not a JSON config: {e}") from e
+  else:
+    module = _import_config_module(path, spec)
+    c = _call_get_config(module.get_config, stage, path, spec)
+  if not hasattr(c, "lock"):
+    raise ConfigError(f"config spec {spec!r}: get_config() of {path} returned a "
+                      f"{type(c).__name__}, expected an ml_collections.ConfigDict")
+  if lock:
+    c.lock()
+  apply_overrides(c, overrides, spec=spec)
+  if check:
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", ConfigWarning)
+      validate(c)  # its messages name the field, as every entry point reports them
+  return c

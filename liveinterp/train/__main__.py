@@ -32,12 +32,14 @@ import os
 import warnings
 
 from absl import flags, logging
-from ml_collections import config_flags
 
 from liveinterp.common import cli, config as config_lib, distributed
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "config file[:stage]",
-                                          lock_config=True)
+# `--config=configs/<recipe>.py:<stage>` plus `--config.a.b=v` overrides, loaded by
+# config.load (the overrides are taken off the command line by cli.run).
+_CONFIG = flags.DEFINE_string("config", None, "config file[:stage] (config.load spec: "
+                              "configs/<size>.py:<stage>, a size name, a path or a run's "
+                              "config.json); override fields with --config.a.b=v")
 _WORKDIR = flags.DEFINE_string("workdir", None, "stage output directory", required=True)
 _COORD = flags.DEFINE_string("coordinator_address", None, "host:port of process 0")
 _NPROC = flags.DEFINE_integer("num_processes", None, "processes in the job")
@@ -53,12 +55,9 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   if _CONFIG.value is None:
     raise cli.UserError("--config is required: --config=configs/<recipe>.py:<stage>")
-  try:
-    config = _CONFIG.value
-    config.get("stage")  # config_flags defers a config file's load error to first use
-  except Exception as e:  # pylint: disable=broad-except
-    raise cli.UserError(f"--config: {cli.one_line(e)}") from e
-  # Everything that can be checked before any work (issue #12): values, then files.
+  # Everything that can be checked before any work (issue #12): values (overrides
+  # included), then files. validate() again for its warnings (load does not warn).
+  config = config_lib.load(_CONFIG.value, cli.config_overrides())
   config_lib.validate(config)
   # Its warnings are out now; the device check below and loop.run validate again.
   warnings.simplefilter("ignore", config_lib.ConfigWarning)
@@ -92,4 +91,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  cli.run(main, prog="python -m liveinterp.train")
+  cli.run(main, prog="python -m liveinterp.train", config_overrides=True)

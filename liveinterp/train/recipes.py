@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
+from liveinterp.common import config as config_lib
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def recipe_config(recipe: str, stage: str):
-  spec = importlib.util.spec_from_file_location(
-      f"recipe_{recipe}", os.path.join(ROOT, "configs", f"{recipe}.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.get_config(stage)
 
 
 def _round_up(n: int, k: int) -> int:
@@ -57,10 +50,13 @@ def size_from_data(c, stats: dict) -> dict:
   return chosen
 
 
-def stage_config(recipe, stage, run_dir, data_dir, tokenizer_prefix, scale=1.0):
-  """The recipe's `stage` config with the paths of a run; with `data.size_from_data`,
-  sequence lengths and the turn budget come from the build's length statistics."""
-  c = recipe_config(recipe, stage)
+def stage_config(recipe, stage, run_dir, data_dir, tokenizer_prefix, scale=1.0,
+                 overrides=()):
+  """The recipe's `stage` config (`config.load(f"{recipe}:{stage}", overrides)`: the
+  `--config.a.b=v` overrides of the command line apply to every stage) with the paths of
+  a run; with `data.size_from_data`, sequence lengths and the turn budget come from the
+  build's length statistics."""
+  c = config_lib.load(f"{recipe}:{stage}", overrides)
   c.data.data_dir = data_dir
   if c.data.get("size_from_data", False) and c.stage in ("pretrain", "sft", "rl1", "rl2"):
     from data_pipelines import build  # pylint: disable=g-import-not-at-top

@@ -18,7 +18,7 @@ from typing import Callable, Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags
+from absl import flags
 from flax import nnx
 
 SPLITS = ("train", "dev", "test", "talk")
@@ -113,16 +113,18 @@ def encode_corpus(config, codec_workdir: str, out_path: str, batch: int = 8,
 
 def main(argv):
   del argv
-  from ml_collections import config_flags  # noqa: F401
-  from liveinterp.common import reporting
-  cfg = _CONFIG.value
+  from liveinterp.common import cli, config as config_lib, reporting
+  if _CONFIG.value is None:
+    raise cli.UserError("--config is required: --config=configs/<recipe>.py:pretrain")
+  cfg = config_lib.load(_CONFIG.value, cli.config_overrides())
   stats = encode_corpus(cfg, _CODEC.value, _OUT.value)
   reporting.console(f"[speech_tokens] {stats} -> {_OUT.value}")
 
 
 if __name__ == "__main__":
-  from ml_collections import config_flags
-  _CONFIG = config_flags.DEFINE_config_file("config", None, "config", lock_config=True)
+  from liveinterp.common import cli as _cli
+  _CONFIG = flags.DEFINE_string("config", None, "config file[:stage] (config.load spec); "
+                                "override fields with --config.a.b=v")
   _CODEC = flags.DEFINE_string("codec_workdir", None, "codec stage workdir", required=True)
   _OUT = flags.DEFINE_string("out", None, "output .npz", required=True)
-  app.run(main)
+  _cli.run(main, prog="python -m liveinterp.train.speech_tokens", config_overrides=True)

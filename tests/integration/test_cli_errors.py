@@ -45,3 +45,43 @@ def test_user_error_is_one_line_and_exit_code_2(tmp_path, module, args, msg):
   assert out.stderr.startswith(f"python -m {module}: error: {msg.format(**fmt)}"), out.stderr
   assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
   assert sorted(os.listdir(tmp_path)) == ["file"]  # nothing was written
+
+
+# Issue #11: every CLI that loads a config takes `--config.a.b=v` overrides, applied by
+# config.load; an unknown field is one line naming it, exit code 2, before any model is
+# built (and before anything is written).
+BAD_OVERRIDE = "--config.no_such.field=1"
+OVERRIDE_CASES = [
+    ("liveinterp.train", ["--config=configs/micro.py:demo", "--workdir={tmp}/w",
+                          BAD_OVERRIDE]),
+    ("liveinterp.recipe", ["--run_dir={tmp}/run", "--steps=codec", BAD_OVERRIDE]),
+    ("liveinterp.evaluate", ["--run_dir={tmp}", "--config=configs/micro.py:sft",
+                             BAD_OVERRIDE]),
+    ("liveinterp.translate", ["{tmp}/file", "--out={tmp}/o.wav", "--init=random",
+                              "--config=configs/micro.py:sft", BAD_OVERRIDE]),
+]
+
+
+@pytest.mark.parametrize("module,args", OVERRIDE_CASES,
+                         ids=[m.split(".")[-1] for m, _ in OVERRIDE_CASES])
+def test_unknown_config_override_is_one_line_naming_it(tmp_path, module, args):
+  (tmp_path / "file").write_text("")
+  out = subprocess.run([sys.executable, "-m", module,
+                        *[a.format(tmp=tmp_path) for a in args]],
+                       cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+  assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-3000:]
+  assert out.stderr.startswith(f"python -m {module}: error: config spec "), out.stderr
+  assert "override no_such.field: unknown field 'no_such'" in out.stderr, out.stderr
+  assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+  assert sorted(os.listdir(tmp_path)) == ["file"]  # nothing was written
+
+
+def test_cli_without_a_config_rejects_config_overrides(tmp_path):
+  """data_pipelines.build loads no config of its own flags: absl rejects --config.* as
+  an unknown flag (one line) rather than ignoring it."""
+  out = subprocess.run([sys.executable, "-m", "data_pipelines.build", "--size=micro",
+                        f"--data_dir={tmp_path}/d", "--config.train.steps=3"],
+                       cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+  assert out.returncode == 2, out.stderr[-3000:]
+  assert "Unknown command line flag 'config.train.steps'" in out.stderr, out.stderr
+  assert out.stderr.count("\n") == 1 and not os.path.exists(tmp_path / "d")

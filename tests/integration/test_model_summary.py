@@ -8,6 +8,7 @@ import jax
 import pytest
 
 from benchmarks import model_summary
+from liveinterp.common import config as config_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RESULTS = os.path.join(ROOT, "benchmarks", "results", "model_summary.json")
@@ -29,7 +30,8 @@ def test_summary_row_has_the_recorded_columns():
 @pytest.mark.slow  # ~1 min: compiles forward + backward + AdamW for 8 devices
 def test_compiled_memory_of_the_real_train_step():
   assert jax.device_count() >= 8
-  got = model_summary.compiled_memory(model_summary.load_recipe("micro"), batch=8, seq=64)
+  got = model_summary.compiled_memory(config_lib.load("micro:pretrain"), batch=8,
+                                      seq=64)
   recorded = next(r for r in _recorded() if any(k.startswith("compiled/") for k in r))
   assert sorted(f"compiled/{k}" for k in got) == sorted(
       k for k in recorded if k.startswith("compiled/"))

@@ -84,8 +84,9 @@ BAD_RUNS = [
      "--pair=zh-en --size=micro --data_dir={tmp}"),
     ("rl1", ["--config.data.data_dir={tmp}/none"], "data.data_dir='{tmp}/none' does not "
                                                     "exist"),
-    ("demo", ["--config.train.stepz=3"], "unknown config field in a --config.* override: "
-                                         "'stepz' Did you mean \"steps\""),
+    ("demo", ["--config.train.stepz=3"], "config spec 'configs/micro.py:demo': override "
+                                         "train.stepz: unknown field 'train.stepz' (train: "
+                                         "did you mean 'steps'?"),
     ("demo", ["--workdir=/dev/null/run"], "--workdir=/dev/null/run: cannot be created"),
 ]
 
