@@ -14,7 +14,10 @@ reports, as JSON + markdown + plots in `<run_dir>/eval/`:
 - reference policy points: the training targets' own latency (alignment ready times and
   wait-k on the references: BLEU 100 by construction), to place the model on the plot;
 - voice: similarity of output speech to its source speaker vs to other speakers, with a
-  training-free embedding independent of the model's speaker encoder;
+  training-free embedding independent of the model's speaker encoder; the voice-lost
+  control (the same speech decoded with another speaker's embedding: own − control
+  margin); and in two-speaker talks (`--multi_speaker_talks`), whether each output
+  segment has the voice of the speaker it translates (report["voice_multi"]);
 - speed: real-time factor of the streaming decoder on this machine;
 - optionally (`--controls`) the same utterances with zeroed and with swapped source audio:
   far lower BLEU than on the real audio shows the model translates what it hears.
@@ -127,6 +130,160 @@ def codec_quality(codec, speaker, records, cfg, max_items: int = 16) -> dict:
     out.update(asr_chrf_original=orig_s["asr_chrf"], asr_chrf_resynthesized=resy_s["asr_chrf"],
                asr_bleu_original=orig_s["asr_bleu"], asr_bleu_resynthesized=resy_s["asr_bleu"],
                transcripts=list(zip(refs[:2], hyp_o[:2], hyp_r[:2])))
+  return out
+
+
+def _speaker_ref(audio: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+  """The last `n` samples of float32 `audio` as ([1, n], validity mask [1, n]); shorter
+  audio is left-padded with zeros (masked), as the decoder's rolling speaker buffer."""
+  x = np.asarray(audio, np.float32)[-n:]
+  out = np.zeros((1, n), np.float32)
+  mask = np.zeros((1, n), bool)
+  if x.size:
+    out[0, n - x.size:] = x
+    mask[0, n - x.size:] = True
+  return out, mask
+
+
+def voice_lost_controls(codec, speaker, results, records, sample_rate: int,
+                        window_samples: int | None = None, bucket_s: float = 1.0):
+  """The voice-lost control of every output (`voice.voice_control`): the same speech codes
+  decoded by the codec with the speaker embedding of ANOTHER speaker's source utterance
+  (`voice.control_partners`: the next record of a different speaker), and the same codes
+  decoded with the output's own source embedding (`resynth`, the round-trip check).
+
+  The codes: `result.speech_codes` ([T, Q]) when the decoder result carries them, else
+  the codec's own encoding of the output speech (a StreamResult carries the decoded
+  audio, not the codes; the codec decodes its encoding back to nearly the same audio,
+  and `resynth` shows how near). The embedding is the speaker encoder's on the last
+  `window_samples` of that source (the decoder's speaker window; default 3 s).
+  Audio is padded to multiples of `bucket_s` (one compile per bucket; codec encoder and
+  decoder are causal, so the padding does not change the kept samples).
+
+  Returns (controls, resynth): float32 audio per output, None where the output has no
+  speech (shorter than one codec hop) or no other speaker exists.
+  """
+  import jax.numpy as jnp
+  from flax import nnx
+  from liveinterp.eval import voice
+  n_win = int(window_samples or 3 * sample_rate)
+  hop, bucket = int(codec.hop), max(int(codec.hop), int(bucket_s * sample_rate))
+  bucket = -(-bucket // hop) * hop
+  ids = [str(r["speaker"]) for r in records]
+  partners = voice.control_partners(ids)
+  srcs = [np.asarray(r["src_audio"], np.float32) / 32768.0 for r in records]
+  from_audio = nnx.jit(lambda c, s, x, ref, m: c.decode(c.encode(x), s.embed_audio(ref, m)))
+  from_codes = nnx.jit(lambda c, s, q, ref, m: c.decode(q, s.embed_audio(ref, m)))
+  controls, resynth = [], []
+  for i, res in enumerate(results):
+    codes = getattr(res, "speech_codes", None)
+    speech = res.speech if res.speech is not None else np.zeros(0, np.float32)
+    n = (int(np.shape(codes)[0]) * hop if codes is not None
+         else speech.size // hop * hop)
+    if n == 0:
+      controls.append(None)
+      resynth.append(None)
+      continue
+    if codes is not None:
+      frames = -(-n // bucket) * bucket // hop
+      q = np.zeros((1, frames, np.shape(codes)[1]), np.int32)
+      q[0, :len(codes)] = np.asarray(codes, np.int32)
+      run = lambda ref, m, q=q: from_codes(codec, speaker, jnp.asarray(q), ref, m)  # noqa: E731
+    else:
+      x = np.zeros((1, -(-n // bucket) * bucket), np.float32)
+      x[0, :n] = speech[:n]
+      run = lambda ref, m, x=x: from_audio(codec, speaker, jnp.asarray(x), ref, m)  # noqa: E731
+    outs = []
+    for j in (partners[i], i):
+      if j is None:
+        outs.append(None)
+        continue
+      ref, m = _speaker_ref(srcs[j], n_win)
+      outs.append(np.asarray(run(jnp.asarray(ref), jnp.asarray(m)))[0, :n])
+    controls.append(outs[0])
+    resynth.append(outs[1])
+  return controls, resynth
+
+
+def two_speaker_talks(records, n_talks: int, pause_ms: float = 800.0) -> list[dict]:
+  """Up to `n_talks` two-speaker talks built from `records` (no synthesis): talk k =
+  record i + pause + record j, i the first unused record and j the next unused record of
+  another speaker (`talks.concat_examples(..., multi_speaker=True)`: word and ready times
+  shifted, per-utterance speaker spans recorded). Fewer talks when the records run out
+  of speaker pairs."""
+  from data_pipelines import talks as talks_lib
+  used, out = set(), []
+  for i, r in enumerate(records):
+    if len(out) >= n_talks:
+      break
+    if i in used:
+      continue
+    j = next((j for j in range(i + 1, len(records)) if j not in used
+              and str(records[j]["speaker"]) != str(r["speaker"])), None)
+    if j is None:
+      continue
+    used.update((i, j))
+    recs = [dict(r, is_talk=False), dict(records[j], is_talk=False)]
+    out.append(talks_lib.concat_examples(recs, [pause_ms], f"voice-multi-{len(out):02d}",
+                                         multi_speaker=True))
+  return out
+
+
+def output_segments(result) -> list[tuple[np.ndarray, float]]:
+  """(audio, emit_ms) of each StreamResult segment that has speech (`result.speech` cut
+  by the segments' audio_ms, in order)."""
+  sr, pos, out = result.sample_rate, 0, []
+  speech = result.speech if result.speech is not None else np.zeros(0, np.float32)
+  for s in result.segments:
+    n = int(round(s.audio_ms * sr / 1000))
+    if n:
+      out.append((speech[pos:pos + n], float(s.emit_ms)))
+      pos += n
+  return out
+
+
+def voice_multi(results, talk_records, sample_rate: int, guard_ms: float = 1000.0,
+                merge: bool = True) -> dict:
+  """Multi-speaker voice following (`voice.speaker_attribution`) of streamed talks.
+
+  Each output segment is attributed to the speaker whose source span it was emitted in
+  (`talks.speaker_at` of its emit time: words are translated after they are heard, so a
+  segment emitted in the pause after a speaker's span belongs to that speaker).
+  Segments emitted within `guard_ms` after a speaker change are ambiguous (they may
+  still translate the previous speaker; the speaker window still holds their audio):
+  counted, not scored. merge: consecutive segments of the same speaker are scored as
+  one (a single turn's speech is often shorter than `voice.MIN_ACTIVE_S`). The
+  references: each speaker's source audio in the talk.
+  """
+  from data_pipelines import talks as talks_lib
+  from liveinterp.eval import voice
+  segs_all, refs_all, ambiguous, raw = [], [], 0, 0
+  for res, talk in zip(results, talk_records):
+    spans, names = talks_lib.speaker_segments(talk, sample_rate)
+    src = np.asarray(talk["src_audio"], np.float32) / 32768.0
+    refs: dict = {}
+    for (a, b), nm in zip(spans, names):
+      part = src[int(round(a * sample_rate / 1000)):int(round(b * sample_rate / 1000))]
+      refs[nm] = np.concatenate([refs[nm], part]) if nm in refs else part
+    changes = [float(spans[k, 0]) for k in range(1, len(names)) if names[k] != names[k - 1]]
+    segs: list = []
+    last = None
+    for audio, t in output_segments(res):
+      raw += 1
+      if any(c <= t < c + guard_ms for c in changes):
+        ambiguous += 1
+        last = None
+        continue
+      spk = talks_lib.speaker_at(spans, names, t)
+      if merge and segs and last == spk:
+        segs[-1] = (np.concatenate([segs[-1][0], audio]), spk)
+      else:
+        segs.append((audio, spk))
+      last = spk
+    segs_all.append(segs)
+    refs_all.append(refs)
+  out = voice.speaker_attribution(segs_all, refs_all, sample_rate)
+  out.update(raw_segments=raw, ambiguous=ambiguous, guard_ms=guard_ms, merged=merge)
   return out
 
 
@@ -287,7 +444,7 @@ def constant_baseline(candidates, refs, lang: str) -> dict:
 def run(cfg, run_dir: str, split: str = "test", max_examples: int = 64,
         publish: bool = False, *, speech: bool = True, controls: bool = False,
         offline: bool = True, batch: int = 8, stage: str = "sft",
-        out_subdir: str | None = None) -> str:
+        out_subdir: str | None = None, multi_speaker_talks: int = 4) -> str:
   """Evaluates `run_dir`; returns the path of the markdown report.
 
   speech=False: text only (the SFT checkpoint alone; no codec run, no speech metrics).
@@ -298,12 +455,17 @@ def run(cfg, run_dir: str, split: str = "test", max_examples: int = 64,
   stage: the trained stage whose weights are evaluated (`sft`, `rl1`, `rl2`, an RL
     ablation: `run_dir/<stage>`); reports of `sft` go to `run_dir/eval`, of any other
     stage to `run_dir/eval_<stage>` (or `run_dir/<out_subdir>`).
+  multi_speaker_talks: with speech, also stream this many two-speaker talks built from
+    the records (`two_speaker_talks`) and score whose voice each segment has
+    (report["voice_multi"], `voice_multi`); 0 = off.
   """
   from data_pipelines import pipelines, stream_format as sfmt, tokenizer as tokmod
   from liveinterp.common import reporting
   from liveinterp.eval import quality
   from liveinterp.inference import streaming
 
+  if int(multi_speaker_talks) < 0:
+    raise ValueError(f"multi_speaker_talks={multi_speaker_talks}: must be >= 0")
   out_dir = os.path.join(run_dir, out_subdir or ("eval" if stage == "sft"
                                                   else f"eval_{stage}"))
   os.makedirs(out_dir, exist_ok=True)
@@ -380,15 +542,35 @@ def run(cfg, run_dir: str, split: str = "test", max_examples: int = 64,
     except (ImportError, ValueError) as e:
       report["simul"]["asr_bleu"] = None
       report["simul"]["asr_note"] = f"no independent recogniser: {e}"
-    # Voice similarity (independent embedding).
+    # Voice similarity (independent embedding), and the voice-lost control: the same
+    # speech in another speaker's voice (`voice_lost_controls`).
     try:
       from liveinterp.eval import voice
-      report["voice"] = voice.speaker_similarity(
-          [r.speech if r.speech is not None else np.zeros(0, np.float32) for r in results],
-          [np.asarray(r["src_audio"], np.float32) / 32768.0 for r in records],
-          [str(r["speaker"]) for r in records], sr=cfg.audio.sample_rate)
+      outs = [r.speech if r.speech is not None else np.zeros(0, np.float32)
+              for r in results]
+      srcs = [np.asarray(r["src_audio"], np.float32) / 32768.0 for r in records]
+      ids = [str(r["speaker"]) for r in records]
+      report["voice"] = voice.speaker_similarity(outs, srcs, ids, sr=cfg.audio.sample_rate)
+      win = getattr(getattr(decoder, "spec", None), "speaker_samples", None)
+      ctl, resyn = voice_lost_controls(codec, speaker, results, records,
+                                       cfg.audio.sample_rate, win)
+      report["voice"]["control"] = voice.voice_control(outs, ctl, srcs, ids,
+                                                       sr=cfg.audio.sample_rate)
+      report["voice"]["control_resynth"] = voice.voice_control(
+          resyn, ctl, srcs, ids, sr=cfg.audio.sample_rate)
+      report["voice"]["control_codes"] = (
+          "decoder codes" if getattr(results[0], "speech_codes", None) is not None
+          else "codec re-encoding of the output speech")
     except ImportError as e:
       report["voice"] = {"note": f"unavailable: {e}"}
+    # Multi-speaker talks: two test utterances of different speakers, one stream.
+    if multi_speaker_talks > 0:
+      talk_recs = two_speaker_talks(records, multi_speaker_talks)
+      if talk_recs:
+        res_t = translate_records(decoder, talk_recs, tok, batch=batch, log=log)
+        report["voice_multi"] = voice_multi(res_t, talk_recs, cfg.audio.sample_rate)
+      else:
+        report["voice_multi"] = {"note": "no two records of different speakers"}
     # ---- codec: resynthesis quality and intelligibility (English target speech) ------
     report["codec"] = codec_quality(codec, speaker, records, cfg)
   else:
@@ -537,6 +719,24 @@ def _markdown(r) -> str:
                  f"{_fmt(v['same_speaker_cos'])}, other speakers {_fmt(v['other_speaker_cos'])}, "
                  f"margin {_fmt(v['margin'])}, top-1 speaker {_fmt(v['top1_rate'])} "
                  f"(n={v.get('n')}, skipped {v.get('skipped')}).")
+  vc = v.get("control") or {}
+  if "margin" in vc:
+    q = vc.get("margin_quantiles", {})
+    lines.append(f"Voice-lost control (same speech, another speaker's embedding): own "
+                 f"speaker cosine {_fmt(vc['own_speaker_cos'])} vs control "
+                 f"{_fmt(vc['control_cos'])}, margin {_fmt(vc['margin'])} (median "
+                 f"{_fmt(q.get('median'))}, p25–p75 {_fmt(q.get('p25'))}–"
+                 f"{_fmt(q.get('p75'))}, positive {_fmt(vc.get('positive_rate'))}; "
+                 f"n={vc.get('n')}, skipped {vc.get('skipped')}; codes: "
+                 f"{v.get('control_codes')}; resynthesised own voice margin "
+                 f"{_fmt((v.get('control_resynth') or {}).get('margin'))}).")
+  vm = r.get("voice_multi") or {}
+  if "accuracy" in vm:
+    lines.append(f"Voice in two-speaker talks ({vm['talks']} talks): segment closer to the "
+                 f"speaker it translates {_fmt(vm['accuracy'])} of the time, margin "
+                 f"{_fmt(vm['margin'])} (n={vm['n']} scored, {vm['skipped']} too short, "
+                 f"{vm.get('ambiguous')} of {vm.get('raw_segments')} segments within "
+                 f"{_fmt(vm.get('guard_ms'))} ms of a speaker change).")
   if s.get("asr_note"):
     lines.append(f"ASR-BLEU: {s['asr_note']}")
   lines += ["", "Examples:", ""]
@@ -586,7 +786,10 @@ def publish_payload(report) -> dict:
   payload = {"command": f"python -m liveinterp.evaluate --run_dir={run}{flags_used} --publish",
              "pair": report["pair"], "split": report["split"], "examples": report["examples"],
              "rtf": s["rtf"], "speaker_margin": v.get("margin"),
-             "speaker_top1": v.get("top1_rate"), "codec_mel_l1": c.get("mel_l1"),
+             "speaker_top1": v.get("top1_rate"),
+             "speaker_control_margin": (v.get("control") or {}).get("margin"),
+             "voice_multi_accuracy": (report.get("voice_multi") or {}).get("accuracy"),
+             "codec_mel_l1": c.get("mel_l1"),
              "codec_asr_chrf_original": c.get("asr_chrf_original"),
              "codec_asr_chrf_resynthesized": c.get("asr_chrf_resynthesized"),
              "layout": PUBLISH_LAYOUT, "asr_recognizer": s.get("asr_recognizer"),
@@ -623,6 +826,9 @@ def _define_flags():
       controls=flags.DEFINE_bool("controls", False,
                                  "also stream with zeroed and with swapped source audio"),
       offline=flags.DEFINE_bool("offline", True, "also score the offline ceiling"),
+      multi_speaker_talks=flags.DEFINE_integer(
+          "multi_speaker_talks", 4, "two-speaker talks built from the split's records "
+          "to check the voice follows the speaker (speech only; 0 = off)"),
       stage=flags.DEFINE_string("stage", "sft", "trained stage to evaluate (sft, rl1, rl2, "
                                 "an RL ablation); reports go to RUN_DIR/eval_<stage>"))
 
@@ -642,6 +848,8 @@ def main(argv):
                         f"python -m liveinterp.recipe)")
   if F["n"] < 1:
     raise cli.UserError(f"--max_examples={F['n']}: must be >= 1")
+  if F["multi_speaker_talks"] < 0:
+    raise cli.UserError(f"--multi_speaker_talks={F['multi_speaker_talks']}: must be >= 0")
   cli.check_writable_dir(os.path.join(run_dir, "eval"), "--run_dir")
   if F["publish"]:
     cli.check_writable_file(os.path.join(ROOT, "benchmarks", "results", "evaluation.json"),
@@ -656,7 +864,8 @@ def main(argv):
   if not os.path.isdir(os.path.join(run_dir, F["stage"], "checkpoints")):
     raise cli.UserError(f"--stage={F['stage']}: {run_dir} has no {F['stage']}/checkpoints")
   run(cfg, run_dir, F["split"], F["n"], F["publish"], speech=not F["text_only"],
-      controls=F["controls"], offline=F["offline"], stage=F["stage"])
+      controls=F["controls"], offline=F["offline"], stage=F["stage"],
+      multi_speaker_talks=F["multi_speaker_talks"])
 
 
 if __name__ == "__main__":
