@@ -124,7 +124,7 @@ class _DropTally:
         self._pending[_DROP_INDEX[reason]] += 1
 
   def attach(self, examples: list) -> list:
-    if self.carry:
+    if self.carry and examples:
       with self._lock:
         pending, self._pending = self._pending, np.zeros_like(self._pending)
       for i, ex in enumerate(examples):
