@@ -221,3 +221,19 @@ def test_load_leaves_window_warnings_to_the_entry_points():
 ])
 def test_split_config_overrides(argv, overrides, rest):
   assert cli.split_config_overrides(argv) == (overrides, rest)
+
+
+@pytest.mark.parametrize("stage", ["codec", "pretrain", "sft_text", "sft", "rl1", "rl2"])
+def test_recipe_stage_configs_take_the_overrides(tmp_path, stage):
+  """`python -m liveinterp.recipe --config.a.b=v` reaches every stage's config
+  (recipes.stage_config), and the run's paths are still filled in after it."""
+  from liveinterp.train import recipes  # pylint: disable=g-import-not-at-top
+  plain = recipes.stage_config("micro", stage, str(tmp_path / "run"), str(tmp_path / "d"),
+                               "TOK")
+  c = recipes.stage_config("micro", stage, str(tmp_path / "run"), str(tmp_path / "d"), "TOK",
+                           overrides=["train.learning_rate=1e-4", "data.wait_k=5"])
+  assert (c.train.learning_rate, c.data.wait_k) == (1e-4, 5)
+  assert (plain.train.learning_rate, plain.data.wait_k) != (1e-4, 5)
+  assert c.data.data_dir == str(tmp_path / "d") and c.tokenizer.model_path == "TOK"
+  with pytest.raises(config_lib.ConfigError, match="unknown field 'train.lr'"):
+    recipes.stage_config("micro", stage, "R", "D", "TOK", overrides=["train.lr=1"])
