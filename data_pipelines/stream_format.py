@@ -541,8 +541,10 @@ def simul_windows(rec: Mapping[str, Any], tok, spec: StreamSpec, *, tgt_codes=No
                    0, 0, n, n)]
   try:
     bounds = window_bounds(len(prompt), lens, spec.max_len, context_chunks)
-  except ValueError as e:
-    raise FormatError(f"record {_rid(rec)}: {e}", reason="turn_too_long") from e
+  except ValueError as e:  # the first turn: the reason simul_example gives (build counts)
+    first = str(e).startswith("turn 0 ")
+    raise FormatError(f"record {_rid(rec)}: {e}",
+                      reason="first_turn_too_long" if first else "turn_too_long") from e
   src = np.asarray(rec["src_audio"], np.int16)
   out = []
   for first, own, end in bounds:

@@ -52,7 +52,7 @@ def test_drops_counted_by_reason_in_the_summary(built):
 
 
 def test_counts_match_what_the_sft_pipeline_drops(built):
-  """The count is of what `pipelines.StreamTransform` really drops (returns None)."""
+  """The count is of what `pipelines.StreamTransform` really drops (no example)."""
   from data_pipelines import pipelines
   from data_pipelines import tokenizer as tokmod
   _, summary = built
@@ -62,8 +62,10 @@ def test_counts_match_what_the_sft_pipeline_drops(built):
   t = pipelines.StreamTransform(tok, sfmt.StreamSpec.from_config(cfg), "sft",
                                 policy=cfg.data.policy, wait_k=cfg.data.wait_k)
   rng = np.random.default_rng(0)
-  dropped = sum(t.random_map(r, rng) is None for r in recs)
+  dropped = sum(not t.random_map(r, rng) for r in recs)
   assert dropped == summary["sft_drops"]["without_speech"]["dropped"] == 3
+  assert t.drops == {f"format:{k}": v for k, v in
+                     summary["sft_drops"]["without_speech"]["reasons"].items()}
 
 
 def test_build_fails_above_the_limit(built):

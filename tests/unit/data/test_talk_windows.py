@@ -126,7 +126,15 @@ def test_window_bounds_rule():
 def test_a_turn_longer_than_seq_len_is_a_format_error(records, tok):
   talk, _ = records
   with pytest.raises(sfmt.FormatError, match=talk["id"]) as err:
-    sfmt.simul_windows(talk, tok, spec(max_len=9))
+    sfmt.simul_windows(talk, tok, spec(max_len=8))  # prompt 4 + 4 slots + <eot> > 8
+  assert err.value.reason == "first_turn_too_long"  # as simul_example (build counts it)
+  # a later turn that cannot fit: hundreds of words ready at the end of the talk
+  long_end = dict(talk, tgt_words=list(talk["tgt_words"]) * 20)
+  long_end["tgt_ready_ms"] = np.concatenate(
+      [talk["tgt_ready_ms"], np.full((len(long_end["tgt_words"]) - len(talk["tgt_words"]),),
+                                     talk["tgt_ready_ms"][-1], np.float32)])
+  with pytest.raises(sfmt.FormatError, match="does not fit max_len=64") as err:
+    sfmt.simul_windows(long_end, tok, spec(max_len=64))
   assert err.value.reason == "turn_too_long"
 
 
