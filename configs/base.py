@@ -165,6 +165,9 @@ def get_config():
       # the TFDS build the stages read: "liveinterp_corpus" (the project's, at data.build),
       # "cvss" / "cvss_t" / "covost2" (user corpora at data.pair), or "dataset/config"
       corpus="liveinterp_corpus",
+      # share of the build's long-form talks whose utterances alternate two speakers with
+      # different espeak voices (data_pipelines.talks; per-utterance speaker spans)
+      multi_speaker_talks=0.25,
   ))
 
   # ---- training ---------------------------------------------------------------------

@@ -344,7 +344,8 @@ def run(pair: str, size: str, data_dir: str, *, model: str | None = None,
   # 1+2. corpus -> TFDS ------------------------------------------------------------------
   _say(f"step 1/4 corpus + step 2/4 TFDS: {pair} {size} -> {tfds_dir}")
   t0 = time.time()
-  kw = dict(corpus_cache_dir=cache_dir, corpus_seed=seed)
+  kw = dict(corpus_cache_dir=cache_dir, corpus_seed=seed,
+            multi_speaker_talks=float(cfg.data.get("multi_speaker_talks", 0.0)))
   if example_source is not None:
     kw["example_source"] = example_source
   b = liveinterp_corpus.builder(pair, size, tfds_dir, **kw)

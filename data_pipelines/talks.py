@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -61,11 +62,22 @@ SEGMENT_KEYS = ("speaker_segments_ms", "speaker_segment_names")
 def speaker_segments(rec: dict, sample_rate: int = SAMPLE_RATE
                      ) -> tuple[np.ndarray, list[str]]:
   """(spans float32[k, 2] of (start_ms, end_ms) in the source audio, speaker names) of
-  any record: its `speaker_segments_*` keys when present and non-empty, else one span
+  any record: its `speaker_segments_*` keys (or the JSON string `speaker_segments` of a
+  TFDS build, `tfds_builders.liveinterp_corpus`) when present and non-empty, else one span
   over the whole source audio spoken by rec["speaker"] (single-speaker records and
   builds made before the keys existed)."""
   spans = rec.get("speaker_segments_ms")
   names = rec.get("speaker_segment_names")
+  stored = rec.get("speaker_segments")  # a TFDS build's JSON string (tfds_builders)
+  if isinstance(stored, (bytes, np.bytes_)):
+    stored = stored.decode("utf-8")
+  if names is None and isinstance(stored, str) and stored:
+    try:
+      d = json.loads(stored)
+      spans, names = d["spans_ms"], d["names"]
+    except (ValueError, KeyError, TypeError) as e:
+      raise ValueError(f"record {rec.get('id')!r}: unreadable speaker_segments "
+                       f"{stored[:80]!r}: {e}") from e
   if spans is not None and names is not None and len(names):
     spans = np.asarray(spans, np.float32).reshape(-1, 2)
     names = [n.decode() if isinstance(n, bytes) else str(n) for n in names]

@@ -11,19 +11,31 @@ sentence-level utterance) comes from the corpus knobs (`corpus.KNOBS`). Build an
   src = tfds.data_source("liveinterp_corpus/zh_en_micro", data_dir=DIR, split="train")
 
 `example_source` (builder kwarg) replaces `corpus.iter_examples` (same signature); tests
-use it before/without the real corpus.
+use it before/without the real corpus. `multi_speaker_talks` (builder kwarg, the config's
+`data.multi_speaker_talks`): the fraction of talks whose utterances alternate speakers
+(`data_pipelines.talks`).
+
+Beyond the shared record schema (`common.record_features`) this builder stores
+`speaker_segments`: an *optional* string feature, JSON {"spans_ms": [[start, end], …],
+"names": [speaker, …]} of a multi-speaker talk's per-utterance speaker spans, "" for
+every other record. Optional, so builds made before it existed still load (the field
+reads as None there); `talks.speaker_segments(rec)` reads it either way, with the
+default of one span over the whole source audio.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import tensorflow_datasets as tfds
 
 from data_pipelines import corpus as corpus_lib
-from data_pipelines.tfds_builders import base
+from data_pipelines import talks as talks_lib
+from data_pipelines.tfds_builders import base, common
 
 PAIRS = ("zh-en", "en-zh", "en-es", "en-de", "es-en", "de-en")
 SIZES = ("micro", "tiny", "full", "laptop")
@@ -70,16 +82,43 @@ class LiveinterpCorpus(base.RecordBuilder):
               "espeak-ng speech": "GPL-3.0-or-later"}
 
   def __init__(self, *, example_source: ExampleSource | None = None,
-               corpus_cache_dir: str | None = None, corpus_seed: int = 0, **kwargs):
+               corpus_cache_dir: str | None = None, corpus_seed: int = 0,
+               multi_speaker_talks: float = 0.0, **kwargs):
+    if not 0.0 <= float(multi_speaker_talks) <= 1.0:
+      raise ValueError(f"multi_speaker_talks={multi_speaker_talks!r} (data."
+                       "multi_speaker_talks): expected a fraction in [0, 1]")
     super().__init__(**kwargs)
     self._example_source = example_source
     self._corpus_cache_dir = corpus_cache_dir
     self._corpus_seed = corpus_seed
+    self._multi_speaker_talks = float(multi_speaker_talks)
+    self._segments: dict[str, str] = {}
     self._corpus_stats: dict[str, Any] = {}
     self._corpus_licenses: dict[str, Any] = {}
 
   def _split_names(self):
     return SPLITS
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    # base.RecordBuilder._info plus the optional `speaker_segments` (module docstring).
+    md = tfds.core.MetadataDict()
+    md["sample_rate"] = common.SAMPLE_RATE
+    md["licenses"] = dict(self.LICENSES)
+    md["build_stats"] = {}
+    md["per_source_counts"] = {}
+    feats = {k: common.record_features()[k] for k in common.RECORD_FIELDS}
+    feats[SEGMENTS_FEATURE] = tfds.features.Tensor(shape=(), dtype=np.str_, optional=True)
+    return tfds.core.DatasetInfo(
+        builder=self, description=self.DESCRIPTION,
+        features=tfds.features.FeaturesDict(feats), homepage=self.HOMEPAGE or None,
+        citation=self.CITATION or None, metadata=md,
+        license="; ".join(f"{k}: {v}" for k, v in sorted(self.LICENSES.items())) or None)
+
+  def _generate_examples(self, split: str):
+    # The shared validation keeps the shared fields only: put the spans back.
+    for key, ex in super()._generate_examples(split):
+      ex[SEGMENTS_FEATURE] = self._segments.pop(ex["id"], "")
+      yield key, ex
 
   def _max_seconds(self, split):
     cfg = self.builder_config
@@ -126,9 +165,13 @@ class LiveinterpCorpus(base.RecordBuilder):
     if self._example_source is None:  # the real corpus reports what it skipped
       corpus_stats = {}
       kwargs["stats"] = corpus_stats
+      if self._multi_speaker_talks > 0:
+        kwargs["multi_speaker_talks"] = self._multi_speaker_talks
     it = self._source()(cfg.pair, cfg.size, split, cache, **kwargs)
     for n, rec in enumerate(it):
       name = rec.get("id", f"{split}[{n}]") if isinstance(rec, dict) else f"{split}[{n}]"
+      if isinstance(rec, dict) and rec.get("speaker_segment_names") is not None:
+        self._segments[str(rec.get("id"))] = segments_json(rec)
       yield str(name), rec
     if corpus_stats is not None:
       for rid, err in zip(corpus_stats.get("synth_skipped_ids", []),
@@ -141,6 +184,16 @@ class LiveinterpCorpus(base.RecordBuilder):
       self._corpus_stats.setdefault("synthesis", {})[split] = dict(
           examples=corpus_stats.get("examples", 0),
           skipped=corpus_stats.get("synth_skipped", 0))
+
+
+SEGMENTS_FEATURE = "speaker_segments"
+
+
+def segments_json(rec: dict) -> str:
+  """The stored `speaker_segments` string of a record with speaker spans."""
+  spans, names = talks_lib.speaker_segments(rec)
+  return json.dumps({"spans_ms": [[float(a), float(b)] for a, b in spans],
+                     "names": list(names)}, ensure_ascii=False)
 
 
 def builder(pair: str, size: str, data_dir: str, **kwargs) -> LiveinterpCorpus:

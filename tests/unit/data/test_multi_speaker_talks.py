@@ -132,3 +132,61 @@ def test_voice_map_and_bad_config():
     talks.TalkConfig(speakers_per_talk=1)
   with pytest.raises(ValueError, match="several speakers"):  # the old guard stays
     talks.concat_examples([_utt(0, four[0]), _utt(1, four[1])], [100.0], "x")
+
+
+# ---- TFDS: the spans survive the build; builds made before the field still load --------
+def _source_with_multi_talk(pair, size, split, cache_dir, *, seed=0):
+  from tests.unit.data import test_formats_fixtures as fx
+  yield from fx.fake_examples(pair, size, split, cache_dir, seed=seed)
+  if split == "talk":
+    a = _utt(1, speakers.SPEAKERS[0])
+    b = _utt(2, speakers.SPEAKERS[7])
+    a["src_lang"] = b["src_lang"] = pair.split("-")[0]
+    a["tgt_lang"] = b["tgt_lang"] = pair.split("-")[1]
+    yield talks.concat_examples([a, b, dict(a, id="u3")], [300.0, 500.0], "talk-multi",
+                                multi_speaker=True)
+
+
+def _read(data_dir, split):
+  from data_pipelines import pipelines
+  src = pipelines.open_source(data_dir, "liveinterp_corpus/zh_en_micro", split)
+  return {r["id"]: r for r in (src[i] for i in range(len(src)))}
+
+
+def test_tfds_stores_spans_and_old_builds_load(tmp_path, monkeypatch):
+  from data_pipelines.tfds_builders import base, liveinterp_corpus as lc
+  new_dir, old_dir = str(tmp_path / "new"), str(tmp_path / "old")
+  lc.builder("zh-en", "micro", new_dir, example_source=_source_with_multi_talk
+             ).download_and_prepare()
+  recs = _read(new_dir, "talk")
+  multi = recs["talk-multi"]
+  expect = talks.concat_examples(
+      [_utt(1, speakers.SPEAKERS[0]), _utt(2, speakers.SPEAKERS[7]),
+       dict(_utt(1, speakers.SPEAKERS[0]), id="u3")], [300.0, 500.0], "x",
+      multi_speaker=True)
+  spans, names = talks.speaker_segments(multi)
+  np.testing.assert_allclose(spans, expect["speaker_segments_ms"], rtol=1e-6)
+  assert names == ["spk00", "spk07", "spk00"] and multi["speaker"] == "spk00+spk07"
+  for rid, r in recs.items():   # single-speaker talks: stored "", read as the default
+    if rid != "talk-multi":
+      s, n = talks.speaker_segments(r)
+      assert n == [r["speaker"]] and s[0, 0] == 0.0
+  train = _read(new_dir, "train")
+  r = next(iter(train.values()))
+  assert talks.speaker_segments(r)[1] == [r["speaker"]]
+  # a build made by the code before the field existed (no `speaker_segments` feature)
+  monkeypatch.setattr(lc.LiveinterpCorpus, "_info", base.RecordBuilder._info)
+  monkeypatch.setattr(lc.LiveinterpCorpus, "_generate_examples",
+                      base.RecordBuilder._generate_examples)
+  lc.builder("zh-en", "micro", old_dir, example_source=_source_with_multi_talk
+             ).download_and_prepare()
+  monkeypatch.undo()
+  old = _read(old_dir, "talk")
+  assert old["talk-multi"].get("speaker_segments") is None
+  s, n = talks.speaker_segments(old["talk-multi"])   # the default: one span
+  assert n == ["spk00+spk07"] and s.shape == (1, 2)
+  with pytest.raises(ValueError, match="multi_speaker_talks"):
+    lc.builder("zh-en", "micro", new_dir, multi_speaker_talks=2.0)
+  with pytest.raises(ValueError, match="unreadable speaker_segments"):
+    talks.speaker_segments({"id": "x", "speaker_segments": b"{not json",
+                            "src_audio": np.zeros(3), "speaker": "a"})
