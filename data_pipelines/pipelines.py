@@ -411,7 +411,7 @@ class StreamTransform(grain.transforms.RandomMap):
   def __init__(self, tokenizer, spec: sfmt.StreamSpec, stage: str, *,
                task_weights: Mapping[str, float] | None = None, policy: str = "alignment",
                wait_k: int = 3, codes_fn: CodesFn | None = None, frame_ms: int = 0,
-               context_chunks: int = 8, max_audio_slots: int | None = None,
+               context_chunks: int = 4, max_audio_slots: int | None = None,
                drops: DropCounts | None = None, carry_drops: bool = False):
     if stage not in ("pretrain", "sft"):
       raise ValueError(f"stage={stage!r}: expected 'pretrain' or 'sft'")
@@ -500,6 +500,15 @@ class StreamTransform(grain.transforms.RandomMap):
           rec, self.tok, n_slots * self.spec.slot_ms // self.frame_ms, self.frame_ms,
           offset_ms=offset_ms)
     return ex
+
+
+def window_context_chunks(cfg) -> int:
+  """`data.window_context_chunks` (default 4), checked: an integer >= 0."""
+  v = cfg.data.get("window_context_chunks", 4)
+  if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+    raise ValueError(f"data.window_context_chunks={v!r}: must be an integer >= 0 (the "
+                     f"chunks of context before an SFT window's own turns)")
+  return int(v)
 
 
 class _Flatten(grain.experimental.FlatMapTransform):
@@ -641,7 +650,7 @@ def stream_dataset(source: Sequence[Mapping[str, Any]], cfg, tokenizer, stage: s
   shard = shard or shard_options()
   ds = _base_dataset(source, seed, shard, num_epochs, shuffle)
   if context_chunks is None:
-    context_chunks = int(cfg.data.get("window_context_chunks", 8))
+    context_chunks = window_context_chunks(cfg)
   carry = worker_count > 0 and drops is not None and not packing
   if worker_count > 0 and drops is not None and packing:
     logging.warning("packed pipeline with %d worker processes: dropped examples are not "

@@ -522,7 +522,7 @@ def window_bounds(prompt_len: int, block_lens: Sequence[int], max_len: int,
 
 def simul_windows(rec: Mapping[str, Any], tok, spec: StreamSpec, *, tgt_codes=None,
                   policy: str = "alignment", k: int = 3,
-                  context_chunks: int = 8) -> list[Window]:
+                  context_chunks: int = 4) -> list[Window]:
   """Every turn of a record's SIMUL stream as a loss target, in windows of `max_len`.
 
   A stream that fits `spec.max_len` (with its `<eos>`) is one window: exactly

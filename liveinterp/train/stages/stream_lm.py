@@ -198,7 +198,7 @@ def _dataset(config, stage, source, tok, codes_fn, shard=None, seed=None, shuffl
   return pipelines.make_dataset(
       stage, config, source, tok, packing=False, codes_fn=codes_fn, shard=shard,
       seed=seed, shuffle=shuffle, num_epochs=num_epochs, policy=config.data.policy,
-      context_chunks=int(config.data.window_context_chunks), drops=drops,
+      context_chunks=pipelines.window_context_chunks(config), drops=drops,
       wait_k=config.data.wait_k, speech_placeholder=placeholder,
       max_audio_slots=config.data.max_audio_slots,
       max_src_tokens=(int(config.data.max_src_tokens) if config.train.ctc_weight > 0 else 0),
@@ -228,7 +228,7 @@ def check_examples_fit(config, stage, source, tok, codes_fn, probe: int = 256) -
         if stage == "sft":
           windows = sfmt.simul_windows(
               rec, tok, spec, tgt_codes=codes, policy=config.data.policy,
-              k=config.data.wait_k, context_chunks=int(config.data.window_context_chunks))
+              k=config.data.wait_k, context_chunks=pipelines.window_context_chunks(config))
           examples = [w.example for w in windows]
         else:
           examples = [sfmt.pretrain_example(rec, tok, spec, task, tgt_codes=codes)]

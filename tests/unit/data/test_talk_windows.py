@@ -159,3 +159,11 @@ def test_pipeline_yields_every_window_and_no_partial_ctc_target(records, tok):
   L = today["tokens"].size
   np.testing.assert_array_equal(rows[n_win]["tokens"][:L], today["tokens"])
   np.testing.assert_array_equal(rows[n_win]["loss_mask"][:L], today["loss_mask"])
+
+
+@pytest.mark.parametrize("bad", [-1, -8])  # ml_collections refuses non-ints itself
+def test_bad_window_context_chunks_is_named(bad):
+  cfg = micro.get_config("sft")
+  cfg.data.window_context_chunks = bad
+  with pytest.raises(ValueError, match=r"data\.window_context_chunks=.*integer >= 0"):
+    pl.window_context_chunks(cfg)
