@@ -73,7 +73,8 @@ def _donated_bytes(compiled) -> int | None:
   try:
     import jax  # pylint: disable=g-import-not-at-top
     infos = jax.tree.leaves(compiled.args_info, is_leaf=lambda x: hasattr(x, "donated"))
-    shardings = jax.tree.leaves(compiled.input_shardings)
+    # keep None leaves (an argument with no sharding of its own, e.g. the rng key)
+    shardings = jax.tree.leaves(compiled.input_shardings, is_leaf=lambda x: x is None)
     if len(infos) != len(shardings):
       return None
     total = 0
@@ -81,7 +82,7 @@ def _donated_bytes(compiled) -> int | None:
       if not info.donated:
         continue
       aval = info._aval  # pylint: disable=protected-access
-      shape = s.shard_shape(aval.shape) if hasattr(s, "shard_shape") else aval.shape
+      shape = s.shard_shape(aval.shape) if s is not None else aval.shape
       total += math.prod(shape) * aval.dtype.itemsize
     return total
   except Exception:  # pylint: disable=broad-except  # an estimate's detail, never fatal

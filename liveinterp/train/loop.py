@@ -40,7 +40,7 @@ from jax.experimental import multihost_utils
 
 from data_pipelines import pipelines
 from liveinterp.common import checkpointing, config as config_lib, mesh as mesh_lib
-from liveinterp.common import reporting, sharding
+from liveinterp.common import memory, reporting, sharding
 from liveinterp.train import optimizer, step as step_lib, train_state
 
 EXIT_DIVERGED = 3
@@ -195,6 +195,14 @@ def run(config, workdir: str, stage: Stage, stop_at: int | None = None) -> dict:
   t0 = time.perf_counter()
   compiled, _ = step_lib.compile_step(step_fn, abstract, shardings, abstract_batch, mesh, rules)
   reporting.console(f"[{stage.name}] compiled train step in {time.perf_counter() - t0:.1f}s")
+  # Before the first step: will it fit? (issue #12; before, the OS killed it silently)
+  try:
+    mem = memory.check_step(compiled, config.train, what=stage.name)
+  except memory.MemoryEstimateError:
+    ckpt.close()
+    raise
+  reporting.console(memory.summary(mem, stage.name,
+                                   checked=config.train.get("memory_check", True)))
 
   if jax.process_index() == 0:
     _drop_metrics_after(workdir, start)

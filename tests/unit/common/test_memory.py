@@ -17,7 +17,7 @@ N, K, M = 64, 128, 32
 
 
 def _compiled(donate=False):
-  f = jax.jit(lambda a, b: (jnp.tanh(a @ b), (a @ b).sum()),
+  f = jax.jit(lambda a, b: (jnp.tanh(a @ b), a * 2.0),  # a's buffer is reusable if donated
               donate_argnums=(0,) if donate else ())
   return f.lower(jax.ShapeDtypeStruct((N, K), jnp.float32),
                  jax.ShapeDtypeStruct((K, M), jnp.float32)).compile()
@@ -44,6 +44,24 @@ def test_donated_state_is_counted_per_device():
   b = memory.compiled_bytes(c)
   assert b["donated"] == 256 * 64 * 4  # one device's shard of the state, not all 8
   assert b["argument"] == b["donated"] + 16 * 16 * 4
+
+
+def test_an_argument_without_a_sharding_keeps_the_donated_count():
+  # The train step's rng key has in_shardings None: its input sharding is None, which a
+  # plain tree flatten drops (47 shardings for 48 arguments: no state size at all).
+  real = _compiled(donate=True)
+  info = jax.tree.leaves(real.args_info, is_leaf=lambda x: hasattr(x, "donated"))
+  mesh = jax.make_mesh((8,), ("d",), axis_types=(jax.sharding.AxisType.Auto,))
+  key_info = types.SimpleNamespace(_aval=jax.typeof(jax.random.key(0)), donated=False)
+  fake = types.SimpleNamespace(
+      memory_analysis=real.memory_analysis,
+      args_info=((info[0], info[1], key_info), {}),
+      input_shardings=((NamedSharding(mesh, P("d")), NamedSharding(mesh, P()), None), {}))
+  b = memory.compiled_bytes(fake)
+  assert b["donated"] == N * K * 4 // 8  # the donated (N, K) argument, split over 8
+  with pytest.raises(memory.MemoryEstimateError, match=r"\(state 4.0 KiB, batch and other "
+                                                       r"inputs "):
+    memory.check_fits(fake, what="x", devices_per_host=1, override_bytes=1)
 
 
 def test_check_fits_passes_with_room_and_names_stage_and_sizes_without():
