@@ -167,3 +167,21 @@ def test_bad_window_context_chunks_is_named(bad):
   cfg.data.window_context_chunks = bad
   with pytest.raises(ValueError, match=r"data\.window_context_chunks=.*integer >= 0"):
     pl.window_context_chunks(cfg)
+
+
+def test_window_frame_labels_are_the_sources_at_its_chunks(records, tok):
+  """The per-frame source labels (frame loss) of a window are those of its stretch of the
+  source, not of the talk's beginning."""
+  talk, _ = records
+  sp = spec(max_len=64)
+  t = pl.StreamTransform(tok, sp, "sft", frame_ms=40, context_chunks=2)
+  exs = t.random_map(talk, np.random.default_rng(0))
+  wins = sfmt.simul_windows(talk, tok, sp, context_chunks=2)
+  assert len(exs) == len(wins) >= 2
+  per_chunk = sp.chunk_ms // 40
+  full = pl.source_frame_labels(talk, tok, wins[-1].end * per_chunk, 40)
+  assert (full > 0).any()
+  for ex, w in zip(exs, wins):
+    np.testing.assert_array_equal(ex["src_frames"],
+                                  full[w.first * per_chunk:w.end * per_chunk])
+    assert ex["src_ids"].size == 0
