@@ -169,3 +169,16 @@ def test_stage_result_holds_data_drops(capsys):
   out = capsys.readouterr()
   lines = [l for l in (out.out + out.err).splitlines() if "training data: dropped" in l]
   assert len(lines) == 1 and "max_audio_slots" in lines[0]
+
+
+def test_codec_stage_result_holds_data_drops():
+  from liveinterp.train import stages
+  c = fx.micro_config("codec")
+  c.data.data_dir = fx.micro_build()
+  c.train.eval_batches = 0
+  stage = stages.build(c)
+  drops = stage.info["data_drops"]
+  assert isinstance(drops, pl.DropCounts)
+  assert set(drops) <= {"speaker_single_utterance"}
+  next(stage.make_data(0))
+  json.dumps(stage.info)
