@@ -182,3 +182,40 @@ def test_codec_stage_result_holds_data_drops():
   assert set(drops) <= {"speaker_single_utterance"}
   next(stage.make_data(0))
   json.dumps(stage.info)
+
+
+def test_loop_result_holds_data_drops_and_logs_one_line_at_the_end(tmp_path, capsys):
+  """Through `loop.run` (a toy model): the live counter lands in the result (as the CLI
+  writes result.json) with what the pipeline counted, and the stage's data iterator
+  prints the summary line once, when the run lets go of it."""
+  import jax
+  from liveinterp.common import reporting
+  from liveinterp.train import loop
+  from tests.tiny_models import TinyLM, lm_loss
+  drops = pl.DropCounts()
+
+  def make_data(start):
+    def batches():
+      step = start
+      while True:
+        drops.add("format:no_ready_times")  # one dropped record per batch
+        rng = np.random.default_rng([7, step, jax.process_index()])
+        ids = rng.integers(0, 32, (8, 9)).astype(np.int32)
+        yield {"inputs": ids[:, :-1], "targets": ids[:, 1:]}
+        step += 1
+    return pl.report_drops_at_end(batches(), drops,
+                                  lambda line: reporting.console(f"[toy] {line}"))
+
+  c = micro.get_config()
+  c.train.steps, c.train.warmup_steps = 3, 1
+  c.checkpoint.every_steps, c.checkpoint.async_save = 3, False
+  stage = loop.Stage("toy", lambda r: TinyLM(32, 16, 32, r), lm_loss, make_data,
+                     info={"data_drops": drops})
+  result = loop.run(c, str(tmp_path), stage)
+  with open(tmp_path / "result.json", "w") as f:
+    json.dump(dict(result), f)
+  with open(tmp_path / "result.json") as f:
+    back = json.load(f)
+  assert back["data_drops"] == {"format:no_ready_times": 3}  # 3 batches drawn
+  out = capsys.readouterr().out
+  assert out.count("training data: dropped 3 examples: format:no_ready_times 3") == 1
