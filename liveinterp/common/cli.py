@@ -175,8 +175,9 @@ def run(main: Callable, *, prog: str, user_errors: Sequence[type] = (),
         _CONFIG_OVERRIDES[:] = overrides
       return flags.FLAGS(argv)
     except Exception as e:  # pylint: disable=broad-except
-      # flags.Error (bad value, missing required flag), or an override of a config field
-      # that does not exist (AttributeError/KeyError from ml_collections).
+      # flags.Error (bad value, missing required flag), UserError (split_config_overrides),
+      # or AttributeError/KeyError of an ml_collections config flag (none of ours: they
+      # take --config.* through config.load, whose ConfigError main reports).
       if "--verbose" in argv:
         raise
       if isinstance(e, (flags.Error, UserError)):

@@ -1,4 +1,7 @@
-"""Config validation: one function that rejects bad values with a message naming the field.
+"""Config loading and validation: `load(spec, overrides)` is the one way a config is read
+(a size name, `configs/<size>.py[:stage]`, any config file or a run's config.json, with
+`"a.b=v"` overrides parsed as `--config.a.b=v` is; see "Loading" at the end of this file),
+and one function, `validate`, rejects bad values with a message naming the field.
 
 Everything downstream may assume a validated config. `validate(config, num_devices=N)`
 also checks the mesh against the device count and the batch against the data-parallel

@@ -237,3 +237,8 @@ def test_recipe_stage_configs_take_the_overrides(tmp_path, stage):
   assert c.data.data_dir == str(tmp_path / "d") and c.tokenizer.model_path == "TOK"
   with pytest.raises(config_lib.ConfigError, match="unknown field 'train.lr'"):
     recipes.stage_config("micro", stage, "R", "D", "TOK", overrides=["train.lr=1"])
+
+
+def test_negated_override_takes_no_value():
+  with pytest.raises(cli.UserError, match="--noconfig.a.b=1: --noconfig.* takes no value"):
+    cli.split_config_overrides(["--noconfig.a.b=1"])
