@@ -157,8 +157,9 @@ def voice_lost_controls(codec, speaker, results, records, sample_rate: int,
   audio, not the codes; the codec decodes its encoding back to nearly the same audio,
   and `resynth` shows how near). The embedding is the speaker encoder's on the last
   `window_samples` of that source (the decoder's speaker window; default 3 s).
-  Audio is padded to multiples of `bucket_s` (one compile per bucket; codec encoder and
-  decoder are causal, so the padding does not change the kept samples).
+  Audio is zero-padded to `bucket_s` × a power of two (one compile per bucket, a few per
+  evaluation; codec encoder and decoder are causal, so the padding does not change the
+  kept samples).
 
   Returns (controls, resynth): float32 audio per output, None where the output has no
   speech (shorter than one codec hop) or no other speaker exists.
@@ -167,8 +168,13 @@ def voice_lost_controls(codec, speaker, results, records, sample_rate: int,
   from flax import nnx
   from liveinterp.eval import voice
   n_win = int(window_samples or 3 * sample_rate)
-  hop, bucket = int(codec.hop), max(int(codec.hop), int(bucket_s * sample_rate))
-  bucket = -(-bucket // hop) * hop
+  hop = int(codec.hop)
+  min_frames = max(1, -(-int(bucket_s * sample_rate) // hop))
+
+  def padded_frames(n_frames: int) -> int:  # min_frames x the next power of two
+    k = -(-n_frames // min_frames)
+    return min_frames * (1 << max(0, (k - 1).bit_length()))
+
   ids = [str(r["speaker"]) for r in records]
   partners = voice.control_partners(ids)
   srcs = [np.asarray(r["src_audio"], np.float32) / 32768.0 for r in records]
@@ -185,12 +191,12 @@ def voice_lost_controls(codec, speaker, results, records, sample_rate: int,
       resynth.append(None)
       continue
     if codes is not None:
-      frames = -(-n // bucket) * bucket // hop
+      frames = padded_frames(n // hop)
       q = np.zeros((1, frames, np.shape(codes)[1]), np.int32)
       q[0, :len(codes)] = np.asarray(codes, np.int32)
       run = lambda ref, m, q=q: from_codes(codec, speaker, jnp.asarray(q), ref, m)  # noqa: E731
     else:
-      x = np.zeros((1, -(-n // bucket) * bucket), np.float32)
+      x = np.zeros((1, padded_frames(n // hop) * hop), np.float32)
       x[0, :n] = speech[:n]
       run = lambda ref, m, x=x: from_audio(codec, speaker, jnp.asarray(x), ref, m)  # noqa: E731
     outs = []
