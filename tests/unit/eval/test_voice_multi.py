@@ -102,3 +102,34 @@ def test_two_speaker_talks_and_voice_multi(audio):
   assert merged["n"] == 1 and merged["accuracy"] == 1.0
   apart = evaluate.voice_multi([_result(short[:2])], [talk], 16000, merge=False)
   assert apart["n"] == 0 and apart["skipped"] == 2
+
+
+def test_report_markdown_and_payload_carry_voice_control_and_multi():
+  import copy
+  from liveinterp import evaluate
+  from tests.unit.eval.test_publish_table import REPORT
+  r = copy.deepcopy(REPORT)
+  r.update(chunk_ms=320, policies={}, examples_text=[])
+  r["simul"].update(empty_outputs=0, text_latency_ca={})
+  r["codec"]["items"] = 4
+  r["voice"] = {"margin": 0.1, "same_speaker_cos": 0.6, "other_speaker_cos": 0.5,
+                "top1_rate": 0.5, "n": 4, "skipped": 0, "control_codes": "codec re-encoding",
+                "control": {"own_speaker_cos": 0.61, "control_cos": 0.42, "margin": 0.19,
+                            "margin_quantiles": {"min": -0.1, "p25": 0.05, "median": 0.2,
+                                                 "p75": 0.3, "max": 0.5},
+                            "positive_rate": 0.75, "n": 4, "skipped": 1},
+                "control_resynth": {"margin": 0.15}}
+  r["voice_multi"] = {"accuracy": 0.875, "margin": 0.12, "n": 8, "skipped": 3,
+                      "talks": 4, "ambiguous": 2, "raw_segments": 13, "guard_ms": 1000.0}
+  md = evaluate._markdown(r)
+  assert "Voice-lost control" in md and "margin 0.19" in md and "median 0.2" in md
+  assert "positive 0.75" in md and "resynthesised own voice margin 0.15" in md
+  assert "two-speaker talks (4 talks)" in md and "0.875 of the time" in md
+  assert "3 too short" in md
+  p = evaluate.publish_payload(r)
+  assert p["speaker_control_margin"] == 0.19 and p["voice_multi_accuracy"] == 0.875
+  # a report without them (text-only, older runs) still renders
+  bare = copy.deepcopy(r)
+  del bare["voice_multi"], bare["voice"]["control"]
+  assert "Voice-lost" not in evaluate._markdown(bare)
+  assert evaluate.publish_payload(bare)["speaker_control_margin"] is None
