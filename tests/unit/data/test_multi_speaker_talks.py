@@ -190,3 +190,23 @@ def test_tfds_stores_spans_and_old_builds_load(tmp_path, monkeypatch):
   with pytest.raises(ValueError, match="unreadable speaker_segments"):
     talks.speaker_segments({"id": "x", "speaker_segments": b"{not json",
                             "src_audio": np.zeros(3), "speaker": "a"})
+
+
+def test_micro_corpus_multi_speaker_talk(tmp_path):
+  # The real micro corpus (HSK text, espeak speech): its one test talk, all talks drawn
+  # multi-speaker; the laptop knob (4 voices) path is `test_voice_map_and_bad_config`.
+  from data_pipelines import corpus
+  cache = str(tmp_path)
+  one = list(corpus.iter_examples("zh-en", "micro", "talk", cache, seed=1))
+  multi = list(corpus.iter_examples("zh-en", "micro", "talk", cache, seed=1,
+                                    multi_speaker_talks=1.0))
+  assert len(one) == len(multi) == 1 and "speaker_segments_ms" not in one[0]
+  t = multi[0]
+  spans, names = talks.speaker_segments(t)
+  n = len(corpus.build_text_pairs("zh-en", "micro", cache)[0]["test"])
+  assert len(names) == n and all(a != b for a, b in zip(names, names[1:]))
+  assert len({speakers.get_speaker(s).variant for s in names}) == 2
+  assert spans[-1, 1] == pytest.approx(1000.0 * len(t["src_audio"]) / SAMPLE_RATE)
+  assert names[0] == one[0]["speaker"] or names[1] == one[0]["speaker"]
+  # same text and words as the single-speaker talk; the speech differs by speaker
+  assert t["src_text"] == one[0]["src_text"] and t["tgt_words"] == one[0]["tgt_words"]
