@@ -109,7 +109,9 @@ def concat_examples(examples: Sequence[dict], pauses_ms: Sequence[float], talk_i
 
   pauses_ms: len(examples) − 1 pauses, inserted between utterances in both audios.
   multi_speaker: allow utterances of several speakers (same languages); the record then
-  gets `SEGMENT_KEYS` (module docstring). Without it, several speakers raise ValueError.
+  gets `SEGMENT_KEYS` (module docstring): one span per utterance, or an input's own spans
+  when it has several (a multi-speaker talk). Without it, several speakers raise
+  ValueError.
   """
   if not examples:
     raise ValueError(f"talk {talk_id}: no utterances")
@@ -125,7 +127,7 @@ def concat_examples(examples: Sequence[dict], pauses_ms: Sequence[float], talk_i
     if (e["src_lang"], e["tgt_lang"]) != (src_lang, tgt_lang):
       raise ValueError(f"talk {talk_id}: utterance {i} ({e.get('id')}) is "
                        f"{e['src_lang']}->{e['tgt_lang']}, the talk {src_lang}->{tgt_lang}")
-  spans = []
+  spans, span_names = [], []
   src_audio, tgt_audio = [], []
   src_words, tgt_words = [], []
   times = {k: [] for k in ("src_word_start_ms", "src_word_end_ms", "tgt_word_start_ms",
@@ -141,7 +143,10 @@ def concat_examples(examples: Sequence[dict], pauses_ms: Sequence[float], talk_i
       src_off += len(pause)
       tgt_off += len(pause)
     s_ms, t_ms = 1000.0 * src_off / SAMPLE_RATE, 1000.0 * tgt_off / SAMPLE_RATE
-    spans.append((s_ms, 1000.0 * (src_off + len(e["src_audio"])) / SAMPLE_RATE))
+    if multi_speaker:  # the utterance's own spans (several for a multi-speaker input)
+      sp, nm = speaker_segments(e)
+      spans += [(s_ms + float(a), s_ms + float(b)) for a, b in sp]
+      span_names += nm
     src_audio.append(e["src_audio"])
     tgt_audio.append(e["tgt_audio"])
     times["src_word_start_ms"].append(e["src_word_start_ms"] + s_ms)
@@ -160,7 +165,8 @@ def concat_examples(examples: Sequence[dict], pauses_ms: Sequence[float], talk_i
   out = {
     "id": talk_id,
     "source": "+".join(sorted({e["source"] for e in examples})),
-    "speaker": "+".join(dict.fromkeys(e["speaker"] for e in examples)),
+    "speaker": ("+".join(dict.fromkeys(span_names)) if multi_speaker
+                else first["speaker"]),
     "src_lang": src_lang, "tgt_lang": tgt_lang,
     "src_text": _joiner(src_lang).join(e["src_text"] for e in examples),
     "tgt_text": _joiner(tgt_lang).join(e["tgt_text"] for e in examples),
@@ -178,7 +184,7 @@ def concat_examples(examples: Sequence[dict], pauses_ms: Sequence[float], talk_i
   out["tgt_ready_ms"] = np.maximum.accumulate(out["tgt_ready_ms"]).astype(np.float32)
   if multi_speaker:
     out["speaker_segments_ms"] = np.asarray(spans, np.float32).reshape(-1, 2)
-    out["speaker_segment_names"] = [str(e["speaker"]) for e in examples]
+    out["speaker_segment_names"] = [str(n) for n in span_names]
   return out
 
 

@@ -210,3 +210,16 @@ def test_micro_corpus_multi_speaker_talk(tmp_path):
   assert names[0] == one[0]["speaker"] or names[1] == one[0]["speaker"]
   # same text and words as the single-speaker talk; the speech differs by speaker
   assert t["src_text"] == one[0]["src_text"] and t["tgt_words"] == one[0]["tgt_words"]
+
+
+def test_concat_of_a_multi_speaker_talk_keeps_its_spans():
+  a, b, c = (_utt(i, speakers.SPEAKERS[k]) for i, k in ((0, 0), (1, 7), (2, 3)))
+  inner = talks.concat_examples([a, b], [250.0], "inner", multi_speaker=True)
+  outer = talks.concat_examples([dict(inner, is_talk=False), c], [500.0], "outer",
+                                multi_speaker=True)
+  spans, names = talks.speaker_segments(outer)
+  assert names == ["spk00", "spk07", "spk03"] and outer["speaker"] == "spk00+spk07+spk03"
+  inner_spans, _ = talks.speaker_segments(inner)
+  np.testing.assert_allclose(spans[:2], inner_spans)
+  start_c = 1000.0 * (len(inner["src_audio"])) / 16000 + 500.0
+  np.testing.assert_allclose(spans[2], [start_c, start_c + len(c["src_audio"]) / 16.0])
