@@ -71,9 +71,9 @@ class DropCounts(dict):
 
   A plain dict to read and to write as JSON (the stage puts it into its result as
   `data_drops`); `add` is thread-safe (grain maps records on several threads). Counts
-  are of this process and this invocation: a resumed run counts from 0 again (the
-  records it re-reads are counted again), each process of a multi-process run counts
-  its own slice (the result is process 0's).
+  are of this process and this invocation: a resumed run counts what it reads from its
+  restored data position on, from 0; each process of a multi-process run counts its own
+  slice (the result is process 0's).
   """
 
   def __init__(self, *args, **kw):
