@@ -45,7 +45,7 @@ from flax import nnx
 
 from data_pipelines import build as build_lib, pipelines
 from liveinterp.common import checkpointing, config as config_lib, mesh as mesh_lib
-from liveinterp.common import reporting, sharding
+from liveinterp.common import memory, reporting, sharding
 from liveinterp.inference import streaming
 from liveinterp.models import s2st
 from liveinterp.models.codec import Codec
@@ -226,6 +226,20 @@ def initial_state(params, model_state, tx, beta: float, rl_shardings: RLState, m
                    log_beta=jax.device_put(jnp.log(jnp.float32(beta)), rl_shardings.log_beta))
 
 
+def check_update_memory(update_jit, args, config, name: str) -> dict:
+  """Before the first update: its compiled memory against the machine's (issue #12;
+  liveinterp/common/memory.py). Raises MemoryEstimateError (one line, exit code 2) when it
+  will not fit. The compile is jit's own: the update called with the same `args` reuses
+  it (nothing is compiled twice, the numerics are the update's)."""
+  mem = memory.check_step(
+      update_jit.lower(*args).compile(), config.train, what=name, step="RL update",
+      hint="lower train.batch_size or rl.seq_len (0: from data.seq_len), raise "
+           "rl.ppo_minibatches, or use more devices")
+  reporting.console(memory.summary(mem, name, step="update memory",
+                                   checked=config.train.get("memory_check", True)))
+  return mem
+
+
 def jit_update(update_fn, rl_shardings: RLState):
   """`update` jitted with the state's shardings (donated); the batch keeps the data
   sharding it arrives with."""
@@ -387,8 +401,12 @@ def run(config, workdir: str, stop_at: int | None = None) -> dict:
         batch = dict(batch, old_logp=old_logp, old_values=old_values, ref_logp=ref_logp,
                      kl_exact=kl_exact)
         warm = it < int(config.rl.value_warmup)
-        state, m = update_jit(state, batch, jax.random.fold_in(key, 1),
-                              jnp.float32(0.0 if warm else 1.0), value_only if warm else ones)
+        args = (state, batch, jax.random.fold_in(key, 1), jnp.float32(0.0 if warm else 1.0),
+                value_only if warm else ones)
+        if it == start:  # before the first update of this run: will it fit?
+          check_update_memory(update_jit, args, config, name)
+        state, m = update_jit(*args)
+        del args  # holds the donated state
       m = {k: float(v) for k, v in jax.device_get(m).items()}
       # train forward == decoder, on the positions whose action is the token itself
       gen = host["gen_mask"] > 0

@@ -142,3 +142,37 @@ def test_memory_limit_gb_must_be_finite_and_not_negative(value):
   c.train.memory_limit_gb = value
   with pytest.raises(config_lib.ConfigError, match="train.memory_limit_gb="):
     config_lib.validate(c)
+
+
+def test_checking_before_the_first_call_compiles_once():
+  # The RL trainer checks `update_jit.lower(*args).compile()` and then calls `update_jit(*args)`
+  # (liveinterp/rl/trainer.py::check_update_memory): the call must reuse that compile.
+  from jax._src import monitoring  # pylint: disable=g-import-not-at-top
+  compiles = []
+
+  def listen(event, _, **kw):
+    if event.endswith("backend_compile_duration"):
+      compiles.append(event)
+  monitoring.register_event_duration_secs_listener(listen)
+  try:
+    _compile_then_call(compiles)
+  finally:
+    monitoring.unregister_event_duration_listener(listen)
+
+
+def _compile_then_call(compiles):
+  mesh = jax.make_mesh((8,), ("d",), axis_types=(jax.sharding.AxisType.Auto,))
+  s = NamedSharding(mesh, P("d"))
+  update = jax.jit(lambda st, x, k: (st - 0.1 * x.mean() + jax.random.normal(k), x.sum()),
+                   out_shardings=(s, None), donate_argnums=(0,))
+  state = jax.device_put(jnp.arange(64 * 8, dtype=jnp.float32), s)
+  x, key = jnp.ones((16, 16)), jax.random.key(3)
+  jax.block_until_ready((state, x, key))
+  n0 = len(compiles)
+  args = (state, x, key)
+  memory.check_step(update.lower(*args).compile(), _train(), what="rl1")
+  assert len(compiles) == n0 + 1
+  new_state, _ = update(*args)
+  assert len(compiles) == n0 + 1  # no second compile
+  update(new_state, x, key)
+  assert len(compiles) == n0 + 1
