@@ -7,6 +7,7 @@ import types
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
@@ -176,3 +177,21 @@ def _compile_then_call(compiles):
   assert len(compiles) == n0 + 1  # no second compile
   update(new_state, x, key)
   assert len(compiles) == n0 + 1
+
+
+def test_every_process_stops_when_one_does_not_fit(monkeypatch):
+  # Process 0 fits, process 1 (another host, less memory) does not: both must stop, or
+  # process 0 would wait for process 1 in the first collective of the step.
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  sent = []
+
+  def allgather(x):
+    sent.append(int(x))
+    return np.array([int(x), 1])
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  monkeypatch.setattr(multihost_utils, "process_allgather", allgather)
+  with pytest.raises(memory.MemoryEstimateError,
+                     match=r"^\[sft\] not enough memory on process\(es\) \[1\] .*: lower "
+                           r"train.batch_size"):
+    memory.check_step(_compiled(), _train(), what="sft")
+  assert sent == [0]  # this process fits and said so
