@@ -148,8 +148,9 @@ def estimate(compiled, *, what: str, devices_per_host: int, limit_fraction: floa
   """`compiled`'s memory against the machine's, without raising (`check_fits`' docstring).
 
   Returns dict(compiled_bytes(...), need=bytes compared, available=usable bytes,
-  source=where that came from, per_host=bool, devices=the multiplier, fits=bool or None
-  if unknown, message=the error text when it does not fit, else None)."""
+  source=where that came from, fraction=the share of it counted, per_host=bool,
+  devices=the multiplier, fits=bool or None if unknown, message=the error text when it
+  does not fit, else None)."""
   if not 0 < limit_fraction <= 1:
     raise ValueError(f"limit_fraction={limit_fraction}: must be in (0, 1]")
   b = compiled_bytes(compiled)
@@ -176,8 +177,8 @@ def estimate(compiled, *, what: str, devices_per_host: int, limit_fraction: floa
         f"per device ({_breakdown(b)}){shared} but {where} has {fmt_bytes(usable)} "
         f"available ({source if fraction == 1 else f'{source} x {fraction:g}'}): {hint} "
         f"(train.memory_check=False skips this check)")
-  return dict(b, need=need, available=usable, source=source, per_host=per_host,
-              devices=n, fits=fits, message=message)
+  return dict(b, need=need, available=usable, source=source, fraction=fraction,
+              per_host=per_host, devices=n, fits=fits, message=message)
 
 
 def check_fits(compiled, *, what: str, devices_per_host: int, limit_fraction: float = 0.9,
@@ -241,5 +242,7 @@ def summary(result: dict, what: str, step: str = "step", checked: bool = True) -
     return f"[{what}] {step} memory: unknown on this backend (not checked{off})"
   avail = "unknown" if result["available"] is None else fmt_bytes(result["available"])
   shared = f" x {result['devices']} devices" if result.get("devices", 1) > 1 else ""
+  fraction = result.get("fraction", 1.0)
+  source = result["source"] if fraction == 1 else f"{result['source']} x {fraction:g}"
   return (f"[{what}] {step} memory ~{fmt_bytes(result['total'])}/device{shared} of "
-          f"{avail} available ({result['source']}{off})")
+          f"{avail} available ({source}{off})")

@@ -129,6 +129,8 @@ def test_check_step_follows_the_config():
   line = memory.summary(r, "demo")
   assert line.startswith(f"[demo] step memory ~{memory.fmt_bytes(r['total'])}/device x 8 "
                          f"devices of ")
+  assert line.endswith(" available (/proc/meminfo MemAvailable x 0.9)") or \
+      line.endswith(" available (os.sysconf available pages x 0.9)"), line
   with pytest.raises(memory.MemoryEstimateError, match=r"^\[demo\] not enough memory"):
     memory.check_step(c, _train(limit=1e-6), what="demo")
   off = memory.check_step(c, _train(check=False, limit=1e-6), what="demo")  # only logged
