@@ -84,28 +84,29 @@ def main(argv):
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   from benchmarks import common
   from liveinterp.eval import latency
-  from liveinterp.inference import sampling, streaming
+  from liveinterp.common import token_layout
+  from liveinterp.inference import decoder as decoder_lib, loading
   from liveinterp.common import config as config_lib
 
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   cfg = config_lib.load(_SIZE.value)
   t0 = time.perf_counter()
-  models = streaming.build_models(cfg, workdir=_WORKDIR.value)
+  models = loading.build_models(cfg, workdir=_WORKDIR.value)
   build_s = time.perf_counter() - t0
-  layout = sampling.TokenLayout.from_config(cfg)
-  dec = streaming.StreamingDecoder(*models, layout, cfg,
-                                   prompt_ids=streaming.prompt_for(cfg))
+  layout = token_layout.TokenLayout.from_config(cfg)
+  dec = decoder_lib.StreamingDecoder(*models, layout, cfg,
+                                   prompt_ids=decoder_lib.prompt_for(cfg))
   m, c = dec.max_turn_tokens, dec.chunk_samples
   chunk_ms = dec.chunk_ms
   frames = chunk_ms * dec.sample_rate // 1000 // dec.spec.hop  # speech as long as a chunk
   rng = np.random.default_rng(0)
 
   def turn(n_words, n_speech):
-    ids = ([sampling.TEXT] + [layout.text_offset + 1 + i % 50 for i in range(n_words)]
-           + [sampling.SPEECH]
+    ids = ([token_layout.TEXT] + [layout.text_offset + 1 + i % 50 for i in range(n_words)]
+           + [token_layout.SPEECH]
            + [layout.speech_offset + int(x) for x in rng.integers(0, layout.codebook_size,
                                                                    n_speech)]
-           + [sampling.EOT])
+           + [token_layout.EOT])
     out = np.zeros((1, m), np.int32)
     out[0, :len(ids)] = ids
     return out, np.asarray([len(ids)], np.int32)
@@ -178,7 +179,7 @@ def main(argv):
   points = {"early": early, "late": late}
   at = {k: {"chunk": int(jax.device_get(v.chunks)[0]),
             "positions": int(jax.device_get(v.model.cache.length)[0]),
-            "state_bytes": streaming.state_bytes(v)} for k, v in points.items()}
+            "state_bytes": decoder_lib.state_bytes(v)} for k, v in points.items()}
   at["early"]["rss_mb"], at["early"]["peak_rss_mb"] = rss_early
   at["late"]["rss_mb"], at["late"]["peak_rss_mb"] = rss_late
   half = rss_trace[len(rss_trace) // 2:]

@@ -1,7 +1,8 @@
 """One tokenizer for text in every language and for codec speech tokens.
 
 Id layout (fixed by the config, independent of what sentencepiece actually learned, so the
-speech range never moves when the text model is retrained):
+speech range never moves when the text model is retrained); its one owner is
+`liveinterp.common.token_layout.TokenLayout` (`Tokenizer.layout`):
 
 ```
 [0, 32)                                control tokens (CONTROL_TOKENS, NUM_SPECIAL_TOKENS)
@@ -34,6 +35,8 @@ import numpy as np
 import sentencepiece as spm
 
 from liveinterp.common.config import NUM_SPECIAL_TOKENS
+from liveinterp.common.token_layout import (AUDIO, BOS, EOS, EOT, PAD, SPEECH, SRC, TEXT,
+                                            TokenLayout)
 
 # The control tokens, in id order. Append new ones by replacing a `<reserved_k>` entry:
 # ids of existing tokens must never change.
@@ -64,7 +67,9 @@ CONTROL_TOKENS = _NAMED_CONTROL + tuple(
     f"<reserved_{i}>" for i in range(len(_NAMED_CONTROL), NUM_SPECIAL_TOKENS))
 assert len(CONTROL_TOKENS) == NUM_SPECIAL_TOKENS
 
-PAD, BOS, EOS, TEXT, SPEECH, EOT, SRC, AUDIO = range(8)
+# The control ids themselves are owned by `liveinterp.common.token_layout`; their names:
+assert tuple(CONTROL_TOKENS[i] for i in (PAD, BOS, EOS, TEXT, SPEECH, EOT, SRC, AUDIO)) == (
+    "<pad>", "<bos>", "<eos>", "<text>", "<speech>", "<eot>", "<src>", "<audio>")
 TASK_TOKENS = {"asr": "<asr>", "st": "<st>", "tts": "<tts>", "s2st": "<s2st>",
                "simul": "<simul>", "codec": "<codec>"}
 LANGUAGES = ("zh", "en", "es", "de", "fr", "ja")
@@ -137,8 +142,14 @@ class Tokenizer:
       raise TokenizerError(
           f"sentencepiece model has {self.num_pieces} pieces but the layout reserves only "
           f"tokenizer.text_vocab_size={self.text_vocab_size} text ids")
-    self.text_offset = NUM_SPECIAL_TOKENS
-    self.speech_offset = NUM_SPECIAL_TOKENS + self.text_vocab_size
+    # The id ranges, derived in one place (`liveinterp.common.token_layout`).
+    self.layout = TokenLayout.create(
+        text_vocab_size=self.text_vocab_size, num_codebooks=self.num_codebooks,
+        codebook_size=self.codebook_size, vocab_size=self.llm_vocab_size,
+        num_text=self.num_pieces)
+    assert self.layout.speech_end == self.used_vocab_size
+    self.text_offset = self.layout.text_offset
+    self.speech_offset = self.layout.speech_offset
     self._control = {t: i for i, t in enumerate(CONTROL_TOKENS)}
 
   # ---- construction ------------------------------------------------------------------
@@ -326,7 +337,7 @@ class Tokenizer:
       raise ValueError(f"codebook={codebook} outside [0, {self.num_codebooks})")
     if not 0 <= code < self.codebook_size:
       raise ValueError(f"code={code} outside [0, {self.codebook_size})")
-    return self.speech_offset + codebook * self.codebook_size + code
+    return int(self.layout.speech_id(codebook, code))
 
   def speech_ids(self, codes_tk: np.ndarray) -> np.ndarray:
     """Codes `[T, K]` (or `[T]` for K=1) -> ids int32[T*K], frame-major (t0k0 t0k1 t1k0 ...)."""
@@ -339,16 +350,15 @@ class Tokenizer:
     if codes.size and (codes.min() < 0 or codes.max() >= self.codebook_size):
       raise ValueError(f"speech codes outside [0, {self.codebook_size}): "
                        f"min {codes.min()}, max {codes.max()}")
-    base = self.speech_offset + np.arange(self.num_codebooks) * self.codebook_size
-    return (codes.astype(np.int64) + base[None, :]).reshape(-1).astype(np.int32)
+    ids = self.layout.speech_id(np.arange(self.num_codebooks)[None, :], codes.astype(np.int64))
+    return ids.reshape(-1).astype(np.int32)
 
   def speech_code(self, i) -> tuple:
     """Inverse of `speech_token_id`: id(s) -> (codebook, code); vectorised over arrays."""
     arr = np.asarray(i)
     if not np.all(self.is_speech(arr)):
       raise ValueError(f"ids {arr} are not all speech tokens")
-    rel = arr - self.speech_offset
-    k, c = rel // self.codebook_size, rel % self.codebook_size
+    k, c = self.layout.speech_code(arr)
     if arr.ndim == 0:
       return int(k), int(c)
     return k, c
@@ -371,12 +381,10 @@ class Tokenizer:
     return (a >= 0) & (a < NUM_SPECIAL_TOKENS)
 
   def is_text(self, ids):
-    a = np.asarray(ids)
-    return (a >= self.text_offset) & (a < self.text_offset + self.num_pieces)
+    return self.layout.is_text(ids)
 
   def is_speech(self, ids):
-    a = np.asarray(ids)
-    return (a >= self.speech_offset) & (a < self.used_vocab_size)
+    return self.layout.is_speech(ids)
 
   def describe(self, ids: Iterable[int], max_items: int = 200) -> str:
     """Space-separated readable tokens (debugging / notebooks)."""

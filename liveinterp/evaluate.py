@@ -351,14 +351,14 @@ def translate_records(decoder, records, tokenizer, *, audio: str = "real",
   compilation. Runs `without_mesh`, so it works inside a training loop's mesh context
   too.
   """
-  from liveinterp.inference import streaming
+  from liveinterp.inference import session as session_lib
   waves = source_waves(records, audio)
   results, t0 = [], time.time()
   with without_mesh():
     for i in range(0, len(waves), batch):
       part = waves[i:i + batch]
       fill = [np.zeros(decoder.chunk_samples, np.float32)] * (batch - len(part))
-      results += streaming.translate_waveforms(
+      results += session_lib.translate_waveforms(
           decoder, part + fill, tokenizer=tokenizer,
           whole_source_first=whole_source_first)[:len(part)]
       if log is not None:
@@ -423,14 +423,14 @@ def text_decoder(cfg, model, tokenizer, seed: int = 0, max_turn_tokens: int | No
   """A greedy, text-only `StreamingDecoder` of `model` (the codec does not run, so its
   weights cannot change the text: random codec and speaker encoder). Its turn grammar
   matches how `model` was trained (`streaming.speech_turns_for(cfg)`)."""
-  from liveinterp.inference import streaming
+  from liveinterp.inference import decoder as decoder_lib, loading
   from liveinterp.models.codec import Codec
   from liveinterp.models.voice import SpeakerEncoder
-  codec = streaming.random_model(lambda r: Codec(cfg, rngs=r), seed + 1)
-  speaker = streaming.random_model(lambda r: SpeakerEncoder(cfg, rngs=r), seed + 2)
-  return streaming.StreamingDecoder(model, codec, speaker, tokenizer, cfg,
-                                    prompt_ids=streaming.prompt_for(cfg, tokenizer),
-                                    speech_turns=streaming.speech_turns_for(cfg),
+  codec = loading.random_model(lambda r: Codec(cfg, rngs=r), seed + 1)
+  speaker = loading.random_model(lambda r: SpeakerEncoder(cfg, rngs=r), seed + 2)
+  return decoder_lib.StreamingDecoder(model, codec, speaker, tokenizer, cfg,
+                                    prompt_ids=decoder_lib.prompt_for(cfg, tokenizer),
+                                    speech_turns=decoder_lib.speech_turns_for(cfg),
                                     decode_speech=False, max_turn_tokens=max_turn_tokens)
 
 
@@ -468,7 +468,7 @@ def run(cfg, run_dir: str, split: str = "test", max_examples: int = 64,
   from data_pipelines import pipelines, stream_format as sfmt, tokenizer as tokmod
   from liveinterp.common import reporting
   from liveinterp.eval import quality
-  from liveinterp.inference import streaming
+  from liveinterp.inference import decoder as decoder_lib, session as session_lib, loading
 
   if int(multi_speaker_talks) < 0:
     raise ValueError(f"multi_speaker_talks={multi_speaker_talks}: must be >= 0")
@@ -477,12 +477,12 @@ def run(cfg, run_dir: str, split: str = "test", max_examples: int = 64,
   os.makedirs(out_dir, exist_ok=True)
   tok = tokmod.Tokenizer.load(cfg.tokenizer.model_path)
   if speech:
-    model, codec, speaker = streaming.build_models(cfg, workdir=run_dir, llm_stage=stage)
-    decoder = streaming.StreamingDecoder(model, codec, speaker, tok, cfg,
-                                         prompt_ids=streaming.prompt_for(cfg, tok),
-                                         speech_turns=streaming.speech_turns_for(cfg))
+    model, codec, speaker = loading.build_models(cfg, workdir=run_dir, llm_stage=stage)
+    decoder = decoder_lib.StreamingDecoder(model, codec, speaker, tok, cfg,
+                                         prompt_ids=decoder_lib.prompt_for(cfg, tok),
+                                         speech_turns=decoder_lib.speech_turns_for(cfg))
   else:
-    model, _ = streaming.load_params(run_dir, stage, cfg)
+    model, _ = loading.restore_stage(run_dir, stage, cfg)
     decoder = text_decoder(cfg, model, tok)
   source = pipelines.open_corpus(cfg, split)
   records = [source[i] for i in range(min(len(source), max_examples))]
@@ -498,7 +498,7 @@ def run(cfg, run_dir: str, split: str = "test", max_examples: int = 64,
   # ---- simultaneous (streaming) -----------------------------------------------------
   # The warm-up compiles the step outside the timed streams (computation-aware latency).
   with without_mesh():
-    streaming.warmup(decoder, batch)
+    session_lib.warmup(decoder, batch)
   log = lambda m: reporting.console(f"[eval] {m}")  # noqa: E731
   results = translate_records(decoder, records, tok, batch=batch, log=log)
   hyps = [r.text.strip() for r in results]
@@ -590,7 +590,7 @@ def run(cfg, run_dir: str, split: str = "test", max_examples: int = 64,
   if offline:
     whole = text_decoder(cfg, model, tok, max_turn_tokens=int(cfg.data.seq_len))
     with without_mesh():
-      streaming.warmup(whole, batch)
+      session_lib.warmup(whole, batch)
     res = translate_records(whole, records, tok, batch=batch, log=log,
                             whole_source_first=True)
     offline_hyps = [r.text.strip() for r in res]

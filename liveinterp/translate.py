@@ -124,7 +124,11 @@ def main(argv=None) -> dict:
   config_lib.validate(cfg)
   # Heavy imports after the checks, so `--help` and mistakes are instant.
   import jax  # pylint: disable=g-import-not-at-top
-  from liveinterp.inference import audio_io, sampling, streaming  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from liveinterp.common import token_layout
+  from liveinterp.inference import audio_io, decoder as decoder_lib, loading
+  from liveinterp.inference import session as session_lib
+  # pylint: enable=g-import-not-at-top
 
   sr = int(cfg.audio.sample_rate)
   input_report = audio_io.InputReport()  # suspect input: warned here, counted in the JSON
@@ -133,20 +137,20 @@ def main(argv=None) -> dict:
   for message in input_report.messages:
     sys.stderr.write(f"[translate] warning: {message}\n")
   tokenizer = _load_tokenizer(args.tokenizer, cfg, args.workdir)
-  model, codec, speaker = streaming.build_models(
+  model, codec, speaker = loading.build_models(
       cfg, workdir=args.workdir if args.init == "trained" else None, seed=args.seed,
       llm_stage=args.stage)
-  layout = (sampling.TokenLayout.from_tokenizer(tokenizer) if tokenizer is not None
-            else sampling.TokenLayout.from_config(cfg))
+  layout = (token_layout.TokenLayout.from_tokenizer(tokenizer) if tokenizer is not None
+            else token_layout.TokenLayout.from_config(cfg))
   speech_turns = {"speech": True, "text": False}.get(
-      args.turns, args.init == "random" or streaming.speech_turns_for(cfg))
-  decoder = streaming.StreamingDecoder(
+      args.turns, args.init == "random" or decoder_lib.speech_turns_for(cfg))
+  decoder = decoder_lib.StreamingDecoder(
       model, codec, speaker, layout, cfg, temperature=args.temperature, top_p=args.top_p,
       max_turn_tokens=args.max_turn_tokens, allow_src=args.allow_src,
-      prompt_ids=streaming.prompt_for(cfg, tokenizer),  # the SFT prompt of cfg.data.pair
+      prompt_ids=decoder_lib.prompt_for(cfg, tokenizer),  # the SFT prompt of cfg.data.pair
       speech_turns=speech_turns)
   n_chunks = -(-source.size // decoder.chunk_samples)
-  compile_s = streaming.warmup(decoder, 1)
+  compile_s = session_lib.warmup(decoder, 1)
   progress = {"compute_ms": 0.0}
   t_start = time.perf_counter()
 
@@ -162,7 +166,7 @@ def main(argv=None) -> dict:
         sys.stderr.write("\n")
       sys.stderr.flush()
 
-  (result,) = streaming.translate_stream(decoder, [source[None]], batch=1,
+  (result,) = session_lib.translate_stream(decoder, [source[None]], batch=1,
                                          tokenizer=tokenizer, rng=jax.random.key(args.seed),
                                          on_chunk=on_chunk)
   wall_s = time.perf_counter() - t_start

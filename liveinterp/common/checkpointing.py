@@ -26,9 +26,11 @@ from typing import Any, Callable
 
 import jax
 import orbax.checkpoint as ocp
+from flax import nnx
 from jax.experimental import multihost_utils
 
 from liveinterp.common import reporting
+from liveinterp.common import sharding as sharding_lib
 
 
 def _grain_args():
@@ -265,3 +267,61 @@ def abstract_with_shardings(tree: Any, shardings: Any) -> Any:
   """ShapeDtypeStructs carrying the target shardings (for restoring onto a new mesh)."""
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                       tree, shardings)
+
+
+# ---- restoring a model (later stages, evaluation, export, serving) -----------------------
+def stage_checkpoint_dir(workdir: str, stage: str) -> str:
+  """Where a stage's orbax checkpoints live: `<workdir>/<stage>/checkpoints`."""
+  return os.path.join(os.path.abspath(workdir), stage, "checkpoints")
+
+
+def restore_model(model_fn: Callable[[nnx.Rngs], nnx.Module], checkpoint_dir: str, *,
+                  mesh: jax.sharding.Mesh | None = None, rules: Any = None,
+                  step: int | None = None) -> tuple[nnx.Module, int]:
+  """The one way to load a trained model: `(model, step)` from `checkpoint_dir`.
+
+  Reads the `state` item written by `Checkpointer.save` (a train state) partially: the
+  `params` and the non-param model state (`model_state`, e.g. the codec's EMA codebook
+  statistics); neither the optimizer state nor the step counter is read. `model_fn`
+  builds the model the checkpoint was trained as (nothing is computed: its structure
+  comes from `nnx.eval_shape`). The arrays land on `mesh` (sharded by the variables'
+  logical names under `rules`, the config's `logical_axis_rules`), or, when `mesh` is
+  None, on this process's first device; the checkpoint may have been written on any
+  mesh. `step` None = the newest step that restores (bad steps are skipped, not moved).
+  Raises FileNotFoundError naming the directory when it holds no checkpoint.
+  """
+  directory = os.path.abspath(checkpoint_dir)
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f"no checkpoints: {directory} does not exist")
+  if mesh is None:
+    with nnx.use_eager_sharding(False):
+      abstract = nnx.eval_shape(lambda: model_fn(nnx.Rngs(0)))
+    graphdef, params, rest = nnx.split(abstract, nnx.Param, ...)
+    one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    sh_params, sh_rest = jax.tree.map(lambda _: one, params), jax.tree.map(lambda _: one, rest)
+  else:
+    with sharding_lib.use_mesh(mesh, sharding_lib.rules_from_config(rules or ())):
+      abstract = nnx.eval_shape(lambda: model_fn(nnx.Rngs(0)))
+      graphdef, params, rest = nnx.split(abstract, nnx.Param, ...)
+      sh_params = sharding_lib.named_shardings(params, mesh)
+      sh_rest = sharding_lib.named_shardings(rest, mesh)
+  has_rest = bool(jax.tree.leaves(rest))
+
+  def restore_at(s):
+    return ckpt.restore_params(
+        abstract_with_shardings(params, sh_params), step=s,
+        abstract_model_state=abstract_with_shardings(rest, sh_rest) if has_rest else None)
+
+  ckpt = Checkpointer(directory)
+  try:
+    if step is None:  # the newest step that restores, and which one it was
+      found = ckpt._newest_that_restores(restore_at, set_aside=False)  # pylint: disable=protected-access
+      if found is None:
+        raise FileNotFoundError(f"no checkpoints in {directory}")
+      step, out = found
+    else:
+      out = restore_at(int(step))
+  finally:
+    ckpt.close()
+  params, rest = out if has_rest else (out, rest)
+  return nnx.merge(graphdef, params, rest), int(step)

@@ -30,8 +30,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from liveinterp.inference.sampling import (C_EOT, C_SPEECH, C_SPEECH_TAG, C_SRC_TAG,
-                                           C_TEXT_TAG, C_WORD, EOT, TokenLayout)
+from liveinterp.common.token_layout import (C_EOT, C_SPEECH, C_SPEECH_TAG, C_SRC_TAG,
+                                            C_TEXT_TAG, C_WORD, EOT, TokenLayout)
 
 # Phases of a turn. `n` counts the tokens written in the current section.
 START, SRC_PHASE, TEXT_PHASE, SPEECH_PHASE, DONE = range(5)

@@ -18,23 +18,18 @@ per-chunk step (`lax.while_loop` body).
   *sampled* = under that distribution (what a PPO ratio/KL of the behaviour policy
   needs), *raw* = `token_log_probs`, log softmax of the unmasked logits at temperature 1.
 
-`TokenLayout` says where each kind of id lives and classifies ids (C_*); the turn grammar
-that masks ids with it lives in `liveinterp.inference.grammar`.
+The id layout (`TokenLayout`, id classes C_*) lives in `liveinterp.common.token_layout`;
+the turn grammar that masks ids with it in `liveinterp.inference.grammar`.
 """
 
 from __future__ import annotations
-
-import dataclasses
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from data_pipelines import tokenizer as tok_lib
-
-PAD, BOS, EOS, TEXT, SPEECH, EOT, SRC, AUDIO = (tok_lib.PAD, tok_lib.BOS, tok_lib.EOS,
-                                                tok_lib.TEXT, tok_lib.SPEECH, tok_lib.EOT,
-                                                tok_lib.SRC, tok_lib.AUDIO)
+from liveinterp.common.token_layout import (AUDIO, BOS, EOS, EOT, PAD, SPEECH,  # noqa: F401
+                                            SRC, TEXT)
 _NEG_INF = -jnp.inf
 
 
@@ -143,66 +138,6 @@ def token_log_probs(logits_bv: jax.Array, ids_b: jax.Array) -> jax.Array:
   return log_prob_of(jax.nn.log_softmax(logits_bv.astype(jnp.float32), axis=-1), ids_b)
 
 
-# ---- id layout ---------------------------------------------------------------------------
-# Classes of ids (one small int per id, a static table).
-C_OTHER, C_EOT, C_TEXT_TAG, C_SPEECH_TAG, C_SRC_TAG, C_WORD, C_SPEECH = range(7)
-
-
-@dataclasses.dataclass(frozen=True)
-class TokenLayout:
-  """Where each kind of id lives (see `data_pipelines/tokenizer.py`); hashable/static."""
-  vocab_size: int
-  text_offset: int
-  num_text: int          # usable text ids: [text_offset, text_offset + num_text)
-  speech_offset: int
-  num_codebooks: int
-  codebook_size: int
-
-  def __post_init__(self):
-    if self.speech_offset + self.num_codebooks * self.codebook_size > self.vocab_size:
-      raise ValueError(f"token layout: speech ids end at "
-                       f"{self.speech_offset + self.num_codebooks * self.codebook_size} "
-                       f"> llm.vocab_size={self.vocab_size}")
-    if self.num_text < 1 or self.num_codebooks < 1 or self.codebook_size < 1:
-      raise ValueError(f"token layout needs text and speech ids: {self}")
-
-  @classmethod
-  def from_config(cls, cfg) -> "TokenLayout":
-    """The layout implied by a config (every text id usable)."""
-    text = int(cfg.tokenizer.text_vocab_size)
-    return cls(vocab_size=int(cfg.llm.vocab_size), text_offset=tok_lib.NUM_SPECIAL_TOKENS,
-               num_text=text, speech_offset=tok_lib.NUM_SPECIAL_TOKENS + text,
-               num_codebooks=int(cfg.codec.num_codebooks),
-               codebook_size=int(cfg.codec.codebook_size))
-
-  @classmethod
-  def from_tokenizer(cls, tok: "tok_lib.Tokenizer") -> "TokenLayout":
-    """The layout of a trained tokenizer (only the pieces it really has are text ids)."""
-    return cls(vocab_size=tok.llm_vocab_size, text_offset=tok.text_offset,
-               num_text=tok.num_pieces, speech_offset=tok.speech_offset,
-               num_codebooks=tok.num_codebooks, codebook_size=tok.codebook_size)
-
-  def id_classes(self) -> np.ndarray:
-    """`[V]` int32 class of every id (C_*)."""
-    cls_v = np.full(self.vocab_size, C_OTHER, np.int32)
-    cls_v[EOT], cls_v[TEXT], cls_v[SPEECH], cls_v[SRC] = (C_EOT, C_TEXT_TAG, C_SPEECH_TAG,
-                                                          C_SRC_TAG)
-    cls_v[self.text_offset:self.text_offset + self.num_text] = C_WORD
-    cls_v[self.speech_offset:self.speech_end] = C_SPEECH
-    return cls_v
-
-  @property
-  def speech_end(self) -> int:
-    return self.speech_offset + self.num_codebooks * self.codebook_size
-
-  def id_codebooks(self) -> np.ndarray:
-    """`[V]` int32 codebook of every speech id, -1 for other ids."""
-    out = np.full(self.vocab_size, -1, np.int32)
-    rel = np.arange(self.num_codebooks * self.codebook_size)
-    out[self.speech_offset:self.speech_end] = rel // self.codebook_size
-    return out
-
-
 __all__ = ["check_params", "sample", "sample_with_log_probs", "sampling_log_probs",
            "log_prob_of", "filtered_log_probs", "apply_mask", "token_log_probs",
-           "TokenLayout"]
+           "PAD", "EOT"]

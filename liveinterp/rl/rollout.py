@@ -40,7 +40,7 @@ import numpy as np
 
 from data_pipelines import stream_format as sfmt
 from liveinterp.inference import grammar as grammar_lib
-from liveinterp.inference import sampling, streaming
+from liveinterp.inference import sampling, decoder as decoder_lib, session as session_lib
 from liveinterp.rl import rewards as rewards_lib
 
 AUDIO, PAD, EOT = sampling.AUDIO, sampling.PAD, sampling.EOT
@@ -93,7 +93,7 @@ def source_slots(records: Sequence, rs: RolloutSpec) -> tuple[np.ndarray, np.nda
   return out, n
 
 
-def run_decoder(decoder: streaming.StreamingDecoder, slots_bsk: np.ndarray,
+def run_decoder(decoder: decoder_lib.StreamingDecoder, slots_bsk: np.ndarray,
                 n_chunks_b: np.ndarray, rng: jax.Array):
   """Streams every row's chunks through `decoder` in one `scan`; returns the stacked
   `StepOutputs` as numpy, `[N, B, ...]`."""
@@ -157,7 +157,7 @@ def assemble(outs, slots_bsk: np.ndarray, n_chunks_b: np.ndarray, rs: RolloutSpe
   return batch, kept, cut
 
 
-def episode_of(rec, rows, outs, r: int, rs: RolloutSpec, detok: streaming.Detokenizer,
+def episode_of(rec, rows, outs, r: int, rs: RolloutSpec, detok: session_lib.Detokenizer,
                well_formed: np.ndarray, frame_ms: float) -> rewards_lib.Episode:
   """The rewards' view of row `r`'s kept turns."""
   texts, speech_ms, n_text = [], [], []
@@ -336,8 +336,8 @@ def policy_and_reference(model, ref_model, batch, grammar: grammar_lib.TurnGramm
           _at_tokens(batch, a_ref), _at_tokens(batch, kl))
 
 
-def collect(decoder: streaming.StreamingDecoder, records: Sequence, rs: RolloutSpec,
-            rng: jax.Array, detok: streaming.Detokenizer) -> Rollout:
+def collect(decoder: decoder_lib.StreamingDecoder, records: Sequence, rs: RolloutSpec,
+            rng: jax.Array, detok: session_lib.Detokenizer) -> Rollout:
   """Samples one episode per record with `decoder` and assembles the `Rollout`."""
   slots, n_chunks = source_slots(records, rs)
   outs = run_decoder(decoder, slots, n_chunks, rng)

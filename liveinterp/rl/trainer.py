@@ -46,7 +46,7 @@ from flax import nnx
 from data_pipelines import build as build_lib, pipelines
 from liveinterp.common import checkpointing, config as config_lib, mesh as mesh_lib
 from liveinterp.common import memory, reporting, sharding
-from liveinterp.inference import streaming
+from liveinterp.inference import decoder as decoder_lib, session as session_lib, loading
 from liveinterp.models import s2st
 from liveinterp.models.codec import Codec
 from liveinterp.models.voice import SpeakerEncoder
@@ -344,14 +344,14 @@ def run(config, workdir: str, stop_at: int | None = None) -> dict:
 
   # The decoder users run, sampling; no codec (speech durations come from frame counts).
   model0 = nnx.merge(graphdef, ref_params, ref_rest)
-  codec = streaming.random_model(lambda r: Codec(config, rngs=r), 1)
-  speaker = streaming.random_model(lambda r: SpeakerEncoder(config, rngs=r), 2)
-  decoder = streaming.StreamingDecoder(
+  codec = loading.random_model(lambda r: Codec(config, rngs=r), 1)
+  speaker = loading.random_model(lambda r: SpeakerEncoder(config, rngs=r), 2)
+  decoder = decoder_lib.StreamingDecoder(
       model0, codec, speaker, tok, config, temperature=float(config.rl.temperature),
-      prompt_ids=streaming.prompt_for(config, tok),
-      speech_turns=streaming.speech_turns_for(config), decode_speech=False)
+      prompt_ids=decoder_lib.prompt_for(config, tok),
+      speech_turns=decoder_lib.speech_turns_for(config), decode_speech=False)
   grammar = decoder.spec.grammar
-  detok = streaming.Detokenizer(tok)
+  detok = session_lib.Detokenizer(tok)
   temperature = float(config.rl.temperature)
 
   speech_action = str(config.rl.speech_action)

@@ -58,10 +58,12 @@ def encode_corpus(config, codec_workdir: str, out_path: str, batch: int = 8,
   from data_pipelines import pipelines
   from liveinterp.common import reporting
   from liveinterp.models import voice
-  from liveinterp.train import restore
+  from liveinterp.common import checkpointing, mesh as mesh_lib
 
-  model = restore.load_model(lambda rngs: voice.VoiceCodec(config, rngs=rngs),
-                             codec_workdir, config)
+  model, _ = checkpointing.restore_model(
+      lambda rngs: voice.VoiceCodec(config, rngs=rngs),
+      os.path.join(codec_workdir, "checkpoints"), mesh=mesh_lib.create_mesh(config.mesh),
+      rules=config.logical_axis_rules)
   codec = model.codec
   hop = codec.hop
   encode = nnx.jit(lambda c, x: c.encode(x))

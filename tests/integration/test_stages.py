@@ -103,10 +103,12 @@ def test_speech_tokens_from_the_trained_codec(micro_data, run_dir, speech_codes)
   from flax import nnx
   from liveinterp.layers.quantizer import CodebookStats
   from liveinterp.models import voice
-  from liveinterp.train import restore
+  from liveinterp.common import checkpointing, mesh as mesh_lib
   cc = _cfg("codec", micro_data, run_dir)
-  loaded = restore.load_model(lambda r: voice.VoiceCodec(cc, rngs=r),
-                              os.path.join(run_dir, "codec"), cc)
+  loaded, _ = checkpointing.restore_model(
+      lambda r: voice.VoiceCodec(cc, rngs=r),
+      checkpointing.stage_checkpoint_dir(run_dir, "codec"),
+      mesh=mesh_lib.create_mesh(cc.mesh), rules=cc.logical_axis_rules)
   fresh = voice.VoiceCodec(cc, rngs=nnx.Rngs(0))
   diff = [float(np.abs(np.asarray(x) - np.asarray(y)).max()) for x, y in zip(
       jax.tree.leaves(nnx.state(loaded, CodebookStats)),

@@ -5,7 +5,7 @@ playback queue that starts at the first voiced sample."""
 import numpy as np
 
 from liveinterp import evaluate
-from liveinterp.inference.streaming import Segment, StreamResult
+from liveinterp.inference.session import Segment, StreamResult
 
 SR = 16000
 

@@ -75,7 +75,7 @@ def test_translate_cli_prints_and_passes_the_flag(tmp_path, monkeypatch, capsys)
   (the heavy part is stopped right after reading)."""
   import os
   from liveinterp import translate
-  from liveinterp.inference import streaming
+  from liveinterp.inference import loading
   root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
       os.path.abspath(__file__)))))
   path = str(tmp_path / "loud.wav")
@@ -95,7 +95,7 @@ def test_translate_cli_prints_and_passes_the_flag(tmp_path, monkeypatch, capsys)
     raise Stop()
 
   monkeypatch.setattr(audio_io, "read_audio", spy_read)
-  monkeypatch.setattr(streaming, "build_models", stop)
+  monkeypatch.setattr(loading, "build_models", stop)
   with pytest.raises(Stop):
     translate.main([path, "--out", str(tmp_path / "o.wav"), "--config",
                     os.path.join(root, "configs", "micro.py"), "--init", "random",

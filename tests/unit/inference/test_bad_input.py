@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from liveinterp.inference import audio_io, streaming
+from liveinterp.inference import audio_io, session as session_lib
 
 
 def _tone(rate, seconds, freq=440.0):
@@ -73,7 +73,7 @@ def test_silence_and_ragged_batch_give_finite_results(decoder):
   """Two silent streams of different lengths through the host driver."""
   sr = decoder.sample_rate
   waves = [np.zeros(int(1.0 * sr), np.float32), np.zeros(int(0.45 * sr), np.float32)]
-  results = streaming.translate_waveforms(decoder, waves)
+  results = session_lib.translate_waveforms(decoder, waves)
   c_ms = decoder.chunk_ms
   for res, w in zip(results, waves):
     n_chunks = -(-w.size // decoder.chunk_samples)
@@ -94,9 +94,9 @@ def test_nan_audio_block_raises(decoder):
   x = np.zeros((2, decoder.chunk_samples), np.float32)
   x[0, 5] = np.inf
   with pytest.raises(ValueError, match="audio block.*non-finite"):
-    streaming.translate_stream(decoder, [x])
+    session_lib.translate_stream(decoder, [x])
   with pytest.raises(ValueError, match="waveform 1 is empty"):
-    streaming.translate_waveforms(decoder, [np.zeros(10), np.zeros(0)])
+    session_lib.translate_waveforms(decoder, [np.zeros(10), np.zeros(0)])
 
 
 def test_detokenizer_joins_turns_with_word_gaps():
@@ -106,18 +106,18 @@ def test_detokenizer_joins_turns_with_word_gaps():
                                 codebook_size=8, llm_vocab_size=128)
   ids = tok.encode_text("the cat sat on the mat")
   cut = next(i for i in range(1, len(ids)) if tok.token_of(ids[i]).startswith("\u2581"))
-  detok = streaming.Detokenizer(tok)
+  detok = session_lib.Detokenizer(tok)
   first = detok(ids[:cut])
   text = first + detok(ids[cut:], previous=bool(first))
   assert text == "the cat sat on the mat"
   assert detok([]) == ""
   # Without a sentencepiece model the ids are shown as such.
-  assert streaming.Detokenizer()([40, 41], previous=True) == " [40] [41]"
+  assert session_lib.Detokenizer()([40, 41], previous=True) == " [40] [41]"
 
 
 def test_rechunking_pads_and_masks_ragged_rows():
   block = np.arange(2 * 25, dtype=np.float32).reshape(2, 25) + 1
-  chunks = list(streaming._chunks_of([(block[:, :12], [12, 7]), block[:, 12:]], 2, 10))
+  chunks = list(session_lib._chunks_of([(block[:, :12], [12, 7]), block[:, 12:]], 2, 10))
   assert len(chunks) == 3                                    # 25 samples -> 3 chunks of 10
   np.testing.assert_array_equal(chunks[0][0][0], block[0, :10])
   np.testing.assert_array_equal(chunks[0][0][1], np.r_[block[1, :7], 0, 0, 0])

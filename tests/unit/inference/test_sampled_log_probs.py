@@ -18,7 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from liveinterp.inference import sampling, streaming
+from liveinterp.common import token_layout
+from liveinterp.inference import decoder as decoder_lib
+from liveinterp.inference import sampling
 from tests.unit.inference import grammar_ref
 from tests.unit.inference.conftest import TURN_TOKENS
 from tests.unit.inference.test_sampling import _np_dist  # float64 reference
@@ -97,8 +99,8 @@ def hot_decoder(cfg, models):
   """Sampling hot (so the random model writes content turns), grammar, top-p; text
   side only (no codec), logits returned."""
   model, codec, speaker = models
-  return streaming.StreamingDecoder(
-      model, codec, speaker, sampling.TokenLayout.from_config(cfg), cfg, temperature=HOT,
+  return decoder_lib.StreamingDecoder(
+      model, codec, speaker, token_layout.TokenLayout.from_config(cfg), cfg, temperature=HOT,
       top_p=NUCLEUS, grammar=True, max_turn_tokens=TURN_TOKENS,
       speaker_window_ms=cfg.stream.chunk_ms, return_logits=True, decode_speech=False)
 

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from liveinterp.common import token_layout
 from liveinterp.inference import grammar, sampling
 from tests.unit.inference import grammar_ref
 
@@ -95,7 +96,7 @@ def test_token_log_probs():
 
 
 # ---- turn grammar --------------------------------------------------------------------
-LAYOUT = sampling.TokenLayout(vocab_size=60, text_offset=32, num_text=10, speech_offset=42,
+LAYOUT = token_layout.TokenLayout(vocab_size=60, text_offset=32, num_text=10, speech_offset=42,
                               num_codebooks=2, codebook_size=8)
 
 

@@ -14,7 +14,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from liveinterp.inference import sampling, streaming
+from liveinterp.common import token_layout
+from liveinterp.inference import decode_step, loading, sampling
+from liveinterp.inference import decoder as decoder_lib
+from liveinterp.inference import session as session_lib
 from liveinterp.models import s2st
 from tests.unit.inference import grammar_ref
 from tests.unit.inference.conftest import TURN_TOKENS
@@ -238,7 +241,7 @@ def test_decoder_reproduces_training_forward_on_a_pipeline_stream():
   from tests.unit.data.test_formats_fixtures import micro_config, micro_tokenizer
   cfg = micro_config("sft")
   tok = micro_tokenizer()
-  model, codec, speaker = streaming.build_models(cfg, seed=0)
+  model, codec, speaker = loading.build_models(cfg, seed=0)
   rec, ex, turns = _pipeline_example(cfg, tok, model.llm.window)
 
   # The training forward, on exactly the pipeline's example (one row, as the sft stage).
@@ -254,19 +257,19 @@ def test_decoder_reproduces_training_forward_on_a_pipeline_stream():
   logits, values = np.asarray(logits[0]), np.asarray(values[0])
 
   # The decoder's prompt is the pipeline's, from the config's pair and the tokenizer.
-  prompt = streaming.prompt_for(cfg, tok)
+  prompt = decoder_lib.prompt_for(cfg, tok)
   n_prompt = int(np.sum(ex["chunk_index"] < 0))
   assert prompt == tuple(int(i) for i in ex["tokens"][:n_prompt])
   assert prompt == tuple(sfmt.simul_prompt_ids(tok, rec["src_lang"], rec["tgt_lang"]))
-  assert prompt == streaming.prompt_for(cfg)      # fixed control table, no tokenizer
+  assert prompt == decoder_lib.prompt_for(cfg)      # fixed control table, no tokenizer
 
   kw = dict(max_turn_tokens=TURN_TOKENS, return_logits=True, codec_blocks=(),
             speaker_window_ms=cfg.stream.chunk_ms)
-  with_prompt = streaming.StreamingDecoder(model, codec, speaker, tok, cfg, **kw)
+  with_prompt = decoder_lib.StreamingDecoder(model, codec, speaker, tok, cfg, **kw)
   assert with_prompt.prompt_ids == prompt         # default: prompt_for(cfg, tokenizer)
   # Same spec (TokenLayout of that tokenizer): shares the compiled step.
-  no_prompt = streaming.StreamingDecoder(model, codec, speaker,
-                                         sampling.TokenLayout.from_tokenizer(tok), cfg,
+  no_prompt = decoder_lib.StreamingDecoder(model, codec, speaker,
+                                         token_layout.TokenLayout.from_tokenizer(tok), cfg,
                                          prompt_ids=(), **kw)
   flat = np.asarray(audio[0])
   c = with_prompt.chunk_samples
@@ -310,7 +313,7 @@ def test_decoder_reproduces_training_forward_on_a_pipeline_stream():
 
 def _scan_compiles() -> int:
   """Executables compiled so far by the jitted chunk scans (both donation variants)."""
-  return streaming._scan_donate._cache_size() + streaming._scan_keep._cache_size()
+  return decode_step._scan_donate._cache_size() + decode_step._scan_keep._cache_size()
 
 
 def test_long_stream_keeps_state_flat(decoder):
@@ -329,15 +332,15 @@ def test_long_stream_keeps_state_flat(decoder):
     forced[rows, b, :len(content)] = content
     flen[rows, b] = len(content)
   state = decoder.init_stream(B, 0)
-  sig0, bytes0 = streaming.state_signature(state), streaming.state_bytes(state)
+  sig0, bytes0 = decoder_lib.state_signature(state), decoder_lib.state_bytes(state)
   compiles, tokens = [], 0
   for r in range(reps):
     state, counts = decoder.scan(state, audio, None, forced, flen)
     jax.block_until_ready(state)
     compiles.append(_scan_compiles())
     tokens += np.asarray(counts["n_tokens"]).sum(0)
-    assert streaming.state_signature(state) == sig0
-    assert streaming.state_bytes(state) == bytes0
+    assert decoder_lib.state_signature(state) == sig0
+    assert decoder_lib.state_bytes(state) == bytes0
     assert np.asarray(counts["n_samples"]).sum() > 0
   spc = s2st.slots_per_chunk(decoder.cfg)
   np.testing.assert_array_equal(np.asarray(state.chunks), reps * n)
@@ -402,7 +405,7 @@ def test_write_from_forces_waits_before_it_and_decodes_freely_after(decoder):
                     np.int32)
   _, ref = _run(decoder, audio, forced, lens)
   block = audio.transpose(1, 0, 2).reshape(B, -1)
-  events = list(streaming.iter_translate(decoder, [block], batch=B, write_from=write_from))
+  events = list(session_lib.iter_translate(decoder, [block], batch=B, write_from=write_from))
   assert len(events) == N_CHUNKS
   for t, ev in enumerate(events):
     for b in range(B):
@@ -412,4 +415,4 @@ def test_write_from_forces_waits_before_it_and_decodes_freely_after(decoder):
         assert ev.text_ids[b] == list(ref[t].text[b, :ref[t].n_text[b]])
         assert ev.speech_tokens[b] == ref[t].n_speech[b]
   with pytest.raises(ValueError, match="write_from has 1 entries for 2 streams"):
-    list(streaming.iter_translate(decoder, [block], batch=B, write_from=[1]))
+    list(session_lib.iter_translate(decoder, [block], batch=B, write_from=[1]))

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from configs import micro
-from liveinterp.inference import grammar, sampling, streaming
+from liveinterp.common import token_layout
+from liveinterp.inference import decode_step, grammar, loading, sampling
+from liveinterp.inference import decoder as decoder_lib
 from tests.unit.inference import grammar_ref
 from tests.unit.inference.conftest import TURN_TOKENS
 
@@ -19,7 +21,7 @@ B, N_CHUNKS = 2, 4
 
 
 # ---- the text-only grammar against a plain-Python reference ------------------------------
-LAYOUT = sampling.TokenLayout(vocab_size=60, text_offset=32, num_text=10, speech_offset=42,
+LAYOUT = token_layout.TokenLayout(vocab_size=60, text_offset=32, num_text=10, speech_offset=42,
                               num_codebooks=2, codebook_size=8)
 
 
@@ -86,8 +88,8 @@ def test_text_only_grammar_matches_reference(allow_src):
 # ---- decoders ----------------------------------------------------------------------------
 def _decoder(cfg, models, temperature=0.0, **kw):
   model, codec, speaker = models
-  return streaming.StreamingDecoder(
-      model, codec, speaker, sampling.TokenLayout.from_config(cfg), cfg,
+  return decoder_lib.StreamingDecoder(
+      model, codec, speaker, token_layout.TokenLayout.from_config(cfg), cfg,
       temperature=temperature, max_turn_tokens=TURN_TOKENS,
       speaker_window_ms=cfg.stream.chunk_ms, return_logits=True, codec_blocks=(4,), **kw)
 
@@ -140,13 +142,13 @@ def test_decode_speech_false_gives_the_same_tokens_without_audio(decoder, silent
 
 def test_set_model_swaps_weights_without_recompiling(cfg, models, silent_decoder):
   _, codec, speaker = models
-  other = streaming.random_model(lambda r: streaming.s2st_lib.S2ST(cfg, rngs=r), seed=5)
+  other = loading.random_model(lambda r: decoder_lib.s2st_lib.S2ST(cfg, rngs=r), seed=5)
   audio = _audio(silent_decoder, 1)
   before = _run(silent_decoder, audio)
-  compiled = streaming._step_donate._cache_size()
+  compiled = decode_step._step_donate._cache_size()
   silent_decoder.set_model(other)
   swapped = _run(silent_decoder, audio)
-  assert streaming._step_donate._cache_size() == compiled        # no new compilation
+  assert decode_step._step_donate._cache_size() == compiled        # no new compilation
   fresh = _run(_decoder(cfg, (other, codec, speaker), decode_speech=False), audio)
   for s, f in zip(swapped, fresh):
     np.testing.assert_array_equal(s.tokens, f.tokens)
@@ -157,7 +159,7 @@ def test_set_model_swaps_weights_without_recompiling(cfg, models, silent_decoder
   # A model of another size cannot be swapped in.
   bigger = micro.get_config()
   bigger.llm.mlp_dim = 2 * bigger.llm.mlp_dim
-  wrong = streaming.random_model(lambda r: streaming.s2st_lib.S2ST(bigger, rngs=r))
+  wrong = loading.random_model(lambda r: decoder_lib.s2st_lib.S2ST(bigger, rngs=r))
   with pytest.raises(ValueError, match="set_model"):
     silent_decoder.set_model(wrong)
 
@@ -173,7 +175,7 @@ def test_text_only_turns_never_contain_speech(cfg, models):
       turn = [int(x) for x in o.tokens[b, :o.n_tokens[b]]]
       assert turn[-1] == sampling.EOT
       assert _ref_min_close_layout(turn, dec.layout) == 0, turn
-      assert not np.isin(cls[turn], [sampling.C_SPEECH, sampling.C_SPEECH_TAG]).any()
+      assert not np.isin(cls[turn], [token_layout.C_SPEECH, token_layout.C_SPEECH_TAG]).any()
       content += len(turn) > 1
       assert o.n_text[b] == max(0, len(turn) - 2)
     assert not o.n_speech.any()
@@ -193,10 +195,10 @@ def _ref_min_close_layout(turn, layout):
 def test_speech_turns_for_follows_the_codes_file(tmp_path):
   c = micro.get_config("sft")
   c.data.codes_path = ""
-  assert not streaming.speech_turns_for(c)
+  assert not decoder_lib.speech_turns_for(c)
   c.data.codes_path = str(tmp_path / "codes.npz")
-  assert not streaming.speech_turns_for(c)                      # named, not written yet
+  assert not decoder_lib.speech_turns_for(c)                      # named, not written yet
   np.savez(c.data.codes_path, a=np.zeros((2, 1), np.int16))
-  assert streaming.speech_turns_for(c)
+  assert decoder_lib.speech_turns_for(c)
   c.data.text_only = True                                       # codes, but not used
-  assert not streaming.speech_turns_for(c)
+  assert not decoder_lib.speech_turns_for(c)

@@ -17,7 +17,7 @@ from flax import nnx
 from liveinterp import translate
 from liveinterp.common import cli
 from liveinterp.common import checkpointing
-from liveinterp.inference import streaming
+from liveinterp.inference import loading
 from liveinterp.models import s2st
 from liveinterp.models.variables import split_model
 from liveinterp.models.voice import VoiceCodec
@@ -35,7 +35,7 @@ def _save_stage(workdir, stage, model, step):
   tx = optax.adam(1e-3)
   state = train_state.TrainState(step=jnp.asarray(step, jnp.int32), params=params,
                                  opt_state=tx.init(params), model_state=rest)
-  ckpt = checkpointing.Checkpointer(streaming.checkpoint_dir(workdir, stage),
+  ckpt = checkpointing.Checkpointer(checkpointing.stage_checkpoint_dir(workdir, stage),
                                     every_steps=1)
   ckpt.save(step, state, meta={"stage": stage, "step": step}, force=True)
   ckpt.close()
@@ -50,23 +50,23 @@ def trained(tmp_path_factory, cfg, models):
   """A run directory with an `sft` (S2ST) and a `codec` (VoiceCodec) checkpoint."""
   workdir = str(tmp_path_factory.mktemp("run"))
   _save_stage(workdir, "sft", models[0], 7)
-  voice = streaming.random_model(lambda r: VoiceCodec(cfg, rngs=r), seed=5)
+  voice = loading.random_model(lambda r: VoiceCodec(cfg, rngs=r), seed=5)
   _save_stage(workdir, "codec", voice, 3)
   return workdir, voice
 
 
 def test_load_params_round_trip(cfg, models, trained):
   workdir, voice = trained
-  loaded, step = streaming.load_params(workdir, "sft", cfg)
+  loaded, step = loading.restore_stage(workdir, "sft", cfg)
   assert step == 7 and isinstance(loaded, s2st.S2ST)
   for a, b in zip(_leaves(models[0]), _leaves(loaded)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   # build_models picks the latest LLM stage present and the codec stage.
-  _, c2, s2 = streaming.build_models(cfg, workdir=workdir)
+  _, c2, s2 = loading.build_models(cfg, workdir=workdir)
   for a, b in zip(_leaves(voice.codec) + _leaves(voice.speaker), _leaves(c2) + _leaves(s2)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   with pytest.raises(FileNotFoundError, match="rl1"):
-    streaming.load_params(workdir, "rl1", cfg)
+    loading.restore_stage(workdir, "rl1", cfg)
 
 
 def _write_source(path, rate=22050, seconds=0.9):
@@ -139,7 +139,7 @@ def test_cli_checks_out_before_any_work(tmp_path, monkeypatch, out, msg):
   def no_work(*args, **kwargs):
     raise AssertionError("models were built before --out was checked")
 
-  monkeypatch.setattr(streaming, "build_models", no_work)
+  monkeypatch.setattr(loading, "build_models", no_work)
   with pytest.raises(cli.UserError, match=re.escape(msg.format(tmp=tmp_path))):
     translate.main([src, "--out", str(tmp_path / out), "--config",
                     os.path.join(ROOT, "configs", "micro.py"), "--init", "random"])

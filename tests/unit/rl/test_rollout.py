@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from liveinterp.inference import sampling, streaming
+from liveinterp.inference import sampling, loading
 from liveinterp.rl import rollout
 
 from tests.unit.rl.conftest import TURN_TOKENS
@@ -121,7 +121,7 @@ def test_records_longer_than_max_chunks_are_refused(setup):
 
 def test_policy_and_reference_give_exact_nonnegative_kl(setup):
   cfg, tok, model, decoder, rs, recs, ro = setup
-  other = streaming.build_models(cfg, seed=5)[0]
+  other = loading.build_models(cfg, seed=5)[0]
   g, p = nnx.split(model)
   _, q = nnx.split(other)
   fn = jax.jit(lambda a, b, batch: rollout.policy_and_reference(
@@ -146,7 +146,7 @@ def test_speech_tokens_as_stop_decisions(setup):
   binary decision is >= 0 and 0 against itself."""
   cfg, tok, model, decoder, rs, recs, ro = setup
   g, p = nnx.split(model)
-  _, q = nnx.split(streaming.build_models(cfg, seed=5)[0])
+  _, q = nnx.split(loading.build_models(cfg, seed=5)[0])
   b = ro.batch
   gen = b["gen_mask"] > 0
   speech = gen & (b["tokens"] >= decoder.layout.speech_offset)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from data_pipelines import stream_format as sfmt
-from liveinterp.inference import grammar, sampling
+from liveinterp.common import token_layout
+from liveinterp.inference import grammar
 from liveinterp.rl import rollout
 
 
@@ -27,10 +28,10 @@ def test_every_training_turn_parses_under_the_decoder_grammar(src_transcript):
     for _, ids in sfmt.turns(ex):
       turns.append(np.asarray(ids, np.int32))
   budget = max(len(t) for t in turns)
-  g = grammar.TurnGrammar(sampling.TokenLayout.from_tokenizer(tok), budget,
+  g = grammar.TurnGrammar(token_layout.TokenLayout.from_tokenizer(tok), budget,
                           allow_src=src_transcript)
   ok = rollout.turn_well_formed(g, turns)
   bad = [tok.token_of(int(t[0])) for t, k in zip(turns, ok) if not k]
   assert ok.all(), f"{len(bad)} of {len(turns)} turns rejected, e.g. starting {bad[:3]}"
   if src_transcript:   # the data really has source-transcript waits: `<src> x+ <eot>`
-    assert any(t[0] == sampling.SRC and sampling.TEXT not in t for t in turns)
+    assert any(t[0] == token_layout.SRC and token_layout.TEXT not in t for t in turns)

@@ -1,0 +1,357 @@
+"""The decoder's pure, jitted per-chunk functions and the types they carry.
+
+`DecoderState` (what a batch of streams carries between chunks), `StepOutputs` (what one
+chunk produced), `DecodeSpec` (everything static, hashable: equal specs share compiled
+code), and `_init_pure` / `_step_pure` / `_scan_pure`, jitted at module level. The
+algorithm (steps 1-5, `<eot>` deferral) is described in `liveinterp.inference.decoder`;
+`StreamingDecoder` there is the public API around these functions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from liveinterp.common import token_layout as layout_lib
+from liveinterp.common.token_layout import EOT, PAD
+from liveinterp.inference import grammar as grammar_lib
+from liveinterp.inference import sampling
+from liveinterp.models import s2st as s2st_lib
+
+
+
+# ---- state and outputs -------------------------------------------------------------------
+class DecoderState(NamedTuple):
+  """Everything a batch of streams carries between chunks (fixed shapes)."""
+  model: s2st_lib.StreamState  # encoder state + LLM ring cache
+  codec: Any                   # codec decoder tails
+  speaker_audio: jax.Array     # [B, S] last S source samples (oldest first)
+  speaker_fill: jax.Array      # [B] int32 how many of them are real (<= S)
+  speaker: jax.Array           # [B, E] latest speaker embedding
+  pending_eot: jax.Array       # [B] bool: the last turn's <eot> is not in the cache yet
+  chunks: jax.Array            # [B] int32 chunks consumed
+  rng: jax.Array               # PRNG key
+
+
+class StepOutputs(NamedTuple):
+  """What one `step` produced per stream (fixed-size buffers + counts)."""
+  valid: jax.Array        # [B] bool: the row consumed a chunk in this step
+  chunk_index: jax.Array  # [B] int32: index of the row's last chunk read (0-based)
+  end_ms: jax.Array       # [B] int32: its end in ms of source (= emission time); int32
+                          # wraps after 24.8 days of stream, hosts use chunk_index
+  tokens: jax.Array       # [B, M] int32: the whole turn (PAD after n_tokens)
+  n_tokens: jax.Array     # [B]
+  text: jax.Array         # [B, M] target-text ids of the turn (after <text>)
+  n_text: jax.Array       # [B]
+  src: jax.Array          # [B, M] source-transcript ids (after <src>)
+  n_src: jax.Array        # [B]
+  speech: jax.Array       # [B, M] speech ids (frame-major)
+  n_speech: jax.Array     # [B]
+  audio: jax.Array        # [B, F * hop] float32 decoded speech of the turn
+  n_samples: jax.Array    # [B] int32 valid samples of `audio`
+  # Two log-probabilities per token (0 after n_tokens), see `sampling`:
+  logprob_raw: jax.Array      # [B, M] float32 log softmax(logits)[token]: the raw model
+                              # distribution (no grammar mask, temperature 1, no top-p)
+  logprob_sampled: jax.Array  # [B, M] float32 log q(token) under the distribution it was
+                              # actually drawn from (grammar/budget mask -> temperature ->
+                              # top-p; greedy: 0, a point mass). Forced tokens: what that
+                              # distribution gives them (-inf outside its support).
+  values: jax.Array       # [B, M] float32 value-head output where each token was chosen
+  speaker: jax.Array      # [B, E] speaker embedding used for this chunk's speech
+  logits: Any = None      # [B, M, V] float32 logits each token was chosen from (optional)
+
+  @property
+  def log_probs(self) -> jax.Array:
+    """Former name of `logprob_raw` (kept for callers; prefer the explicit names)."""
+    return self.logprob_raw
+
+
+class _Models(nnx.Module):
+  """The three networks the decoder runs, split/merged as one graph."""
+
+  def __init__(self, s2st, codec, speaker):
+    self.s2st = s2st
+    self.codec = codec
+    self.speaker = speaker
+
+
+def _select_rows(valid_b: jax.Array, new: Any, old: Any) -> Any:
+  """Per-row choice between two state pytrees whose leaves are batch-major.
+
+  Scalars (stream-global counters such as the encoder's frame position) advance when
+  any row does.
+  """
+  any_valid = jnp.any(valid_b)
+
+  def pick(n, o):
+    if n.ndim == 0:
+      return jnp.where(any_valid, n, o)
+    return jnp.where(valid_b.reshape((-1,) + (1,) * (n.ndim - 1)), n, o)
+  return jax.tree.map(pick, new, old)
+
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeSpec:
+  """Everything static about a decoder (hashable): equal specs share compiled code."""
+  graphdef: Any
+  layout: layout_lib.TokenLayout
+  grammar: grammar_lib.TurnGrammar | None
+  max_turn_tokens: int
+  temperature: float
+  top_p: float
+  return_logits: bool
+  chunk_samples: int
+  chunk_ms: int
+  hop: int
+  num_codebooks: int
+  speaker_samples: int
+  codec_blocks: tuple = ()
+  decode_speech: bool = True
+
+  @property
+  def max_frames(self) -> int:
+    return self.max_turn_tokens // self.num_codebooks
+
+
+
+# ---- pure functions (jitted at module level: decoders with equal specs share them) -------
+def _init_pure(spec: DecodeSpec, params, batch: int, rng, prompt: tuple = ()
+               ) -> DecoderState:
+  """Fresh state; the LLM cache already holds `prompt` (positions 0..P-1) in every row."""
+  m = nnx.merge(spec.graphdef, params)
+  model_state = m.s2st.init_stream(batch)
+  if prompt:
+    ids = jnp.broadcast_to(jnp.asarray(prompt, jnp.int32)[None], (batch, len(prompt)))
+    _, _, model_state = m.s2st.write_tokens(model_state, ids)
+  return DecoderState(
+      model=model_state, codec=m.codec.init_decode_state(batch),
+      speaker_audio=jnp.zeros((batch, spec.speaker_samples), jnp.float32),
+      speaker_fill=jnp.zeros((batch,), jnp.int32),
+      speaker=jnp.zeros((batch, m.speaker.embed_dim), jnp.float32),
+      pending_eot=jnp.zeros((batch,), bool), chunks=jnp.zeros((batch,), jnp.int32), rng=rng)
+
+
+def _step_pure(spec: DecodeSpec, params, state: DecoderState, audio_bc, valid_b, forced,
+               forced_n):
+  return _step_models(spec, nnx.merge(spec.graphdef, params), state, audio_bc, valid_b,
+                      forced, forced_n)
+
+
+_COUNTS = ("n_tokens", "n_text", "n_speech", "n_samples")
+
+
+def _scan_pure(spec: DecodeSpec, params, state, audio_nbc, valid_nb, forced_nbm,
+               forced_n_nb, keep_outputs: bool):
+  m = nnx.merge(spec.graphdef, params)
+
+  def body(st, xs):
+    st, out = _step_models(spec, m, st, *xs)
+    if not keep_outputs:
+      out = {k: getattr(out, k) for k in _COUNTS}
+    return st, out
+  return jax.lax.scan(body, state, (audio_nbc, valid_nb, forced_nbm, forced_n_nb))
+
+
+_init_jit = jax.jit(_init_pure, static_argnums=(0, 2, 4))
+_step_donate = jax.jit(_step_pure, static_argnums=(0,), donate_argnums=(2,))
+_step_keep = jax.jit(_step_pure, static_argnums=(0,))
+_scan_donate = jax.jit(_scan_pure, static_argnums=(0, 7), donate_argnums=(2,))
+_scan_keep = jax.jit(_scan_pure, static_argnums=(0, 7))
+
+
+def _step_models(spec: DecodeSpec, m: _Models, st: DecoderState, audio_bc, valid_b,
+                 forced, forced_n):
+  """One chunk for every row (module docstring, steps 1-5)."""
+  s2 = m.s2st
+  b = audio_bc.shape[0]
+  key, turn_key = jax.random.split(st.rng)
+
+  # 1. encoder -> adapter -> one prefill of [pending <eot>, audio slots].
+  frames, enc = s2.encoder.extend_step(audio_bc, st.model.encoder)
+  enc = _select_rows(valid_b, enc, st.model.encoder)
+  audio_emb, _ = s2.adapter(frames)                                     # [B, S, D]
+  eot_emb = s2.llm.embed(jnp.full((b, 1), EOT, jnp.int32))
+  x = jnp.concatenate([eot_emb.astype(audio_emb.dtype), audio_emb], axis=1)
+  write = jnp.concatenate([(st.pending_eot & valid_b)[:, None],
+                           jnp.broadcast_to(valid_b[:, None], audio_emb.shape[:2])], axis=1)
+  logits, values, cache = s2.llm.extend(st.model.cache, x, write)
+
+  # 2.-3. the turn.
+  turn, cache = _decode_turn(spec, s2.llm, cache, logits[:, -1], values[:, -1], valid_b,
+                             turn_key, forced, forced_n)
+
+  # 4. speaker embedding from the rolling source buffer (only needed when someone speaks).
+  n_src = spec.speaker_samples
+  spk_audio = jnp.concatenate([st.speaker_audio, audio_bc.astype(jnp.float32)],
+                              axis=1)[:, -n_src:]
+  spk_audio = jnp.where(valid_b[:, None], spk_audio, st.speaker_audio)
+  fill = jnp.where(valid_b, jnp.minimum(st.speaker_fill + spec.chunk_samples, n_src),
+                   st.speaker_fill)
+  n_frames = turn["n_speech"] // spec.num_codebooks
+
+  def embed():
+    mask = jnp.arange(n_src)[None, :] >= (n_src - fill)[:, None]
+    return m.speaker.embed_audio(spk_audio, mask).astype(jnp.float32)
+  if spec.decode_speech:
+    spk = jax.lax.cond(jnp.any(n_frames > 0), embed, lambda: st.speaker)
+    # 5. codec: one frame per iteration; tails advance only on real frames.
+    audio_out, codec_state = _decode_speech(spec, m.codec, st.codec, turn["speech"],
+                                            n_frames, spk)
+    n_samples = n_frames * spec.hop
+  else:  # text only: no speaker embedding, no codec (silent audio, 0 samples)
+    spk, codec_state = st.speaker, st.codec
+    audio_out = jnp.zeros((b, spec.max_frames * spec.hop), jnp.float32)
+    n_samples = jnp.zeros((b,), jnp.int32)
+  chunks = st.chunks + valid_b.astype(jnp.int32)
+  new_state = DecoderState(
+      model=s2st_lib.StreamState(enc, cache), codec=codec_state, speaker_audio=spk_audio,
+      speaker_fill=fill, speaker=spk, pending_eot=st.pending_eot | valid_b, chunks=chunks,
+      rng=key)
+  out = StepOutputs(
+      valid=valid_b, chunk_index=chunks - 1, end_ms=chunks * spec.chunk_ms,
+      tokens=turn["tokens"], n_tokens=turn["n_tokens"], text=turn["text"],
+      n_text=turn["n_text"], src=turn["src"], n_src=turn["n_src"], speech=turn["speech"],
+      n_speech=turn["n_speech"], audio=audio_out, n_samples=n_samples,
+      logprob_raw=turn["logprob_raw"], logprob_sampled=turn["logprob_sampled"],
+      values=turn["values"], speaker=spk,
+      logits=turn.get("logits"))
+  return new_state, out
+
+
+def _choose(spec: DecodeSpec, i, logits_bv, gram: grammar_lib.GrammarState, key, forced,
+            forced_n):
+  """Token i of the turn: forced where `forced_n >= 0`, else sampled under the mask.
+
+  Returns (token [B] int32, its log-probability [B] under the distribution sampled from).
+  """
+  m = spec.max_turn_tokens
+  b, v = logits_bv.shape
+  if spec.grammar is not None:
+    mask = spec.grammar.mask(gram, i)
+  else:
+    mask = grammar_lib.budget_mask(b, v, i, m)
+  tok, logp_bv = sampling.sample_with_log_probs(
+      logits_bv, jax.random.fold_in(key, i), temperature=spec.temperature, top_p=spec.top_p,
+      mask_bv=mask)
+  f = jax.lax.dynamic_index_in_dim(forced, jnp.minimum(i, m - 1), axis=1, keepdims=False)
+  f = jnp.where((i < forced_n) & (i < m - 1), f, EOT)
+  tok = jnp.where(forced_n >= 0, f, tok).astype(jnp.int32)
+  return tok, sampling.log_prob_of(logp_bv, tok)
+
+
+def _decode_turn(spec: DecodeSpec, llm, cache, logits_bv, value_b, valid_b, key, forced,
+                 forced_n):
+  """`lax.while_loop` over the turn's tokens -> (buffers dict, cache)."""
+  b, m = logits_bv.shape[0], spec.max_turn_tokens
+  cls_v = jnp.asarray(spec.layout.id_classes())
+  zi = jnp.zeros((b, m), jnp.int32)
+  zf = jnp.zeros((b, m), jnp.float32)
+  zc = jnp.zeros((b,), jnp.int32)
+  bufs = dict(tokens=zi, text=zi, src=zi, speech=zi, logprob_raw=zf, logprob_sampled=zf,
+              values=zf, n_tokens=zc, n_text=zc, n_src=zc, n_speech=zc)
+  if spec.return_logits:
+    bufs["logits"] = jnp.zeros((b, m, logits_bv.shape[-1]), jnp.float32)
+  rows = jnp.arange(b)
+
+  def record(i, tok, lp_sampled, logits, value, gram, done, bufs):
+    """Appends token i of the still-active rows to the buffers; advances the grammar."""
+    act = ~done
+    cls = cls_v[tok]
+    bufs = dict(bufs)
+    bufs["tokens"] = bufs["tokens"].at[:, i].set(jnp.where(act, tok, PAD))
+    bufs["logprob_raw"] = bufs["logprob_raw"].at[:, i].set(
+        jnp.where(act, sampling.token_log_probs(logits, tok), 0.0))
+    bufs["logprob_sampled"] = bufs["logprob_sampled"].at[:, i].set(
+        jnp.where(act, lp_sampled, 0.0))
+    bufs["values"] = bufs["values"].at[:, i].set(jnp.where(act, value, 0.0))
+    if "logits" in bufs:
+      bufs["logits"] = bufs["logits"].at[:, i].set(
+          jnp.where(act[:, None], logits.astype(jnp.float32), 0.0))
+    bufs["n_tokens"] = bufs["n_tokens"] + act.astype(jnp.int32)
+    for name, hit in (
+        ("text", (cls == layout_lib.C_WORD) & (gram.phase == grammar_lib.TEXT_PHASE)),
+        ("src", (cls == layout_lib.C_WORD) & (gram.phase == grammar_lib.SRC_PHASE)),
+        ("speech", (cls == layout_lib.C_SPEECH) & (gram.phase == grammar_lib.SPEECH_PHASE))):
+      hit = hit & act
+      n = bufs["n_" + name]
+      idx = jnp.where(hit, n, m)                         # m: out of range -> dropped
+      bufs[name] = bufs[name].at[rows, idx].set(tok, mode="drop")
+      bufs["n_" + name] = n + hit.astype(jnp.int32)
+    new_gram = grammar_lib.grammar_advance(gram, tok, spec.layout)
+    new_gram = grammar_lib.GrammarState(*(jnp.where(act, a, o) for a, o in zip(new_gram, gram)))
+    return new_gram, done | (act & (tok == EOT)), bufs
+
+  gram = grammar_lib.grammar_init(b)
+  done = ~valid_b
+  tok, lp = _choose(spec, jnp.int32(0), logits_bv, gram, key, forced, forced_n)
+  gram, done, bufs = record(0, tok, lp, logits_bv, value_b, gram, done, bufs)
+
+  def cond(c):
+    i, _, _, _, done, _ = c
+    return (i < m) & jnp.any(~done)
+
+  def body(c):
+    i, cache, tok, gram, done, bufs = c
+    # Rows still in the turn write their last (non-<eot>) token and get new logits.
+    lg, val, cache = llm.extend(cache, tok[:, None], (~done)[:, None])
+    new_tok, lp = _choose(spec, i, lg[:, 0], gram, key, forced, forced_n)
+    gram, done, bufs = record(i, new_tok, lp, lg[:, 0], val[:, 0], gram, done, bufs)
+    return i + 1, cache, new_tok, gram, done, bufs
+
+  _, cache, _, _, _, bufs = jax.lax.while_loop(
+      cond, body, (jnp.int32(1), cache, tok, gram, done, bufs))
+  return bufs, cache
+
+
+def _decode_speech(spec: DecodeSpec, codec, codec_state, speech_bm, n_frames_b, spk_be):
+  """Speech ids `[B, M]` -> audio `[B, F * hop]`; each row's codec tails advance over
+  exactly its `n_frames` frames.
+
+  Frames every row has are decoded in blocks (`spec.codec_blocks`, largest first: one
+  codec call on k frames costs far less than k calls on one), the rest one frame per
+  iteration with per-row validity. Blocked and frame-wise decoding give the same audio
+  (the codec decoder is causal with exact streaming state).
+  """
+  b, q, f = speech_bm.shape[0], spec.num_codebooks, spec.max_frames
+  codes = spec.layout.frame_codes(speech_bm[:, :f * q], xp=jnp)       # [B, F, Q]
+  hop = spec.hop
+  audio = jnp.zeros((b, f * hop), jnp.float32)
+  n_common = jnp.min(n_frames_b)
+  start = jnp.int32(0)
+  state = codec_state
+
+  for k in spec.codec_blocks:
+    if k > f:
+      continue
+
+    def block(c, k=k):
+      i, st, audio = c
+      frames = jax.lax.dynamic_slice_in_dim(codes, i, k, axis=1)       # [B, k, Q]
+      y, st = codec.decode_step(frames, spk_be, st)
+      audio = jax.lax.dynamic_update_slice_in_dim(audio, y.astype(jnp.float32), i * hop,
+                                                  axis=1)
+      return i + k, st, audio
+
+    start, state, audio = jax.lax.while_loop(
+        lambda c, k=k: c[0] + k <= n_common, block, (start, state, audio))
+
+  def frame(c):
+    i, st, audio = c
+    y, new = codec.decode_step(jax.lax.dynamic_slice_in_dim(codes, i, 1, axis=1), spk_be, st)
+    ok = i < n_frames_b
+    st = _select_rows(ok, new, st)
+    y = jnp.where(ok[:, None], y.astype(jnp.float32), 0.0)
+    audio = jax.lax.dynamic_update_slice_in_dim(audio, y, i * hop, axis=1)
+    return i + 1, st, audio
+
+  _, state, audio = jax.lax.while_loop(
+      lambda c: c[0] < jnp.max(n_frames_b), frame, (start, state, audio))
+  return audio, state
+
+
+__all__ = ["DecoderState", "StepOutputs", "DecodeSpec"]

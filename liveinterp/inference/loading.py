@@ -1,0 +1,123 @@
+"""Building the decoder's networks: random weights (`random_model`, smoke tests and
+benchmarks) or trained ones restored from a run's stage checkpoints (`build_models`,
+`restore_stage`, both through `liveinterp.common.checkpointing.restore_model`)."""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from liveinterp.common import checkpointing
+from liveinterp.models import s2st as s2st_lib
+from liveinterp.models.codec import Codec
+from liveinterp.models.voice import SpeakerEncoder
+
+def random_model(model_fn: Callable[[nnx.Rngs], nnx.Module], seed: int = 0) -> nnx.Module:
+  """The model of `model_fn` with random weights drawn in numpy (smoke tests, benchmarks).
+
+  The layers' own initializers run one small XLA program per parameter, which takes
+  minutes on a busy CPU; this fills the same structure (from `nnx.eval_shape`, nothing
+  compiled) by name: `scale` -> 1, `bias` -> 0, embeddings/codebooks -> N(0, 1), every
+  other float weight -> N(0, 1 / fan_in) with fan_in = all axes but the last (and but a
+  leading stacked-layers axis), integer state -> 0, codebook statistics consistent with
+  the codebooks. Not the trained models' initialisation: only for running code paths.
+  """
+  with nnx.use_eager_sharding(False):
+    abstract = nnx.eval_shape(lambda: model_fn(nnx.Rngs(0)))
+  graphdef, state = nnx.split(abstract)
+  rng = np.random.default_rng(seed)
+  flat, treedef = jax.tree_util.tree_flatten_with_path(state)
+
+  def name_of(path) -> str:
+    keys = [getattr(k, "key", getattr(k, "name", getattr(k, "idx", None))) for k in path]
+    keys = [str(k) for k in keys if k is not None and str(k) != "value"]
+    return keys[-1] if keys else ""
+
+  values = []
+  for path, leaf in flat:
+    shape, dtype, name = tuple(leaf.shape), np.dtype(leaf.dtype), name_of(path)
+    stacked = any(str(getattr(k, "key", "")) == "blocks" for k in path)
+    if not np.issubdtype(dtype, np.floating):
+      v = np.zeros(shape, dtype)
+    elif name in ("scale", "cluster_size"):
+      v = np.ones(shape, dtype)
+    elif name == "bias":
+      v = np.zeros(shape, dtype)
+    elif name in ("embedding", "embed_sum"):
+      v = rng.standard_normal(shape).astype(dtype)
+    else:
+      fan_axes = shape[1 if stacked and len(shape) > 2 else 0:-1]
+      fan_in = max(1, int(np.prod(fan_axes))) if len(shape) > 1 else 1
+      v = (rng.standard_normal(shape) / np.sqrt(fan_in)).astype(dtype)
+    values.append(v)
+  # EMA codebooks: embedding = embed_sum / cluster_size; keep them consistent.
+  by_path = {jax.tree_util.keystr(p): i for i, (p, _) in enumerate(flat)}
+  for key, i in by_path.items():
+    if "'embed_sum'" in key:
+      j = by_path.get(key.replace("'embed_sum'", "'embedding'"))
+      if j is not None:
+        values[i] = values[j].copy()
+  state = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(v) for v in values])
+  return nnx.merge(graphdef, state)
+
+
+def build_models(cfg, *, workdir: str | None = None, seed: int = 0,
+                 llm_stage: str | None = None, codec_stage: str = "codec"):
+  """(S2ST, Codec, SpeakerEncoder): trained from `workdir`, or random (`workdir=None`).
+
+  Trained: the LLM-side model from `llm_stage` (default: the latest of rl2, rl1, sft,
+  pretrain that has checkpoints) and the codec + speaker encoder from `codec_stage`.
+  """
+  from liveinterp.models.voice import VoiceCodec
+  if workdir is None:
+    return (random_model(lambda r: s2st_lib.S2ST(cfg, rngs=r), seed),
+            random_model(lambda r: Codec(cfg, rngs=r), seed + 1),
+            random_model(lambda r: SpeakerEncoder(cfg, rngs=r), seed + 2))
+  if llm_stage is None:
+    found = [s for s in LLM_STAGES
+             if os.path.isdir(checkpointing.stage_checkpoint_dir(workdir, s))]
+    if not found:
+      raise FileNotFoundError(
+          f"{workdir}: no checkpoints of any of the stages {LLM_STAGES} (looked for "
+          f"{checkpointing.stage_checkpoint_dir(workdir, '<stage>')})")
+    llm_stage = found[0]
+  model, _ = restore_stage(workdir, llm_stage, cfg)
+  voice_codec, _ = restore_stage(workdir, codec_stage, cfg,
+                                 model_fn=lambda r: VoiceCodec(cfg, rngs=r))
+  return model, voice_codec.codec, voice_codec.speaker
+
+
+# ---- checkpoints -------------------------------------------------------------------------
+LLM_STAGES = ("rl2", "rl1", "sft", "pretrain")  # latest first
+
+
+def _stage_model_fn(stage: str, cfg) -> Callable[[nnx.Rngs], nnx.Module]:
+  from liveinterp.models.voice import VoiceCodec
+  if stage == "codec":
+    return lambda rngs: VoiceCodec(cfg, rngs=rngs)
+  return lambda rngs: s2st_lib.S2ST(cfg, rngs=rngs)
+
+
+def restore_stage(workdir: str, stage: str, cfg, *, step: int | None = None,
+                  model_fn: Callable[[nnx.Rngs], nnx.Module] | None = None):
+  """`(model, step)`: a stage's trained model from `<workdir>/<stage>/checkpoints`, on
+  the first local device (`liveinterp.common.checkpointing.restore_model`, the one
+  restore function). `model_fn` builds the model the stage trained (default:
+  `VoiceCodec` for `codec`, `S2ST` otherwise). Raises FileNotFoundError naming the
+  stage and directory when there is no checkpoint."""
+  directory = checkpointing.stage_checkpoint_dir(workdir, stage)
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f"no checkpoints for stage {stage!r}: {directory} does not exist")
+  try:
+    return checkpointing.restore_model(model_fn or _stage_model_fn(stage, cfg), directory,
+                                       step=step)
+  except FileNotFoundError as e:
+    raise FileNotFoundError(f"no checkpoints for stage {stage!r}: {e}") from e
+
+
+__all__ = ["random_model", "build_models", "restore_stage", "LLM_STAGES"]
