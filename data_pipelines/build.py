@@ -33,7 +33,7 @@ length bounds (`speech_ms_per_token_bounds`; absent without target speech or in 
 made before it existed).
 
 SFT drops (also step 4, same records): every record the SFT pipeline would drop because
-`stream_format.simul_example` cannot format it under the trainer's own spec (the model
+`stream_format.simul_windows` cannot format it under the trainer's own spec (the model
 config's timing and `max_len=data.seq_len`), with and without speech, counted by reason:
 `"sft_drops": {"max_len", "with_speech"|"without_speech": {"records", "dropped",
 "fraction", "reasons": {reason: count}, "first": {reason: first message}}}`. The build
@@ -162,6 +162,8 @@ def compute_length_stats(records, tok, cfg) -> dict:
   train_specs = {v: sfmt.StreamSpec.from_config(cfg, speech_placeholder=ph)
                  for v, ph in variants.items()}
   drops = {v: dict(records=0, dropped=0, reasons={}, first={}) for v in variants}
+  from data_pipelines import pipelines  # pylint: disable=g-import-not-at-top
+  context_chunks = pipelines.window_context_chunks(cfg)
   tasks = [("sft", "simul")] + [("pretrain", t) for t in ("asr", "st", "tts", "s2st")]
   acc = {(stage, task, v): dict(stream=[], slots=[], turns=[], errors=0, first_error="",
                                 reasons={})
@@ -172,8 +174,9 @@ def compute_length_stats(records, tok, cfg) -> dict:
     for v, spec in train_specs.items():  # what the SFT pipeline drops (StreamTransform)
       dv = drops[v]
       dv["records"] += 1
-      try:
-        sfmt.simul_example(rec, tok, spec, policy=cfg.data.policy, k=cfg.data.wait_k)
+      try:  # long talks are cut into windows (pipelines.StreamTransform): drop as it does
+        sfmt.simul_windows(rec, tok, spec, policy=cfg.data.policy, k=cfg.data.wait_k,
+                           context_chunks=context_chunks)
       except sfmt.FormatError as e:
         dv["dropped"] += 1
         dv["reasons"][e.reason] = dv["reasons"].get(e.reason, 0) + 1

@@ -185,3 +185,24 @@ def test_window_frame_labels_are_the_sources_at_its_chunks(records, tok):
     np.testing.assert_array_equal(ex["src_frames"],
                                   full[w.first * per_chunk:w.end * per_chunk])
     assert ex["src_ids"].size == 0
+
+
+def test_the_build_counts_the_drops_the_windowed_pipeline_makes(records, tok):
+  """`build.compute_length_stats` counts SFT drops with `simul_windows`, as the pipeline
+  formats them: a long talk that fits as windows is kept, one whose later turn cannot fit
+  any window is dropped as turn_too_long (simul_example alone would call both too long)."""
+  from data_pipelines import build
+  talk, short = records
+  cfg = micro.get_config("sft")
+  cfg.data.seq_len = 96
+  cfg.codec.num_codebooks, cfg.codec.codebook_size = 2, 16  # the fixture tokenizer's
+  sp = sfmt.StreamSpec.from_config(cfg)
+  assert len(sfmt.simul_windows(talk, tok, sp, context_chunks=4)) >= 2
+  words = list(talk["tgt_words"])
+  words[-1] = " ".join([words[-1]] * 120)  # the last turn's text alone exceeds seq_len
+  long_end = dict(talk, id="talk-long-end", tgt_words=words)
+  drops = build.compute_length_stats([talk, short, long_end], tok, cfg)["sft_drops"]
+  d = drops["without_speech"]  # (with speech, micro's codec turns are > 96 tokens)
+  assert d["records"] == 3 and d["dropped"] == 1
+  assert d["reasons"] == {"turn_too_long": 1}
+  assert "talk-long-end" in d["first"]["turn_too_long"]
