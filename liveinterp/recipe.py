@@ -66,6 +66,9 @@ def run_stage(config, workdir) -> int:
   """Trains one stage (unless already finished); returns its exit code (`loop.exit_code`):
   0 to go on, else the recipe stops with that code and the message printed here."""
   from liveinterp.train import loop, stages
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.process_index() == 0:  # each stage directory carries its resolved config
+    config_lib.save(config, os.path.join(workdir, "config.json"))
   if _finished(workdir, config.train.steps):
     _say(f"{config.stage}: already trained ({workdir}), skipping")
     return 0
@@ -129,6 +132,10 @@ def main(argv):
         code = run_stage(cfg, os.path.join(run_dir, step))
       if code:
         return code  # app.run exits with it: 3 diverged, 75 preempted (loop.exit_code)
+      if step in ("sft", "rl1", "rl2") and jax.process_index() == 0:
+        # The run directory's own config (the latest LLM stage's): `translate`,
+        # `evaluate` and `export` need only --workdir/--run_dir.
+        config_lib.save(cfg, os.path.join(run_dir, "config.json"))
     elif step == "speech_tokens":
       cfg = stage_config(_RECIPE.value, "pretrain", run_dir, data_dir, tok_prefix,
                          overrides=overrides)

@@ -608,7 +608,7 @@ def load(spec: str, overrides=(), *, lock: bool = True, check: bool = True):
     import ml_collections  # pylint: disable=g-import-not-at-top
     try:
       with open(path) as f:
-        c = ml_collections.ConfigDict(json.load(f))
+        c = ml_collections.ConfigDict(_from_json(json.load(f)))
     except ValueError as e:
       raise ConfigError(f"config spec {spec!r}: {path} is not a JSON config: {e}") from e
   else:
@@ -625,3 +625,55 @@ def load(spec: str, overrides=(), *, lock: bool = True, check: bool = True):
       warnings.simplefilter("ignore", ConfigWarning)
       validate(c)  # its messages name the field, as every entry point reports them
   return c
+
+
+_LISTS = "__list_fields__"  # save(): the fields holding lists (every other sequence is a tuple)
+
+
+def _tuples(node):
+  if isinstance(node, dict):
+    return {k: _tuples(v) for k, v in node.items()}
+  if isinstance(node, list):
+    return tuple(_tuples(v) for v in node)
+  return node
+
+
+def _from_json(d: dict) -> dict:
+  """A saved config's dict with its sequence types back: JSON has only lists; the config
+  files hold tuples except in the fields `save` listed under `_LISTS` (e.g.
+  logical_axis_rules, a list of tuples), so the loaded config equals the one that ran
+  and its tuple fields take `--config.a.b=v` overrides again."""
+  lists = d.pop(_LISTS, [])
+  d = _tuples(d)
+  for path in lists:
+    *parents, leaf = path.split(".")
+    node = d
+    for k in parents:
+      node = node[k]
+    node[leaf] = list(node[leaf])
+  return d
+
+
+def save(c, path: str) -> str:
+  """Writes config `c` (resolved: overrides, data paths and sizes applied) as JSON to
+  `path`, atomically; `load(path)` gives back an equal config. Every stage directory
+  and run directory carries one, so `translate`, `evaluate` (and `export`/`serve`) need
+  only the directory."""
+  import json  # pylint: disable=g-import-not-at-top
+  d = c.to_dict()
+  lists = []
+
+  def walk(node, prefix):
+    for k, v in node.items():
+      if isinstance(v, dict):
+        walk(v, f"{prefix}{k}.")
+      elif isinstance(v, list):
+        lists.append(prefix + k)
+  walk(d, "")
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump({**d, _LISTS: lists}, f, indent=1)
+    f.write("\n")
+  os.replace(tmp, path)
+  return path

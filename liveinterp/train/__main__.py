@@ -75,6 +75,8 @@ def main(argv):
   from liveinterp.train import loop  # pylint: disable=g-import-not-at-top
   config_lib.validate(config, num_devices=jax.device_count())  # mesh and batch vs devices
   workdir = os.path.abspath(_WORKDIR.value)
+  if jax.process_index() == 0:  # the resolved config of this run (config.load reads it)
+    config_lib.save(config, os.path.join(workdir, "config.json"))
   if rl:
     from liveinterp.rl import trainer  # pylint: disable=g-import-not-at-top
     trainer.check_config(config)

@@ -72,3 +72,18 @@ def test_recipe_times_accumulate_over_invocations(tmp_path):
   recipe._record_time(str(tmp_path), "pretrain", 12.5)
   assert json.loads((tmp_path / "recipe_times.json").read_text()) == {
       "pretrain": 12.5, "sft": 20.0}
+
+
+def test_finished_recipe_leaves_its_resolved_config_in_every_directory(monkeypatch, tmp_path):
+  """Each stage directory and the run directory carry the resolved config (issue #15, a
+  run directory is self-describing): `config.load(<dir>/config.json)` gives back the
+  config the stage ran with, overrides included."""
+  from liveinterp.common import config as config_lib
+  c = _cfg(2)
+  c.train.learning_rate = 0.0123  # a value no config file has
+  code, configured, run = _run_recipe(monkeypatch, tmp_path, _stage(), c)
+  assert not code and configured == ["pretrain", "sft"]  # main returns None when done
+  for d in (os.path.join(run, "pretrain"), os.path.join(run, "sft"), run):
+    got = config_lib.load(os.path.join(d, "config.json"), check=False)
+    assert got.to_dict() == c.to_dict(), d
+  assert not os.path.exists(os.path.join(tmp_path, "config.json"))
