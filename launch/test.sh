@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The test command: set-up (idempotent) then the default suite (not the `slow` marker).
 # Extra arguments go to pytest, e.g. `bash launch/test.sh tests/unit -x`.
+# Two workers, one file per worker at a time (module fixtures run once), files in collection
+# order (tests/conftest.py puts the longest first); one fresh XLA compilation cache for the
+# run, shared by both workers and the subprocesses tests start (tests/conftest.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash launch/setup.sh
 export TF_CPP_MIN_LOG_LEVEL=3 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 if [ "$#" -eq 0 ]; then set -- tests; fi
-exec .venv/bin/python -m pytest -q -m "not slow" -n 2 --dist=loadfile -p no:cacheprovider "$@"
+exec .venv/bin/python -m pytest -q -m "not slow" -n 2 --dist=loadfile --no-loadscope-reorder -p no:cacheprovider "$@"

@@ -2,8 +2,9 @@
 logs every reward component and PPO metric, and a run stopped at iteration 1 and resumed
 ends bit-identical to an uninterrupted one (same episodes, sampling keys, β, weights).
 
-The three processes share one persistent JAX compilation cache, so only the first pays
-for compiling the decoder scan, the scoring forward and the update.
+The three processes share one persistent JAX compilation cache (the suite's, from
+tests/conftest.py, when there is one), so only the first pays for compiling the decoder
+scan, the scoring forward and the update.
 """
 
 import json
@@ -57,7 +58,7 @@ def _cmd(root, data_dir, tok_prefix, workdir, *extra):
 
 def _env(cache):
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
-             JAX_COMPILATION_CACHE_DIR=cache,
+             JAX_COMPILATION_CACHE_DIR=os.environ.get("JAX_COMPILATION_CACHE_DIR", cache),
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
   env.pop("XLA_FLAGS", None)
