@@ -30,11 +30,17 @@ def _steps(workdir):
                 if os.path.basename(p).isdigit())
 
 
+# The run's flags. The re-run repeats them exactly ("re-run the same command to resume"),
+# so its train step is the same program and loads from the suite's compilation cache
+# (tests/conftest.py) instead of compiling again (~45 s of CPU): a different
+# train.steps would change the learning-rate schedule inside the step. `--stop_at` bounds it.
+_PREEMPTED_RUN = ("--config.train.steps=100000", "--config.checkpoint.every_steps=100000",
+                  "--config.train.log_every=1")
+
+
 def test_sigterm_saves_exits_preempted_and_rerun_resumes(tmp_path):
   w = str(tmp_path / "run")
-  proc = subprocess.Popen(_cmd(w, "--config.train.steps=100000",
-                               "--config.checkpoint.every_steps=100000",
-                               "--config.train.log_every=1"),
+  proc = subprocess.Popen(_cmd(w, *_PREEMPTED_RUN),
                           cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
   seen = []
@@ -56,12 +62,12 @@ def test_sigterm_saves_exits_preempted_and_rerun_resumes(tmp_path):
   result = json.load(open(os.path.join(w, "result.json")))
   assert result["stopped_early"] and result["step"] == saved[0]
   assert result["stopped"] == "preempted"
-  out = subprocess.run(_cmd(w, f"--config.train.steps={saved[0] + 2}",
-                            "--config.checkpoint.every_steps=100000"),
+  out = subprocess.run(_cmd(w, *_PREEMPTED_RUN, f"--stop_at={saved[0] + 2}"),
                        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=240)
   assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
   assert f"resumed from step {saved[0]}" in out.stdout
   assert _steps(w)[-1] == saved[0] + 2
+  assert json.load(open(os.path.join(w, "result.json")))["step"] == saved[0] + 2
   assert glob.glob(os.path.join(w, "tensorboard", "events.out.tfevents.*"))
 
 
