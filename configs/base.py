@@ -111,6 +111,9 @@ def get_config():
   c.stream = ml_collections.ConfigDict(dict(
       chunk_ms=640,          # one read unit; a multiple of the 40 ms encoder frame
       max_turn_tokens=64,    # decode budget per chunk
+      # the speaker window voicing a turn ends this many chunks before it (voice span,
+      # liveinterp/inference/decode_step.py): MEASURED_LAG
+      voice_lag_chunks=1,
   ))
 
   # ---- models ------------------------------------------------------------------------
@@ -160,8 +163,11 @@ def get_config():
       codec_crop_ms=1000, codec_ref_ms=2000,
       max_src_tokens=64,      # CTC target (source transcript) length per example
       size_from_data=False,   # recipe: seq_len / max_audio_slots / turn budget from the
-                              # build's length stats (liveinterp.train.recipes)
+                              # build's length stats (liveinterp.train.stage_configs)
       text_only=False,        # stream stages: text-only turns even when codes exist
+      # SFT turns start with `<src> newly heard source words` (a live transcript, DESIGN
+      # §1; stream_format.StreamSpec.src_transcript) and the decoder's grammar allows it
+      src_transcript=False,
       # the TFDS build the stages read: "liveinterp_corpus" (the project's, at data.build),
       # "cvss" / "cvss_t" / "covost2" (user corpora at data.pair), or "dataset/config"
       corpus="liveinterp_corpus",

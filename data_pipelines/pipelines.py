@@ -623,7 +623,7 @@ def stream_dataset(source: Sequence[Mapping[str, Any]], cfg, tokenizer, stage: s
                    task_weights: Mapping[str, float] | None = None,
                    policy: str = "alignment", wait_k: int = 3,
                    codes_fn: CodesFn | None = None, speech_placeholder: str = "none",
-                   src_transcript: bool = False, worker_count: int = 0,
+                   src_transcript: bool | None = None, worker_count: int = 0,
                    read_threads: int = 2,
                    max_audio_slots: int | None = None,
                    max_src_tokens: int = 0, frame_ms: int = 0,
@@ -645,9 +645,12 @@ def stream_dataset(source: Sequence[Mapping[str, Any]], cfg, tokenizer, stage: s
   Batch: tokens, loss_mask, audio_slot_mask, chunk_index, segment_ids, positions,
   audio_segment_ids int32[B, seq_len]; audio int16[B, seq_len, S] (S samples per slot).
   `frame_ms` > 0 (the encoder frame, unpacked only) adds `src_frames` (per-frame source
-  characters, `source_frame_labels`).
+  characters, `source_frame_labels`). `src_transcript`: SFT turns start with `<src>
+  newly heard source words` (None: `data.src_transcript`).
   """
   seq_len = cfg.data.seq_len
+  if src_transcript is None:
+    src_transcript = bool(cfg.data.get("src_transcript", False))
   spec = sfmt.StreamSpec.from_config(cfg, speech_placeholder=speech_placeholder,
                                      src_transcript=src_transcript)
   shard = shard or shard_options()

@@ -132,7 +132,8 @@ class StreamSpec:
     kw = dict(sample_rate=cfg.audio.sample_rate, chunk_ms=cfg.stream.chunk_ms,
               frame_ms=cfg.audio.hop_ms * cfg.encoder.subsample,
               adapter_stack=cfg.adapter.stack, codec_hop=int(math.prod(cfg.codec.strides)),
-              num_codebooks=cfg.codec.num_codebooks, max_len=cfg.data.seq_len)
+              num_codebooks=cfg.codec.num_codebooks, max_len=cfg.data.seq_len,
+              src_transcript=bool(cfg.data.get("src_transcript", False)))
     kw.update(overrides)
     return cls(**kw)
 

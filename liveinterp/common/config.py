@@ -230,6 +230,9 @@ def validate(c, num_devices: int | None = None):
   if c.data.seq_len > c.llm.max_len:
     raise ConfigError(f"data.seq_len={c.data.seq_len} exceeds llm.max_len={c.llm.max_len}, "
                       f"the longest sequence this model size is meant to train on")
+  if not isinstance(c.data.get("src_transcript", False), bool):
+    raise ConfigError(f"data.src_transcript={c.data.src_transcript!r}: expected True or "
+                      f"False")
   if c.data.policy not in ("alignment", "wait_k"):
     raise ConfigError(f"data.policy={c.data.policy!r}: expected 'alignment' or 'wait_k'")
   if c.data.wait_k < 1:

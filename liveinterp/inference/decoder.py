@@ -24,9 +24,12 @@ One `step` (a single XLA computation, compiled once) does, for every stream in t
      advance while the other rows finish. The loop stops when every row is done;
   3. collects the turn's text / source-transcript / speech ids into fixed buffers
      `[B, max_turn_tokens]` with counts;
-  4. speaker embedding of the last `speaker_window_ms` of *source* audio (a rolling buffer
-     in the state, so it follows speaker changes); computed only on chunks where some row
-     speaks, which gives the same result as computing it every chunk;
+  4. speaker embedding of `speaker_window_ms` of *source* audio ending
+     `voice_lag_chunks` chunks before this one (a rolling buffer in the state, so it
+     follows speaker changes; the lag voices a turn from the audio its words were spoken
+     in, see the voice span rule in `liveinterp.inference.decode_step`); computed only on
+     chunks where some row speaks, which gives the same result as computing it every
+     chunk;
   5. codec streaming decode of the turn's speech frames (conditioned on that embedding):
      frames every row has go through the codec in blocks (`codec_blocks`), the rest one
      frame per `while_loop` iteration with per-row validity, so each row's codec tail
@@ -115,6 +118,16 @@ def prompt_for(cfg, tokenizer=None) -> tuple[int, ...]:
   tok = tokenizer if isinstance(tokenizer, tok_lib.Tokenizer) else None
   return tuple(int(i) for i in sfmt.simul_prompt_ids(tok, src, tgt))
 
+def voice_lag_for(cfg):
+  """`cfg.stream.voice_lag_chunks`, or the base config's value for a config saved
+  before the field existed (the decoder validates it)."""
+  lag = cfg.stream.get("voice_lag_chunks", None)
+  if lag is None:
+    from configs import base  # pylint: disable=g-import-not-at-top
+    lag = base.get_config().stream.voice_lag_chunks
+  return lag
+
+
 class StreamingDecoder:
   """Chunk-by-chunk S2ST (module docstring).
 
@@ -127,9 +140,15 @@ class StreamingDecoder:
     temperature: 0 = greedy; > 0 samples.
     top_p: nucleus mass (1 = off).
     grammar: mask ids with the turn grammar (else only "last budget token is <eot>").
-    allow_src: the grammar lets a turn start with `<src> w+` (source transcript).
+    allow_src: the grammar lets a turn start with `<src> w+` (the live source
+      transcript); None (default) = `cfg.data.src_transcript`, what the model was
+      trained to write.
     max_turn_tokens: decode budget per chunk (default `cfg.stream.max_turn_tokens`).
     speaker_window_ms: source audio the speaker embedding is computed from.
+    voice_lag_chunks: d, the speaker window ends d chunks before the chunk being
+      answered (voice span, `decode_step` module docstring); None (default) =
+      `cfg.stream.voice_lag_chunks` (the base config's value for configs saved before
+      the field existed); 0 = the window ends at the current chunk.
     return_logits: also return the `[B, M, V]` logits of every chosen token (tests, RL).
     codec_blocks: frame-block sizes the codec decodes at once (largest first), before
       the frame-by-frame tail; () = frame by frame only (smallest program).
@@ -151,15 +170,18 @@ class StreamingDecoder:
 
   def __init__(self, model: s2st_lib.S2ST, codec: Codec, speaker_encoder: SpeakerEncoder,
                tokenizer_layout, cfg, *, temperature: float = 0.0, top_p: float = 1.0,
-               grammar: bool = True, allow_src: bool = False,
+               grammar: bool = True, allow_src: bool | None = None,
                max_turn_tokens: int | None = None, speaker_window_ms: int = 3000,
                return_logits: bool = False, codec_blocks: Sequence[int] = (16, 4),
                donate: bool = True, prompt_ids: Sequence[int] | None = None,
-               decode_speech: bool = True, speech_turns: bool = True):
+               decode_speech: bool = True, speech_turns: bool = True,
+               voice_lag_chunks: int | None = None):
     layout = tokenizer_layout
     if not isinstance(layout, TokenLayout):
       layout = TokenLayout.from_tokenizer(layout)
     sampling.check_params(temperature, top_p)
+    if allow_src is None:
+      allow_src = bool(cfg.data.get("src_transcript", False))
     m = int(cfg.stream.max_turn_tokens if max_turn_tokens is None else max_turn_tokens)
     if m < 1:
       raise ValueError(f"stream.max_turn_tokens={m}: must be >= 1")
@@ -170,6 +192,10 @@ class StreamingDecoder:
     if speaker_samples < fe_hop or speaker_samples % fe_hop:
       raise ValueError(f"speaker_window_ms={speaker_window_ms}: must be a positive multiple "
                        f"of the {fe_hop}-sample mel hop")
+    lag = voice_lag_for(cfg) if voice_lag_chunks is None else voice_lag_chunks
+    if isinstance(lag, bool) or not isinstance(lag, (int, np.integer)) or lag < 0:
+      raise ValueError(f"stream.voice_lag_chunks={lag!r}: expected an integer >= 0 "
+                       "(chunks the speaker window ends before the current one)")
     _check_compatible(model, codec, speaker_encoder, layout, self.sample_rate)
     graphdef, params = nnx.split(_Models(model, codec, speaker_encoder))
     # Weights committed to one device, however they were made (random, restored): jit
@@ -186,7 +212,7 @@ class StreamingDecoder:
         num_codebooks=int(codec.num_codebooks), speaker_samples=speaker_samples,
         codec_blocks=tuple(sorted({int(k) for k in codec_blocks if int(k) > 1},
                                   reverse=True)),
-        decode_speech=bool(decode_speech))
+        decode_speech=bool(decode_speech), voice_lag_chunks=int(lag))
     self.donate = bool(donate)
     self.layout = layout
     self.chunk_samples = self.spec.chunk_samples
@@ -368,4 +394,5 @@ def check_finite(x: np.ndarray, what: str):
 
 
 __all__ = ["StreamingDecoder", "DecoderState", "StepOutputs", "DecodeSpec", "state_bytes",
-           "state_signature", "prompt_for", "speech_turns_for", "check_finite", "EOT", "PAD"]
+           "state_signature", "prompt_for", "speech_turns_for", "voice_lag_for",
+           "check_finite", "EOT", "PAD"]

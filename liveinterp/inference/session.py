@@ -8,11 +8,20 @@ consumed) for the latency metrics of `liveinterp.eval.latency`.
 Host bookkeeping per chunk is O(1) in the stream's length (`translate_stream` keeps a
 running computation-aware clock and appends segments), so unbounded streams cost the
 same per chunk at minute 1 and at minute 60.
+
+Live source transcript (`data.src_transcript`, DESIGN §1): a turn `<src> w+ [<text> ...]
+<eot>` carries the newly heard source words before its translation. They are kept apart
+from the target text everywhere: `Segment.source_text` (that turn's source words),
+`StreamResult.source_text` (the whole transcript) and `StreamResult.source_words` (each
+transcript word with its emission and computation-aware ready times, as target words
+have). With the transcript off (no `<src>` turns) these are empty and every other output
+is unchanged.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -22,6 +31,17 @@ import numpy as np
 from liveinterp.eval import latency as latency_lib
 from liveinterp.inference.decoder import (EOT, DecoderState, StreamingDecoder,
                                           check_finite)
+
+# A transcript word: one CJK character (Chinese/Japanese have no spaces), or a run of
+# other non-space characters; tokens without a letter or digit (punctuation) are no words.
+_CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff"
+_WORD = re.compile(f"[{_CJK}]|[^\\s{_CJK}]+")
+
+
+def transcript_words(text: str) -> list[str]:
+  """Words of a detokenized transcript piece, in order (see `_WORD`)."""
+  return [w for w in _WORD.findall(text) if any(ch.isalnum() for ch in w)]
+
 
 class Detokenizer:
   """Text ids -> text per turn; with no sentencepiece model, ids are shown as `[id]`."""
@@ -59,6 +79,12 @@ class Segment:
   audio_ms: float
   play_start_ms: float = 0.0
   play_end_ms: float = 0.0
+  src_ids: list = dataclasses.field(default_factory=list)  # the turn's `<src>` word ids
+
+  @property
+  def source_text(self) -> str:
+    """The newly heard source words of this turn (live transcript; "" without)."""
+    return self.src
 
 
 @dataclasses.dataclass
@@ -71,6 +97,14 @@ class StreamResult:
   source_ms: float = 0.0
   compute_ms: list = dataclasses.field(default_factory=list)
   sample_rate: int = 16000
+  # Live transcript, one entry per word (`transcript_words` of each turn's source text):
+  # {"word", "chunk", "emit_ms", "ready_ms"}, times as the target words' (its segment's).
+  source_words: list = dataclasses.field(default_factory=list)
+
+  @property
+  def source_text(self) -> str:
+    """The whole live source transcript ("" when the model wrote none)."""
+    return self.src
 
   @property
   def rtf(self) -> float:
@@ -95,7 +129,11 @@ class StreamResult:
 
   def as_json(self) -> dict:
     return {"text": self.text, "src": self.src, "source_ms": self.source_ms,
-            "rtf": self.rtf, "segments": [dataclasses.asdict(s) for s in self.segments]}
+            "rtf": self.rtf,
+            "segments": [dict(dataclasses.asdict(s), source_text=s.source_text)
+                         for s in self.segments],
+            "source_text": self.source_text,
+            "source_words": [dict(w) for w in self.source_words]}
 
 
 @dataclasses.dataclass
@@ -110,6 +148,12 @@ class ChunkEvent:
   text_ids: list          # [B] list[int]
   speech_tokens: np.ndarray
   audio: list             # [B] float32 arrays (the valid samples)
+  src_ids: list | None = None  # [B] list[int]: the turn's `<src>` word ids
+
+  @property
+  def source_text(self) -> list:
+    """[B] str: the newly heard source words of each stream's turn."""
+    return self.src
 
 
 def _chunks_of(audio_iter: Iterable, batch: int | None, chunk_samples: int
@@ -194,19 +238,22 @@ def iter_translate(decoder: StreamingDecoder, audio_iter: Iterable, *, batch: in
     host = jax.device_get(out._replace(logits=None, tokens=None, logprob_raw=None,
                                        logprob_sampled=None, values=None))
     compute_ms = (time.perf_counter() - t0) * 1000.0
-    texts, srcs, ids, audio = [], [], [], []
+    texts, srcs, ids, src_ids, audio = [], [], [], [], []
     for r in range(b):
       tid = [int(i) for i in host.text[r, :host.n_text[r]]]
+      sid = [int(i) for i in host.src[r, :host.n_src[r]]]
       texts.append(detok(tid, said_text[r]))
-      srcs.append(detok(host.src[r, :host.n_src[r]], said_src[r]))
+      srcs.append(detok(sid, said_src[r]))
       said_text[r] |= bool(texts[-1])
       said_src[r] |= bool(srcs[-1])
       ids.append(tid)
+      src_ids.append(sid)
       audio.append(np.asarray(host.audio[r, :host.n_samples[r]]))
     yield ChunkEvent(chunk=t, compute_ms=compute_ms, valid=np.asarray(host.valid),
                      end_ms=(np.asarray(host.chunk_index, np.float64) + 1) * decoder.chunk_ms,
                      text=texts, src=srcs, text_ids=ids,
-                     speech_tokens=np.asarray(host.n_speech), audio=audio)
+                     speech_tokens=np.asarray(host.n_speech), audio=audio,
+                     src_ids=src_ids)
 
 
 def warmup(decoder: StreamingDecoder, batch: int) -> float:
@@ -243,7 +290,8 @@ def translate_stream(decoder: StreamingDecoder, audio_iter: Iterable, *,
   on the playback queue of `liveinterp.eval.latency.speech_delays` (back to back, each
   no earlier than its emission). Emission times are in ms of source consumed (chunk end);
   `ready_ms` adds the measured compute (computation-aware, `computation_aware_emissions`,
-  kept as a running `ReadyClock`). Host bookkeeping per chunk is O(1) in the stream's
+  kept as a running `ReadyClock`). The live source transcript (`<src>` words) goes to
+  `source_text` / `source_words`, never into the target text. Host bookkeeping per chunk is O(1) in the stream's
   length: segments, text pieces and audio are appended, and joined once at the end.
   """
   results: list[StreamResult] | None = None
@@ -269,12 +317,18 @@ def translate_stream(decoder: StreamingDecoder, audio_iter: Iterable, *,
       src[r].append(ev.src[r])
       n_audio = len(ev.audio[r])
       if ev.text[r] or ev.src[r] or n_audio:
-        res.segments.append(Segment(
+        seg = Segment(
             chunk=int(ev.end_ms[r] // decoder.chunk_ms) - 1, emit_ms=float(ev.end_ms[r]),
             ready_ms=float(ready), compute_ms=ev.compute_ms, text=ev.text[r], src=ev.src[r],
             text_ids=ev.text_ids[r], speech_tokens=int(ev.speech_tokens[r]),
-            audio_ms=1000.0 * n_audio / decoder.sample_rate))
+            audio_ms=1000.0 * n_audio / decoder.sample_rate,
+            src_ids=ev.src_ids[r] if ev.src_ids is not None else [])
+        res.segments.append(seg)
         speech[r].append(ev.audio[r])
+        if seg.src:
+          res.source_words += [{"word": w, "chunk": seg.chunk, "emit_ms": seg.emit_ms,
+                                "ready_ms": seg.ready_ms}
+                               for w in transcript_words(seg.src)]
     if on_chunk is not None:
       on_chunk(ev)
   if results is None:
@@ -315,5 +369,5 @@ def translate_waveforms(decoder: StreamingDecoder, waveforms: Sequence[np.ndarra
   return translate_stream(decoder, [(block, lengths)], batch=len(arrs), **kw)
 
 
-__all__ = ["Detokenizer", "Segment", "StreamResult", "ChunkEvent", "ReadyClock",
+__all__ = ["transcript_words", "Detokenizer", "Segment", "StreamResult", "ChunkEvent", "ReadyClock",
            "iter_translate", "warmup", "translate_stream", "translate_waveforms"]

@@ -200,6 +200,7 @@ def _dataset(config, stage, source, tok, codes_fn, shard=None, seed=None, shuffl
       seed=seed, shuffle=shuffle, num_epochs=num_epochs, policy=config.data.policy,
       context_chunks=pipelines.window_context_chunks(config), drops=drops,
       wait_k=config.data.wait_k, speech_placeholder=placeholder,
+      src_transcript=bool(config.data.get("src_transcript", False)),
       max_audio_slots=config.data.max_audio_slots,
       max_src_tokens=(int(config.data.max_src_tokens) if config.train.ctc_weight > 0 else 0),
       frame_ms=(int(config.audio.hop_ms * config.encoder.subsample)
