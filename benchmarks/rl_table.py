@@ -124,7 +124,7 @@ def _evaluate(run_dir: str, stage: str, n: int, speech: bool):
   from data_pipelines import build  # pylint: disable=g-import-not-at-top
   from liveinterp import evaluate  # pylint: disable=g-import-not-at-top
   from liveinterp.common import config as config_lib  # pylint: disable=g-import-not-at-top
-  from liveinterp.train.recipes import stage_config  # pylint: disable=g-import-not-at-top
+  from liveinterp.train.stage_configs import stage_config  # pylint: disable=g-import-not-at-top
   data_dir = os.path.join(os.path.dirname(run_dir), "data")
   base = config_lib.load("tiny:pretrain")
   tok = build.tokenizer_prefix_for(data_dir, base)

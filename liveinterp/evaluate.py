@@ -25,76 +25,28 @@ reports, as JSON + markdown + plots in `<run_dir>/eval/`:
 `--text_only` evaluates the text side alone (no codec checkpoint needed). The streaming
 loop (`translate_records`, `simul_scores`) is also what the SFT stage's dev evaluation
 runs on the in-training model.
+
+This module runs the models and orchestrates; the metrics are pure functions in
+`liveinterp.eval` (`streaming_metrics`: delays, latency rows, scores; `inputs`: audio
+controls and two-speaker talks; `speaker_similarity`; `report`: markdown and the
+published JSON; `plots`), which import neither `liveinterp.inference` nor
+`liveinterp.models`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 
 import numpy as np
 from absl import flags, logging
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from liveinterp.eval import inputs, plots, report as report_lib, streaming_metrics as sm
+from liveinterp.eval.inputs import source_waves
+from liveinterp.eval.streaming_metrics import simul_scores  # noqa: F401
 
-
-def _words(text: str, lang: str) -> list[str]:
-  if lang.startswith("zh") or lang == "ja":
-    return [c for c in text if not c.isspace()]
-  return text.split()
-
-
-def text_delays(segments, lang: str, computation_aware: bool = False, *,
-                compute_ms=None, source_ms: float | None = None) -> list[float]:
-  """One delay per output word: the emission time of its segment, capped at the source
-  duration when `source_ms` is given; computation-aware (SimulEval's elapsed): plus all
-  compute up to and including the segment's chunk (`compute_ms`, per chunk), or the
-  segment's own ready time when `compute_ms` is not given."""
-  cum = np.cumsum(compute_ms) if computation_aware and compute_ms is not None else None
-  out = []
-  for s in segments:
-    t = s.emit_ms if source_ms is None else min(s.emit_ms, source_ms)
-    if computation_aware:
-      t = t + float(cum[min(s.chunk, len(cum) - 1)]) if cum is not None else s.ready_ms
-    out += [t] * len(_words(s.text, lang))
-  return out
-
-
-def speech_word_delays(result, lang: str, source_ms: float,
-                       computation_aware: bool = False):
-  """Per output word, when it starts playing: segments queue one after another from their
-  (capped) emission time, or from when they were computed (`computation_aware`); word
-  onsets inside a segment come from where its audio is voiced
-  (`latency.audible_word_offsets`). Returns (delays, end of the last played sample)."""
-  from liveinterp.eval import latency as L
-  sr, pos = result.sample_rate, 0
-  cum = np.cumsum(result.compute_ms) if len(result.compute_ms) else np.zeros(1)
-  write, durs, offs = [], [], []
-  for s in result.segments:
-    n = int(round(s.audio_ms * sr / 1000))
-    if not n:
-      continue
-    seg = (result.speech[pos:pos + n] if result.speech is not None
-           else np.zeros(n, np.float32))
-    pos += n
-    emit = min(s.emit_ms, source_ms)
-    write.append(emit + float(cum[min(s.chunk, len(cum) - 1)]) if computation_aware
-                 else emit)
-    durs.append(s.audio_ms)
-    offs.append(L.audible_word_offsets(seg, sr, len(_words(s.text, lang))))
-  delays, spans = L.speech_delays(write, durs, offs)
-  return delays, (spans[-1][1] if spans else None)
-
-
-def oracle_delays(rec, policy: str, chunk_ms: int, k: int = 3) -> list[float]:
-  """Delays of the reference words under a data policy, emitted at chunk ends."""
-  from data_pipelines import stream_format as sfmt
-  ready = sfmt.ready_times(rec, policy, k)
-  n_chunks = sfmt.num_chunks(len(rec["src_audio"]), sfmt.StreamSpec(chunk_ms=chunk_ms))
-  turns = sfmt.turn_schedule(ready, n_chunks, chunk_ms)
-  return [float((t + 1) * chunk_ms) for t in turns]
+ROOT = report_lib.ROOT
 
 
 def codec_quality(codec, speaker, records, cfg, max_items: int = 16) -> dict:
@@ -147,10 +99,11 @@ def _speaker_ref(audio: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def voice_lost_controls(codec, speaker, results, records, sample_rate: int,
                         window_samples: int | None = None, bucket_s: float = 1.0):
-  """The voice-lost control of every output (`voice.voice_control`): the same speech codes
-  decoded by the codec with the speaker embedding of ANOTHER speaker's source utterance
-  (`voice.control_partners`: the next record of a different speaker), and the same codes
-  decoded with the output's own source embedding (`resynth`, the round-trip check).
+  """The voice-lost control of every output (`speaker_similarity.voice_control`): the
+  same speech codes decoded by the codec with the speaker embedding of ANOTHER speaker's
+  source utterance (`speaker_similarity.control_partners`: the next record of a different
+  speaker), and the same codes decoded with the output's own source embedding
+  (`resynth`, the round-trip check).
 
   The codes: `result.speech_codes` ([T, Q]) when the decoder result carries them, else
   the codec's own encoding of the output speech (a StreamResult carries the decoded
@@ -166,7 +119,7 @@ def voice_lost_controls(codec, speaker, results, records, sample_rate: int,
   """
   import jax.numpy as jnp
   from flax import nnx
-  from liveinterp.eval import voice
+  from liveinterp.eval import speaker_similarity
   n_win = int(window_samples or 3 * sample_rate)
   hop = int(codec.hop)
   min_frames = max(1, -(-int(bucket_s * sample_rate) // hop))
@@ -176,7 +129,7 @@ def voice_lost_controls(codec, speaker, results, records, sample_rate: int,
     return min_frames * (1 << max(0, (k - 1).bit_length()))
 
   ids = [str(r["speaker"]) for r in records]
-  partners = voice.control_partners(ids)
+  partners = speaker_similarity.control_partners(ids)
   srcs = [np.asarray(r["src_audio"], np.float32) / 32768.0 for r in records]
   from_audio = nnx.jit(lambda c, s, x, ref, m: c.decode(c.encode(x), s.embed_audio(ref, m)))
   from_codes = nnx.jit(lambda c, s, q, ref, m: c.decode(q, s.embed_audio(ref, m)))
@@ -211,127 +164,6 @@ def voice_lost_controls(codec, speaker, results, records, sample_rate: int,
   return controls, resynth
 
 
-def two_speaker_talks(records, n_talks: int, pause_ms: float = 800.0) -> list[dict]:
-  """Up to `n_talks` two-speaker talks built from `records` (no synthesis): talk k =
-  record i + pause + record j, i the first unused record and j the next unused record of
-  another speaker (`talks.concat_examples(..., multi_speaker=True)`: word and ready times
-  shifted, per-utterance speaker spans recorded). Fewer talks when the records run out
-  of speaker pairs."""
-  from data_pipelines import talks as talks_lib
-  used, out = set(), []
-  for i, r in enumerate(records):
-    if len(out) >= n_talks:
-      break
-    if i in used:
-      continue
-    j = next((j for j in range(i + 1, len(records)) if j not in used
-              and str(records[j]["speaker"]) != str(r["speaker"])), None)
-    if j is None:
-      continue
-    used.update((i, j))
-    recs = [dict(r, is_talk=False), dict(records[j], is_talk=False)]
-    out.append(talks_lib.concat_examples(recs, [pause_ms], f"voice-multi-{len(out):02d}",
-                                         multi_speaker=True))
-  return out
-
-
-def output_segments(result) -> list[tuple[np.ndarray, float]]:
-  """(audio, emit_ms) of each StreamResult segment that has speech (`result.speech` cut
-  by the segments' audio_ms, in order)."""
-  sr, pos, out = result.sample_rate, 0, []
-  speech = result.speech if result.speech is not None else np.zeros(0, np.float32)
-  for s in result.segments:
-    n = int(round(s.audio_ms * sr / 1000))
-    if n:
-      out.append((speech[pos:pos + n], float(s.emit_ms)))
-      pos += n
-  return out
-
-
-def voice_multi(results, talk_records, sample_rate: int, guard_ms: float = 1000.0,
-                merge: bool = True) -> dict:
-  """Multi-speaker voice following (`voice.speaker_attribution`) of streamed talks.
-
-  Each output segment is attributed to the speaker whose source span it was emitted in
-  (`talks.speaker_at` of its emit time: words are translated after they are heard, so a
-  segment emitted in the pause after a speaker's span belongs to that speaker).
-  Segments emitted within `guard_ms` after a speaker change are ambiguous (they may
-  still translate the previous speaker; the speaker window still holds their audio):
-  counted, not scored. merge: consecutive segments of the same speaker are scored as
-  one (a single turn's speech is often shorter than `voice.MIN_ACTIVE_S`). The
-  references: each speaker's source audio in the talk.
-  """
-  from data_pipelines import talks as talks_lib
-  from liveinterp.eval import voice
-  segs_all, refs_all, ambiguous, raw = [], [], 0, 0
-  for res, talk in zip(results, talk_records):
-    spans, names = talks_lib.speaker_segments(talk, sample_rate)
-    src = np.asarray(talk["src_audio"], np.float32) / 32768.0
-    refs: dict = {}
-    for (a, b), nm in zip(spans, names):
-      part = src[int(round(a * sample_rate / 1000)):int(round(b * sample_rate / 1000))]
-      refs[nm] = np.concatenate([refs[nm], part]) if nm in refs else part
-    changes = [float(spans[k, 0]) for k in range(1, len(names)) if names[k] != names[k - 1]]
-    segs: list = []
-    last = None
-    for audio, t in output_segments(res):
-      raw += 1
-      if any(c <= t < c + guard_ms for c in changes):
-        ambiguous += 1
-        last = None
-        continue
-      spk = talks_lib.speaker_at(spans, names, t)
-      if merge and segs and last == spk:
-        segs[-1] = (np.concatenate([segs[-1][0], audio]), spk)
-      else:
-        segs.append((audio, spk))
-      last = spk
-    segs_all.append(segs)
-    refs_all.append(refs)
-  out = voice.speaker_attribution(segs_all, refs_all, sample_rate)
-  out.update(raw_segments=raw, ambiguous=ambiguous, guard_ms=guard_ms, merged=merge)
-  return out
-
-
-def _latency(delays_per_utt, source_ms, ref_lens, starts, ends=None, **score_kw):
-  """SimulEval-exact latency (`latency.score`) per utterance, averaged; `ends` (speech)
-  are the end times of the last played sample, for EndOffset."""
-  from liveinterp.eval import latency as L
-  scores = []
-  for i, (d, src, n, st) in enumerate(zip(delays_per_utt, source_ms, ref_lens, starts)):
-    d = list(np.maximum.accumulate(np.asarray(d, np.float64))) if len(d) else []
-    end = {"output_end_ms": ends[i]} if ends and ends[i] is not None else {}
-    scores.append(L.score(d, src, n, [st], [n], **score_kw, **end))
-  return L.corpus_scores(scores)
-
-
-AUDIO_VARIANTS = ("real", "zero", "swap")
-
-
-def source_waves(records, audio: str = "real") -> list[np.ndarray]:
-  """Each record's source audio as float32 in [-1, 1], or a control of it:
-
-  - "zero": silence of the same length (the model hears only the stream's timing);
-  - "swap": the next record's audio (last -> first), cut or zero-padded to this record's
-    own length (same timing, other content).
-
-  A model that translates what it hears scores far lower on the controls than on the
-  real audio; one that replays memorised text from timing alone does not.
-  """
-  if audio not in AUDIO_VARIANTS:
-    raise ValueError(f"audio={audio!r}: expected one of {AUDIO_VARIANTS}")
-  waves = [np.asarray(r["src_audio"], np.float32) / 32768.0 for r in records]
-  if audio == "zero":
-    return [np.zeros_like(w) for w in waves]
-  if audio == "swap":
-    out = []
-    for i, w in enumerate(waves):
-      other = waves[(i + 1) % len(waves)][:w.size]
-      out.append(np.pad(other, (0, w.size - other.size)))
-    return out
-  return waves
-
-
 def without_mesh():
   """Context with no mesh: the streaming decoder's weights sit on one device, so its
   steps must carry no sharding constraints, even when called inside a training loop's
@@ -364,31 +196,6 @@ def translate_records(decoder, records, tokenizer, *, audio: str = "real",
       if log is not None:
         log(f"streamed {len(results)}/{len(waves)} ({time.time() - t0:.0f}s)")
   return results
-
-
-def simul_scores(results, records, sample_rate: int) -> dict:
-  """BLEU / chrF of the streamed text against the records' targets, text latency
-  (SimulEval, non- and computation-aware), empty outputs and real-time factor."""
-  from liveinterp.eval import quality
-  tgt_lang = records[0]["tgt_lang"]
-  hyps = [r.text.strip() for r in results]
-  refs = [r["tgt_text"] for r in records]
-  source_ms = [1000.0 * len(r["src_audio"]) / sample_rate for r in records]
-  ref_lens = [len(_words(t, tgt_lang)) for t in refs]
-  starts = [float(r["src_word_start_ms"][0]) if len(r["src_word_start_ms"]) else 0.0
-            for r in records]
-  return {
-      "bleu": quality.corpus_bleu(hyps, refs, tgt_lang),
-      "chrf": quality.corpus_chrf(hyps, refs),
-      "empty_outputs": int(sum(not h for h in hyps)),
-      "rtf": float(np.mean([r.rtf for r in results])),
-      "text_latency": _latency([text_delays(r.segments, tgt_lang) for r in results],
-                               source_ms, ref_lens, starts),
-      "text_latency_ca": _latency(
-          [text_delays(r.segments, tgt_lang, True, compute_ms=r.compute_ms, source_ms=x)
-           for r, x in zip(results, source_ms)], source_ms, ref_lens, starts,
-          cap_to_source=False),
-  }
 
 
 def turn_stats(results, chunk_ms: int, frame_ms: float, num_codebooks: int) -> dict:
@@ -432,19 +239,6 @@ def text_decoder(cfg, model, tokenizer, seed: int = 0, max_turn_tokens: int | No
                                     prompt_ids=decoder_lib.prompt_for(cfg, tokenizer),
                                     speech_turns=decoder_lib.speech_turns_for(cfg),
                                     decode_speech=False, max_turn_tokens=max_turn_tokens)
-
-
-def constant_baseline(candidates, refs, lang: str) -> dict:
-  """The floor of DESIGN §6: the single candidate sentence (training targets) that,
-  output for every input, scores the best corpus chrF against `refs`; its BLEU/chrF."""
-  from liveinterp.eval import quality  # pylint: disable=g-import-not-at-top
-  cands = sorted({c.strip() for c in candidates if c and c.strip()})
-  if not cands:
-    raise ValueError("constant baseline: no candidate sentences")
-  best = max(cands, key=lambda c: quality.corpus_chrf([c] * len(refs), refs))
-  return {"sentence": best, "candidates": len(cands),
-          "bleu": quality.corpus_bleu([best] * len(refs), refs, lang),
-          "chrf": quality.corpus_chrf([best] * len(refs), refs)}
 
 
 def run(cfg, run_dir: str, split: str = "test", max_examples: int = 64,
@@ -504,7 +298,7 @@ def run(cfg, run_dir: str, split: str = "test", max_examples: int = 64,
   hyps = [r.text.strip() for r in results]
   refs = [r["tgt_text"] for r in records]
   source_ms = [1000.0 * len(r["src_audio"]) / cfg.audio.sample_rate for r in records]
-  ref_lens = [len(_words(t, tgt_lang)) for t in refs]
+  ref_lens = [len(sm.words(t, tgt_lang)) for t in refs]
   starts = [float(r["src_word_start_ms"][0]) if len(r["src_word_start_ms"]) else 0.0
             for r in records]
   report = {"run_dir": run_dir, "split": split, "examples": len(records),
@@ -515,9 +309,10 @@ def run(cfg, run_dir: str, split: str = "test", max_examples: int = 64,
       results, decoder.chunk_ms, 1000.0 * decoder.spec.hop / cfg.audio.sample_rate,
       decoder.layout.num_codebooks)
   for key, ca in (("speech_latency", False), ("speech_latency_ca", True)):
-    sp = [speech_word_delays(r, tgt_lang, x, ca) for r, x in zip(results, source_ms)]
-    report["simul"][key] = _latency([d for d, _ in sp], source_ms, ref_lens, starts,
-                                    ends=[e for _, e in sp], cap_to_source=False)
+    sp = [sm.speech_word_delays(r, tgt_lang, x, ca) for r, x in zip(results, source_ms)]
+    report["simul"][key] = sm.latency_scores([d for d, _ in sp], source_ms, ref_lens,
+                                             starts, ends=[e for _, e in sp],
+                                             cap_to_source=False)
   if controls:  # does the model translate what it hears? (`source_waves`)
     report["controls"] = {}
     for variant in ("zero", "swap"):
@@ -551,18 +346,18 @@ def run(cfg, run_dir: str, split: str = "test", max_examples: int = 64,
     # Voice similarity (independent embedding), and the voice-lost control: the same
     # speech in another speaker's voice (`voice_lost_controls`).
     try:
-      from liveinterp.eval import voice
+      from liveinterp.eval import speaker_similarity as sim
       outs = [r.speech if r.speech is not None else np.zeros(0, np.float32)
               for r in results]
       srcs = [np.asarray(r["src_audio"], np.float32) / 32768.0 for r in records]
       ids = [str(r["speaker"]) for r in records]
-      report["voice"] = voice.speaker_similarity(outs, srcs, ids, sr=cfg.audio.sample_rate)
+      report["voice"] = sim.speaker_similarity(outs, srcs, ids, sr=cfg.audio.sample_rate)
       win = getattr(getattr(decoder, "spec", None), "speaker_samples", None)
       ctl, resyn = voice_lost_controls(codec, speaker, results, records,
                                        cfg.audio.sample_rate, win)
-      report["voice"]["control"] = voice.voice_control(outs, ctl, srcs, ids,
-                                                       sr=cfg.audio.sample_rate)
-      report["voice"]["control_resynth"] = voice.voice_control(
+      report["voice"]["control"] = sim.voice_control(outs, ctl, srcs, ids,
+                                                     sr=cfg.audio.sample_rate)
+      report["voice"]["control_resynth"] = sim.voice_control(
           resyn, ctl, srcs, ids, sr=cfg.audio.sample_rate)
       report["voice"]["control_codes"] = (
           "decoder codes" if getattr(results[0], "speech_codes", None) is not None
@@ -571,10 +366,10 @@ def run(cfg, run_dir: str, split: str = "test", max_examples: int = 64,
       report["voice"] = {"note": f"unavailable: {e}"}
     # Multi-speaker talks: two test utterances of different speakers, one stream.
     if multi_speaker_talks > 0:
-      talk_recs = two_speaker_talks(records, multi_speaker_talks)
+      talk_recs = inputs.two_speaker_talks(records, multi_speaker_talks)
       if talk_recs:
         res_t = translate_records(decoder, talk_recs, tok, batch=batch, log=log)
-        report["voice_multi"] = voice_multi(res_t, talk_recs, cfg.audio.sample_rate)
+        report["voice_multi"] = sm.voice_multi(res_t, talk_recs, cfg.audio.sample_rate)
       else:
         report["voice_multi"] = {"note": "no two records of different speakers"}
     # ---- codec: resynthesis quality and intelligibility (English target speech) ------
@@ -598,222 +393,29 @@ def run(cfg, run_dir: str, split: str = "test", max_examples: int = 64,
     report["offline"]["policy"] = "whole source first (turns before the last chunk wait)"
   # ---- floor: the best constant output (one training target for every input) ---------
   train = pipelines.open_corpus(cfg, "train")
-  report["constant"] = constant_baseline(
+  report["constant"] = sm.constant_baseline(
       [train[i]["tgt_text"] for i in range(min(len(train), 400))], refs, tgt_lang)
   # ---- reference policies (training targets) -----------------------------------------
   report["policies"] = {}
   for name, policy, k in (("alignment", "alignment", 3), ("wait-3", "wait_k", 3)):
-    delays = [oracle_delays(r, policy, decoder.chunk_ms, k) for r in records]
-    report["policies"][name] = {"bleu": 100.0, "text_latency": _latency(
+    delays = [sm.oracle_delays(r, policy, decoder.chunk_ms, k) for r in records]
+    report["policies"][name] = {"bleu": 100.0, "text_latency": sm.latency_scores(
         delays, source_ms, ref_lens, starts)}
   report["examples_text"] = [
       {"ref": a, "simul": b, "offline": offline_hyps[j] if j < len(offline_hyps) else None}
       for j, (a, b) in enumerate(zip(refs[:5], hyps[:5]))]
 
-  _plots(report, records, results, cfg.audio.sample_rate, out_dir)
+  plots.write_plots(report, records, results, cfg.audio.sample_rate, out_dir)
   with open(os.path.join(out_dir, f"report_{split}.json"), "w") as f:
     json.dump(report, f, indent=1, ensure_ascii=False, default=float)
-  md = _markdown(report)
+  md = report_lib.markdown(report)
   path = os.path.join(out_dir, f"report_{split}.md")
   with open(path, "w") as f:
     f.write(md)
   if publish:
-    _publish(report, out_dir, split)
+    report_lib.publish(report, out_dir, split)
   reporting.console(md)
   return path
-
-
-def _plots(report, records, results, sample_rate: int, out_dir: str):
-  """Latency-quality scatter and the first two utterances' emission timelines."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  split, tgt_lang = report["split"], records[0]["tgt_lang"]
-  fig, ax = plt.subplots(figsize=(6, 4))
-  pts = [("SFT model (streaming)", report["simul"]["text_latency"].get("LAAL"),
-          report["simul"]["bleu"])]
-  if "offline" in report:
-    pts.append(("same model, offline", report["offline"]["text_latency"].get("LAAL"),
-                report["offline"]["bleu"]))
-  pts += [(f"reference, {n} policy", v["text_latency"].get("LAAL"), v["bleu"])
-          for n, v in report["policies"].items()]
-  for name, x, y in pts:
-    if x is not None and np.isfinite(x):
-      ax.scatter([x], [y], label=name)
-  ax.set_xlabel("LAAL (ms of source)")
-  ax.set_ylabel(f"BLEU ({tgt_lang})")
-  ax.set_title(f"latency–quality, {split} ({len(records)} utterances)")
-  ax.legend(fontsize=7)
-  fig.tight_layout()
-  fig.savefig(os.path.join(out_dir, f"latency_quality_{split}.png"), dpi=110)
-  plt.close(fig)
-  for j in range(min(2, len(records))):
-    fig, ax = plt.subplots(figsize=(9, 3))
-    wav = np.asarray(records[j]["src_audio"], np.float32) / 32768.0
-    t = np.arange(wav.size) / sample_rate * 1000
-    ax.plot(t, wav, lw=0.4, color="0.6")
-    for s in results[j].segments:
-      ax.axvline(s.emit_ms, color="C1", lw=0.8)
-      if s.text:
-        ax.text(s.emit_ms, 0.9 * max(1e-3, np.abs(wav).max()), s.text[:24], fontsize=6,
-                rotation=60, va="top")
-      if s.audio_ms:
-        ax.axvspan(s.play_start_ms, s.play_end_ms, color="C2", alpha=0.15)
-    ax.set_xlabel("ms of source")
-    ax.set_title(f"emissions over the source: {records[j]['id']} (orange: writes, "
-                 f"green: speech playing)", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, f"timeline_{split}_{j}.png"), dpi=110)
-    plt.close(fig)
-
-
-def _fmt(v):
-  return "—" if v is None else (f"{v:.3g}" if isinstance(v, float) else str(v))
-
-
-def _markdown(r) -> str:
-  s, o = r["simul"], r.get("offline")
-  lines = [f"# Evaluation: {r['pair']} {r['split']} ({r['examples']} utterances, "
-           f"{r['chunk_ms']} ms chunks)", "",
-           "| system | BLEU | chrF | ASR-BLEU | LAAL | AL | FLAL | StartOffset | EndOffset |",
-           "|---|---|---|---|---|---|---|---|---|"]
-  tl = s["text_latency"]
-  lines.append(f"| SFT, streaming (text) | {_fmt(s['bleu'])} | {_fmt(s['chrf'])} | | "
-               f"{_fmt(tl.get('LAAL'))} | {_fmt(tl.get('AL'))} | "
-               f"{_fmt(tl.get('FLAL'))} | {_fmt(tl.get('StartOffset'))} | "
-               f"{_fmt(tl.get('EndOffset'))} |")
-  sl = s["speech_latency"]
-  if r.get("speech", True):
-    lines.append(f"| SFT, streaming (speech played) | | | {_fmt(s.get('asr_bleu'))} | "
-                 f"{_fmt(sl.get('LAAL'))} | "
-                 f"{_fmt(sl.get('AL'))} | {_fmt(sl.get('FLAL'))} | "
-                 f"{_fmt(sl.get('StartOffset'))} | {_fmt(sl.get('EndOffset'))} |")
-  ca = s["text_latency_ca"]
-  lines.append(f"| SFT, computation-aware (text) | | | | {_fmt(ca.get('LAAL'))} | "
-               f"{_fmt(ca.get('AL'))} | {_fmt(ca.get('FLAL'))} | | |")
-  if r.get("asr_ceiling"):
-    lines.append(f"| reference speech (recogniser ceiling) | | | "
-                 f"{_fmt(r['asr_ceiling']['asr_bleu'])} | | | | | |")
-  if o is not None:
-    ol = o["text_latency"]
-    lines.append(f"| same model, whole source first (offline) | {_fmt(o['bleu'])} | {_fmt(o['chrf'])} "
-                 f"| | {_fmt(ol.get('LAAL'))} | {_fmt(ol.get('AL'))} | | | |")
-  if r.get("constant"):
-    k = r["constant"]
-    lines.append(f"| constant output (floor: best of {k['candidates']} training targets) | "
-                 f"{_fmt(k['bleu'])} | {_fmt(k['chrf'])} | | | | | | |")
-  for n, v in r.get("controls", {}).items():
-    lines.append(f"| control: {n.replace('_', ' ')} | {_fmt(v['bleu'])} | {_fmt(v['chrf'])} "
-                 f"| | | | | | |")
-  for n, v in r["policies"].items():
-    pl = v["text_latency"]
-    lines.append(f"| reference targets, {n} policy | 100 | | | {_fmt(pl.get('LAAL'))} | "
-                 f"{_fmt(pl.get('AL'))} | {_fmt(pl.get('FLAL'))} | | |")
-  lines += ["", f"Real-time factor of the streaming decoder: {_fmt(s['rtf'])}; "
-            f"utterances with no text output: {s['empty_outputs']}.", ""]
-  c = r.get("codec", {})
-  if c.get("mel_l1") is not None:
-    lines.append(f"Codec resynthesis ({c['items']} target utterances, voice from the source "
-                 f"utterance): log-mel L1 {_fmt(c['mel_l1'])}; pocketsphinx chrF original "
-                 f"{_fmt(c.get('asr_chrf_original'))} vs resynthesized "
-                 f"{_fmt(c.get('asr_chrf_resynthesized'))} (BLEU "
-                 f"{_fmt(c.get('asr_bleu_original'))} vs "
-                 f"{_fmt(c.get('asr_bleu_resynthesized'))}).")
-  v = r.get("voice", {})
-  if "margin" in v:
-    lines.append(f"Voice (independent MFCC embedding): same-speaker cosine "
-                 f"{_fmt(v['same_speaker_cos'])}, other speakers {_fmt(v['other_speaker_cos'])}, "
-                 f"margin {_fmt(v['margin'])}, top-1 speaker {_fmt(v['top1_rate'])} "
-                 f"(n={v.get('n')}, skipped {v.get('skipped')}).")
-  vc = v.get("control") or {}
-  if "margin" in vc:
-    q = vc.get("margin_quantiles", {})
-    lines.append(f"Voice-lost control (same speech, another speaker's embedding): own "
-                 f"speaker cosine {_fmt(vc['own_speaker_cos'])} vs control "
-                 f"{_fmt(vc['control_cos'])}, margin {_fmt(vc['margin'])} (median "
-                 f"{_fmt(q.get('median'))}, p25–p75 {_fmt(q.get('p25'))}–"
-                 f"{_fmt(q.get('p75'))}, positive {_fmt(vc.get('positive_rate'))}; "
-                 f"n={vc.get('n')}, skipped {vc.get('skipped')}; codes: "
-                 f"{v.get('control_codes')}; resynthesised own voice margin "
-                 f"{_fmt((v.get('control_resynth') or {}).get('margin'))}).")
-  vm = r.get("voice_multi") or {}
-  if "accuracy" in vm:
-    lines.append(f"Voice in two-speaker talks ({vm['talks']} talks): segment closer to the "
-                 f"speaker it translates {_fmt(vm['accuracy'])} of the time, margin "
-                 f"{_fmt(vm['margin'])} (n={vm['n']} scored, {vm['skipped']} too short, "
-                 f"{vm.get('ambiguous')} of {vm.get('raw_segments')} segments within "
-                 f"{_fmt(vm.get('guard_ms'))} ms of a speaker change).")
-  if s.get("asr_note"):
-    lines.append(f"ASR-BLEU: {s['asr_note']}")
-  lines += ["", "Examples:", ""]
-  for e in r["examples_text"]:
-    lines.append(f"- ref: {e['ref']}\n  - simul: {e['simul']}\n  - offline: {e['offline']}")
-  return "\n".join(lines) + "\n"
-
-
-# Layout of benchmarks/results/evaluation.json: 2 = each quality metric on the row of the
-# output it measures (text BLEU/chrF on the text row, ASR-BLEU on the speech row, ASR
-# normalised); files without "layout" had ASR-BLEU on the text row and the text BLEU
-# repeated on the speech row (benchmarks/render_readme.py corrects them when rendering).
-PUBLISH_LAYOUT = 2
-
-
-def publish_payload(report) -> dict:
-  """The results JSON the README table is rendered from (`_publish` writes it)."""
-  s = report["simul"]
-  row = lambda name, q, lat, asr=None: {  # noqa: E731
-      "system": name, "BLEU": q["bleu"] if q else None, "chrF": q["chrf"] if q else None,
-      "ASR-BLEU": asr, "LAAL_ms": lat.get("LAAL"), "AL_ms": lat.get("AL"),
-      "FLAL_ms": lat.get("FLAL")}
-  rows = [row("SFT streaming, text", s, s["text_latency"])]
-  if report.get("speech", True):  # text BLEU does not measure the speech: ASR-BLEU does
-    rows.append(row("SFT streaming, speech played", None, s["speech_latency"],
-                    s.get("asr_bleu")))
-  if report.get("asr_ceiling"):
-    rows.append({"system": "reference speech (recogniser ceiling)", "BLEU": None,
-                 "chrF": None, "ASR-BLEU": report["asr_ceiling"]["asr_bleu"],
-                 "LAAL_ms": None, "AL_ms": None, "FLAL_ms": None})
-  if "offline" in report:
-    rows.append(row("same model offline", report["offline"],
-                    report["offline"]["text_latency"]))
-  if "constant" in report:
-    rows.append({"system": "constant output (floor)", "BLEU": report["constant"]["bleu"],
-                 "chrF": report["constant"]["chrf"], "ASR-BLEU": None, "LAAL_ms": None,
-                 "AL_ms": None, "FLAL_ms": None})
-  for n, v in report.get("controls", {}).items():
-    rows.append({"system": f"control: {n.replace('_', ' ')}", "BLEU": v["bleu"],
-                 "chrF": v["chrf"], "ASR-BLEU": None, "LAAL_ms": None, "AL_ms": None,
-                 "FLAL_ms": None})
-  v = report.get("voice", {})
-  c = report.get("codec", {})
-  run = report.get("run_dir", "runs/tiny")
-  run = os.path.relpath(run, ROOT) if os.path.isabs(run) else run
-  flags_used = " --controls" if report.get("controls") else ""
-  payload = {"command": f"python -m liveinterp.evaluate --run_dir={run}{flags_used} --publish",
-             "pair": report["pair"], "split": report["split"], "examples": report["examples"],
-             "rtf": s["rtf"], "speaker_margin": v.get("margin"),
-             "speaker_top1": v.get("top1_rate"),
-             "speaker_control_margin": (v.get("control") or {}).get("margin"),
-             "voice_multi_accuracy": (report.get("voice_multi") or {}).get("accuracy"),
-             "codec_mel_l1": c.get("mel_l1"),
-             "codec_asr_chrf_original": c.get("asr_chrf_original"),
-             "codec_asr_chrf_resynthesized": c.get("asr_chrf_resynthesized"),
-             "layout": PUBLISH_LAYOUT, "asr_recognizer": s.get("asr_recognizer"),
-             "asr_note": s.get("asr_note"), "rows": rows}
-  return payload
-
-
-def _publish(report, out_dir: str, split: str):
-  """Writes benchmarks/results/evaluation.json (the README table) and copies the report
-  and plots the README links next to it, so they always come from the same run."""
-  results = os.path.join(ROOT, "benchmarks", "results")
-  with open(os.path.join(results, "evaluation.json"), "w") as f:
-    json.dump(publish_payload(report), f, indent=1, default=float)
-  for src, dst in ((f"report_{split}.md", "evaluation_report.md"),
-                   (f"latency_quality_{split}.png", "evaluation_latency_quality.png"),
-                   (f"timeline_{split}_0.png", "evaluation_timeline_0.png")):
-    if os.path.exists(os.path.join(out_dir, src)):
-      shutil.copyfile(os.path.join(out_dir, src), os.path.join(results, dst))
 
 
 def _define_flags():
@@ -846,7 +448,7 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   F = {k: v.value for k, v in _FLAGS.items()}
   from liveinterp.common import cli, config as config_lib
-  from liveinterp.train.recipes import stage_config
+  from liveinterp.train.stage_configs import stage_config
   from data_pipelines import build
   run_dir = os.path.abspath(F["run_dir"])
   if not os.path.isdir(run_dir):

@@ -31,7 +31,7 @@ import warnings
 from absl import flags, logging
 
 from liveinterp.common import cli, config as config_lib, distributed
-from liveinterp.train.recipes import stage_config
+from liveinterp.train.stage_configs import stage_config
 
 _RECIPE = flags.DEFINE_string("recipe", "tiny", "configs/<recipe>.py")
 _RUN_DIR = flags.DEFINE_string("run_dir", "runs/tiny", "outputs of every step")

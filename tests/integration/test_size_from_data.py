@@ -6,15 +6,14 @@ import pytest
 
 from configs import micro
 from data_pipelines import build, pipelines, stream_format as sfmt
-from liveinterp.train import recipes
+from liveinterp.train import stage_configs as recipes
 from liveinterp.train.stages import stream_lm
+from tests.integration import micro_corpus
 
 
 @pytest.fixture(scope="module")
-def micro_data(tmp_path_factory):
-  d = str(tmp_path_factory.mktemp("data"))
-  build.run("zh-en", "micro", d, model="micro")
-  return d, build.tokenizer_prefix(d, "zh-en", "micro", 256, "bpe")
+def micro_data():
+  return micro_corpus.micro_corpus()  # read only: shared with the other integration files
 
 
 @pytest.mark.parametrize("stage", ["pretrain", "sft"])

@@ -227,7 +227,7 @@ def test_split_config_overrides(argv, overrides, rest):
 def test_recipe_stage_configs_take_the_overrides(tmp_path, stage):
   """`python -m liveinterp.recipe --config.a.b=v` reaches every stage's config
   (recipes.stage_config), and the run's paths are still filled in after it."""
-  from liveinterp.train import recipes  # pylint: disable=g-import-not-at-top
+  from liveinterp.train import stage_configs as recipes  # pylint: disable=g-import-not-at-top
   plain = recipes.stage_config("micro", stage, str(tmp_path / "run"), str(tmp_path / "d"),
                                "TOK")
   c = recipes.stage_config("micro", stage, str(tmp_path / "run"), str(tmp_path / "d"), "TOK",

@@ -3,7 +3,7 @@
 import pytest
 
 from liveinterp.eval import quality
-from liveinterp.evaluate import constant_baseline
+from liveinterp.eval.streaming_metrics import constant_baseline
 
 
 def test_constant_baseline_picks_the_best_single_sentence():

@@ -1,10 +1,10 @@
-"""How `liveinterp.evaluate` turns streaming results into latency rows (issue #10): text
-delays capped at the source, SimulEval's computation-aware elapsed, speech onsets from a
+"""How the evaluation (`liveinterp.eval.streaming_metrics`) turns streaming results into
+latency rows (issue #10): text delays capped at the source, SimulEval's computation-aware elapsed, speech onsets from a
 playback queue that starts at the first voiced sample."""
 
 import numpy as np
 
-from liveinterp import evaluate
+from liveinterp.eval import streaming_metrics as sm
 from liveinterp.inference.session import Segment, StreamResult
 
 SR = 16000
@@ -17,12 +17,12 @@ def _seg(chunk, text, audio_ms=0.0, chunk_ms=640):
 
 def test_text_delays_cap_at_source_and_add_all_compute_so_far():
   segs = [_seg(0, "a b"), _seg(2, "c")]           # emitted at 640 and 1920 ms
-  assert evaluate.text_delays(segs, "en") == [640, 640, 1920]
-  assert evaluate.text_delays(segs, "en", source_ms=1500.0) == [640, 640, 1500]
-  ca = evaluate.text_delays(segs, "en", True, compute_ms=[10.0, 20.0, 30.0], source_ms=1500.0)
+  assert sm.text_delays(segs, "en") == [640, 640, 1920]
+  assert sm.text_delays(segs, "en", source_ms=1500.0) == [640, 640, 1500]
+  ca = sm.text_delays(segs, "en", True, compute_ms=[10.0, 20.0, 30.0], source_ms=1500.0)
   assert ca == [650, 650, 1560]                      # capped emission + cumulative compute
   # Without per-chunk compute the segment's own ready time is used.
-  assert evaluate.text_delays(segs, "en", True) == [-1.0, -1.0, -1.0]
+  assert sm.text_delays(segs, "en", True) == [-1.0, -1.0, -1.0]
 
 
 def test_speech_word_delays_queue_segments_and_skip_leading_silence():
@@ -32,11 +32,11 @@ def test_speech_word_delays_queue_segments_and_skip_leading_silence():
   b = tone[: int(0.1 * SR)]                          # segment 2: 100 ms
   res = StreamResult(segments=[_seg(0, "one", 500.0), _seg(0, "two", 100.0)],
                      speech=np.concatenate([a, b]), compute_ms=[40.0], sample_rate=SR)
-  delays, end = evaluate.speech_word_delays(res, "en", source_ms=2000.0)
+  delays, end = sm.speech_word_delays(res, "en", source_ms=2000.0)
   assert abs(delays[0] - (640 + 200)) <= 10         # first voiced sample, not the emission
   assert abs(delays[1] - (640 + 500)) <= 10         # queued behind segment 1
   assert abs(end - (640 + 600)) <= 1e-6
-  ca, end_ca = evaluate.speech_word_delays(res, "en", 2000.0, computation_aware=True)
+  ca, end_ca = sm.speech_word_delays(res, "en", 2000.0, computation_aware=True)
   assert abs(ca[0] - (640 + 40 + 200)) <= 10 and abs(end_ca - (680 + 600)) <= 1e-6
 
 
@@ -44,7 +44,7 @@ def test_latency_rows_use_the_reference_length_for_al():
   # 2 words written at 640 ms for a 4-word reference of a 2 s source: SimulEval's AL
   # uses |Y*| = 4, so the row is not flattered by under-generation.
   # AL = mean_i (d_i - i |X| / n) over both words: n = |Y*| = 4 -> (640 + 140) / 2.
-  row = evaluate._latency([[640.0, 640.0]], [2000.0], [4], [0.0])
+  row = sm.latency_scores([[640.0, 640.0]], [2000.0], [4], [0.0])
   assert abs(row["AL"] - 390.0) < 1e-6
-  ref_free = evaluate._latency([[640.0, 640.0]], [2000.0], [4], [0.0], use_ref_len=False)
+  ref_free = sm.latency_scores([[640.0, 640.0]], [2000.0], [4], [0.0], use_ref_len=False)
   assert abs(ref_free["AL"] - 140.0) < 1e-6        # n = |Y| = 2: (640 - 360) / 2

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from benchmarks import render_readme
-from liveinterp import evaluate
+from liveinterp.eval import report as report_lib
 
 REPORT = {
     "pair": "zh-en", "split": "test", "examples": 4, "speech": True,
@@ -41,7 +41,7 @@ def _render(tmp_path, monkeypatch, payload) -> str:
 
 
 def test_known_report_renders_expected_table(tmp_path, monkeypatch):
-  payload = evaluate.publish_payload(REPORT)
+  payload = report_lib.publish_payload(REPORT)
   text = _render(tmp_path, monkeypatch, payload)
   assert EXPECTED_TABLE in text, text
   assert "normalised" in text and "pocketsphinx-en" in text
@@ -57,12 +57,12 @@ def test_publish_writes_the_payload_and_copies_the_report_it_came_from(tmp_path,
   out.mkdir(parents=True)
   (out / "report_test.md").write_text("# the report of run r")
   (out / "latency_quality_test.png").write_bytes(b"png")
-  monkeypatch.setattr(evaluate, "ROOT", str(tmp_path))
+  monkeypatch.setattr(report_lib, "ROOT", str(tmp_path))
   report = dict(REPORT, run_dir=str(tmp_path / "runs" / "r"), controls={})
-  evaluate._publish(report, str(out), "test")
+  report_lib.publish(report, str(out), "test")
   with open(results / "evaluation.json") as f:
     payload = json.load(f)
-  assert payload == json.loads(json.dumps(evaluate.publish_payload(report)))
+  assert payload == json.loads(json.dumps(report_lib.publish_payload(report)))
   assert payload["command"] == "python -m liveinterp.evaluate --run_dir=runs/r --publish"
   assert (results / "evaluation_report.md").read_text() == "# the report of run r"
   assert (results / "evaluation_latency_quality.png").read_bytes() == b"png"
@@ -71,17 +71,17 @@ def test_publish_writes_the_payload_and_copies_the_report_it_came_from(tmp_path,
 
 def test_recogniser_ceiling_row_sits_under_the_speech_row(tmp_path, monkeypatch):
   report = dict(REPORT, asr_ceiling={"asr_bleu": 42.5, "asr_chrf": 60.0})
-  text = _render(tmp_path, monkeypatch, evaluate.publish_payload(report))
+  text = _render(tmp_path, monkeypatch, report_lib.publish_payload(report))
   assert ("| SFT streaming, speech played | — | — | 7.5 | 2500 | 2200 | 1900 |\n"
           "| reference speech (recogniser ceiling) | — | — | 42.5 | — | — | — |") in text
   assert "recogniser ceiling" not in _render(tmp_path, monkeypatch,
-                                             evaluate.publish_payload(REPORT))
+                                             report_lib.publish_payload(REPORT))
 
 
 def test_text_only_report_has_no_speech_row(tmp_path, monkeypatch):
   report = dict(REPORT, speech=False, simul=dict(REPORT["simul"], asr_bleu=None,
                                                  asr_note="text-only evaluation"))
-  text = _render(tmp_path, monkeypatch, evaluate.publish_payload(report))
+  text = _render(tmp_path, monkeypatch, report_lib.publish_payload(report))
   assert "speech played" not in text
   assert "| SFT streaming, text | 12.5 | 40.25 | — |" in text
 
@@ -89,7 +89,7 @@ def test_text_only_report_has_no_speech_row(tmp_path, monkeypatch):
 def test_legacy_layout_is_corrected_when_rendered(tmp_path, monkeypatch):
   """A file published before the fix (ASR-BLEU on the text row, text BLEU repeated on
   the speech row, no "layout") renders to the same, correct table."""
-  payload = evaluate.publish_payload(REPORT)
+  payload = report_lib.publish_payload(REPORT)
   legacy = dict(payload)
   del legacy["layout"]
   rows = [dict(r) for r in payload["rows"]]

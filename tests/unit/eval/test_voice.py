@@ -6,7 +6,7 @@ import soxr
 
 from data_pipelines.speakers import get_speaker
 from data_pipelines.synthesis import synthesize
-from liveinterp.eval import voice as V
+from liveinterp.eval import speaker_similarity as V
 
 # Low-pitch male (m1, pitch 26), mid male (m4), female (f3), high-pitch female (f1, 80).
 SPEAKERS = ["spk12", "spk03", "spk09", "spk15"]

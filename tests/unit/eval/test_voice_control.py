@@ -5,7 +5,7 @@ import pytest
 
 from data_pipelines.speakers import get_speaker
 from data_pipelines.synthesis import synthesize
-from liveinterp.eval import voice as V
+from liveinterp.eval import speaker_similarity as V
 
 SPEAKERS = ["spk12", "spk15", "spk03", "spk09"]  # m1 low, f1 high, m4, f3
 SENTENCES = ["The cat sat on the mat.", "I want to go home now."]

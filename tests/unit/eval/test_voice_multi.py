@@ -5,7 +5,7 @@ import pytest
 
 from data_pipelines.speakers import get_speaker
 from data_pipelines.synthesis import synthesize
-from liveinterp.eval import voice as V
+from liveinterp.eval import speaker_similarity as V
 
 A, B = "spk12", "spk15"   # low male m1, high female f1
 SENTENCES = ["The cat sat on the mat.", "I want to go home now.", "It is cold today."]
@@ -47,7 +47,7 @@ def test_short_segments_skipped_and_errors(audio):
     V.speaker_attribution([[(bad, A)]], refs)
 
 
-# ---- evaluate: two-speaker talks from records, segment attribution -------------------
+# ---- eval.inputs / streaming_metrics: two-speaker talks from records, segment attribution -------------------
 def _records():
   from data_pipelines.corpus import Pair, make_example
   from data_pipelines.synthesis import SynthesisConfig
@@ -71,9 +71,9 @@ def _result(parts, sr=16000):
 
 def test_two_speaker_talks_and_voice_multi(audio):
   from data_pipelines import talks
-  from liveinterp import evaluate
+  from liveinterp.eval import inputs, streaming_metrics as sm
   recs = _records()
-  made = evaluate.two_speaker_talks(recs, 4)
+  made = inputs.two_speaker_talks(recs, 4)
   assert len(made) == 1  # records 0 and 2 (different speakers); record 1 is left alone
   talk = made[0]
   spans, names = talks.speaker_segments(talk)
@@ -90,23 +90,23 @@ def test_two_speaker_talks_and_voice_multi(audio):
   t_a = float(spans[0, 1]) + 100.0            # in the pause after A: A's words
   t_guard = float(spans[1, 0]) + 200.0        # just after the change: ambiguous
   t_b = float(spans[1, 1])                    # end of B's span
-  good = evaluate.voice_multi([_result([(a_out, t_a), (audio[(A, 2)], t_guard),
+  good = sm.voice_multi([_result([(a_out, t_a), (audio[(A, 2)], t_guard),
                                         (b_out, t_b)])], [talk], 16000)
   assert good["accuracy"] == 1.0 and good["margin"] > 0.1
   assert (good["n"], good["ambiguous"], good["raw_segments"], good["talks"]) == (2, 1, 3, 1)
-  swapped = evaluate.voice_multi([_result([(b_out, t_a), (a_out, t_b)])], [talk], 16000)
+  swapped = sm.voice_multi([_result([(b_out, t_a), (a_out, t_b)])], [talk], 16000)
   assert swapped["accuracy"] == 0.0 and swapped["margin"] < -0.1
   # merging: two short pieces of A's speech (each too short alone) become one segment
   short = [(a_out[:3200], t_a), (a_out[3200:6400], t_a + 80), (a_out[6400:], t_a + 160)]
-  merged = evaluate.voice_multi([_result(short)], [talk], 16000)
+  merged = sm.voice_multi([_result(short)], [talk], 16000)
   assert merged["n"] == 1 and merged["accuracy"] == 1.0
-  apart = evaluate.voice_multi([_result(short[:2])], [talk], 16000, merge=False)
+  apart = sm.voice_multi([_result(short[:2])], [talk], 16000, merge=False)
   assert apart["n"] == 0 and apart["skipped"] == 2
 
 
 def test_report_markdown_and_payload_carry_voice_control_and_multi():
   import copy
-  from liveinterp import evaluate
+  from liveinterp.eval import report as report_lib
   from tests.unit.eval.test_publish_table import REPORT
   r = copy.deepcopy(REPORT)
   r.update(chunk_ms=320, policies={}, examples_text=[])
@@ -121,15 +121,15 @@ def test_report_markdown_and_payload_carry_voice_control_and_multi():
                 "control_resynth": {"margin": 0.15}}
   r["voice_multi"] = {"accuracy": 0.875, "margin": 0.12, "n": 8, "skipped": 3,
                       "talks": 4, "ambiguous": 2, "raw_segments": 13, "guard_ms": 1000.0}
-  md = evaluate._markdown(r)
+  md = report_lib.markdown(r)
   assert "Voice-lost control" in md and "margin 0.19" in md and "median 0.2" in md
   assert "positive 0.75" in md and "resynthesised own voice margin 0.15" in md
   assert "two-speaker talks (4 talks)" in md and "0.875 of the time" in md
   assert "3 too short" in md
-  p = evaluate.publish_payload(r)
+  p = report_lib.publish_payload(r)
   assert p["speaker_control_margin"] == 0.19 and p["voice_multi_accuracy"] == 0.875
   # a report without them (text-only, older runs) still renders
   bare = copy.deepcopy(r)
   del bare["voice_multi"], bare["voice"]["control"]
-  assert "Voice-lost" not in evaluate._markdown(bare)
-  assert evaluate.publish_payload(bare)["speaker_control_margin"] is None
+  assert "Voice-lost" not in report_lib.markdown(bare)
+  assert report_lib.publish_payload(bare)["speaker_control_margin"] is None

@@ -6,7 +6,7 @@ import pytest
 from configs import base, micro, tiny
 from liveinterp.common import config as config_lib
 from liveinterp.rl import rewards, trainer
-from liveinterp.train import recipes
+from liveinterp.train import stage_configs as recipes
 
 
 def test_stages_and_ablations_resolve():
