@@ -16,12 +16,9 @@ from liveinterp.train.stages import stream_lm
 
 
 def test_asr_training_opens_the_audio_gap(tmp_path):
-  from data_pipelines import build
-  d = str(tmp_path / "data")
-  build.run("zh-en", "micro", d, model="micro")
+  from tests.integration import micro_corpus
   c = micro.get_config("pretrain")
-  c.data.data_dir = d
-  c.tokenizer.model_path = build.tokenizer_prefix(d, "zh-en", "micro", 256, "bpe")
+  c.data.data_dir, c.tokenizer.model_path = micro_corpus.micro_corpus()
   c.data.task_weights = dict(asr=1.0, st=0.0, tts=0.0, s2st=0.0)
   c.train.steps, c.train.warmup_steps, c.train.learning_rate = 150, 10, 3e-3
   c.train.log_every, c.train.eval_every = 50, 150

@@ -31,14 +31,11 @@ STEPS, LR = 200, 1e-2
 
 @pytest.fixture(scope="module")
 def memorised(tmp_path_factory):
-  from data_pipelines import build
+  from tests.integration import micro_corpus
   t0 = time.time()
-  d = str(tmp_path_factory.mktemp("data"))
-  build.run("zh-en", "micro", d, model="micro")
   run = str(tmp_path_factory.mktemp("run"))
   c = micro.get_config("sft")
-  c.data.data_dir = d
-  c.tokenizer.model_path = build.tokenizer_prefix(d, "zh-en", "micro", 256, "bpe")
+  c.data.data_dir, c.tokenizer.model_path = micro_corpus.micro_corpus()  # read only, shared
   c.data.codes_path = ""               # no speech codes: text-only turns
   c.data.seq_len = 128                 # the longest micro text-only stream is 113 tokens
   c.train.steps, c.train.learning_rate, c.train.warmup_steps = STEPS, LR, 10

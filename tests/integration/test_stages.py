@@ -15,14 +15,12 @@ import pytest
 
 from configs import micro
 from liveinterp.train import loop, speech_tokens, stages
+from tests.integration import micro_corpus
 
 
 @pytest.fixture(scope="module")
-def micro_data(tmp_path_factory):
-  from data_pipelines import build
-  d = str(tmp_path_factory.mktemp("data"))
-  build.run("zh-en", "micro", d, model="micro")
-  return d, build.tokenizer_prefix(d, "zh-en", "micro", 256, "bpe")
+def micro_data():
+  return micro_corpus.micro_corpus()  # read only: shared with the other integration files
 
 
 @pytest.fixture(scope="module")
