@@ -5,6 +5,27 @@ chunk produced), `DecodeSpec` (everything static, hashable: equal specs share co
 code), and `_init_pure` / `_step_pure` / `_scan_pure`, jitted at module level. The
 algorithm (steps 1-5, `<eot>` deferral) is described in `liveinterp.inference.decoder`;
 `StreamingDecoder` there is the public API around these functions.
+
+Voice span (step 4, issue #10). The turn written after chunk N translates source words
+that became ready since the previous turn, and those words were spoken a little earlier
+than chunk N: a word's turn lags the chunk holding the end of its source word by the
+model's read lag. The turn is therefore voiced from the source audio of *those* chunks:
+the speaker embedding is `SpeakerEncoder.embed_audio` of a fixed window of
+`speaker_samples` source samples that ends `d = DecodeSpec.voice_lag_chunks` chunks
+before the end of chunk N (`stream.voice_lag_chunks`; d = 0 is the window ending at
+chunk N, the rule before the span: bit-exact, see tests/unit/inference/
+test_voice_span.py). The state keeps the last `speaker_samples + d * chunk_samples`
+source samples (oldest first, a shift buffer of fixed shape) and the window is a
+`dynamic_slice` of it, so one `embed_audio` call of the same length as before runs per
+speaking chunk: cost and memory per chunk stay flat, nothing recompiles.
+
+Stream start: while a row has heard fewer than `speaker_samples + d * chunk_samples`
+samples, its lag shrinks to what the buffer holds beyond one full window
+(`lag = clip(fill - speaker_samples, 0, d * chunk_samples)` samples), so the window
+always starts at the row's first real sample instead of covering silence; with fewer
+than `speaker_samples` samples heard it is the whole stream so far (as with d = 0).
+Each row's lag depends only on its own fill (rows are independent; rows without a chunk
+in a step keep their buffer and fill).
 """
 
 from __future__ import annotations
@@ -29,8 +50,9 @@ class DecoderState(NamedTuple):
   """Everything a batch of streams carries between chunks (fixed shapes)."""
   model: s2st_lib.StreamState  # encoder state + LLM ring cache
   codec: Any                   # codec decoder tails
-  speaker_audio: jax.Array     # [B, S] last S source samples (oldest first)
-  speaker_fill: jax.Array      # [B] int32 how many of them are real (<= S)
+  speaker_audio: jax.Array     # [B, L] last L = S + d * chunk_samples source samples
+                               # (oldest first; S = speaker_samples, d = voice lag)
+  speaker_fill: jax.Array      # [B] int32 how many of them are real (<= L)
   speaker: jax.Array           # [B, E] latest speaker embedding
   pending_eot: jax.Array       # [B] bool: the last turn's <eot> is not in the cache yet
   chunks: jax.Array            # [B] int32 chunks consumed
@@ -112,10 +134,16 @@ class DecodeSpec:
   speaker_samples: int
   codec_blocks: tuple = ()
   decode_speech: bool = True
+  voice_lag_chunks: int = 0   # d: the speaker window ends d chunks back (module docstring)
 
   @property
   def max_frames(self) -> int:
     return self.max_turn_tokens // self.num_codebooks
+
+  @property
+  def speaker_buffer_samples(self) -> int:
+    """L = speaker_samples + voice_lag_chunks * chunk_samples: source samples kept."""
+    return self.speaker_samples + self.voice_lag_chunks * self.chunk_samples
 
 
 
@@ -130,7 +158,7 @@ def _init_pure(spec: DecodeSpec, params, batch: int, rng, prompt: tuple = ()
     _, _, model_state = m.s2st.write_tokens(model_state, ids)
   return DecoderState(
       model=model_state, codec=m.codec.init_decode_state(batch),
-      speaker_audio=jnp.zeros((batch, spec.speaker_samples), jnp.float32),
+      speaker_audio=jnp.zeros((batch, spec.speaker_buffer_samples), jnp.float32),
       speaker_fill=jnp.zeros((batch,), jnp.int32),
       speaker=jnp.zeros((batch, m.speaker.embed_dim), jnp.float32),
       pending_eot=jnp.zeros((batch,), bool), chunks=jnp.zeros((batch,), jnp.int32), rng=rng)
@@ -185,18 +213,27 @@ def _step_models(spec: DecodeSpec, m: _Models, st: DecoderState, audio_bc, valid
   turn, cache = _decode_turn(spec, s2.llm, cache, logits[:, -1], values[:, -1], valid_b,
                              turn_key, forced, forced_n)
 
-  # 4. speaker embedding from the rolling source buffer (only needed when someone speaks).
-  n_src = spec.speaker_samples
+  # 4. speaker embedding from the rolling source buffer (only needed when someone speaks):
+  # the window of S samples ending `lag` samples before the newest (module docstring).
+  n_buf, n_win = spec.speaker_buffer_samples, spec.speaker_samples
   spk_audio = jnp.concatenate([st.speaker_audio, audio_bc.astype(jnp.float32)],
-                              axis=1)[:, -n_src:]
+                              axis=1)[:, -n_buf:]
   spk_audio = jnp.where(valid_b[:, None], spk_audio, st.speaker_audio)
-  fill = jnp.where(valid_b, jnp.minimum(st.speaker_fill + spec.chunk_samples, n_src),
+  fill = jnp.where(valid_b, jnp.minimum(st.speaker_fill + spec.chunk_samples, n_buf),
                    st.speaker_fill)
   n_frames = turn["n_speech"] // spec.num_codebooks
 
   def embed():
-    mask = jnp.arange(n_src)[None, :] >= (n_src - fill)[:, None]
-    return m.speaker.embed_audio(spk_audio, mask).astype(jnp.float32)
+    if n_buf == n_win:  # d = 0: the whole buffer (the rule before the voice span)
+      win, start = spk_audio, jnp.zeros_like(fill)
+    else:
+      lag = jnp.clip(fill - n_win, 0, n_buf - n_win)                     # [B] samples
+      start = n_buf - n_win - lag                                        # [B]
+      win = jax.vmap(lambda a, s: jax.lax.dynamic_slice_in_dim(a, s, n_win))(
+          spk_audio, start)                                              # [B, S]
+    # Window sample j is buffer sample start + j: real when it is among the last `fill`.
+    mask = (start[:, None] + jnp.arange(n_win)[None, :]) >= (n_buf - fill)[:, None]
+    return m.speaker.embed_audio(win, mask).astype(jnp.float32)
   if spec.decode_speech:
     spk = jax.lax.cond(jnp.any(n_frames > 0), embed, lambda: st.speaker)
     # 5. codec: one frame per iteration; tails advance only on real frames.
