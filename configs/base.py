@@ -112,8 +112,11 @@ def get_config():
       chunk_ms=640,          # one read unit; a multiple of the 40 ms encoder frame
       max_turn_tokens=64,    # decode budget per chunk
       # the speaker window voicing a turn ends this many chunks before it (voice span,
-      # liveinterp/inference/decode_step.py): MEASURED_LAG
-      voice_lag_chunks=1,
+      # liveinterp/inference/decode_step.py). Measured on the laptop build's test split
+      # (benchmarks/voice_span.py, 962 aligned word pairs, 640 ms chunks): a target word
+      # is written a median 0 chunks (mean 0.54; 75% in the same chunk) after the chunk
+      # holding its source word's end, so the window ends at the answered chunk.
+      voice_lag_chunks=0,
   ))
 
   # ---- models ------------------------------------------------------------------------
