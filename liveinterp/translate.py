@@ -11,6 +11,12 @@ with their emission times in ms of source consumed, computation-aware ready time
 speech playback spans and the real-time factor. Progress (chunks, source seconds, RTF)
 goes to stderr.
 
+Live source transcript (a model trained with `data.src_transcript`, whose turns start with
+`<src> newly heard source words`; `--allow_src` forces it on): the JSON carries it per
+segment (`source_text`) and whole (`source_text`, and `source_words`: each word with its
+emission and computation-aware ready times in ms), kept out of the translated `text`;
+each turn's newly heard words are also printed on stderr (`[translate] heard @ T ms: ...`).
+
 Weights: `--workdir` of a trained run (`python -m liveinterp.recipe --run_dir=...`:
 checkpoints under `<workdir>/<stage>/checkpoints`, the LLM from the latest of rl2, rl1,
 sft, pretrain, the codec and speaker encoder from `codec`; the config is `--config` or
@@ -58,8 +64,9 @@ def _parser() -> cli.ArgumentParser:
                       "(<text> w+ <eot>, a model trained without speech codes); auto: "
                       "text when the config's data.codes_path names no file (as "
                       "training decides), speech for --init=random")
-  p.add_argument("--allow_src", action="store_true",
-                 help="let turns start with a source transcript (<src> ...)")
+  p.add_argument("--allow_src", action="store_true", default=None,
+                 help="let turns start with a source transcript (<src> ...); default: "
+                      "the config's data.src_transcript (what the model was trained on)")
   p.add_argument("--concat", action="store_true",
                  help="write the speech segments back to back instead of on the timeline")
   p.add_argument("--normalize", action="store_true",
@@ -157,6 +164,9 @@ def main(argv=None) -> dict:
   def on_chunk(ev):
     progress["compute_ms"] += ev.compute_ms
     done = ev.chunk + 1
+    heard = ev.source_text[0].strip()
+    if heard and not args.quiet:  # the live transcript: one line per turn that has one
+      sys.stderr.write(f"\r[translate] heard @ {float(ev.end_ms[0]):.0f} ms: {heard}\n")
     if not args.quiet and (done == n_chunks or done % 10 == 0):
       src_s = done * decoder.chunk_ms / 1000
       rtf = progress["compute_ms"] / 1000 / src_s
@@ -178,6 +188,8 @@ def main(argv=None) -> dict:
                  chunk_ms=decoder.chunk_ms, chunks=n_chunks, compile_s=compile_s,
                  wall_s=wall_s, init=args.init, config=config_path,
                  workdir=args.workdir, timeline=not args.concat, speech_turns=speech_turns,
+                 src_transcript=bool(decoder.spec.grammar is not None
+                                     and decoder.spec.grammar.allow_src),
                  detokenized=tokenizer is not None,
                  input_warnings=dict(input_report.counts))
   os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)  # as --out's

@@ -173,3 +173,57 @@ def test_cli_user_errors_are_one_line_and_exit_code_2(tmp_path, args, msg):
   assert out.stderr.startswith(
       f"python -m liveinterp.translate: error: {msg.format(tmp=tmp_path)}"), out.stderr
   assert out.stderr.count("\n") == 1
+
+
+def test_cli_json_and_console_carry_the_live_source_transcript(tmp_path, capsys,
+                                                              monkeypatch):
+  """A model trained with `data.src_transcript` (here: forced to write `<src> w w <eot>`
+  after chunk 0 and `<src> w <eot>` after chunk 2 through the decoder's `forced`
+  argument, sampling otherwise) has its transcript in the JSON, per segment and whole,
+  with per-word emit/ready times, out of the translated text, and one stderr line per
+  turn that heard something."""
+  from liveinterp.common import token_layout
+  from liveinterp.inference import decoder as decoder_lib
+  from liveinterp.inference.decode_step import EOT
+  real_step = decoder_lib.StreamingDecoder.step
+  w = lambda k: token_layout.NUM_SPECIAL_TOKENS + k                      # noqa: E731
+  turns = {0: [token_layout.SRC, w(1), w(2), EOT], 2: [token_layout.SRC, w(3), EOT]}
+
+  def forced_step(self, state, chunk, valid=None, forced=None, forced_n=None):
+    assert forced is None
+    turn = turns.get(int(np.asarray(state.chunks)[0]))
+    forced = np.full((1, self.max_turn_tokens), EOT, np.int32)
+    if turn is not None:
+      forced[0, :len(turn)] = turn
+    n = np.asarray([len(turn) if turn is not None else -1], np.int32)
+    return real_step(self, state, chunk, valid, forced, n)
+
+  monkeypatch.setattr(decoder_lib.StreamingDecoder, "step", forced_step)
+  src = str(tmp_path / "in.wav")
+  _write_source(src, rate=16000, seconds=0.96)                         # 3 chunks
+  out = str(tmp_path / "o.wav")
+  payload = translate.main([src, "--out", out, "--config",
+                            os.path.join(ROOT, "configs", "micro.py"), "--init", "random",
+                            "--config.data.src_transcript=True"])
+  err = capsys.readouterr().err
+  with open(os.path.splitext(out)[0] + ".json") as f:
+    saved = json.load(f)
+  assert saved == json.loads(json.dumps(payload))
+  assert saved["src_transcript"] is True and saved["chunks"] == 3
+  # Chunks 0 and 2 heard the forced words (ids shown as [id]: no sentencepiece model);
+  # chunk 1 sampled, under the grammar that allows a transcript too.
+  by_chunk = {s["chunk"]: s for s in saved["segments"]}
+  assert by_chunk[0]["source_text"] == f"[{w(1)}] [{w(2)}]" and by_chunk[0]["text"] == ""
+  assert by_chunk[2]["source_text"].strip() == f"[{w(3)}]"
+  assert by_chunk[0]["src_ids"] == [w(1), w(2)]
+  assert saved["source_text"] == "".join(s["source_text"] for s in saved["segments"])
+  assert saved["text"] == "".join(s["text"] for s in saved["segments"])
+  assert f"[{w(1)}]" not in saved["text"]
+  words = saved["source_words"]
+  assert [x["word"] for x in words if x["chunk"] != 1] == [f"[{w(i)}]" for i in (1, 2, 3)]
+  for x in words:
+    seg = by_chunk[x["chunk"]]
+    assert x["emit_ms"] == seg["emit_ms"] == 320 * (x["chunk"] + 1)
+    assert x["ready_ms"] == seg["ready_ms"] and x["ready_ms"] > x["emit_ms"]
+  assert f"heard @ 320 ms: [{w(1)}] [{w(2)}]" in err
+  assert f"heard @ 960 ms: [{w(3)}]" in err
