@@ -314,7 +314,8 @@ def _length_stats_step(b, tfds_dir: str, tok, cfg, model: str, max_records: int 
                                       "codec_rate_hz")}
   return dict(split="train", records=int(len(idx)), split_records=n,
               sampled=bool(len(idx) < n), model=model, policy=cfg.data.policy,
-              spec=spec, seq_len=int(cfg.data.seq_len),
+              # SFT turns measured with the live source transcript (`<src> w+`) or not
+              src_transcript=bool(sp.src_transcript), spec=spec, seq_len=int(cfg.data.seq_len),
               max_audio_slots=int(cfg.data.max_audio_slots), **stats)
 
 

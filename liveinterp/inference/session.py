@@ -291,8 +291,9 @@ def translate_stream(decoder: StreamingDecoder, audio_iter: Iterable, *,
   no earlier than its emission). Emission times are in ms of source consumed (chunk end);
   `ready_ms` adds the measured compute (computation-aware, `computation_aware_emissions`,
   kept as a running `ReadyClock`). The live source transcript (`<src>` words) goes to
-  `source_text` / `source_words`, never into the target text. Host bookkeeping per chunk is O(1) in the stream's
-  length: segments, text pieces and audio are appended, and joined once at the end.
+  `source_text` / `source_words`, never into the target text. Host bookkeeping per chunk
+  is O(1) in the stream's length: segments, text pieces and audio are appended, and
+  joined once at the end.
   """
   results: list[StreamResult] | None = None
   speech: list[list[np.ndarray]] = []
