@@ -31,6 +31,8 @@ import threading
 
 import numpy as np
 
+from liveinterp.common import audio as audio_lib
+
 SAMPLE_RATE = 16000
 _FILLER = re.compile(r"<[^>]*>|\[[^\]]*\]|\(\d+\)")
 
@@ -40,24 +42,10 @@ class NoRecognizerError(ValueError):
 
 
 def _to_int16_16k(audio: np.ndarray, sample_rate: int) -> np.ndarray:
-  """1-D float (or int16) audio at `sample_rate` -> int16 at 16 kHz; checks the input."""
-  x = np.asarray(audio)
-  if x.ndim != 1:
-    raise ValueError(f"recogniser expects 1-D mono audio, got shape {x.shape}")
-  if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
-    raise ValueError(f"recogniser: invalid sample rate {sample_rate!r}")
-  if x.dtype == np.int16:
-    x = x.astype(np.float32) / 32768.0
-  elif np.issubdtype(x.dtype, np.floating):
-    x = x.astype(np.float32)
-  else:
-    raise ValueError(f"recogniser expects float or int16 audio, got dtype {x.dtype}")
-  bad = int(np.count_nonzero(~np.isfinite(x)))
-  if bad:
-    raise ValueError(f"recogniser: audio has {bad} non-finite samples of {x.size}")
-  if x.size and sample_rate != SAMPLE_RATE:
-    import soxr
-    x = soxr.resample(x, sample_rate, SAMPLE_RATE).astype(np.float32)
+  """1-D float (or int16) audio at `sample_rate` -> int16 at 16 kHz; checks the input
+  (`common.audio.check_waveform`: errors name the recogniser input)."""
+  x = audio_lib.check_waveform(audio, sample_rate, "recogniser input")
+  x = audio_lib.resample(x, int(sample_rate), SAMPLE_RATE)
   return (np.clip(x, -1.0, 1.0) * 32767.0).round().astype(np.int16)
 
 

@@ -41,6 +41,8 @@ from typing import Sequence
 
 import numpy as np
 
+from liveinterp.common import audio as audio_lib
+
 SAMPLE_RATE = 16000
 N_MFCC = 20
 N_MELS = 40
@@ -59,35 +61,16 @@ STD_WEIGHT = 0.5
 DIM = 2 * (N_MFCC - 1) + 2
 
 
-class AudioTooShortError(ValueError):
-  """Audio is empty, silent, or has too little active speech to embed."""
+AudioTooShortError = audio_lib.AudioTooShortError  # empty, silent or too short to embed
 
 
 def _prepare(audio: np.ndarray, sr: int, name: str) -> np.ndarray:
-  """Checked float32 mono audio at 16 kHz; raises ValueError naming `name`."""
-  x = np.asarray(audio)
-  if x.ndim != 1:
-    raise ValueError(f"{name}: expected 1-D mono audio, got shape {x.shape}")
-  if not isinstance(sr, (int, np.integer)) or sr <= 0:
-    raise ValueError(f"{name}: invalid sample rate {sr!r}")
-  if x.dtype == np.int16:
-    x = x.astype(np.float32) / 32768.0
-  elif np.issubdtype(x.dtype, np.floating):
-    x = x.astype(np.float32)
-  else:
-    raise ValueError(f"{name}: expected float or int16 audio, got dtype {x.dtype}")
-  bad = int(np.count_nonzero(~np.isfinite(x)))
-  if bad:
-    raise ValueError(f"{name}: {bad} non-finite samples of {x.size}")
-  if x.size < int(MIN_ACTIVE_S * sr):
-    raise AudioTooShortError(f"{name}: {x.size} samples ({x.size / sr:.3f} s) is "
-                             f"shorter than {MIN_ACTIVE_S} s")
+  """Checked float32 mono audio at 16 kHz (`common.audio.check_waveform`, at least
+  MIN_ACTIVE_S long, not silent); raises ValueError naming `name`."""
+  x = audio_lib.check_waveform(audio, sr, name, min_samples=int(MIN_ACTIVE_S * sr))
   if float(np.max(np.abs(x))) < SILENT_PEAK:
     raise AudioTooShortError(f"{name}: silent audio (peak < {SILENT_PEAK})")
-  if sr != SAMPLE_RATE:
-    import soxr
-    x = soxr.resample(x, sr, SAMPLE_RATE).astype(np.float32)
-  return x
+  return audio_lib.resample(x, int(sr), SAMPLE_RATE)
 
 
 def embed(audio: np.ndarray, sr: int = SAMPLE_RATE, name: str = "audio") -> np.ndarray:

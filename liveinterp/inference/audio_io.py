@@ -2,8 +2,9 @@
 
 `read_audio(path)` reads whatever libsndfile reads (wav in any PCM/float subtype, flac,
 ogg, ...), averages the channels to mono and resamples to the model rate with soxr
-(`HQ`). Unreadable, empty or non-finite input raises `AudioError` naming the file, so a
-bad file never reaches the model.
+(`HQ`, `liveinterp.common.audio.resample`). Unreadable, empty or non-finite input raises
+`AudioError` naming the file (the checks of `liveinterp.common.audio`), so a bad file
+never reaches the model.
 
 Input that decodes but is suspect is used with a warning naming the file, counted by kind
 in an `InputReport` (the translate CLI prints them and writes the counts to its JSON):
@@ -24,7 +25,9 @@ import warnings
 
 import numpy as np
 import soundfile as sf
-import soxr
+
+from liveinterp.common import audio as audio_lib
+from liveinterp.common.audio import resample  # noqa: F401  (re-exported)
 
 
 class AudioError(ValueError):
@@ -82,16 +85,6 @@ def to_mono(x_nc: np.ndarray) -> np.ndarray:
   return x if x.ndim == 1 else x.mean(axis=1, dtype=np.float32)
 
 
-def resample(x_n: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
-  """Mono float32 resampling with soxr (identity when the rates match)."""
-  if rate_in <= 0 or rate_out <= 0:
-    raise ValueError(f"resample: sample rates must be positive, got {rate_in} -> {rate_out}")
-  x = np.asarray(x_n, np.float32)
-  if rate_in == rate_out or x.size == 0:
-    return x
-  return soxr.resample(x, rate_in, rate_out, quality="HQ").astype(np.float32)
-
-
 def read_audio(path: str, sample_rate: int = 16000, *, normalize: bool = False,
                report: InputReport | None = None) -> np.ndarray:
   """Reads `path` -> mono float32 `[N]` at `sample_rate` (channels averaged, soxr).
@@ -117,10 +110,10 @@ def read_audio(path: str, sample_rate: int = 16000, *, normalize: bool = False,
     raise AudioError(f"{path}: cannot decode audio ({e})") from e
   if x.shape[0] == 0 or x.shape[1] == 0:
     raise AudioError(f"{path}: holds no audio samples")
-  bad = ~np.isfinite(x)
-  if bad.any():
-    raise AudioError(f"{path}: {int(bad.sum())} non-finite sample(s) (NaN/Inf) among "
-                     f"{x.size}")
+  try:
+    audio_lib.check_finite(x, path)  # every channel, before they are averaged
+  except ValueError as e:
+    raise AudioError(str(e)) from None
 
   def warn(kind, message):
     if report is not None:
@@ -157,8 +150,10 @@ def write_audio(path: str, audio_n: np.ndarray, sample_rate: int = 16000,
                 subtype: str = "PCM_16") -> str:
   """Writes mono float samples (clipped to [-1, 1]) as a wav; returns the path."""
   x = np.asarray(audio_n, np.float32).reshape(-1)
-  if not np.all(np.isfinite(x)):
-    raise AudioError(f"{path}: refusing to write non-finite samples")
+  try:
+    audio_lib.check_finite(x, path)
+  except ValueError as e:
+    raise AudioError(f"{e}: refusing to write them") from None
   parent = os.path.dirname(os.path.abspath(path))
   os.makedirs(parent, exist_ok=True)
   sf.write(path, np.clip(x, -1.0, 1.0), int(sample_rate), subtype=subtype)
