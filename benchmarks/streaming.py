@@ -3,11 +3,11 @@ r"""Streaming decoder speed: real-time factor per chunk, first-output latency, l
     python -m benchmarks.streaming [--size=tiny] [--cores=1] [--minutes=60]
         [--workdir=RUN] [--out=benchmarks/results/streaming.json]
 
-One stream (batch 1) through `liveinterp.inference.streaming.StreamingDecoder`, pinned to
+One stream (batch 1) through `liveinterp.inference.decoder.StreamingDecoder`, pinned to
 `--cores` CPU cores: before JAX is imported the process's affinity is set to that many
 cores (`os.sched_setaffinity`, what `taskset` does) and XLA's CPU thread pools are limited
 (`XLA_FLAGS=--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1` for one
-core). Weights are random (numpy draws, `streaming.random_model`) unless `--workdir`
+core). Weights are random (numpy draws, `inference.loading.random_model`) unless `--workdir`
 points at a trained run; speed does not depend on the weights except through how many
 tokens the policy writes, so the timed workloads force the turns:
 

@@ -319,7 +319,7 @@ def prompt_ids(tok, task: str, langs: Sequence[str]) -> list[int]:
   """The task prompt every stream starts with: `[<bos>, <task>, <lang>...]`.
 
   The one definition of the prompt, shared by the training streams built here and the
-  streaming decoder (`liveinterp.inference.streaming.prompt_for`), so the two cannot
+  streaming decoder (`liveinterp.inference.decoder.prompt_for`), so the two cannot
   differ. `tok`: a `data_pipelines.tokenizer.Tokenizer`, or None for the fixed control
   table (the same ids).
   """

@@ -7,7 +7,7 @@ targets non-space, non-punctuation characters, `target_word_count`):
 
 - R_t: reference words ready by T_t (`tgt_ready_ms <= T_t`), |ref| all of them;
 - E_t: words of the hypothesis after turn t, Y≤t = the turns' text deltas concatenated
-  (`"".join(text[:t+1])`, exactly as `inference.streaming` assembles `StreamResult.text`);
+  (`"".join(text[:t+1])`, exactly as `inference.session` assembles `StreamResult.text`);
 - e_j: end time of source word j.
 
 Single-turn rewards, one value per turn (`turn_rewards`, unweighted):
