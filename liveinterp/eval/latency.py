@@ -322,3 +322,23 @@ def corpus_scores(episodes: Iterable[LatencyScores | None], *,
       vals = np.asarray([getattr(e, k) for e in kept], np.float64)
       out[k] = float(np.nanmean(vals)) if np.any(np.isfinite(vals)) else float("nan")
   return out
+
+
+def transcript_lags(word_times_ms: Sequence[float],
+                    source_word_end_ms: Sequence[float]) -> dict:
+  """Latency of a live source transcript (the `<src>` words of the decoder's turns,
+  `session.StreamResult.source_words`): transcript word i is matched to source word i
+  (in order, up to the shorter of the two; a transcript that skips or inserts words
+  shifts the match, so read it alongside its WER) and lags by `word_times_ms[i] -
+  source_word_end_ms[i]`: how long after the word was spoken it was written (emission
+  times) or ready (computation-aware ready times). Returns mean/max lag (ms, NaN when
+  nothing matched) and the counts."""
+  t = np.asarray(word_times_ms, np.float64).reshape(-1)
+  ends = np.asarray(source_word_end_ms, np.float64).reshape(-1)
+  if not (np.all(np.isfinite(t)) and np.all(np.isfinite(ends))):
+    raise ValueError("transcript_lags: word times and source word ends must be finite")
+  n = min(t.size, ends.size)
+  lags = t[:n] - ends[:n]
+  return {"mean_lag_ms": float(lags.mean()) if n else float("nan"),
+          "max_lag_ms": float(lags.max()) if n else float("nan"),
+          "matched": int(n), "transcript_words": int(t.size), "source_words": int(ends.size)}

@@ -200,3 +200,36 @@ def asr_bleu(audios: Sequence[np.ndarray], refs: Sequence[str], recognizer: Reco
   return {**asr_scores(hyps, refs, lang), "normalized": True,
           "recognizer": recognizer.name, "self_judged": bool(recognizer.self_judged),
           "transcripts": hyps}
+
+
+def _edit_distance(a: Sequence[str], b: Sequence[str]) -> int:
+  """Levenshtein distance between two word sequences (substitution, insertion,
+  deletion all cost 1); one row of the table at a time."""
+  prev = list(range(len(b) + 1))
+  for i, x in enumerate(a, 1):
+    cur = [i] + [0] * len(b)
+    for j, y in enumerate(b, 1):
+      cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y))
+    prev = cur
+  return prev[-1]
+
+
+def word_error_rate(hyps: Sequence[str], refs: Sequence[str], lang: str = "zh") -> float:
+  """Corpus word error rate of transcripts (e.g. the decoder's live source transcript,
+  `session.StreamResult.source_text`) against reference texts: total word edits / total
+  reference words, after `asr_normalize`; Chinese and Japanese count characters (CER).
+  NaN when the references have no words."""
+  if len(hyps) != len(refs):
+    raise ValueError(f"word_error_rate: {len(hyps)} transcripts for {len(refs)} references")
+  chars = lang.split("-")[0].lower() in ("zh", "ja")
+
+  def words(text):
+    t = asr_normalize(text, lang)
+    return [c for c in t if not c.isspace()] if chars else t.split()
+
+  edits = total = 0
+  for h, r in zip(hyps, refs):
+    rw = words(r)
+    edits += _edit_distance(words(h), rw)
+    total += len(rw)
+  return edits / total if total else float("nan")
