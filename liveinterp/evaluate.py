@@ -381,16 +381,14 @@ def run(cfg, run_dir: str, split: str = "test", max_examples: int = 64,
   # ---- offline ceiling: same model and prompt, whole source first ---------------------
   # Every turn before the last chunk is forced to wait, so the model writes the whole
   # translation after hearing everything; the last turn's budget covers a whole stream.
+  # (`offline_eval`, task "simul": also the pretrain stage's dev evaluation function).
   offline_hyps = []
   if offline:
-    whole = text_decoder(cfg, model, tok, max_turn_tokens=int(cfg.data.seq_len))
-    with without_mesh():
-      session_lib.warmup(whole, batch)
-    res = translate_records(whole, records, tok, batch=batch, log=log,
-                            whole_source_first=True)
-    offline_hyps = [r.text.strip() for r in res]
-    report["offline"] = simul_scores(res, records, cfg.audio.sample_rate)
-    report["offline"]["policy"] = "whole source first (turns before the last chunk wait)"
+    from liveinterp import offline_eval as offline_lib
+    report["offline"], pairs = offline_lib.offline_eval(
+        model, tok, records, "simul", cfg=cfg, max_new_tokens=int(cfg.data.seq_len),
+        batch=batch, log=log)
+    offline_hyps = [h for _, h in pairs]
   # ---- floor: the best constant output (one training target for every input) ---------
   train = pipelines.open_corpus(cfg, "train")
   report["constant"] = sm.constant_baseline(

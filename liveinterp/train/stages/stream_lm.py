@@ -30,8 +30,6 @@ import optax
 
 from data_pipelines import pipelines, stream_format as sfmt, tokenizer as tokmod
 from liveinterp.common import reporting
-from liveinterp.eval import quality
-from liveinterp.inference import generate as gen
 from liveinterp.models import s2st
 from liveinterp.train import loop, speech_tokens
 
@@ -267,27 +265,13 @@ def check_examples_fit(config, stage, source, tok, codes_fn, probe: int = 256) -
 
 
 def _offline_eval(model, tok, spec, records, task: str, max_new: int, pad_to: int):
-  """Greedy ASR or ST on records -> (BLEU, chrF, examples)."""
-  prompts, audios, refs, lang = [], [], [], None
-  for rec in records:
-    try:
-      ex = sfmt.pretrain_example(rec, tok, spec, task)
-    except sfmt.FormatError:
-      continue
-    first_target = int(np.argmax(ex["loss_mask"] > 0))
-    prompts.append(ex["tokens"][:first_target])
-    audios.append(ex["audio"])
-    refs.append(rec["src_text"] if task == "asr" else rec["tgt_text"])
-    lang = rec["src_lang"] if task == "asr" else rec["tgt_lang"]
-  if not prompts:
-    return {}, []
-  pad_to = max(pad_to, max(len(p) for p in prompts))
-  outs = gen.generate(model, prompts, audios, tokmod.AUDIO, [tokmod.EOS, tokmod.EOT],
-                      max_new_tokens=max_new, pad_to=pad_to)
-  hyps = [tok.decode_text(o) for o in outs]
-  return ({f"eval/{task}_bleu": quality.corpus_bleu(hyps, refs, lang),
-           f"eval/{task}_chrf": quality.corpus_chrf(hyps, refs)},
-          list(zip(refs, hyps))[:3])
+  """Greedy ASR or ST on records -> ({eval/<task>_bleu, eval/<task>_chrf}, examples):
+  the offline evaluation of `liveinterp.offline_eval` (also the evaluation runner's
+  offline ceiling) in the pretrain format."""
+  from liveinterp import offline_eval as offline_lib  # pylint: disable=g-import-not-at-top
+  scores, pairs = offline_lib.offline_eval(model, tok, records, task, spec=spec,
+                                           max_new_tokens=max_new, pad_to=pad_to)
+  return {f"eval/{task}_{k}": v for k, v in scores.items()}, pairs[:3]
 
 
 class SimulDevEval:
