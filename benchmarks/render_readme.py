@@ -120,8 +120,27 @@ def render_rl_table(data):
           + table(body, cols) + ("\n\n" + "\n".join(lines) if lines else ""))
 
 
+def render_profile(data):
+  """Top ops by self time of one profiled training step (`benchmarks/profile_step.py`),
+  then the time per op kind (e.g. `fusion[dot]`, `convolution`)."""
+  head = (f"### profile: {data['model']} {data['size']} (`{data['command']}`)\n\n"
+          f"Step {_fmt(data['step_s'] * 1e3)} ms, op self time "
+          f"{_fmt(data['op_ms_per_step'])} ms/step, {_fmt(data['model_GFLOP'])} model GFLOP.")
+  kinds = data.get("kinds") or []
+  return (head + "\n\n" + table(data["rows"], ["op", "kind", "ms_per_step", "share",
+                                                 "calls_per_step"])
+          + ("\n\nBy kind:\n\n" + table(kinds[:8], ["kind", "ms_per_step", "share"])
+             if kinds else ""))
+
+
 RENDERERS = {"model_summary": render_model_summary, "evaluation": render_evaluation,
              "rl_table": render_rl_table}
+
+
+def _renderer(name):
+  if name.startswith("profile_"):
+    return render_profile
+  return RENDERERS.get(name, lambda d, n=name: render_generic(n, d))
 
 
 def render() -> str:
@@ -130,7 +149,7 @@ def render() -> str:
     name = os.path.splitext(os.path.basename(path))[0]
     with open(path) as f:
       data = json.load(f)
-    parts.append(RENDERERS.get(name, lambda d, n=name: render_generic(n, d))(data))
+    parts.append(_renderer(name)(data))
   return "\n\n".join(parts) if parts else "_No benchmark results yet._"
 
 

@@ -35,3 +35,47 @@ def test_readme_renderer_tables(tmp_path, monkeypatch):
   json.dump({"command": "x", "rows": [{"a": 1.5, "b": "y"}]}, open(tmp_path / "demo.json", "w"))
   text = render_readme.render()
   assert "| a | b |" in text and "| 1.5 | y |" in text
+
+
+def test_profile_step_writes_top_ops_and_renders(tmp_path):
+  """profile_step traces a micro codec step, parses the trace and names op kinds."""
+  out = tmp_path / "profile_codec_micro.json"
+  r = subprocess.run([sys.executable, "benchmarks/profile_step.py", "--model=codec",
+                      "--size=micro", "--steps=1", "--top=5", "--batch=1",
+                      "--audio_seconds=0.32", f"--profile_out={out}"],
+                     cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
+  assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+  data = json.load(open(out))
+  rows = data["rows"]
+  assert 0 < len(rows) <= 5 and "ms_per_step" in r.stdout
+  shares = [row["share"] for row in rows]
+  assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 1 + 1e-9
+  assert all(row["kind"] != "?" for row in rows)  # every traced op found in the HLO text
+  sys.path.insert(0, ROOT)
+  from benchmarks import render_readme
+  text = render_readme.render_profile(data)
+  assert "### profile: codec micro" in text and rows[0]["op"] in text
+
+
+def test_profile_trace_parser_self_time():
+  """Self time subtracts nested events on the same thread; other threads are separate."""
+  import gzip
+  import tempfile
+  sys.path.insert(0, ROOT)
+  from benchmarks import profile_step
+  ev = [{"ph": "X", "pid": 1, "tid": 1, "ts": 0, "dur": 10, "name": "a",
+         "args": {"hlo_op": "a"}},
+        {"ph": "X", "pid": 1, "tid": 1, "ts": 2, "dur": 3, "name": "b", "args": {"hlo_op": "b"}},
+        {"ph": "X", "pid": 1, "tid": 2, "ts": 1, "dur": 4, "name": "b", "args": {"hlo_op": "b"}},
+        {"ph": "X", "pid": 1, "tid": 1, "ts": 20, "dur": 1, "name": "host"}]
+  with tempfile.NamedTemporaryFile(suffix=".json.gz") as f:
+    with gzip.open(f.name, "wt") as g:
+      json.dump({"traceEvents": ev}, g)
+    times = profile_step.op_self_times(f.name)
+  assert times == {"a": {"self_us": 7.0, "count": 1}, "b": {"self_us": 7.0, "count": 2}}
+  kinds = profile_step.parse_hlo_kinds(
+      "HloModule m\n\n%fused_computation (p: f32[2]) -> f32[2] {\n"
+      "  %p = f32[2]{0} parameter(0)\n  ROOT %c = f32[2]{0} convolution(%p, %p), window={}\n}\n\n"
+      "ENTRY %main (x: f32[2]) -> f32[2] {\n  %x = f32[2]{0} parameter(0)\n"
+      "  ROOT %fusion.1 = f32[2]{0} fusion(%x), kind=kOutput, calls=%fused_computation\n}\n")
+  assert kinds["fusion.1"] == "fusion[convolution]" and kinds["x"] == "parameter"
