@@ -34,12 +34,21 @@ from benchmarks import common, model_flops  # noqa: E402  (model_flops: --batch/
 MODELS = ("encoder", "codec", "s2st_step", "llm")
 SIZES = ("micro", "tiny", "small")
 
-_MODEL = flags.DEFINE_enum("model", "encoder", list(MODELS), "model whose step is profiled")
-_SIZE = flags.DEFINE_enum("size", "tiny", list(SIZES), "model size")
-_STEPS = flags.DEFINE_integer("steps", 3, "traced steps (after one warm-up)")
-_TOP = flags.DEFINE_integer("top", 15, "ops in the table")
-_OUT = flags.DEFINE_string("profile_out", None, "JSON output (default "
-                           "benchmarks/results/profile_<model>_<size>.json)")
+_F: dict = {}
+
+
+def _define_flags():
+  """The CLI's flags, defined only when run as a script: importing this module (the trace
+  parser's test) must not claim names such as --steps in absl's global registry."""
+  _F.update(
+      model=flags.DEFINE_enum("model", "encoder", list(MODELS), "model whose step is profiled"),
+      size=flags.DEFINE_enum("size", "tiny", list(SIZES), "model size"),
+      steps=flags.DEFINE_integer("steps", 3, "traced steps (after one warm-up)"),
+      top=flags.DEFINE_integer("top", 15, "ops in the table"),
+      out=flags.DEFINE_string("profile_out", None, "JSON output (default "
+                              "benchmarks/results/profile_<model>_<size>.json)"))
+
+
 _BATCH, _SEQ, _AUDIO_S = model_flops._BATCH, model_flops._SEQ, model_flops._AUDIO_S
 
 # Ops inside a fusion that decide what kind of work it is, heaviest first.
@@ -166,30 +175,32 @@ def summarise(times: dict[str, dict], kinds: dict[str, str], steps: int,
 def main(argv):
   del argv
   from liveinterp.common import config as config_lib
-  model, size = _MODEL.value, _SIZE.value
+  model, size = _F["model"].value, _F["size"].value
+  steps, top = _F["steps"].value, _F["top"].value
   cfg = config_lib.load(f"{size}:pretrain")
   cfg.dtype = "float32"  # as model_flops
   run, flops = model_flops._case(model, cfg, _BATCH.value, _SEQ.value, _AUDIO_S.value)
   kinds = parse_hlo_kinds(run.hlo_text())
   with tempfile.TemporaryDirectory() as log_dir:
-    times = profile(run, _STEPS.value, log_dir)
-  step_s = common.time_fn(run, repeats=_STEPS.value)
-  rows, kind_rows = summarise(times, kinds, _STEPS.value, _TOP.value)
-  op_ms = sum(v["self_us"] for v in times.values()) / _STEPS.value / 1e3
+    times = profile(run, steps, log_dir)
+  step_s = common.time_fn(run, repeats=steps)
+  rows, kind_rows = summarise(times, kinds, steps, top)
+  op_ms = sum(v["self_us"] for v in times.values()) / steps / 1e3
   print(f"{model} {size}: step {step_s * 1e3:.1f} ms, op self time {op_ms:.1f} ms/step "
         f"(2 threads may overlap), model {flops / 1e9:.2f} GFLOP")
   common.print_table(rows, ["op", "kind", "ms_per_step", "share", "calls_per_step"])
   print()
   common.print_table(kind_rows, ["kind", "ms_per_step", "share"])
-  out = _OUT.value or os.path.join(common.RESULTS_DIR, f"profile_{model}_{size}.json")
+  out = _F["out"].value or os.path.join(common.RESULTS_DIR, f"profile_{model}_{size}.json")
   common.write_json(out, {
       "benchmark": "profile_step",
       "command": f"python benchmarks/profile_step.py --model={model} --size={size}",
       "model": model, "size": size, "env": common.environment(), "batch": _BATCH.value,
-      "seq": _SEQ.value, "audio_seconds": _AUDIO_S.value, "steps": _STEPS.value,
+      "seq": _SEQ.value, "audio_seconds": _AUDIO_S.value, "steps": steps,
       "step_s": step_s, "op_ms_per_step": op_ms, "model_GFLOP": flops / 1e9,
       "rows": rows, "kinds": kind_rows})
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

@@ -38,6 +38,9 @@ def _setup(micro_rollout, mesh_kw, iters=2, policy_coef=1.0, value_only=False):
   graphdef, abstract, shard = trainer.abstract_state(
       lambda r: s2st.S2ST(c, rngs=r), tx, mesh, rules)
   _, params, rest = nnx.split(model, nnx.Param, ...)
+  # Copies: the update donates its state, and the model is the session fixture that
+  # test_rollout also reads (an aliased buffer updated in place would change its policy).
+  params, rest = jax.tree.map(jnp.copy, (params, rest))
   state = trainer.initial_state(params, rest, tx, 0.1, shard, mesh, rules)
   grammar = decoder.spec.grammar
   score = jax.jit(lambda p, r, b: rollout.sequence_log_probs(
