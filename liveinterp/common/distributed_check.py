@@ -17,8 +17,15 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from configs import base
 from liveinterp.common import distributed, mesh as mesh_lib
 
-_CPU_DEVICES = flags.DEFINE_integer("cpu_devices", 0, "CPU devices per process (0 = default)")
-_DCN_DATA = flags.DEFINE_integer("dcn_data", 1, "slices along data (1 = single slice)")
+_F: dict = {}
+
+
+def _define_flags():
+  """Flags only when run as a script: importing this module next to another CLI (e.g.
+  liveinterp.recipe, which also has --cpu_devices) must not collide in absl's registry."""
+  _F["cpu_devices"] = flags.DEFINE_integer("cpu_devices", 0,
+                                           "CPU devices per process (0 = default)")
+  _F["dcn_data"] = flags.DEFINE_integer("dcn_data", 1, "slices along data (1 = single slice)")
 
 
 def run_checks(dcn_data: int = 1) -> dict:
@@ -58,9 +65,10 @@ def run_checks(dcn_data: int = 1) -> dict:
 
 def main(argv):
   del argv
-  distributed.initialize(cpu_devices=_CPU_DEVICES.value)
-  print(json.dumps(run_checks(_DCN_DATA.value)), flush=True)
+  distributed.initialize(cpu_devices=_F["cpu_devices"].value)
+  print(json.dumps(run_checks(_F["dcn_data"].value)), flush=True)
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)
