@@ -21,16 +21,18 @@ want=$( { cat requirements.txt; echo "no-deps: $NO_DEPS"; } | sha256sum | cut -d
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "[setup] installing requirements into .venv (first time: ~2 min, ~3 GB)"
   start=$(date +%s)
-  .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/python -m pip install -q -r requirements.txt 2>&1 | grep -v "^WARNING: Location" || true
+  # pip's own exit status decides (pipefail); only the index's location warnings are hidden
+  quiet() { "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }; }
+  quiet .venv/bin/python -m pip install -q --upgrade pip
+  quiet .venv/bin/python -m pip install -q -r requirements.txt
   # shellcheck disable=SC2086  # NO_DEPS is a space-separated list of pins
-  .venv/bin/python -m pip install -q --no-deps $NO_DEPS 2>&1 | grep -v "^WARNING: Location" || true
+  quiet .venv/bin/python -m pip install -q --no-deps $NO_DEPS
   # pip check, less the declared-but-unused requirements of the --no-deps packages.
   ignore="^(No broken requirements"
   for pin in $NO_DEPS; do ignore="$ignore|${pin%%==*} ${pin#*==} "; done
   unmet=$(.venv/bin/python -m pip check 2>&1 | grep -v -E "$ignore)" || true)
   [ -z "$unmet" ] || { echo "$unmet" >&2; exit 1; }
-  TF_CPP_MIN_LOG_LEVEL=3 .venv/bin/python -c "import jax, flax, grain, orbax.checkpoint, clu.metric_writers, simuleval.evaluator.scorers.latency_scorer" \
+  TF_CPP_MIN_LOG_LEVEL=3 .venv/bin/python -c "import jax, flax, grain, orbax.checkpoint, clu.metric_writers, simuleval.evaluator.scorers.latency_scorer, websockets, selenium" \
     || { echo "[setup] import check failed" >&2; exit 1; }
   echo "$want" > "$stamp"
   echo "[setup] done in $(( $(date +%s) - start ))s"
