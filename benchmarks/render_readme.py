@@ -112,8 +112,12 @@ def render_rl_table(data):
   LAAL and BLEU change against SFT (issue #13's goal: rl2 LAAL >= 20% lower at <= 1 BLEU
   loss)."""
   rows = data["rows"]
+  refs = data.get("references") or []
   cols = [c for c in rows[0]]
   body = [{c: ("—" if r.get(c) is None else r[c]) for c in cols} for r in rows]
+  if refs:  # the scale: constant output, offline ceiling, reference-text policies
+    body += [{c: ("—" if r.get(c) is None else r[c]) for c in cols}
+             for r in ({**r, "stage": f"*{r['stage']}*"} for r in refs)]
   lines = [f"- {stage}: LAAL {v['laal_change_pct']:+.1f}% vs SFT, BLEU "
            f"{v['bleu_change']:+.2f}" for stage, v in data.get("versus_sft", {}).items()]
   return (f"### rl_table (`{data.get('command', 'python -m benchmarks.rl_table')}`)\n\n"

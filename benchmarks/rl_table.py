@@ -63,6 +63,34 @@ def row(stage: str, report: dict) -> dict:
           "n": report["examples"]}
 
 
+def reference_rows(report: dict) -> list[dict]:
+  """Rows that give the stages' numbers their scale, from the run's main evaluation
+  report (`RUN_DIR/eval/report_test.json`, `liveinterp.evaluate --controls`): the
+  constant-output baseline (the one training-target sentence that scores best on the
+  test split, written at once: no latency), the offline ceiling (the SFT model given the
+  whole source first through the streaming decoder) and the reference-text policies
+  (the corpus's alignment policy and wait-3 written with the reference translation:
+  their latency, at BLEU 100 by construction)."""
+  rows = []
+  blank = {c: None for c in COLUMNS}
+  const = report.get("constant")
+  if const:
+    rows.append(dict(blank, stage="constant output", bleu=const["bleu"], chrf=const["chrf"],
+                     n=report["examples"]))
+  off = report.get("offline")
+  if off:
+    lat = off.get("text_latency", {})
+    rows.append(dict(blank, stage="offline (sft, whole source)", bleu=off["bleu"],
+                     chrf=off["chrf"], laal_text=lat.get("LAAL"), flal_text=lat.get("FLAL"),
+                     n=report["examples"]))
+  for name, pol in (report.get("policies") or {}).items():
+    lat = pol.get("text_latency", {})
+    rows.append(dict(blank, stage=f"reference text, {name} policy", bleu=pol.get("bleu"),
+                     laal_text=lat.get("LAAL"), flal_text=lat.get("FLAL"),
+                     n=report["examples"]))
+  return rows
+
+
 def versus_sft(rows: list[dict]) -> dict:
   """Each stage's LAAL change (%) and BLEU change against SFT (issue #13's goal: stage 2
   LAAL >= 20% lower at <= 1 BLEU loss)."""
@@ -74,7 +102,7 @@ def versus_sft(rows: list[dict]) -> dict:
           for r in rows if r["stage"] != "sft" and r["laal_text"]}
 
 
-def plot(rows: list[dict], path: str):
+def plot(rows: list[dict], path: str, references: list[dict] = ()):
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -85,6 +113,15 @@ def plot(rows: list[dict], path: str):
     ax.scatter(r["laal_text"], r["bleu"])
     ax.annotate(r["stage"], (r["laal_text"], r["bleu"]), textcoords="offset points",
                 xytext=(4, 4), fontsize=8)
+  for r in references:  # grey: the scale (constant output has no latency: a line)
+    if r["laal_text"] is None:
+      ax.axhline(r["bleu"], color="0.6", ls=":", lw=1)
+      ax.annotate(r["stage"], (ax.get_xlim()[0], r["bleu"]), fontsize=7, color="0.4",
+                  xytext=(2, 2), textcoords="offset points")
+    else:
+      ax.scatter(r["laal_text"], r["bleu"], color="0.6", marker="x")
+      ax.annotate(r["stage"], (r["laal_text"], r["bleu"]), textcoords="offset points",
+                  xytext=(4, -8), fontsize=7, color="0.4")
   ax.set_xlabel("LAAL, text (ms of source)")
   ax.set_ylabel("BLEU (test)")
   ax.set_title("latency-quality: SFT and RL stages")
@@ -111,12 +148,21 @@ def main(argv):
       rows.append(row(stage, json.load(f)))
   if not rows:
     raise SystemExit(f"no evaluation reports under {run_dir}")
-  common.print_table(rows, COLUMNS)
-  payload = {"run_dir": run_dir, "rows": rows, "versus_sft": versus_sft(rows),
+  main_report = os.path.join(run_dir, "eval", "report_test.json")
+  references = []
+  if os.path.exists(main_report):
+    with open(main_report) as f:
+      references = reference_rows(json.load(f))
+  else:
+    print(f"[rl_table] no {main_report} (liveinterp.evaluate --controls): no constant-"
+          "output, offline or reference-policy rows")
+  common.print_table(rows + references, COLUMNS)
+  payload = {"run_dir": run_dir, "rows": rows, "references": references,
+             "versus_sft": versus_sft(rows),
              "command": (f"python -m benchmarks.rl_table --run_dir={F['run_dir']} "
                          f"--evaluate{' --speech' if F['speech'] else ''}")}
   common.write_json(F["out"], payload)
-  plot(rows, os.path.join(os.path.dirname(F["out"]), "rl_latency_quality.png"))
+  plot(rows, os.path.join(os.path.dirname(F["out"]), "rl_latency_quality.png"), references)
   print(f"[rl_table] wrote {F['out']}")
 
 

@@ -22,11 +22,22 @@ def test_rows_versus_sft_and_rendering(tmp_path, monkeypatch):
   assert rl_table.row("x", _report(1.0, 1.0, speech=True))["laal_speech"] == 2000.0
   vs = rl_table.versus_sft(rows)
   assert vs == {"rl2": {"laal_change_pct": -25.0, "bleu_change": -0.5}}
+  main = dict(_report(31.0, 1100.0), constant={"bleu": 1.0, "chrf": 18.0},
+              offline={"bleu": 16.5, "chrf": 35.5, "text_latency": {"LAAL": 3272.0,
+                                                                   "FLAL": 2992.0}},
+              policies={"wait-3": {"bleu": 100.0, "text_latency": {"LAAL": 1550.0,
+                                                                   "FLAL": 1749.0}}})
+  refs = rl_table.reference_rows(main)
+  assert [r["stage"] for r in refs] == ["constant output", "offline (sft, whole source)",
+                                       "reference text, wait-3 policy"]
+  assert refs[0]["laal_text"] is None and refs[1]["laal_text"] == 3272.0
   with open(tmp_path / "rl_table.json", "w") as f:
-    json.dump({"rows": rows, "versus_sft": vs, "command": "python -m benchmarks.rl_table"},
-              f)
+    json.dump({"rows": rows, "references": refs, "versus_sft": vs,
+               "command": "python -m benchmarks.rl_table"}, f)
   monkeypatch.setattr(render_readme, "RESULTS", str(tmp_path))
   text = render_readme.render()
   assert "### rl_table (`python -m benchmarks.rl_table`)" in text
   assert "| rl2 | 29.5 | 50 | — | 750 |" in text
   assert "- rl2: LAAL -25.0% vs SFT, BLEU -0.50" in text
+  assert "| *constant output* | 1 | 18 | — | — |" in text
+  assert "| *offline (sft, whole source)* | 16.5 | 35.5 | — | 3272 |" in text
