@@ -3,6 +3,11 @@ r"""Build one corpus end to end: corpus -> TFDS (ArrayRecord) -> sentencepiece t
 
   python -m data_pipelines.build --pair=zh-en --size=tiny --data_dir=DIR
   python -m data_pipelines.build --pair=zh-en --size=laptop --data_dir=DIR  # drills
+  python -m data_pipelines.build --size=micro --data_dir=DIR --config.data.seq_len=512
+
+`--config.a.b=v` overrides apply to the model config (`--model`) whose tokenizer/codec
+layout, stream timing and data limits the build uses (`model_config`); the pair and size
+come from `--pair` and `--size` (overriding `data.pair` / `data.build` is an error).
 
 Layout under DIR:
 
@@ -101,10 +106,24 @@ def _say(msg: str):
   print(f"[build] {msg}", flush=True)
 
 
-def model_config(model: str):
-  """The recipe config of a model size (its tokenizer / codec / llm sizes)."""
+# Config fields the build takes from its own flags (--pair, --size), not from the model
+# config: an override of one would be silently ignored, so it is rejected instead.
+FLAG_FIELDS = {"data.pair": "--pair", "data.build": "--size"}
+
+
+def model_config(model: str, overrides=()):
+  """The recipe config of a model size (its tokenizer / codec / llm sizes, the stream
+  timing and data limits the length stats use) with `"a.b=v"` overrides applied
+  (`config.load`: an unknown field or bad value is a ConfigError naming it)."""
   from liveinterp.common import config as config_lib  # pylint: disable=g-import-not-at-top
-  return config_lib.load(model)
+  overrides = [overrides] if isinstance(overrides, str) else list(overrides)
+  for item in overrides:
+    path = config_lib.parse_override(item)[0]
+    if path in FLAG_FIELDS:
+      raise config_lib.ConfigError(
+          f"config spec {model!r}: override {path}: the build takes it from "
+          f"{FLAG_FIELDS[path]}, pass that instead")
+  return config_lib.load(model, overrides)
 
 
 def tokenizer_prefix(data_dir: str, pair: str, size: str, text_vocab_size: int,
@@ -323,8 +342,13 @@ def run(pair: str, size: str, data_dir: str, *, model: str | None = None,
         text_vocab_size: int | None = None, seed: int = 0, force: bool = False,
         example_source: Callable[..., Any] | None = None,
         length_stats_records: int | None = None,
-        max_sft_drop_fraction: float = DEFAULT_MAX_SFT_DROP_FRACTION) -> dict:
+        max_sft_drop_fraction: float = DEFAULT_MAX_SFT_DROP_FRACTION,
+        config_overrides=()) -> dict:
   """Runs the four steps (skipping finished ones) and returns the summary dict.
+
+  config_overrides: `"a.b=v"` overrides of the model config (`model_config`), checked
+  before anything is written; recorded in the summary and the length stats (stats
+  recorded under other overrides are recomputed, not reused).
 
   length_stats_records: records of the train split for the length stats (an evenly
   spaced sample; None = all).
@@ -337,11 +361,13 @@ def run(pair: str, size: str, data_dir: str, *, model: str | None = None,
   from data_pipelines.tfds_builders import liveinterp_corpus  # pylint: disable=g-import-not-at-top
 
   t_all = time.time()
+  model = model or DEFAULT_MODEL[size]
+  overrides = ([config_overrides] if isinstance(config_overrides, str)
+               else list(config_overrides))
+  cfg = model_config(model, overrides)  # a bad override fails before anything is written
   os.makedirs(data_dir, exist_ok=True)
   tfds_dir = os.path.join(data_dir, "tfds")
   cache_dir = os.path.join(data_dir, "corpus_cache")
-  model = model or DEFAULT_MODEL[size]
-  cfg = model_config(model)
   vocab = text_vocab_size or cfg.tokenizer.text_vocab_size
   times: dict[str, float] = {}
 
@@ -410,15 +436,16 @@ def run(pair: str, size: str, data_dir: str, *, model: str | None = None,
   if reused_tfds and reused_tok and os.path.exists(ls_path):
     with open(ls_path, encoding="utf-8") as f:
       old = json.load(f)
-    if (old.get("tokenizer"), old.get("model"), old.get("requested_records")) == \
-        (prefix, model, length_stats_records) and "sft_drops" in old:
+    if (old.get("tokenizer"), old.get("model"), old.get("requested_records"),
+        old.get("config_overrides", [])) == \
+        (prefix, model, length_stats_records, overrides) and "sft_drops" in old:
       lstats = old
       _say("  reusing recorded length stats")
   reused_ls = lstats is not None
   if lstats is None:
     lstats = _length_stats_step(b, tfds_dir, tok, cfg, model, length_stats_records)
     lstats.update(pair=pair, size=size, tokenizer=prefix,
-                  requested_records=length_stats_records)
+                  requested_records=length_stats_records, config_overrides=overrides)
     _write_json(ls_path, lstats)
   times["length_stats_s"] = round(time.time() - t0, 2)
 
@@ -437,7 +464,7 @@ def run(pair: str, size: str, data_dir: str, *, model: str | None = None,
                  per_source=dict(b.info.metadata.get("per_source_counts", {})),
                  knobs=dict(corpus_lib.size_knobs(pair, size),
                             tfds_max_seconds=b.builder_config.max_seconds),
-                 audio=audio, model=model,
+                 audio=audio, model=model, config_overrides=overrides,
                  tokenizer=prefix, tokenizer_pieces=tok.num_pieces,
                  vocab_layout=dict(text=vocab, speech_offset=tok.speech_offset,
                                    used=tok.used_vocab_size, llm=tok.llm_vocab_size),
@@ -494,10 +521,13 @@ def _print_summary(s: dict):
 
 
 def main(argv):
-  """User errors (flags, an unwritable --data_dir, a build that fails its quality gate)
-  are one line with exit code 2 (liveinterp/common/cli.py)."""
+  """User errors (flags, an unwritable --data_dir, a bad --config.* override, a build
+  that fails its quality gate) are one line with exit code 2 (liveinterp/common/cli.py).
+  `--config.a.b=v` overrides apply to the model config whose layout, timing and data
+  limits the build uses (`model_config`)."""
   del argv
   from liveinterp.common import cli  # pylint: disable=g-import-not-at-top
+  overrides = cli.config_overrides()
   if not FLAGS.data_dir:
     raise cli.UserError("--data_dir is required (the folder the build is written to)")
   cli.check_writable_dir(FLAGS.data_dir, "--data_dir")
@@ -510,10 +540,11 @@ def main(argv):
   run(FLAGS.pair, FLAGS.size, FLAGS.data_dir, model=FLAGS.model,
       text_vocab_size=FLAGS.text_vocab_size, seed=FLAGS.seed, force=FLAGS.force,
       length_stats_records=FLAGS.length_stats_records,
-      max_sft_drop_fraction=FLAGS.max_sft_drop_fraction)
+      max_sft_drop_fraction=FLAGS.max_sft_drop_fraction, config_overrides=overrides)
 
 
 if __name__ == "__main__":
   from liveinterp.common import cli as _cli  # pylint: disable=g-import-not-at-top
   define_flags()
-  _cli.run(main, prog="python -m data_pipelines.build", user_errors=(BuildError,))
+  _cli.run(main, prog="python -m data_pipelines.build", user_errors=(BuildError,),
+           config_overrides=True)

@@ -59,6 +59,7 @@ OVERRIDE_CASES = [
                              BAD_OVERRIDE]),
     ("liveinterp.translate", ["{tmp}/file", "--out={tmp}/o.wav", "--init=random",
                               "--config=configs/micro.py:sft", BAD_OVERRIDE]),
+    ("data_pipelines.build", ["--size=micro", "--data_dir={tmp}/d", BAD_OVERRIDE]),
 ]
 
 
@@ -76,12 +77,26 @@ def test_unknown_config_override_is_one_line_naming_it(tmp_path, module, args):
   assert sorted(os.listdir(tmp_path)) == ["file"]  # nothing was written
 
 
-def test_cli_without_a_config_rejects_config_overrides(tmp_path):
-  """data_pipelines.build loads no config of its own flags: absl rejects --config.* as
-  an unknown flag (one line) rather than ignoring it."""
+BUILD_OVERRIDE_CASES = [
+    # The override reaches the model config the build uses (validated by config.load).
+    (["--config.tokenizer.text_vocab_size=0"],
+     "tokenizer.text_vocab_size=0: must be positive"),
+    # The pair and size are the build's own flags.
+    (["--config.data.pair=en-es"],
+     "config spec 'micro': override data.pair: the build takes it from --pair"),
+]
+
+
+@pytest.mark.parametrize("args,msg", BUILD_OVERRIDE_CASES,
+                         ids=[a[0].split("=")[0] for a, _ in BUILD_OVERRIDE_CASES])
+def test_build_config_override_is_applied_and_checked(tmp_path, args, msg):
+  """data_pipelines.build applies --config.* to its model config: a bad value is one line
+  naming the field, exit code 2, before anything is written."""
   out = subprocess.run([sys.executable, "-m", "data_pipelines.build", "--size=micro",
-                        f"--data_dir={tmp_path}/d", "--config.train.steps=3"],
+                        f"--data_dir={tmp_path}/d", *args],
                        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
-  assert out.returncode == 2, out.stderr[-3000:]
-  assert "Unknown command line flag 'config.train.steps'" in out.stderr, out.stderr
-  assert out.stderr.count("\n") == 1 and not os.path.exists(tmp_path / "d")
+  assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-3000:]
+  assert out.stderr.startswith("python -m data_pipelines.build: error: "), out.stderr
+  assert msg in out.stderr, out.stderr
+  assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+  assert not os.path.exists(tmp_path / "d")

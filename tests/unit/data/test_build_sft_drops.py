@@ -89,6 +89,26 @@ def test_clean_corpus_has_no_drops(tmp_path):
   assert g["fraction"] == 0.0 and g["with_speech"]["reasons"] == {}
 
 
+def test_config_override_reaches_the_build(tmp_path):
+  """`config_overrides` (the CLI's --config.a.b=v) change the config the build measures
+  with: a shorter data.seq_len is the SFT max_len, and the stats are recomputed, not
+  reused, when the overrides change."""
+  d = str(tmp_path)
+  summary = build.run("en-es", "micro", d, example_source=fx.fake_examples,
+                      max_sft_drop_fraction=1.0, config_overrides=["data.seq_len=40"])
+  assert summary["config_overrides"] == ["data.seq_len=40"]
+  assert summary["sft_drops"]["max_len"] == 40 != build.model_config("micro").data.seq_len
+  assert summary["sft_drops"]["with_speech"]["dropped"] > 0  # 40 tokens hold no talk
+  again = build.run("en-es", "micro", d, example_source=fx.fake_examples,
+                    max_sft_drop_fraction=1.0)
+  assert not again["length_stats_reused"]
+  assert again["sft_drops"]["max_len"] == build.model_config("micro").data.seq_len
+  with pytest.raises(ValueError, match="override no_such.field: unknown field 'no_such'"):
+    build.run("en-es", "micro", str(tmp_path / "x"), example_source=fx.fake_examples,
+              config_overrides=["no_such.field=1"])
+  assert not os.path.exists(tmp_path / "x")
+
+
 def test_format_error_reason_survives_pickling():
   e = sfmt.FormatError("record x: no", reason="no_ready_times")
   e2 = pickle.loads(pickle.dumps(e))
