@@ -7,6 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash launch/setup.sh
+bash launch/setup_browser.sh   # chromium + chromedriver for tests/integration/test_browser.py
 export TF_CPP_MIN_LOG_LEVEL=3 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 if [ "$#" -eq 0 ]; then set -- tests; fi
 exec .venv/bin/python -m pytest -q -m "not slow" -n 2 --dist=loadfile --no-loadscope-reorder -p no:cacheprovider "$@"
