@@ -1,0 +1,190 @@
+"""Serve live speech translation over websockets: `python -m liveinterp.serve --export=DIR`.
+
+    python -m liveinterp.serve --export=runs/tiny/export        # the exported artifact
+    python -m liveinterp.serve --workdir=runs/tiny              # in-process, a trained run
+    python -m liveinterp.serve --config=configs/tiny.py --init=random   # smoke run
+    python -m liveinterp.client talk.wav --out o.wav            # then, in another shell
+    open http://127.0.0.1:8765/                                 # or the browser page
+
+One server (`liveinterp.serving.server.StreamServer`) around one streaming decoder with
+`--max_sessions` slots: every active session's next chunk goes through one batched decoder
+step. The protocol is documented in `liveinterp/serving/protocol.py`. Binds 127.0.0.1
+unless `--host` says otherwise (the server has no authentication: expose it only behind
+something that has).
+
+Decoders: `--export=DIR` loads the artifact of `python -m liveinterp.export`
+(`liveinterp.serving.loader.load_export`, no training code); `--workdir=RUN` builds the
+in-process decoder as `python -m liveinterp.translate` does (config from
+`RUN/config.json` or `--config`, `--config.a.b=v` overrides, the latest LLM stage or
+`--stage`, the run's tokenizer); `--init=random` with `--config` uses random weights.
+
+Mistakes in flags, paths or the config are one line on stderr and exit code 2
+(liveinterp/common/cli.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+from liveinterp.common import cli
+
+
+def _parser() -> cli.ArgumentParser:
+  p = cli.ArgumentParser(prog="python -m liveinterp.serve",
+                         description=__doc__.split("\n")[0])
+  src = p.add_argument_group("decoder (one of --export, --workdir, --init=random)")
+  src.add_argument("--export", default=None, help="exported artifact directory")
+  src.add_argument("--workdir", default=None, help="trained run directory (in-process)")
+  src.add_argument("--config", default=None, help="config file[:stage] or config.json; "
+                   "override fields with --config.a.b=v")
+  src.add_argument("--init", choices=("trained", "random"), default="trained",
+                   help="weights of the in-process decoder (random: smoke runs)")
+  src.add_argument("--stage", default=None, help="LLM stage to load (default: latest)")
+  src.add_argument("--tokenizer", default=None, help="sentencepiece prefix (default: the "
+                   "run's; without one, text is sent as token ids)")
+  src.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+  src.add_argument("--top_p", type=float, default=1.0)
+  src.add_argument("--max_turn_tokens", type=int, default=None)
+  src.add_argument("--turns", choices=("auto", "speech", "text"), default="auto",
+                   help="turn grammar (see python -m liveinterp.translate --help)")
+  src.add_argument("--allow_src", action="store_true", default=None,
+                   help="let turns start with a source transcript (default: the config's "
+                        "data.src_transcript)")
+  src.add_argument("--seed", type=int, default=0, help="random weights / sampling key")
+  srv = p.add_argument_group("server")
+  srv.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
+  srv.add_argument("--port", type=int, default=8765, help="0: any free port")
+  srv.add_argument("--max_sessions", type=int, default=16,
+                   help="concurrent sessions = decoder batch (one more gets busy)")
+  srv.add_argument("--idle_timeout_s", type=float, default=30.0,
+                   help="close a session with no message for this long")
+  srv.add_argument("--max_frame_bytes", type=int, default=1 << 18,
+                   help="largest binary audio frame accepted")
+  srv.add_argument("--max_buffer_s", type=float, default=5.0,
+                   help="unprocessed audio buffered per session before back-pressure")
+  srv.add_argument("--static_dir", default=None, help="the page's directory (default: "
+                   "liveinterp/serving/static)")
+  p.add_argument("--verbose", action="store_true", help="tracebacks of user errors too")
+  return p
+
+
+def _check_args(args, overrides):
+  chosen = [n for n, on in (("--export", args.export), ("--workdir", args.workdir),
+                            ("--init=random", args.init == "random")) if on]
+  if len(chosen) != 1:
+    raise cli.UserError("give exactly one of --export=DIR, --workdir=RUN_DIR or "
+                        f"--init=random (got {', '.join(chosen) or 'none'})")
+  if args.export:
+    if not os.path.isdir(args.export):
+      raise cli.UserError(f"--export={args.export}: no such directory")
+    bad = [n for n, v in (("--config", args.config), ("--stage", args.stage),
+                          ("--tokenizer", args.tokenizer),
+                          ("--max_turn_tokens", args.max_turn_tokens)) if v is not None]
+    if bad or overrides:
+      what = ", ".join(bad) or "--config.* overrides"
+      raise cli.UserError(f"--export serves the artifact as exported; {what} cannot "
+                          "change it")
+  if args.workdir and not os.path.isdir(args.workdir):
+    raise cli.UserError(f"--workdir={args.workdir}: no such directory")
+  if args.init == "random" and not args.config:
+    raise cli.UserError("--init=random needs --config (e.g. configs/tiny.py)")
+  if not 0 <= args.port <= 65535:
+    raise cli.UserError(f"--port={args.port}: expected 0..65535")
+  if args.max_sessions < 1:
+    raise cli.UserError(f"--max_sessions={args.max_sessions}: must be >= 1")
+  if not args.idle_timeout_s > 0:
+    raise cli.UserError(f"--idle_timeout_s={args.idle_timeout_s}: must be > 0")
+  if args.static_dir and not os.path.isdir(args.static_dir):
+    raise cli.UserError(f"--static_dir={args.static_dir}: no such directory")
+
+
+def build_decoder(*, config: str | None = None, overrides=(), workdir: str | None = None,
+                  init: str = "trained", seed: int = 0, stage: str | None = None,
+                  tokenizer_path: str | None = None, temperature: float = 0.0,
+                  top_p: float = 1.0, max_turn_tokens: int | None = None,
+                  turns: str = "auto", allow_src: bool | None = None):
+  """The in-process streaming decoder and tokenizer of a run (as `translate` builds
+  them): -> (decoder, tokenizer or None, cfg)."""
+  config_path = config
+  if config_path is None and workdir:
+    candidate = os.path.join(workdir, "config.json")
+    config_path = candidate if os.path.exists(candidate) else None
+  if config_path is None:
+    raise cli.UserError("--config is required (no config.json in --workdir)")
+  from liveinterp.common import config as config_lib  # pylint: disable=g-import-not-at-top
+  cfg = config_lib.load(config_path, list(overrides))
+  config_lib.validate(cfg)
+  # pylint: disable=g-import-not-at-top
+  from liveinterp import translate
+  from liveinterp.common import token_layout
+  from liveinterp.inference import decoder as decoder_lib, loading
+  # pylint: enable=g-import-not-at-top
+  tokenizer = translate._load_tokenizer(tokenizer_path, cfg, workdir)  # pylint: disable=protected-access
+  model, codec, speaker = loading.build_models(
+      cfg, workdir=workdir if init == "trained" else None, seed=seed, llm_stage=stage)
+  layout = (token_layout.TokenLayout.from_tokenizer(tokenizer) if tokenizer is not None
+            else token_layout.TokenLayout.from_config(cfg))
+  speech_turns = {"speech": True, "text": False}.get(
+      turns, init == "random" or decoder_lib.speech_turns_for(cfg))
+  decoder = decoder_lib.StreamingDecoder(
+      model, codec, speaker, layout, cfg, temperature=temperature, top_p=top_p,
+      max_turn_tokens=max_turn_tokens, allow_src=allow_src,
+      prompt_ids=decoder_lib.prompt_for(cfg, tokenizer), speech_turns=speech_turns)
+  return decoder, tokenizer, cfg
+
+
+def main(argv=None, on_ready=None):
+  """Runs the CLI until interrupted. `on_ready(running_url)` is called once listening."""
+  overrides, argv = cli.split_config_overrides(sys.argv[1:] if argv is None else argv)
+  args = _parser().parse_args(argv)
+  _check_args(args, overrides)
+  if args.export:
+    try:
+      from liveinterp.serving import loader  # pylint: disable=g-import-not-at-top
+    except ImportError as e:
+      raise cli.UserError(f"--export needs liveinterp.serving.loader, which cannot be "
+                          f"imported here ({e}); use --workdir") from None
+    decoder = loader.load_export(args.export)
+    tokenizer = getattr(decoder, "tokenizer", None)
+  else:
+    decoder, tokenizer, _ = build_decoder(
+        config=args.config, overrides=overrides, workdir=args.workdir, init=args.init,
+        seed=args.seed, stage=args.stage, tokenizer_path=args.tokenizer,
+        temperature=args.temperature, top_p=args.top_p,
+        max_turn_tokens=args.max_turn_tokens, turns=args.turns, allow_src=args.allow_src)
+  from liveinterp.serving import server as server_lib  # pylint: disable=g-import-not-at-top
+  config = server_lib.ServerConfig(
+      host=args.host, port=args.port, max_sessions=args.max_sessions,
+      idle_timeout_s=args.idle_timeout_s, max_frame_bytes=args.max_frame_bytes,
+      max_buffer_s=args.max_buffer_s, seed=args.seed,
+      static_dir=args.static_dir or server_lib.STATIC_DIR)
+  try:
+    config.check()
+  except ValueError as e:
+    raise cli.UserError(str(e)) from None
+  srv = server_lib.StreamServer(decoder, tokenizer=tokenizer, config=config)
+  sys.stderr.write(f"[serve] compiling the decoder step for {args.max_sessions} "
+                   "session slot(s)...\n")
+  sys.stderr.flush()
+
+  def ready(port):
+    print(f"[serve] listening: websocket ws://{args.host}:{port}{server_lib.WS_PATH}, "
+          f"page http://{args.host}:{port}/ (warm-up {srv.warmup_s:.1f} s; Ctrl-C stops)",
+          flush=True)
+    if on_ready is not None:
+      on_ready(f"ws://{args.host}:{port}{server_lib.WS_PATH}")
+
+  try:
+    asyncio.run(srv.run_forever(on_ready=ready))
+  except OSError as e:  # the port is taken, the host cannot be bound
+    raise cli.UserError(f"cannot listen on {args.host}:{args.port}: {cli.one_line(e)}") \
+        from None
+  except KeyboardInterrupt:
+    print("[serve] stopped", flush=True)
+
+
+if __name__ == "__main__":
+  cli.call(main, sys.argv[1:], prog="python -m liveinterp.serve",
+           verbose="--verbose" in sys.argv[1:])

@@ -1,0 +1,91 @@
+"""`python -m liveinterp.client` end to end against an in-process server, and the CLI
+mistakes of the client and of `python -m liveinterp.serve` (one line, exit code 2)."""
+
+import json
+import socket
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from liveinterp import client, serve
+from liveinterp.common import cli
+from liveinterp.inference import audio_io, session as session_lib
+from liveinterp.serving import protocol, server as server_lib
+from tests.unit.serving.conftest import SERVER_SLOTS
+
+
+def test_client_cli_writes_audio_and_timeline(serving_decoder, tmp_path, capsys):
+  n = int(1.7 * 22050)
+  t = np.arange(n) / 22050
+  stereo = np.stack([0.4 * np.sin(2 * np.pi * (300 + 500 * t) * t),
+                     0.05 * np.random.default_rng(4).standard_normal(n)], 1)
+  wav = tmp_path / "in.wav"
+  sf.write(wav, stereo.astype(np.float32), 22050, subtype="FLOAT")
+  # What the server reads: the file as translate reads it, rounded to pcm16 frames.
+  src = audio_io.read_audio(str(wav), 16000)
+  sent = np.frombuffer(protocol.encode_frame(src, "pcm16"), "<i2").astype(np.float32) / 32768
+  block = np.zeros((SERVER_SLOTS, sent.size), np.float32)
+  block[0] = sent
+  (ref, *_) = session_lib.translate_stream(
+      serving_decoder, [(block, [sent.size] + [0] * (SERVER_SLOTS - 1))],
+      batch=SERVER_SLOTS)
+  assert ref.text and ref.speech.size
+
+  srv = server_lib.StreamServer(serving_decoder, config=server_lib.ServerConfig(
+      port=0, max_sessions=SERVER_SLOTS))
+  out = tmp_path / "sub" / "out.wav"
+  with srv.start_in_thread() as running:
+    payload = client.main([str(wav), "--out", str(out), "--url", running.url,
+                           "--speed", "20", "--transcript", "--frame_ms", "50"])
+  printed = capsys.readouterr().out.strip()
+  assert printed == ref.text.strip()
+  got, rate = sf.read(out, dtype="float32")
+  assert rate == 16000
+  np.testing.assert_allclose(got, np.clip(ref.speech, -1, 1), atol=1.5 / 32768)
+  with open(tmp_path / "sub" / "out.json") as f:
+    timeline = json.load(f)
+  assert timeline == json.loads(json.dumps(payload))
+  assert timeline["text"] == ref.text
+  assert timeline["chunks"] == -(-sent.size // serving_decoder.chunk_samples)
+  assert [tt["chunk"] for tt in timeline["turns"]] == [s.chunk for s in ref.segments]
+  assert [tt["text"] for tt in timeline["turns"]] == [s.text for s in ref.segments]
+  for tt in timeline["turns"]:
+    assert set(tt) >= {"chunk", "end_ms", "ready_ms", "text", "speech_ms", "arrived_ms"}
+    assert tt["ready_ms"] > tt["end_ms"] == (tt["chunk"] + 1) * serving_decoder.chunk_ms
+  assert sum(tt["speech_ms"] for tt in timeline["turns"]) == pytest.approx(
+      1000 * ref.speech.size / 16000)
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_client_cli_mistakes_are_one_line(tmp_path):
+  wav = tmp_path / "in.wav"
+  sf.write(wav, np.zeros(1600, np.float32), 16000)
+  with pytest.raises(cli.UserError, match="no such audio file"):
+    client.main([str(tmp_path / "nope.wav"), "--out", str(tmp_path / "o.wav")])
+  with pytest.raises(cli.UserError, match="--speed=-1.0"):
+    client.main([str(wav), "--out", str(tmp_path / "o.wav"), "--speed", "-1"])
+  with pytest.raises(cli.UserError, match="cannot connect to ws://127.0.0.1:"):
+    client.main([str(wav), "--out", str(tmp_path / "o.wav"),
+                 "--url", f"ws://127.0.0.1:{_free_port()}/ws"])
+  assert not (tmp_path / "o.wav").exists()
+
+
+def test_serve_cli_mistakes_are_one_line(tmp_path):
+  with pytest.raises(cli.UserError, match="exactly one of --export"):
+    serve.main([])
+  with pytest.raises(cli.UserError, match="exactly one of --export"):
+    serve.main(["--export", str(tmp_path), "--workdir", str(tmp_path)])
+  with pytest.raises(cli.UserError, match="--export=.*no such directory"):
+    serve.main(["--export", str(tmp_path / "nope")])
+  with pytest.raises(cli.UserError, match="--config.. overrides cannot change it"):
+    serve.main(["--export", str(tmp_path), "--config.stream.chunk_ms=640"])
+  with pytest.raises(cli.UserError, match="--init=random needs --config"):
+    serve.main(["--init=random"])
+  with pytest.raises(cli.UserError, match="--max_sessions=0"):
+    serve.main(["--init=random", "--config=configs/micro.py", "--max_sessions=0"])
