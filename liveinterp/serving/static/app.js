@@ -245,7 +245,11 @@
       for (const part of this.pending) { frame.set(part, offset); offset += part.length; }
       this.pending = [];
       this.pendingSamples = 0;
-      this.ws.send(frame.buffer);
+      // At most FRAME_SAMPLES per message (a backlog after a stall stays under the
+      // server's max_frame_bytes).
+      for (let i = 0; i < frame.length; i += FRAME_SAMPLES) {
+        this.ws.send(frame.slice(i, i + FRAME_SAMPLES).buffer);
+      }
       this.counts.sent += frame.length;
       ui.sent.textContent = String(this.counts.sent);
     }
