@@ -71,7 +71,9 @@ def _write_wav(path: str, seconds: float = 4.0, rate: int = 16000):
 @pytest.fixture(scope="module")
 def running_server():
   """The real streaming server on 127.0.0.1:<free port>, micro random-weight decoder
-  with the options of tests/unit/inference/conftest.py; compiled before it listens."""
+  with the options of tests/unit/inference/conftest.py; compiled before it listens.
+  Checks for the browser first, so a machine without one skips before compiling."""
+  _browser_or_skip()
   cfg = micro.get_config()
   model, codec, speaker = loading.build_models(cfg, seed=2)
   decoder = decoder_lib.StreamingDecoder(
@@ -93,7 +95,6 @@ def wav(tmp_path):
 
 @pytest.fixture
 def browser(wav):
-  _browser_or_skip()
   opts = webdriver.ChromeOptions()
   opts.binary_location = CHROMIUM
   for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",

@@ -63,39 +63,44 @@
       this.nextTime = 0;                // playback time where the next chunk starts
       this.counts = { sent: 0, received: 0, scheduled: 0, played: 0 };
       this.state = "connecting";        // connecting | streaming | ending | done | error | closed
+      this.stopped = false;             // Stop was pressed
     }
 
     async start() {
       // Both contexts are created inside the click handler (browsers' autoplay policy).
-      this.capture = new AudioContext({ sampleRate: SAMPLE_RATE });
+      const capture = this.capture = new AudioContext({ sampleRate: SAMPLE_RATE });
       this.playback = new AudioContext();
       const url = URL.createObjectURL(new Blob([WORKLET_SOURCE], { type: "text/javascript" }));
       try {
-        await this.capture.audioWorklet.addModule(url);
+        await capture.audioWorklet.addModule(url);
       } finally {
         URL.revokeObjectURL(url);
       }
+      if (this.stopped) return;
       const input = await this.openInput();
+      if (this.stopped) { this.stopCapture(); return; }   // Stop while the mic was asked for
       await this.connect();
       if (this.state !== "streaming") return;   // refused (error shown) or closed
-      const worklet = new AudioWorkletNode(this.capture, "liveinterp-capture", {
+      const worklet = new AudioWorkletNode(capture, "liveinterp-capture", {
         numberOfInputs: 1, numberOfOutputs: 1, channelCount: 1,
         channelCountMode: "explicit", channelInterpretation: "speakers",
       });
       worklet.port.onmessage = (ev) => this.onCaptured(ev.data);
       // The worklet runs only while pulled by the destination; a silent gain keeps the
       // captured audio out of the speakers.
-      const mute = this.capture.createGain();
+      const mute = capture.createGain();
       mute.gain.value = 0;
-      input.connect(worklet).connect(mute).connect(this.capture.destination);
+      input.connect(worklet).connect(mute).connect(capture.destination);
       this.nodes.push(input, worklet, mute);
       if (input instanceof AudioBufferSourceNode) {
         input.onended = () => { if (this.state === "streaming") this.stop(); };
         input.start();
       }
-      await this.capture.resume();
+      await capture.resume();
       await this.playback.resume();
-      setStatus(this.file ? `streaming ${this.file.name}` : "listening");
+      if (this.state === "streaming") {
+        setStatus(this.file ? `streaming ${this.file.name}` : "listening");
+      }
     }
 
     /** The capture source node: the picked file (decoded at 16 kHz) or the microphone. */
@@ -256,8 +261,13 @@
 
     /** Stops capture, sends what is left and `end`; `done` then closes the socket. */
     stop() {
+      this.stopped = true;
       this.stopCapture();
-      if (this.state === "streaming" && this.ws.readyState === WebSocket.OPEN) {
+      if (!this.ws) {                   // stopped before connecting
+        this.state = "closed";
+        setStatus("stopped");
+        sessionEnded();
+      } else if (this.state === "streaming" && this.ws.readyState === WebSocket.OPEN) {
         this.flush();
         this.state = "ending";
         this.ws.send(JSON.stringify({ type: "end" }));
@@ -275,7 +285,8 @@
       this.nodes = [];
       if (this.mediaStream) this.mediaStream.getTracks().forEach((t) => t.stop());
       this.mediaStream = null;
-      if (this.capture && this.capture.state !== "closed") this.capture.close();
+      if (this.capture) this.capture.close().catch(() => {});   // once: a second close rejects
+      this.capture = null;
     }
 
     onClose(ev) {
