@@ -66,10 +66,13 @@ from data_pipelines import tokenizer as tok_lib
 from liveinterp.common.token_layout import TokenLayout
 from liveinterp.inference import grammar as grammar_lib
 from liveinterp.inference import sampling
-from liveinterp.inference.decode_step import (EOT, PAD, DecodeSpec, DecoderState,
-                                              StepOutputs, _init_jit, _Models,
+from liveinterp.inference.decode_step import (DecodeSpec, _init_jit, _Models,
                                               _scan_donate, _scan_keep, _step_donate,
                                               _step_keep)
+# The plain types and checks live in the flax-free `stream_types` (shared with the
+# session and the exported decoder); re-exported here for existing callers.
+from liveinterp.inference.stream_types import (EOT, PAD, DecoderState, StepOutputs,
+                                               check_finite)
 from liveinterp.models import s2st as s2st_lib
 from liveinterp.models.codec import Codec
 from liveinterp.models.voice import SpeakerEncoder
@@ -382,15 +385,6 @@ def _check_compatible(model, codec, speaker, layout, sample_rate: int):
   if speaker.frontend.sample_rate != sample_rate:
     raise ValueError(f"speaker encoder runs at {speaker.frontend.sample_rate} Hz, the "
                      f"stream at audio.sample_rate={sample_rate}")
-
-
-def check_finite(x: np.ndarray, what: str):
-  if not np.issubdtype(x.dtype, np.number):
-    raise ValueError(f"{what}: expected numeric samples, got dtype {x.dtype}")
-  bad = ~np.isfinite(x)
-  if bad.any():
-    raise ValueError(f"{what}: {int(bad.sum())} non-finite sample(s) (NaN/Inf) in "
-                     f"{x.size}; clean the input audio first")
 
 
 __all__ = ["StreamingDecoder", "DecoderState", "StepOutputs", "DecodeSpec", "state_bytes",

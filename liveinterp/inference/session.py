@@ -23,14 +23,18 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 import jax
 import numpy as np
 
 from liveinterp.eval import latency as latency_lib
-from liveinterp.inference.decoder import (EOT, DecoderState, StreamingDecoder,
-                                          check_finite)
+# Flax-free: the session also drives the exported decoder of `liveinterp.serving.loader`
+# (anything with `StreamingDecoder`'s interface), in processes without flax or the models.
+from liveinterp.inference.stream_types import EOT, DecoderState, check_finite
+
+if TYPE_CHECKING:
+  from liveinterp.inference.decoder import StreamingDecoder
 
 # A transcript word: one CJK character (Chinese/Japanese have no spaces), or a run of
 # other non-space characters; tokens without a letter or digit (punctuation) are no words.
