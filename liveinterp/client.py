@@ -92,7 +92,12 @@ async def stream(url: str, audio: np.ndarray, sample_rate: int, *, speed: float 
   src: list[str] = []
   src_by_chunk: dict[int, str] = {}
   t0 = [time.perf_counter()]
-  async with connect(url, max_size=None, open_timeout=open_timeout_s) as ws:
+  # No keepalive pings from this side: the server stops reading a session's socket while
+  # it is back-pressured (protocol docstring), so a ping could go unanswered for as long
+  # as the decoder lags, and websockets would drop a healthy session with 1011. The
+  # server pings us instead (we always read).
+  async with connect(url, max_size=None, open_timeout=open_timeout_s,
+                     ping_interval=None) as ws:
     await ws.send(protocol.start(sample_rate, fmt, transcript))
     first = protocol.parse_server_text(await ws.recv())
     if first["type"] == "error":

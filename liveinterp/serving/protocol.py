@@ -54,7 +54,10 @@ chunk t + 1, in the order source, text, audio (+ binary), turn.
 Flow control: the server buffers at most `max_buffer_s` of a session's unprocessed audio;
 beyond that it stops reading that session's socket until the decoder has caught up (TCP
 back-pressure), so a client streaming faster than real time is slowed down, never
-dropped, and a session's memory stays bounded for any stream length.
+dropped, and a session's memory stays bounded for any stream length. While a session is
+back-pressured the server does not read its control frames either: a client that sends
+websocket keepalive pings must tolerate unanswered pings for as long as the decoder lags
+(`liveinterp.client` sends none; browsers send none; the server pings its clients).
 
 This module holds the protocol as code: message builders (`ready`, `text`, ...),
 `parse_start` / `parse_client_text` (validation with errors naming what is wrong, as

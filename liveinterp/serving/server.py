@@ -28,14 +28,17 @@ on; they are left as they are). Any other leaf is an error at start-up, never a 
 shared row. Rows are independent in the decoder, so a session's outputs equal those of
 the same audio decoded alone (greedy decoding; sampling draws from the one shared key).
 
-Limits. At most `max_sessions` concurrent sessions: one more gets `busy` (close 1013) and
-the others keep going. A frame over `max_frame_bytes` is `too_large`; frames that are not
+Limits. At most `max_sessions` concurrent sessions (a connection holds a slot from its
+handshake): one more gets `busy` (close 1013) and the others keep going. A frame over `max_frame_bytes` is `too_large`; frames that are not
 whole samples, non-finite floats, non-JSON or unknown text are `bad_frame`; a bad start is
 `bad_start` / `bad_format`; a session with no message for `idle_timeout_s` is `idle`.
 Each of these closes only that session (1008). Memory per session is bounded: at most
 `max_buffer_s` of unprocessed audio is buffered, beyond that the server stops reading the
 socket (TCP back-pressure slows a client that sends faster than real time; see the
-protocol); websockets' own receive queue is bounded (`max_queue` frames of at most
+protocol); a client that does not read its events holds at most `_OUT_CHUNKS` chunks
+of them queued, then its chunks wait (and so its input, by the same back-pressure);
+the text kept for `done` is the last `MAX_TEXT_CHARS` characters; websockets' own
+receive queue is bounded (`max_queue` frames of at most
 `max_size` bytes; frames larger than twice `max_frame_bytes` are refused by websockets
 itself with close code 1009 before they are read); host-side bookkeeping per chunk is
 O(1); latency samples are kept in bounded rings.
@@ -79,6 +82,9 @@ STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 WS_PATH = "/ws"
 _LATENCY_RING = 100_000   # server-wide latency samples kept
 _SESSION_RING = 4096      # per session
+_OUT_CHUNKS = 32          # chunks of events queued for a client before its input waits
+PING_TIMEOUT_S = 60.0     # websockets keepalive: a peer silent this long is dropped
+MAX_TEXT_CHARS = 1 << 20  # translation text kept per session for `done` (the last ones)
 
 
 @dataclasses.dataclass
@@ -122,6 +128,7 @@ class _Session:
     self.transcript = transcript
     self.pieces: collections.deque = collections.deque()  # float32 arrays, oldest first
     self.buffered = 0           # samples in `pieces`
+    self.peak_buffered = 0      # the most ever buffered (bounded by back-pressure)
     self.complete_at: collections.deque = collections.deque()  # per full chunk buffered
     self.ended = False          # "end" received
     self.closed = False         # no more chunks are taken (ended+done, error, gone)
@@ -130,7 +137,9 @@ class _Session:
     self.chunks = 0
     self.detok = Detokenizer(tokenizer)
     self.said_text = self.said_src = False
-    self.text: list[str] = []
+    self.text: collections.deque = collections.deque()  # deltas, for `done`
+    self.text_chars = 0
+    self.queued_chunks = 0      # chunks whose events are queued but not all sent
     self.audio_samples = 0
     self.clock = ReadyClock()
     self.latencies_ms: collections.deque = collections.deque(maxlen=_SESSION_RING)
@@ -146,6 +155,7 @@ class _Session:
     before = self.buffered // chunk_samples
     self.pieces.append(x)
     self.buffered += x.size
+    self.peak_buffered = max(self.peak_buffered, self.buffered)
     for _ in range(self.buffered // chunk_samples - before):
       self.complete_at.append(now)
 
@@ -273,10 +283,13 @@ class StreamServer:
     self._work = asyncio.Event()
     self._ticker_task = asyncio.create_task(self._ticker())
     frame = int(self.config.max_frame_bytes)
+    # Keepalive pings find dead peers (a client that vanished while back-pressured or
+    # not reading would otherwise hold its slot); the timeout is generous because a
+    # loaded machine can delay pongs by many seconds without anything being wrong.
     return await serve(self._handler, self.config.host, int(self.config.port),
                        process_request=self._process_request,
                        max_size=max(2 * frame, 1 << 16), max_queue=16,
-                       logger=log)
+                       ping_interval=20.0, ping_timeout=PING_TIMEOUT_S, logger=log)
 
   async def run_forever(self, on_ready=None):
     """Serves until cancelled; `on_ready(port)` is called once listening."""
@@ -422,10 +435,13 @@ class StreamServer:
         if isinstance(item, tuple) and item and item[0] is _CLOSE:
           await sess.conn.close(item[1], item[2])
           return
-        if isinstance(item, tuple):  # ("latency", t_complete)
+        if isinstance(item, tuple):  # ("latency", t_complete): the chunk's events are out
           ms = (time.perf_counter() - item[1]) * 1000.0
           sess.latencies_ms.append(ms)
           self._latencies.append(ms)
+          sess.queued_chunks -= 1
+          if sess.queued_chunks == _OUT_CHUNKS - 1:
+            self._work.set()  # the ticker skipped this session while its queue was full
           continue
         await sess.conn.send(item)
     except ConnectionClosed:
@@ -445,7 +461,7 @@ class StreamServer:
         while True:
           self._finish_ended()
           rows = [s for s in self._slots if isinstance(s, _Session) and not s.closed
-                  and s.has_chunk(self.chunk_samples)]
+                  and s.has_chunk(self.chunk_samples) and s.queued_chunks < _OUT_CHUNKS]
           if not rows:
             break
           await self._tick(rows)
@@ -531,6 +547,9 @@ class StreamServer:
       s.outq.put_nowait(protocol.source(t, src))
     if delta:
       s.text.append(delta)
+      s.text_chars += len(delta)
+      while s.text_chars > MAX_TEXT_CHARS and len(s.text) > 1:
+        s.text_chars -= len(s.text.popleft())
       s.outq.put_nowait(protocol.text(t, delta))
     if n:
       s.outq.put_nowait(protocol.audio(t, n))
@@ -540,6 +559,7 @@ class StreamServer:
       s.outq.put_nowait(protocol.turn(t, end_ms, ready_ms, delta,
                                       1000.0 * n / self.output_sample_rate))
     s.outq.put_nowait(("latency", t_complete))
+    s.queued_chunks += 1
     s.chunks += 1
 
   # ---- statistics ------------------------------------------------------------------------
@@ -547,6 +567,7 @@ class StreamServer:
     lat = np.asarray(s.latencies_ms, np.float64)
     return {"session": s.id, "outcome": s.outcome, "chunks": s.chunks,
             "audio_s": s.audio_samples / self.output_sample_rate,
+            "peak_buffered_samples": s.peak_buffered,
             "latency_ms_p50": float(np.percentile(lat, 50)) if lat.size else None,
             "latency_ms_max": float(lat.max()) if lat.size else None}
 
@@ -559,7 +580,8 @@ class StreamServer:
             "active": sum(isinstance(s, _Session) for s in self._slots),
             "latency_ms": {"n": int(lat.size), "p50": pct(lat, 50), "p95": pct(lat, 95),
                            "p99": pct(lat, 99), "max": pct(lat, 100)},
-            "step_ms": {"n": int(step.size), "p50": pct(step, 50), "p99": pct(step, 99)},
+            "step_ms": {"n": int(step.size), "p50": pct(step, 50), "p99": pct(step, 99),
+                        "total": float(step.sum())},
             "sessions": list(self._sessions_done), "warmup_s": self.warmup_s,
             "batch": self.batch, "chunk_ms": self.chunk_ms}
 
@@ -597,6 +619,11 @@ class RunningServer:
       raise TimeoutError(f"the server did not start within {timeout_s} s")
     if self._error is not None:
       raise RuntimeError(f"the server failed to start: {self._error}") from self._error
+
+  @property
+  def loop(self) -> asyncio.AbstractEventLoop:
+    """The server's event loop (for `asyncio.run_coroutine_threadsafe`)."""
+    return self._loop
 
   @property
   def url(self) -> str:

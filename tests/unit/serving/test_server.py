@@ -204,6 +204,28 @@ def test_session_bound_refuses_with_busy(running, refs):
   assert running.server.stats()["counts"]["refused"] >= 1
 
 
+def test_fast_client_is_back_pressured_within_the_buffer_bound(serving_decoder, refs):
+  """A client sending as fast as it can is slowed (not dropped): the server never holds
+  more than max_buffer_s (+ one frame) of its audio, and the output is unchanged."""
+  wavs, ref = refs
+  srv = server_lib.StreamServer(serving_decoder, config=server_lib.ServerConfig(
+      port=0, max_sessions=SERVER_SLOTS, max_buffer_s=0.5))
+  frame = 1600
+  with srv.start_in_thread() as r:
+    res = asyncio.run(client.stream(r.url, wavs["b"], 16000, speed=0, fmt="float32",
+                                    frame_ms=100))
+    for _ in range(500):  # the handler files the session's stats after the close
+      if srv.stats()["sessions"]:
+        break
+      time.sleep(0.01)
+    (sess,) = srv.stats()["sessions"]
+  _check_equal(res, ref["b"], wavs["b"], serving_decoder.chunk_samples)
+  assert sess["outcome"] == "done"
+  assert srv.buffer_cap == 8000
+  assert srv.buffer_cap <= sess["peak_buffered_samples"] <= srv.buffer_cap + frame
+  assert wavs["b"].size > 2 * (srv.buffer_cap + frame)  # the bound was binding
+
+
 def test_idle_sessions_are_closed(serving_decoder):
   srv = server_lib.StreamServer(serving_decoder, config=server_lib.ServerConfig(
       port=0, max_sessions=SERVER_SLOTS, idle_timeout_s=0.3))
