@@ -79,3 +79,21 @@ def test_profile_trace_parser_self_time():
       "ENTRY %main (x: f32[2]) -> f32[2] {\n  %x = f32[2]{0} parameter(0)\n"
       "  ROOT %fusion.1 = f32[2]{0} fusion(%x), kind=kOutput, calls=%fused_computation\n}\n")
   assert kinds["fusion.1"] == "fusion[convolution]" and kinds["x"] == "parameter"
+
+
+def test_serve_load_benchmark_runs_two_clients(tmp_path):
+  """benchmarks/serve_load.py: 2 real websocket clients on the micro model, 2 s each."""
+  out = tmp_path / "serve_load.json"
+  r = subprocess.run([sys.executable, "-m", "benchmarks.serve_load", "--size=micro",
+                      "--clients=2", "--seconds=2", "--speed=4", "--max_turn_tokens=16",
+                      f"--out={out}"],
+                     cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+  assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+  data = json.load(open(out))
+  (row,) = data["rows"]
+  assert row["refused"] == 0 and row["failed"] == 0
+  assert [c["outcome"] for c in data["clients"]] == ["done", "done"]
+  assert all(c["chunks"] == -(-2000 // data["rows"][0]["chunk_ms"]) for c in data["clients"])
+  assert 0 < row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]
+  assert row["rtf"] > 0 and row["peak_rss_mb"] > 0
+  assert "p99_ms" in r.stdout  # the printed table
