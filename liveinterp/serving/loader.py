@@ -166,6 +166,8 @@ class ExportedDecoder:
       raise ValueError(f"init_stream: batch={batch} must be >= 1")
     if isinstance(rng, (int, np.integer)):
       rng = jax.random.key(int(rng), impl=self.manifest.get("key_impl"))
+    if not hasattr(rng, "dtype"):
+      rng = np.asarray(rng)
     if jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
       rng = jax.random.key_data(rng)
     rng = jnp.asarray(rng, jnp.uint32)
@@ -225,6 +227,11 @@ def load_export(path: str) -> ExportedDecoder:
   manifest = _read_manifest(path)
   init_exp = _deserialize(path, "init.bin", manifest)
   step_exp = _deserialize(path, "step.bin", manifest)
+  here = jax.export.default_export_platform()
+  if here not in step_exp.platforms:
+    raise ExportError(f"{os.path.join(path, 'step.bin')}: lowered for "
+                      f"{', '.join(step_exp.platforms)}, this machine runs {here}; export "
+                      f"again with --platforms={','.join(step_exp.platforms + (here,))}")
   params = _load_params(path, manifest)
   n_args = len(step_exp.in_avals)
   n_state = len(manifest.get("state", ())) or None
