@@ -82,14 +82,26 @@ def _params(workdir, step):
   return out["state"]
 
 
-def test_rl1_cli_runs_and_resumes_bit_identically(sft_run, tmp_path):
+def _run(sft_run, cache, workdir, *extra):
   root, data_dir, tok_prefix = sft_run
-  cache = str(tmp_path / "jax_cache")
-  a, b = str(tmp_path / "a"), str(tmp_path / "b")
-  run = lambda w, *x: subprocess.run(_cmd(root, data_dir, tok_prefix, w, *x), cwd=ROOT,  # noqa: E731
-                                     env=_env(cache), capture_output=True, text=True,
-                                     timeout=900)
-  full = run(a)
+  return subprocess.run(_cmd(root, data_dir, tok_prefix, workdir, *extra), cwd=ROOT,
+                        env=_env(cache), capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def rl1_run(sft_run, tmp_path_factory):
+  """An uninterrupted 2-iteration rl1 run in `<run dir>/rl1` (shared with the notebook
+  test): (its workdir, the completed process, the compilation cache directory)."""
+  base = tmp_path_factory.mktemp("rl1_run")
+  cache = str(base / "jax_cache")
+  workdir = str(base / "run" / "rl1")
+  return workdir, _run(sft_run, cache, workdir), cache
+
+
+def test_rl1_cli_runs_and_resumes_bit_identically(sft_run, rl1_run, tmp_path):
+  a, full, cache = rl1_run
+  b = str(tmp_path / "b")
+  run = lambda w, *x: _run(sft_run, cache, w, *x)  # noqa: E731
   assert full.returncode == 0, full.stdout[-3000:] + full.stderr[-3000:]
   assert "[rl1] done at step 2" in full.stdout
   rows = _rows(a)
@@ -120,3 +132,11 @@ def test_rl1_cli_runs_and_resumes_bit_identically(sft_run, tmp_path):
   assert len(la) == len(lb) > 10
   for x, y in zip(la, lb):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_rl_analysis_notebook_on_the_rl1_run(rl1_run, tmp_path):
+  """notebooks/rl_analysis.ipynb on this run (tests/integration/test_notebooks.py)."""
+  from tests.integration.test_notebooks import check_rl_analysis
+  workdir, full, _ = rl1_run
+  assert full.returncode == 0, full.stdout[-3000:] + full.stderr[-3000:]
+  check_rl_analysis(os.path.dirname(workdir), str(tmp_path / "figs"))
