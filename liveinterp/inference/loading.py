@@ -31,10 +31,11 @@ def random_model(model_fn: Callable[[nnx.Rngs], nnx.Module], seed: int = 0, *,
   parameter). init="fill" (default): numpy draws by parameter name (`_fill_init`),
   nothing compiled: not the trained models' initialisation, only for running code paths.
 
-  "fill" stays the default because compiling the init costs 15-20x more on CPU (micro,
-  2 shared cores, CPU seconds fill -> real: S2ST 1.3 -> 24.5, Codec 3.4 -> 51, speaker
-  encoder 0.4 -> 7.2), and the tests that pick a seed for its decoding behaviour
-  (writes and waits) pick it for these weights.
+  "fill" stays the default because compiling the init costs 13-20x more on CPU (2
+  shared cores, CPU seconds fill -> real; micro: S2ST 1.3 -> 24.5, Codec 3.4 -> 51,
+  speaker encoder 0.4 -> 7.2; tiny: 2.4 -> 38, 3.1 -> 41, 0.4 -> 6.1), and the tests
+  that pick a seed for its decoding behaviour (writes and waits) pick it for these
+  weights.
   """
   if init == "real":
     return _real_init(model_fn, seed)
