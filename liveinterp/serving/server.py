@@ -196,7 +196,9 @@ def _batch_axes(decoder, batch: int) -> list[int | None]:
       raise ValueError(f"decoder state leaf {name}: rank depends on the batch size")
     diff = [i for i, (m, n) in enumerate(zip(x.shape, y.shape)) if m != n]
     if not diff:
-      is_key = jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+      # The PRNG key: typed, or raw key data (the exported decoder's `rng` leaf).
+      is_key = (jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
+                or (name.endswith(("rng", "rng']", "rng\"]")) and x.dtype == np.uint32))
       if len(x.shape) and not is_key:
         raise ValueError(f"decoder state leaf {name} {tuple(x.shape)} has no batch axis; "
                          "the server cannot give each session its own rows")
