@@ -60,6 +60,21 @@ from simuleval.utils import entrypoint
 _CJK_LANGS = ("zh", "ja")
 
 
+def complete_words(pending: str, finished: bool, hold_last: bool) -> tuple[str, str]:
+  """(words to write now, text to keep) from the text written but not yet given out.
+
+  `hold_last`: the last word may still continue (sentencepiece pieces in a spaced
+  language), so it is kept until text after it starts a new word or the source is
+  `finished`; otherwise everything is written. The words are stripped of outer space.
+  """
+  if finished or not hold_last:
+    return pending.strip(), ""
+  cut = max(pending.rfind(" "), pending.rfind("\n"))
+  if cut <= 0 or not pending[:cut].strip():
+    return "", pending
+  return pending[:cut].strip(), pending[cut:]
+
+
 def load_decoder(workdir: str, *, stage: str | None = None, step: int | None = None,
                  config: str | None = None, tokenizer: str | None = None,
                  turns: str = "auto", max_turn_tokens: int | None = None,
@@ -175,18 +190,23 @@ class _StreamingAgentMixin:
     self.detok = self._detok_cls(getattr(self, "tokenizer", None))
 
   def _source_at_model_rate(self) -> np.ndarray:
-    """The source so far as float32 at `audio.sample_rate` (resampled when needed)."""
+    """The source so far as mono float32 at `audio.sample_rate` (channels averaged,
+    resampled when needed)."""
     from liveinterp.common.audio import resample  # pylint: disable=g-import-not-at-top
+
+    def mono(frames):  # SimulEval reads a multi-channel wav as [frames, channels]
+      x = np.asarray(frames, np.float32)
+      return x.mean(axis=1) if x.ndim == 2 else x.reshape(-1)
+
     src = self.states.source
     rate = int(self.states.source_sample_rate or self.decoder.sample_rate)
     if rate == self.decoder.sample_rate:
       if len(src) > self._samples.size:
-        self._samples = np.concatenate(
-            [self._samples, np.asarray(src[self._samples.size:], np.float32).reshape(-1)])
+        self._samples = np.concatenate([self._samples, mono(src[self._samples.size:])])
       return self._samples
     # Another rate: resample the whole source so far (streaming resampling would shift
     # chunk boundaries by filter delays); only the part past `_consumed` is used.
-    return resample(np.asarray(src, np.float32).reshape(-1), rate, self.decoder.sample_rate)
+    return resample(mono(src), rate, self.decoder.sample_rate)
 
   def _run_chunks(self):
     """Decodes every complete chunk not yet decoded (and, at the source's end, the padded
@@ -229,16 +249,11 @@ class LiveInterpSpeechToText(_StreamingAgentMixin, SpeechToTextAgent):
 
   def policy(self):
     text, _ = self._run_chunks()
-    self._pending += text
     done = self.states.source_finished
-    if done or not self.hold_partial_words:
-      out, self._pending = self._pending, ""
-    else:  # the last word may continue in the next turn: hold it
-      cut = max(self._pending.rfind(" "), self._pending.rfind("\n"))
-      out, self._pending = (self._pending[:cut], self._pending[cut:]) if cut > 0 else (
-          "", self._pending)
-    if out.strip() or done:
-      return WriteAction(out.strip(), finished=done)
+    out, self._pending = complete_words(self._pending + text, done,
+                                        self.hold_partial_words)
+    if out or done:
+      return WriteAction(out, finished=done)
     return ReadAction()
 
 
@@ -268,4 +283,4 @@ class LiveInterpSpeechToSpeech(_StreamingAgentMixin, SpeechToSpeechAgent):
 
 
 __all__ = ["LiveInterpSpeechToText", "LiveInterpSpeechToSpeech", "load_decoder",
-           "add_agent_args"]
+           "add_agent_args", "complete_words"]

@@ -8,7 +8,8 @@ SimulEval's AL / LAAL (its scores.tsv and its scorers per instance) equal
 `liveinterp.eval.latency`'s on those delays; the speech agent's segments are the decoded
 speech on the playback queue of `latency.speech_delays`; and the documented command line
 (`simuleval --agent liveinterp/serving/simuleval_agent.py ...`) finds the agent and
-writes the same instances.
+writes the same instances. The last two run in the `slow` tier (`-m slow`): the
+default suite keeps this file to one decoder compile.
 """
 
 import json
@@ -20,6 +21,7 @@ import numpy as np
 import pandas
 import pytest
 import soundfile as sf
+from simuleval.data.segments import SpeechSegment
 from simuleval.evaluator import build_evaluator
 from simuleval.evaluator.instance import LogInstance
 from simuleval.evaluator.scorers import latency_scorer as se
@@ -28,6 +30,7 @@ from simuleval.utils.agent import build_system_args
 
 from configs import micro
 from liveinterp.common import config as config_lib
+from liveinterp.common.audio import resample
 from liveinterp.eval import latency as L, streaming_metrics
 from liveinterp.inference import loading, session
 from liveinterp.models.voice import VoiceCodec
@@ -93,8 +96,11 @@ def _instances(out):
 
 
 def _streamed(decoder, wavs):
-  return [session.translate_stream(decoder, [sf.read(w, dtype="float32")[0][None]],
-                                   batch=1)[0] for w in wavs]
+  return _streamed_audio(decoder, [sf.read(w, dtype="float32")[0] for w in wavs])
+
+
+def _streamed_audio(decoder, arrays):
+  return [session.translate_stream(decoder, [a[None]], batch=1)[0] for a in arrays]
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +162,7 @@ def test_simuleval_al_laal_equal_ours(run, text_eval):
     assert scores[name][0] == pytest.approx(round(float(np.mean(ours[name])), 3), abs=1e-3)
 
 
+@pytest.mark.slow  # compiles the speech decoding program (~30 s of CPU more)
 def test_speech_agent_segments_follow_the_playback_queue(run, tmp_path, monkeypatch):
   out = tmp_path / "speech_out"
   system = _evaluate(monkeypatch, _argv(
@@ -190,6 +197,7 @@ def test_speech_agent_segments_follow_the_playback_queue(run, tmp_path, monkeypa
   assert spoke > 0
 
 
+@pytest.mark.slow  # a second interpreter (imports, restore; compiles come from the cache)
 def test_command_line_finds_the_agent_file(run, text_eval, tmp_path):
   """`simuleval --agent liveinterp/serving/simuleval_agent.py` (the @entrypoint class),
   as a user runs it: the same instances as the in-process evaluation."""
@@ -208,6 +216,48 @@ def test_command_line_finds_the_agent_file(run, text_eval, tmp_path):
   assert [(g["prediction"], g["delays"]) for g in got] == [
       (w["prediction"], w["delays"]) for w in want]
   assert "LAAL" in proc.stdout
+
+
+def _push_all(agent, samples, rate, segment_ms=320):
+  """Feeds `samples` ([n] or [n, channels]) to the agent as SimulEval does (pushpop per
+  segment, the last one finished); returns the words it wrote."""
+  agent.reset()
+  step, words = int(np.ceil(segment_ms / 1000 * rate)), []
+  for start in range(0, len(samples), step):
+    piece = samples[start:start + step]
+    out = agent.pushpop(SpeechSegment(index=0, content=piece.tolist(), sample_rate=rate,
+                                      finished=start + step >= len(samples)))
+    if not out.is_empty:
+      words += out.content.split()
+  return words
+
+
+def test_text_agent_takes_stereo_and_other_rates(run, text_eval):
+  """A stereo wav is averaged to mono, an 8 kHz one resampled to the model rate (as
+  `audio_io.read_audio` does for translate): the same words as translate_stream on
+  the converted audio."""
+  system, _ = text_eval
+  agent = simuleval_agent.LiveInterpSpeechToText(None, decoder=system.decoder,
+                                                 cfg=run["cfg"])
+  x, _ = sf.read(run["wavs"][2], dtype="float32")
+  stereo = np.stack([x, 0.5 * x], axis=1)
+  (want,) = _streamed_audio(system.decoder, [stereo.mean(axis=1)])
+  assert _push_all(agent, stereo, SR) == want.text.split()
+  low = resample(x, SR, 8000)
+  (want,) = _streamed_audio(system.decoder, [resample(low, 8000, SR)])
+  assert _push_all(agent, low, 8000) == want.text.split()
+
+
+@pytest.mark.parametrize("pending,finished,hold,want", [
+    ("[3] [7]", False, False, ("[3] [7]", "")),        # [id] words are always whole
+    ("hello wor", False, True, ("hello", " wor")),     # "wor" may continue
+    (" wor", False, True, ("", " wor")),
+    (" world foo", False, True, ("world", " foo")),     # next piece began a word
+    (" world foo", True, True, ("world foo", "")),      # source ended: flush
+    ("  ", False, True, ("", "  ")),
+])
+def test_complete_words(pending, finished, hold, want):
+  assert simuleval_agent.complete_words(pending, finished, hold) == want
 
 
 def test_missing_config_is_named(tmp_path):
