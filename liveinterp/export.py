@@ -54,7 +54,6 @@ are checked; a mistake is one line on stderr and exit code 2 (liveinterp/common/
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -62,6 +61,7 @@ import sys
 import time
 
 from liveinterp.common import cli
+from liveinterp.serving.loader import file_sha256
 
 FORMAT = "liveinterp-export"
 FORMAT_VERSION = 1
@@ -141,14 +141,6 @@ def _tokenizer_prefix(path: str | None, cfg, workdir: str) -> str | None:
         os.path.join(os.path.dirname(os.path.abspath(workdir)), "data"), cfg)
     path = guess if os.path.exists(guess + ".model") else ""
   return path.removesuffix(".model") or None
-
-
-def _sha256(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()
 
 
 def _write_atomic(path: str, data: bytes):
@@ -280,7 +272,7 @@ def export_decoder(decoder, out_dir: str, *, cfg=None, tokenizer_prefix: str | N
   for name in ("init.bin", "step.bin", "params.npz", "config.json") + (
       ("tokenizer.model", "tokenizer.json") if tokenizer_files else ()):
     path = os.path.join(out_dir, name)
-    files[name] = {"bytes": os.path.getsize(path), "sha256": _sha256(path)}
+    files[name] = {"bytes": os.path.getsize(path), "sha256": file_sha256(path)}
   grammar = spec.grammar
   manifest = {
       "format": FORMAT, "format_version": FORMAT_VERSION,
@@ -324,12 +316,7 @@ def main(argv=None) -> dict:
   overrides, argv = cli.split_config_overrides(sys.argv[1:] if argv is None else argv)
   args = _parser().parse_args(argv)
   _check_args(args)
-  config_path = args.config
-  if config_path is None:
-    candidate = os.path.join(args.workdir, "config.json")
-    config_path = candidate if os.path.exists(candidate) else None
-  if config_path is None:
-    raise cli.UserError("--config is required (no config.json in --workdir)")
+  config_path = cli.run_config_path(args.config, args.workdir)
   from liveinterp.common import config as config_lib  # pylint: disable=g-import-not-at-top
   cfg = config_lib.load(config_path, overrides)
   config_lib.validate(cfg)

@@ -107,12 +107,7 @@ def build_decoder(*, config: str | None = None, overrides=(), workdir: str | Non
                   turns: str = "auto", allow_src: bool | None = None):
   """The in-process streaming decoder and tokenizer of a run (as `translate` builds
   them): -> (decoder, tokenizer or None, cfg)."""
-  config_path = config
-  if config_path is None and workdir:
-    candidate = os.path.join(workdir, "config.json")
-    config_path = candidate if os.path.exists(candidate) else None
-  if config_path is None:
-    raise cli.UserError("--config is required (no config.json in --workdir)")
+  config_path = cli.run_config_path(config, workdir)
   from liveinterp.common import config as config_lib  # pylint: disable=g-import-not-at-top
   cfg = config_lib.load(config_path, list(overrides))
   config_lib.validate(cfg)

@@ -120,12 +120,7 @@ def main(argv=None) -> dict:
   overrides, argv = cli.split_config_overrides(sys.argv[1:] if argv is None else argv)
   args = _parser().parse_args(argv)
   _check_args(args)
-  config_path = args.config
-  if config_path is None and args.workdir:
-    candidate = os.path.join(args.workdir, "config.json")
-    config_path = candidate if os.path.exists(candidate) else None
-  if config_path is None:
-    raise cli.UserError("--config is required (no config.json in --workdir)")
+  config_path = cli.run_config_path(args.config, args.workdir)
   from liveinterp.common import config as config_lib  # pylint: disable=g-import-not-at-top
   cfg = config_lib.load(config_path, overrides)
   config_lib.validate(cfg)

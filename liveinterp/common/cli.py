@@ -196,6 +196,18 @@ def run(main: Callable, *, prog: str, user_errors: Sequence[type] = (),
   app.run(guarded, flags_parser=parse)
 
 
+def run_config_path(config: str | None, workdir: str | None) -> str:
+  """The config an entry point taking `--config` and/or `--workdir` runs with: `--config`
+  when given, else the run directory's own `<workdir>/config.json` (the recipe and the
+  train CLI write it); UserError when there is neither."""
+  if config:
+    return config
+  candidate = os.path.join(workdir, "config.json") if workdir else None
+  if candidate and os.path.exists(candidate):
+    return candidate
+  raise UserError("--config is required (no config.json in --workdir)")
+
+
 def check_writable_file(path: str, what: str):
   """UserError unless a file can be written at `path` (named `what` in the message): it is
   not a folder or a read-only file, and its folder is writable or can be created."""

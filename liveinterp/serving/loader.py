@@ -46,7 +46,8 @@ class ExportError(ValueError):
   """A missing, corrupt or incompatible export artifact (the message names the file)."""
 
 
-def _sha256(path: str) -> str:
+def file_sha256(path: str) -> str:
+  """Hex SHA-256 of a file (the manifest records one per artifact file)."""
   h = hashlib.sha256()
   with open(path, "rb") as f:
     for block in iter(lambda: f.read(1 << 20), b""):
@@ -89,7 +90,7 @@ def _check_file(path: str, name: str, entry: dict | None, *, hash_it: bool) -> s
   if size != entry.get("bytes"):
     raise ExportError(f"{fpath}: {size} bytes, the manifest says {entry.get('bytes')} "
                       "(truncated or replaced; export again)")
-  if hash_it and _sha256(fpath) != entry.get("sha256"):
+  if hash_it and file_sha256(fpath) != entry.get("sha256"):
     raise ExportError(f"{fpath}: sha256 differs from the manifest (corrupt; export again)")
   return fpath
 

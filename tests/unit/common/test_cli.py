@@ -82,3 +82,14 @@ def test_writable_checks(tmp_path):
     cli.check_writable_dir(str(f), "--workdir")
   with pytest.raises(cli.UserError, match="cannot be created, .*file is not a directory"):
     cli.check_writable_dir(str(f / "run"), "--workdir")
+
+
+def test_run_config_path(tmp_path):
+  """--config wins; else the run directory's config.json; else one user error."""
+  assert cli.run_config_path("configs/tiny.py:sft", str(tmp_path)) == "configs/tiny.py:sft"
+  with pytest.raises(cli.UserError, match="no config.json in --workdir"):
+    cli.run_config_path(None, str(tmp_path))
+  with pytest.raises(cli.UserError, match="--config is required"):
+    cli.run_config_path(None, None)
+  (tmp_path / "config.json").write_text("{}")
+  assert cli.run_config_path(None, str(tmp_path)) == str(tmp_path / "config.json")
