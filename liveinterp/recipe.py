@@ -1,18 +1,26 @@
 """The whole tiny pipeline, resumable: `python -m liveinterp.recipe --run_dir=runs/tiny`.
 
     data (corpus → TFDS → tokenizer) → codec → speech tokens → pretrain → sft_text → sft
-    [→ eval]
+    → rl1 → rl2 → evaluate → export
 
 sft_text is the sft stage on text-only turns (what to say and when, without codec tokens,
-~3x shorter streams); sft then adds the speech tokens, starting from it.
+~3x shorter streams); sft then adds the speech tokens, starting from it. rl1 and rl2 are
+the two RL stages (liveinterp/rl/), each starting from the one before. `evaluate` and
+`export` take the latest trained LLM stage (`latest_trained_stage`: rl2 if it finished,
+else rl1, else sft): `evaluate` writes its report to `RUN_DIR/eval_<stage>` (`RUN_DIR/eval`
+for sft); `export` writes the serving artifact to `RUN_DIR/export` (`liveinterp.export`)
+and translates one test utterance through it into `RUN_DIR/example_translation.wav`
+(source: `example_source.wav`, text and timeline: `example_translation.json`).
 
 Each step is skipped when its output is complete (a finished stage has a checkpoint at
 its last step), and a stage interrupted half-way resumes from its last checkpoint, so
-re-running the same command continues where it stopped. Stage configs come from the
+re-running the same command continues where it stopped (the export is redone when the
+exported stage has a newer result than its manifest). Stage configs come from the
 recipe file (`configs/<recipe>.py:<stage>`); paths between steps are filled in here.
 `--config.a.b=v` overrides (as for `python -m liveinterp.train`) apply to every stage's
-config, e.g. `--config.train.learning_rate=1e-3`; a bad one is reported before any step
-runs.
+config (and to the corpus build's model config, except data.pair / data.build, which
+name the build), e.g. `--config.train.learning_rate=1e-3`; a bad one is reported before
+any step runs.
 
 A stage that diverges stops the recipe (exit code 3: its weights are not handed on); one
 stopped by SIGTERM stops it with exit code 75, "preempted, re-run me" (the exit codes of
@@ -38,14 +46,20 @@ _RUN_DIR = flags.DEFINE_string("run_dir", "runs/tiny", "outputs of every step")
 _DATA_DIR = flags.DEFINE_string("data_dir", "", "corpus build dir (default RUN_DIR/../data)")
 _CPU = flags.DEFINE_integer("cpu_devices", 0, "CPU devices (0 = default)")
 _STEPS = flags.DEFINE_list("steps", ["data", "codec", "speech_tokens", "pretrain",
-                                     "sft_text", "sft", "evaluate"],
+                                     "sft_text", "sft", "rl1", "rl2", "evaluate", "export"],
                            "steps to run, in order (sft_text: SFT on text-only turns, "
-                           "which sft then starts from)")
+                           "which sft then starts from; evaluate and export take the "
+                           "latest trained of rl2, rl1, sft)")
 _SCALE = flags.DEFINE_float("budget_scale", 1.0, "multiply every stage's step budget")
 from configs.base import RL_ABLATIONS  # noqa: E402  (stage name -> RL stage + changes)
 
 STEPS = ("data", "codec", "speech_tokens", "pretrain", "sft_text", "sft", "rl1", "rl2",
-         *RL_ABLATIONS, "evaluate")
+         *RL_ABLATIONS, "evaluate", "export")
+# The LLM stages `evaluate` and `export` choose from, latest first (the RL ablations are
+# side branches of rl1/rl2, evaluated by benchmarks/rl_table.py, never "the" model).
+TRAINED_STAGES = ("rl2", "rl1", "sft")
+EXAMPLE_WAV = "example_translation.wav"
+EXAMPLE_SOURCE_WAV = "example_source.wav"
 
 def _say(msg):
   from liveinterp.common import reporting
@@ -60,6 +74,110 @@ def _finished(workdir: str, steps: int) -> bool:
     r = json.load(f)
   return (r.get("step", 0) >= steps and not r.get("stopped_early", False)
           and not r.get("stopped"))
+
+
+def stage_finished(run_dir: str, stage: str) -> bool:
+  """Whether `run_dir/<stage>` finished training: its result.json says it ran its whole
+  budget (not stopped early, diverged, preempted or stopped at a step) and its
+  checkpoints directory exists."""
+  path = os.path.join(run_dir, stage, "result.json")
+  if not os.path.exists(path) or not os.path.isdir(os.path.join(run_dir, stage,
+                                                                 "checkpoints")):
+    return False
+  with open(path) as f:
+    r = json.load(f)
+  return not r.get("stopped_early", False) and not r.get("stopped")
+
+
+def latest_trained_stage(run_dir: str, stages=TRAINED_STAGES) -> str:
+  """The first of `stages` (latest first: rl2, rl1, sft) that finished training in
+  `run_dir` (`stage_finished`); UserError naming the run and the stages when none has."""
+  for stage in stages:
+    if stage_finished(run_dir, stage):
+      return stage
+  raise cli.UserError(f"{run_dir}: none of the stages {', '.join(stages)} has finished "
+                      f"training (a result.json without 'stopped' and a checkpoints "
+                      f"directory); run the recipe's sft step first")
+
+
+def _newer(path: str, than: str) -> bool:
+  return (os.path.exists(path) and os.path.exists(than)
+          and os.path.getmtime(path) > os.path.getmtime(than))
+
+
+def export_stage(run_dir: str, stage: str, *, export_args=(), log=None) -> tuple[str, bool]:
+  """Exports `run_dir/<stage>` (its latest checkpoint, with the run's codec and speaker
+  encoder and tokenizer) to `run_dir/export` with `liveinterp.export` (default decoding:
+  greedy, as `liveinterp.translate`); `export_args` are extra `python -m
+  liveinterp.export` flags. Skipped when the manifest there is newer than the stage's
+  result.json and names the same stage. The config is the stage's own resolved
+  `config.json` (else the run's). Returns (export dir, whether it was exported now)."""
+  from liveinterp import export as export_lib  # pylint: disable=g-import-not-at-top
+  log = log or _say
+  out = os.path.join(run_dir, "export")
+  manifest_path = os.path.join(out, "manifest.json")
+  if _newer(manifest_path, os.path.join(run_dir, stage, "result.json")):
+    with open(manifest_path) as f:
+      source = json.load(f).get("source", {})
+    if source.get("stage") == stage:
+      log(f"export of {stage} up to date ({out})")
+      return out, False
+  config = os.path.join(run_dir, stage, "config.json")
+  if not os.path.exists(config):
+    config = os.path.join(run_dir, "config.json")
+  export_lib.main(["--workdir", run_dir, "--out", out, "--stage", stage, "--config",
+                   config, "--quiet", *export_args])
+  log(f"exported {stage} to {out}")
+  return out, True
+
+
+def example_translation(run_dir: str, export_dir: str, cfg, *, split: str = "test",
+                        index: int = 0, log=None) -> dict:
+  """Translates record `index` of the corpus split `split` (`cfg.data`) through the
+  exported artifact in `export_dir` (`serving.loader.load_export`, streamed chunk by
+  chunk with `session.translate_stream`) and writes, in `run_dir`: the translated speech
+  on the playback timeline (`example_translation.wav`, as `liveinterp.translate` writes
+  it), the source (`example_source.wav`) and the text with its emission times
+  (`example_translation.json`, plus the reference). Skipped when the wav is newer than
+  the export's manifest. Returns {"wav", "source_wav", "json", "text", "reference"}."""
+  # pylint: disable=g-import-not-at-top
+  from data_pipelines import pipelines
+  from liveinterp.eval import inputs
+  from liveinterp.inference import audio_io, session
+  from liveinterp.serving import loader
+  # pylint: enable=g-import-not-at-top
+  log = log or _say
+  paths = {"wav": os.path.join(run_dir, EXAMPLE_WAV),
+           "source_wav": os.path.join(run_dir, EXAMPLE_SOURCE_WAV),
+           "json": os.path.join(run_dir, "example_translation.json")}
+  if _newer(paths["wav"], os.path.join(export_dir, "manifest.json")) and os.path.exists(
+      paths["json"]):
+    with open(paths["json"]) as f:
+      payload = json.load(f)
+    log(f"example translation up to date ({paths['wav']})")
+    return dict(paths, text=payload["text"], reference=payload.get("reference"))
+  source = pipelines.open_corpus(cfg, split)
+  if len(source) <= index:
+    raise ValueError(f"split {split!r} of {cfg.data.data_dir} has {len(source)} records, "
+                     f"no record {index} for the example translation")
+  record = source[index]
+  (wave,) = inputs.source_waves([record])
+  decoder = loader.load_export(export_dir)
+  (result,) = session.translate_stream(decoder, [wave[None]], batch=1,
+                                       tokenizer=decoder.tokenizer)
+  sr = decoder.sample_rate
+  audio_io.write_audio(paths["source_wav"], wave, sr)
+  audio_io.write_audio(paths["wav"], result.timeline(), sr)
+  payload = dict(result.as_json(), reference=str(record.get("tgt_text", "")),
+                 source_text_reference=str(record.get("src_text", "")),
+                 record=str(record.get("id", index)), split=split, export=export_dir,
+                 source_wav=paths["source_wav"], output=paths["wav"], sample_rate=sr,
+                 timeline=True)
+  with open(paths["json"], "w") as f:
+    json.dump(payload, f, indent=1, ensure_ascii=False, default=float)
+  log(f"example translation: {result.text.strip()!r} (reference "
+      f"{payload['reference']!r}) -> {paths['wav']}")
+  return dict(paths, text=result.text, reference=payload["reference"])
 
 
 def run_stage(config, workdir) -> int:
@@ -120,7 +238,11 @@ def main(argv):
     _say(f"step {i}/{len(steps)}: {step}")
     t0 = time.time()
     if step == "data":
-      build.run(base.data.pair, base.data.build, data_dir, model=_RECIPE.value)
+      # data.pair / data.build name the build (build.run's own arguments, from `base`,
+      # overrides applied): the build's model config takes the other overrides.
+      build.run(base.data.pair, base.data.build, data_dir, model=_RECIPE.value,
+                config_overrides=[o for o in overrides if config_lib.parse_override(o)[0]
+                                  not in build.FLAG_FIELDS])
     elif step in ("codec", "pretrain", "sft_text", "sft", "rl1", "rl2", *RL_ABLATIONS):
       cfg = stage_config(_RECIPE.value, step, run_dir, data_dir, tok_prefix, _SCALE.value,
                          overrides)
@@ -148,10 +270,22 @@ def main(argv):
         _say(f"speech tokens: {stats}")
     elif step == "evaluate":
       from liveinterp import evaluate
+      stage = latest_trained_stage(run_dir)
       cfg = stage_config(_RECIPE.value, "sft", run_dir, data_dir, tok_prefix,
                          overrides=overrides)
-      report = evaluate.run(cfg, run_dir, split="test", publish=True, controls=True)
-      _say(f"evaluation report: {report}")
+      _say(f"evaluating {stage} (the latest trained stage)")
+      report = evaluate.run(cfg, run_dir, split="test", publish=True, controls=True,
+                            stage=stage)
+      _say(f"evaluation report of {stage}: {report} (plots next to it)")
+    elif step == "export":
+      stage = latest_trained_stage(run_dir)
+      cfg = stage_config(_RECIPE.value, "sft", run_dir, data_dir, tok_prefix,
+                         overrides=overrides)
+      if jax.process_index() == 0:  # one writer (the export runs on one device)
+        out, _ = export_stage(run_dir, stage)
+        example = example_translation(run_dir, out, cfg)
+        _say(f"exported artifact: {out}; example translation: {example['wav']} (source "
+             f"{example['source_wav']})")
     else:
       raise AssertionError(f"step {step!r} is in STEPS but has no branch here")
     times[step] = round(time.time() - t0, 1)

@@ -1,0 +1,104 @@
+"""The recipe's closing steps (issue #15, the main job): `evaluate` and `export` take the
+latest trained LLM stage, and `export` writes the serving artifact and one example
+translation made through it, then skips both on a re-run.
+
+The export runs on a micro run directory: the micro corpus (its test split gives the
+example utterance), random weights of `loading.build_models(cfg, seed=2)` saved as the
+run's `sft` and `codec` checkpoints (the helpers of tests/unit/serving/test_export.py).
+"""
+
+import json
+import os
+
+import numpy as np
+import soundfile as sf
+from absl import flags
+from absl.testing import flagsaver
+
+from liveinterp.common import cli, config as config_lib
+from liveinterp.inference import loading
+from liveinterp.models.voice import VoiceCodec
+from liveinterp.train.stage_configs import stage_config
+from tests.integration.micro_corpus import micro_corpus
+from tests.unit.serving.test_export import _save_stage
+
+# Small export program (as test_export's): short turns, one codec block size, a short
+# speaker window.
+EXPORT_ARGS = ["--max_turn_tokens", "16", "--speaker_window_ms", "320", "--codec_blocks",
+               "4", "--turns", "speech"]
+
+
+def _result(run_dir, stage, checkpoints=True, **result):
+  d = os.path.join(run_dir, stage)
+  os.makedirs(os.path.join(d, "checkpoints") if checkpoints else d, exist_ok=True)
+  with open(os.path.join(d, "result.json"), "w") as f:
+    json.dump(dict({"step": 10, "stopped_early": False}, **result), f)
+
+
+def test_latest_trained_stage_is_the_latest_that_finished(tmp_path):
+  from liveinterp import recipe
+  run = str(tmp_path)
+  try:
+    recipe.latest_trained_stage(run)
+    raise AssertionError("no stage trained: expected a UserError")
+  except cli.UserError as e:
+    assert "rl2, rl1, sft" in str(e) and run in str(e)
+  _result(run, "sft")
+  assert recipe.latest_trained_stage(run) == "sft"
+  _result(run, "rl2", stopped="preempted", stopped_early=True)  # stopped half-way
+  _result(run, "rl1", checkpoints=False)                        # no checkpoints
+  assert recipe.latest_trained_stage(run) == "sft"
+  _result(run, "rl1")
+  assert recipe.latest_trained_stage(run) == "rl1"
+  _result(run, "rl2", stopped_early=True)                        # budget not reached
+  assert recipe.latest_trained_stage(run) == "rl1"
+  _result(run, "rl2")
+  assert recipe.latest_trained_stage(run) == "rl2"
+  assert recipe.latest_trained_stage(run, stages=("rl1", "sft")) == "rl1"
+
+
+def test_export_step_writes_the_artifact_and_an_example_then_skips(tmp_path):
+  from liveinterp import recipe
+  from liveinterp.serving import loader
+  data_dir, tok_prefix = micro_corpus()
+  run = str(tmp_path / "run")
+  cfg = stage_config("micro", "sft", run, data_dir, tok_prefix)
+  config_lib.save(cfg, os.path.join(run, "sft", "config.json"))
+  models = loading.build_models(cfg, seed=2)  # writes text and speech on test audio
+  _save_stage(run, "sft", models[0], 5)
+  voice = loading.random_model(lambda r: VoiceCodec(cfg, rngs=r), seed=9)
+  voice.codec, voice.speaker = models[1], models[2]
+  _save_stage(run, "codec", voice, 3)
+  _result(run, "sft", step=5)
+  stage = recipe.latest_trained_stage(run)
+  assert stage == "sft"
+
+  said = []
+  out, exported = recipe.export_stage(run, stage, export_args=EXPORT_ARGS, log=said.append)
+  assert exported and out == os.path.join(run, "export")
+  manifest = json.load(open(os.path.join(out, "manifest.json")))
+  assert manifest["source"]["stage"] == "sft" and manifest["tokenizer"]
+  assert loader.load_export(out).max_turn_tokens == 16  # the export args were applied
+  example = recipe.example_translation(run, out, cfg, log=said.append)
+  assert example["wav"] == os.path.join(run, recipe.EXAMPLE_WAV)
+  speech, sr = sf.read(example["wav"], dtype="float32")
+  source, sr_src = sf.read(example["source_wav"], dtype="float32")
+  assert sr == sr_src == cfg.audio.sample_rate
+  assert source.size > sr // 4 and np.abs(source).max() > 0.01  # a spoken utterance
+  # The timeline covers the source, and the model spoke on it.
+  assert speech.size >= source.size and np.sqrt(np.mean(speech ** 2)) > 1e-4
+  payload = json.load(open(example["json"]))
+  assert payload["reference"] and payload["segments"] and payload["text"] == example["text"]
+  assert any(s["audio_ms"] > 0 for s in payload["segments"])
+
+  # Re-run through the recipe's own `export` step: both parts are up to date.
+  stamps = [os.path.getmtime(p) for p in (os.path.join(out, "manifest.json"),
+                                          example["wav"])]
+  with flagsaver.flagsaver():
+    flags.FLAGS(["recipe", "--recipe=micro", f"--run_dir={run}", f"--data_dir={data_dir}",
+                 "--steps=export"])
+    assert not recipe.main([])
+  assert stamps == [os.path.getmtime(p) for p in (os.path.join(out, "manifest.json"),
+                                                  example["wav"])]
+  times = json.load(open(os.path.join(run, "recipe_times.json")))
+  assert set(times) == {"export"}
