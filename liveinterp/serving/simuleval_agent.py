@@ -86,23 +86,21 @@ def load_decoder(workdir: str, *, stage: str | None = None, step: int | None = N
   `<workdir>/config.json`; the LLM comes
   from `stage` (default the latest of `loading.LLM_STAGES` with checkpoints) at `step`
   (default its latest), codec and speaker encoder from the `codec` stage; the tokenizer
-  as `python -m liveinterp.translate` finds it. Raises FileNotFoundError naming what is
-  missing.
+  as `python -m liveinterp.translate` finds it (`cli.run_config_path` picks the config).
+  Raises `cli.UserError` when there is no config, FileNotFoundError naming a missing run
+  directory or checkpoint.
   """
   # Heavy imports here, so that `simuleval --help` and argument errors stay fast.
   # pylint: disable=g-import-not-at-top
   from liveinterp import translate
-  from liveinterp.common import config as config_lib, token_layout
+  from liveinterp.common import cli, config as config_lib, token_layout
   from liveinterp.inference import decoder as decoder_lib, loading
   from liveinterp.models.voice import VoiceCodec
   # pylint: enable=g-import-not-at-top
   if not workdir or not os.path.isdir(workdir):
     raise FileNotFoundError(f"--workdir={workdir!r}: no such run directory")
-  if config is None:
-    config = os.path.join(workdir, "config.json")
-    if not os.path.exists(config):
-      raise FileNotFoundError(f"--workdir={workdir}: no config.json in it; pass --config")
-  cfg = config_lib.load(config) if isinstance(config, str) else config
+  cfg = (config_lib.load(cli.run_config_path(config, workdir))
+         if config is None or isinstance(config, str) else config)
   if turns not in ("auto", "speech", "text"):
     raise ValueError(f"--turns={turns!r}: expected auto, speech or text")
   if stage is None:

@@ -29,7 +29,7 @@ from simuleval.utils import EVALUATION_SYSTEM_LIST
 from simuleval.utils.agent import build_system_args
 
 from configs import micro
-from liveinterp.common import config as config_lib
+from liveinterp.common import cli, config as config_lib
 from liveinterp.common.audio import resample
 from liveinterp.eval import latency as L, streaming_metrics
 from liveinterp.inference import loading, session
@@ -261,7 +261,7 @@ def test_complete_words(pending, finished, hold, want):
 
 
 def test_missing_config_is_named(tmp_path):
-  with pytest.raises(FileNotFoundError, match="no config.json"):
+  with pytest.raises(cli.UserError, match="no config.json in --workdir"):
     simuleval_agent.load_decoder(str(tmp_path))
   with pytest.raises(FileNotFoundError, match="no such run directory"):
     simuleval_agent.load_decoder(str(tmp_path / "nope"))
