@@ -110,13 +110,14 @@ def export_stage(run_dir: str, stage: str, *, export_args=(), log=None) -> tuple
   encoder and tokenizer) to `run_dir/export` with `liveinterp.export` (default decoding:
   greedy, as `liveinterp.translate`); `export_args` are extra `python -m
   liveinterp.export` flags. Skipped when the manifest there is newer than the stage's
-  result.json and names the same stage. The config is the stage's own resolved
+  and the codec's result.json and names the same stage. The config is the stage's own resolved
   `config.json` (else the run's). Returns (export dir, whether it was exported now)."""
   from liveinterp import export as export_lib  # pylint: disable=g-import-not-at-top
   log = log or _say
   out = os.path.join(run_dir, "export")
   manifest_path = os.path.join(out, "manifest.json")
-  if _newer(manifest_path, os.path.join(run_dir, stage, "result.json")):
+  if all(_newer(manifest_path, os.path.join(run_dir, s, "result.json"))
+         for s in (stage, "codec")):
     with open(manifest_path) as f:
       source = json.load(f).get("source", {})
     if source.get("stage") == stage:

@@ -70,6 +70,7 @@ def test_export_step_writes_the_artifact_and_an_example_then_skips(tmp_path):
   voice.codec, voice.speaker = models[1], models[2]
   _save_stage(run, "codec", voice, 3)
   _result(run, "sft", step=5)
+  _result(run, "codec", step=3)
   stage = recipe.latest_trained_stage(run)
   assert stage == "sft"
 
