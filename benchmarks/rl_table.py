@@ -63,6 +63,16 @@ def row(stage: str, report: dict) -> dict:
           "n": report["examples"]}
 
 
+def main_report_path(run_dir: str, split: str = "test") -> str | None:
+  """The run's main evaluation report (the recipe's `evaluate` step evaluates the latest
+  trained stage: `eval_rl2/`, `eval_rl1/`, or `eval/` for sft), the first that exists."""
+  for sub in ("eval_rl2", "eval_rl1", "eval"):
+    path = os.path.join(run_dir, sub, f"report_{split}.json")
+    if os.path.exists(path):
+      return path
+  return None
+
+
 def reference_rows(report: dict) -> list[dict]:
   """Rows that give the stages' numbers their scale, from the run's main evaluation
   report (`RUN_DIR/eval/report_test.json`, `liveinterp.evaluate --controls`): the
@@ -148,14 +158,14 @@ def main(argv):
       rows.append(row(stage, json.load(f)))
   if not rows:
     raise SystemExit(f"no evaluation reports under {run_dir}")
-  main_report = os.path.join(run_dir, "eval", "report_test.json")
+  main_report = main_report_path(run_dir)
   references = []
-  if os.path.exists(main_report):
+  if main_report:
     with open(main_report) as f:
       references = reference_rows(json.load(f))
   else:
-    print(f"[rl_table] no {main_report} (liveinterp.evaluate --controls): no constant-"
-          "output, offline or reference-policy rows")
+    print(f"[rl_table] no main evaluation report under {run_dir} (liveinterp.evaluate "
+          "--controls): no constant-output, offline or reference-policy rows")
   common.print_table(rows + references, COLUMNS)
   payload = {"run_dir": run_dir, "rows": rows, "references": references,
              "versus_sft": versus_sft(rows),

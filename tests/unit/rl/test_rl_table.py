@@ -15,6 +15,15 @@ def _report(bleu, laal, speech=False):
                               "speech_s_per_turn": 1.0}}}
 
 
+def test_main_report_is_the_latest_stage_evaluated(tmp_path):
+  assert rl_table.main_report_path(str(tmp_path)) is None
+  for sub in ("eval", "eval_rl1"):
+    (tmp_path / sub).mkdir()
+    (tmp_path / sub / "report_test.json").write_text("{}")
+  assert rl_table.main_report_path(str(tmp_path)) == str(tmp_path / "eval_rl1" /
+                                                          "report_test.json")
+
+
 def test_rows_versus_sft_and_rendering(tmp_path, monkeypatch):
   rows = [rl_table.row("sft", _report(30.0, 1000.0)),
           rl_table.row("rl2", _report(29.5, 750.0))]
