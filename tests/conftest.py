@@ -69,6 +69,12 @@ LONGEST_FIRST = (
     "tests/integration/test_train_multiprocess.py",  # ~165 s
     "tests/integration/test_benchmarks.py",          # ~160 s
     "tests/integration/test_audio_reliance.py",      # ~150 s
+    "tests/unit/serving/test_export.py",             # ~110 s CPU (serving, session 7)
+    "tests/unit/serving/test_server.py",
+    "tests/integration/test_browser.py",             # ~55 s CPU, compiles the decoder
+    "tests/integration/test_recipe_steps.py",        # ~75 s CPU
+    "tests/integration/test_notebooks.py",
+    "tests/unit/serving/test_client.py",
     "tests/unit/inference/test_streaming.py",        # ~130 s
     "tests/integration/test_memory_check.py",        # ~100 s
     "tests/integration/test_recipe_exit.py",
