@@ -19,7 +19,9 @@ BUDGETS = {  # stage: (steps, peak learning rate, warmup)
     "sft_text": (300, 1e-3, 20),   # SFT on text-only turns first (recipe step sft_text)
     "sft": (250, 1e-3, 20),
     "rl1": (20, 5e-5, 0),     # PPO iterations (train.batch_size episodes each)
-    "rl2": (12, 5e-5, 0),
+    # rl2: 20 iterations at 1e-4 with the stage-2 reward/KL settings of configs/base.py
+    # RL2_SETTINGS (issue #13 tuning: runs/rl_tune_b; 12 at 5e-5 moved LAAL -5%)
+    "rl2": (20, 1e-4, 0),
 }
 for _name in base.RL_ABLATIONS:  # ablations get the RL budget
   BUDGETS[_name] = BUDGETS["rl1"]
