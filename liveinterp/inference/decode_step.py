@@ -92,6 +92,7 @@ class DecodeSpec:
   speaker_samples: int
   codec_blocks: tuple = ()
   decode_speech: bool = True
+  codec_tail: str = "masked"  # "masked" | "frames": how `_decode_speech` runs ragged rows
   voice_lag_chunks: int = 0   # d: the speaker window ends d chunks back (module docstring)
 
   @property
@@ -308,9 +309,12 @@ def _decode_speech(spec: DecodeSpec, codec, codec_state, speech_bm, n_frames_b, 
   exactly its `n_frames` frames.
 
   Frames every row has are decoded in blocks (`spec.codec_blocks`, largest first: one
-  codec call on k frames costs far less than k calls on one), the rest one frame per
-  iteration with per-row validity. Blocked and frame-wise decoding give the same audio
-  (the codec decoder is causal with exact streaming state).
+  codec call on k frames costs far less than k calls on one). The rest, frames only some
+  rows have, with `spec.codec_tail == "masked"` in the same blocks over the union, each
+  row's state advancing over its own frames (`Codec.decode_step_rows`); with "frames"
+  one frame per iteration with per-row validity (the previous path, kept for the
+  benchmark's before/after). All give the same audio (the codec decoder is causal with
+  exact streaming state).
   """
   b, q, f = speech_bm.shape[0], spec.num_codebooks, spec.max_frames
   codes = spec.layout.frame_codes(speech_bm[:, :f * q], xp=jnp)       # [B, F, Q]
@@ -334,6 +338,29 @@ def _decode_speech(spec: DecodeSpec, codec, codec_state, speech_bm, n_frames_b, 
 
     start, state, audio = jax.lax.while_loop(
         lambda c, k=k: c[0] + k <= n_common, block, (start, state, audio))
+
+  if spec.codec_tail == "masked":
+    # The ragged rest in the same blocks over the union of the rows' frames: each row's
+    # codec state advances over exactly its own frames (`Codec.decode_step_rows`), so
+    # rows of different lengths cost one batched call per block, not one per frame.
+    n_max = jnp.max(n_frames_b)
+    sizes = tuple(k for k in spec.codec_blocks if k <= f) + (1,)
+    for k in sizes:
+
+      def ragged(c, k=k):
+        i, st, audio = c
+        frames = jax.lax.dynamic_slice_in_dim(codes, i, k, axis=1)     # [B, k, Q]
+        y, st = codec.decode_step_rows(frames, spk_be, st, n_frames_b - i)
+        audio = jax.lax.dynamic_update_slice_in_dim(audio, y, i * hop, axis=1)
+        return i + k, st, audio
+
+      # Larger blocks while they hold only frames some row has; the smallest block runs
+      # past n_max (masked) while it fits the buffer; single frames finish the rest.
+      over = k == sizes[-2] if len(sizes) > 1 else True
+      start, state, audio = jax.lax.while_loop(
+          lambda c, k=k, over=over: (c[0] < n_max) & (c[0] + k <= f)
+          & (over | (c[0] + k <= n_max)), ragged, (start, state, audio))
+    return audio, state
 
   def frame(c):
     i, st, audio = c

@@ -31,10 +31,11 @@ One `step` (a single XLA computation, compiled once) does, for every stream in t
      chunks where some row speaks, which gives the same result as computing it every
      chunk;
   5. codec streaming decode of the turn's speech frames (conditioned on that embedding):
-     frames every row has go through the codec in blocks (`codec_blocks`), the rest one
-     frame per `while_loop` iteration with per-row validity, so each row's codec tail
-     state advances only on its real frames -> audio delta `[B, frames * hop]` + valid
-     sample counts.
+     frames every row has go through the codec in blocks (`codec_blocks`), the rest
+     (rows of different lengths) in the same blocks with per-row frame counts
+     (`codec_tail="masked"`; "frames": one frame per `while_loop` iteration), so each
+     row's codec tail state advances only on its real frames -> audio delta
+     `[B, frames * hop]` + valid sample counts.
 
 `<eot>` deferral: a turn's closing `<eot>` is sampled but written into the cache at the
 start of the next `step`, together with the next chunk's audio slots (one prefill of
@@ -167,6 +168,10 @@ class StreamingDecoder:
       and returned, but neither the speaker embedding nor the codec runs (`audio` is
       silent, `n_samples` 0). Text output is unchanged (the codec is downstream of every
       token), so text evaluation can skip the cost and use codec weights of any kind.
+    codec_tail: how frames that only some rows have are decoded: "masked" (default) in
+      the same blocks as the common frames, each row's codec state advancing over
+      exactly its own frames (`Codec.decode_step(..., n_valid_b)`); "frames" (the
+      previous path) one frame per `while_loop` iteration at full batch. Same audio.
     donate: donate the input state to `step`/`scan` (in-place cache updates; a state
       passed in must not be used again).
   """
@@ -178,7 +183,7 @@ class StreamingDecoder:
                return_logits: bool = False, codec_blocks: Sequence[int] = (16, 4),
                donate: bool = True, prompt_ids: Sequence[int] | None = None,
                decode_speech: bool = True, speech_turns: bool = True,
-               voice_lag_chunks: int | None = None):
+               voice_lag_chunks: int | None = None, codec_tail: str = "masked"):
     layout = tokenizer_layout
     if not isinstance(layout, TokenLayout):
       layout = TokenLayout.from_tokenizer(layout)
@@ -199,6 +204,8 @@ class StreamingDecoder:
     if isinstance(lag, bool) or not isinstance(lag, (int, np.integer)) or lag < 0:
       raise ValueError(f"stream.voice_lag_chunks={lag!r}: expected an integer >= 0 "
                        "(chunks the speaker window ends before the current one)")
+    if codec_tail not in ("masked", "frames"):
+      raise ValueError(f"codec_tail={codec_tail!r}: expected 'masked' or 'frames'")
     _check_compatible(model, codec, speaker_encoder, layout, self.sample_rate)
     graphdef, params = nnx.split(_Models(model, codec, speaker_encoder))
     # Weights committed to one device, however they were made (random, restored): jit
@@ -215,7 +222,8 @@ class StreamingDecoder:
         num_codebooks=int(codec.num_codebooks), speaker_samples=speaker_samples,
         codec_blocks=tuple(sorted({int(k) for k in codec_blocks if int(k) > 1},
                                   reverse=True)),
-        decode_speech=bool(decode_speech), voice_lag_chunks=int(lag))
+        decode_speech=bool(decode_speech), voice_lag_chunks=int(lag),
+        codec_tail=str(codec_tail))
     self.donate = bool(donate)
     self.layout = layout
     self.chunk_samples = self.spec.chunk_samples

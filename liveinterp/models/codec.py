@@ -45,6 +45,34 @@ def _act_shard(x_btc: jax.Array) -> jax.Array:
   return sharding.shard_logical(x_btc, ACT_AXES)
 
 
+def _row_window(x_btc: jax.Array, start_b: jax.Array, length: int) -> jax.Array:
+  """x[b, start_b[b] : start_b[b] + length] for every row -> [B, length, C]."""
+  return jax.vmap(lambda a, s: jax.lax.dynamic_slice_in_dim(a, s, length, axis=0))(
+      x_btc, start_b)
+
+
+def _conv_rows(conv: CausalConv1d, x_btc: jax.Array, state: State, n_b: jax.Array):
+  """`conv.extend_step` (stride 1) whose tail advances over row b's first n_b[b] inputs."""
+  y, new = conv.extend_step(x_btc, state)
+  if conv.tail_length == 0:
+    return y, new
+  x = jnp.concatenate([state["tail"].astype(conv.dtype), x_btc.astype(conv.dtype)], axis=1)
+  return y, {"tail": _row_window(x, n_b, conv.tail_length)}
+
+
+def _conv_transpose_rows(conv: CausalConvTranspose1d, x_btc: jax.Array, state: State,
+                         n_b: jax.Array):
+  """`conv.extend_step` whose overhang holds only row b's first n_b[b] inputs (later
+  inputs are zeroed: they reach outputs >= n_b * stride only, none of them valid)."""
+  t, s = x_btc.shape[1], conv.stride
+  x = jnp.where((jnp.arange(t)[None, :] < n_b[:, None])[..., None], x_btc,
+                jnp.zeros((), x_btc.dtype))
+  full = conv._full(x)  # pylint: disable=protected-access
+  full = full.at[:, :conv.tail_length].add(state["tail"].astype(conv.dtype))
+  y = conv._bias(full[:, :t * s])  # pylint: disable=protected-access
+  return y, {"tail": _row_window(full, n_b * s, conv.tail_length)}
+
+
 class ResidualUnit(nnx.Module):
   """x + conv1(ELU(conv_dil(ELU(x)))): dilated causal conv (C -> C/2), then 1x1 back to C."""
 
@@ -261,6 +289,36 @@ class Codec(nnx.Module):
     y, s_out = self.dec_out.extend_step(jax.nn.elu(h), state["dec_out"])
     return (y[..., 0].astype(jnp.float32),
             {"dec_in": s_in, "blocks": blocks, "dec_out": s_out})
+
+  def decode_step_rows(self, codes_btq: jax.Array, spk_be: jax.Array | None, state: State,
+                       n_valid_b: jax.Array) -> tuple[jax.Array, State]:
+    """`decode_step` where row b has only its first `n_valid_b[b]` (0..n) frames.
+
+    Row b's state advances over exactly those frames (as `decode_step` on them alone;
+    0 frames leaves it unchanged) and its audio `[:, :n_valid_b[b] * hop]` equals theirs
+    (the decoder is causal); later samples are zero. One batched call serves rows of
+    different lengths (the streaming decoder's ragged turn ends, issue #14).
+    """
+    t = codes_btq.shape[1]
+    n_b = jnp.clip(jnp.asarray(n_valid_b, jnp.int32), 0, t)
+    spk = self._speaker(spk_be, codes_btq.shape[0])
+    z = self.quantizer.decode(codes_btq).astype(self.dtype)
+    h, s_in = _conv_rows(self.dec_in, z, state["dec_in"], n_b)
+    blocks = []
+    for blk, s in zip(self.dec_blocks, state["blocks"]):
+      x = jax.nn.elu(blk._modulate(h, spk))  # pylint: disable=protected-access
+      h, up = _conv_transpose_rows(blk.up, x, s["up"], n_b)
+      n_b = n_b * blk.up.stride
+      units = []
+      for u, su in zip(blk.units, s["units"]):
+        hh, sd = _conv_rows(u.conv_dil, jax.nn.elu(h), su["conv_dil"], n_b)
+        h = h + u.conv_1x1(jax.nn.elu(hh))
+        units.append({"conv_dil": sd})
+      blocks.append({"up": up, "units": units})
+    y, s_out = _conv_rows(self.dec_out, jax.nn.elu(h), state["dec_out"], n_b)
+    y = jnp.where(jnp.arange(y.shape[1])[None, :] < n_b[:, None],
+                  y[..., 0].astype(jnp.float32), 0.0)
+    return y, {"dec_in": s_in, "blocks": blocks, "dec_out": s_out}
 
   # ---- training forward --------------------------------------------------------------
   def __call__(self, audio_bn: jax.Array, spk_be: jax.Array | None = None, *,
