@@ -143,6 +143,8 @@ def main(argv):
           jax.block_until_ready(out)
           times[w].append((time.perf_counter() - t0) * 1000)
       recompiles[f"{tail}/B={b}"] = sum(f._cache_size() for f in jitted) - before
+      print(f"{tail} B={b}: " + ", ".join(f"{w} {min(v):.1f} ms" for w, v in times.items())
+            + f"; recompiles {recompiles[f'{tail}/B={b}']}", flush=True)
       for w in workloads:
         ms = min(times[w])
         base.setdefault((tail, w), ms if b == 1 else None)
@@ -175,9 +177,11 @@ def main(argv):
           codec_equal=lambda: codec_jit(dec.params, speech_bm, n_eq),
           codec_ragged=lambda: codec_jit(dec.params, speech_bm, n_rag))
       for name, fn in comp.items():
-        ms = common.time_fn(fn, repeats=_REPEATS.value) * 1000
+        ms = common.time_fn(lambda fn=fn: jax.block_until_ready(fn()),
+                            repeats=_REPEATS.value) * 1000
         comp_rows.append(dict(codec_tail=tail, B=b, component=name, ms=round(ms, 2),
                               per_stream_ms=round(ms / b, 2)))
+        print(f"{tail} B={b}: {name} {ms:.1f} ms", flush=True)
       del mods
 
   env = common.environment()
