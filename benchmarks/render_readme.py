@@ -104,7 +104,26 @@ def render_evaluation(data):
   else:
     note = ("ASR-BLEU of this run was scored before transcripts and references were "
             "normalised alike (issue #10): it understates the speech quality.")
-  return head + "\n\n" + table(body, cols) + "\n\n" + note
+  voice = _voice_note(data)
+  return head + "\n\n" + table(body, cols) + "\n\n" + note + (f"\n\n{voice}" if voice else "")
+
+
+def _voice_note(data) -> str:
+  """The voice-cloning numbers of an evaluation: does the translated speech sound like
+  its own speaker more than like others, and more than the same speech rendered with
+  another speaker's embedding (the voice-lost control), and in two-speaker talks."""
+  parts = []
+  if data.get("speaker_margin") is not None:
+    parts.append(f"same-speaker minus other-speaker cosine {_fmt(data['speaker_margin'])}"
+                 f" (top-1 speaker {_fmt(data.get('speaker_top1'))})")
+  if data.get("speaker_control_margin") is not None:
+    parts.append(f"own embedding minus another speaker's embedding (voice-lost control) "
+                 f"{_fmt(data['speaker_control_margin'])}")
+  if data.get("voice_multi_accuracy") is not None:
+    parts.append(f"two-speaker talks: a segment is closer to the speaker it translates "
+                 f"{_fmt(data['voice_multi_accuracy'])} of the time (chance 0.5)")
+  return ("Voice (independent MFCC speaker embedding): " + "; ".join(parts) + "."
+          if parts else "")
 
 
 def render_rl_table(data):

@@ -45,6 +45,11 @@ def test_known_report_renders_expected_table(tmp_path, monkeypatch):
   text = _render(tmp_path, monkeypatch, payload)
   assert EXPECTED_TABLE in text, text
   assert "normalised" in text and "pocketsphinx-en" in text
+  assert "same-speaker minus other-speaker cosine 0.1 (top-1 speaker 0.5)" in text
+  assert "voice-lost control" not in text  # no control in this report: no claim
+  payload.update(speaker_control_margin=-0.05, voice_multi_accuracy=0.75)
+  text = _render(tmp_path, monkeypatch, payload)
+  assert "(voice-lost control) -0.05" in text and "translates 0.75 of the time" in text
   speech = next(r for r in payload["rows"] if r["system"].endswith("speech played"))
   assert speech["BLEU"] is None and speech["ASR-BLEU"] == pytest.approx(7.5)
 
