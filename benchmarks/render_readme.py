@@ -139,6 +139,8 @@ def render_rl_table(data):
              for r in ({**r, "stage": f"*{r['stage']}*"} for r in refs)]
   lines = [f"- {stage}: LAAL {v['laal_change_pct']:+.1f}% vs SFT, BLEU "
            f"{v['bleu_change']:+.2f}" for stage, v in data.get("versus_sft", {}).items()]
+  if data.get("notes"):  # how the stages were run, when not the recipe's defaults
+    lines.append(f"\n{data['notes']}")
   return (f"### rl_table (`{data.get('command', 'python -m benchmarks.rl_table')}`)\n\n"
           + table(body, cols) + ("\n\n" + "\n".join(lines) if lines else ""))
 

@@ -42,11 +42,12 @@ def test_rows_versus_sft_and_rendering(tmp_path, monkeypatch):
   assert refs[0]["laal_text"] is None and refs[1]["laal_text"] == 3272.0
   with open(tmp_path / "rl_table.json", "w") as f:
     json.dump({"rows": rows, "references": refs, "versus_sft": vs,
-               "command": "python -m benchmarks.rl_table"}, f)
+               "command": "python -m benchmarks.rl_table", "notes": "rl2: 20 iterations"}, f)
   monkeypatch.setattr(render_readme, "RESULTS", str(tmp_path))
   text = render_readme.render()
   assert "### rl_table (`python -m benchmarks.rl_table`)" in text
   assert "| rl2 | 29.5 | 50 | — | 750 |" in text
   assert "- rl2: LAAL -25.0% vs SFT, BLEU -0.50" in text
   assert "| *constant output* | 1 | 18 | — | — |" in text
+  assert "\nrl2: 20 iterations" in text
   assert "| *offline (sft, whole source)* | 16.5 | 35.5 | — | 3272 |" in text
