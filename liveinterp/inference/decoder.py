@@ -73,7 +73,7 @@ from liveinterp.inference.decode_step import (DecodeSpec, _init_jit, _Models,
 # The plain types and checks live in the flax-free `stream_types` (shared with the
 # session and the exported decoder); re-exported here for existing callers.
 from liveinterp.inference.stream_types import (EOT, PAD, DecoderState, StepOutputs,
-                                               check_finite)
+                                               check_finite, step_inputs)
 from liveinterp.models import s2st as s2st_lib
 from liveinterp.models.codec import Codec
 from liveinterp.models.voice import SpeakerEncoder
@@ -293,11 +293,9 @@ class StreamingDecoder:
       forced_len_b: `[B]` forced turn lengths (default M); a negative length means
         "not forced": that row samples as usual.
     """
-    batch = int(state.chunks.shape[0])
-    audio = self._check_chunk(audio_chunk_bc, batch)
-    valid = (jnp.ones((batch,), bool) if valid_b is None
-             else _check_vector(valid_b, batch, "valid_b", bool))
-    forced, forced_n = self._check_forced(forced_tokens_bm, forced_len_b, batch)
+    audio, valid, forced, forced_n = step_inputs(
+        self, int(state.chunks.shape[0]), audio_chunk_bc, valid_b, forced_tokens_bm,
+        forced_len_b)
     fn = _step_donate if self.donate else _step_keep
     return fn(self.spec, self._params, state, audio, valid, forced, forced_n)
 
@@ -336,44 +334,11 @@ class StreamingDecoder:
     return fn(self.spec, self._params, state, jnp.asarray(audio_ncb, jnp.float32), valid,
               forced, forced_n, keep_outputs)
 
-  # ---- checks ----------------------------------------------------------------------------
-  def _check_chunk(self, audio, batch: int) -> jax.Array:
-    shape = tuple(np.shape(audio))
-    if shape != (batch, self.chunk_samples):
-      raise ValueError(f"audio chunk has shape {shape}, expected [{batch}, "
-                       f"{self.chunk_samples}] ({self.chunk_ms} ms at {self.sample_rate} Hz "
-                       f"for each of the {batch} streams)")
-    if isinstance(audio, np.ndarray):
-      check_finite(audio, "audio chunk")
-    return jnp.asarray(audio, jnp.float32)
-
-  def _check_forced(self, forced, forced_n, batch):
-    m = self.max_turn_tokens
-    if forced is None:
-      if forced_n is not None:
-        raise ValueError("forced_len_b given without forced_tokens_bm")
-      return jnp.zeros((batch, m), jnp.int32), jnp.full((batch,), -1, jnp.int32)
-    if tuple(np.shape(forced)) != (batch, m):
-      raise ValueError(f"forced_tokens_bm has shape {tuple(np.shape(forced))}, expected "
-                       f"[{batch}, {m}] (max_turn_tokens)")
-    if isinstance(forced, np.ndarray) and forced.size and (
-        forced.min() < 0 or forced.max() >= self.vocab_size):
-      raise ValueError(f"forced_tokens_bm has ids outside [0, {self.vocab_size})")
-    n = (jnp.full((batch,), m, jnp.int32) if forced_n is None
-         else _check_vector(forced_n, batch, "forced_len_b", jnp.int32))
-    return jnp.asarray(forced, jnp.int32), n
-
 
 def _check_shape(x, shape: tuple, name: str):
   if tuple(np.shape(x)) != shape:
     raise ValueError(f"{name} has shape {tuple(np.shape(x))}, expected {list(shape)}")
   return x
-
-
-def _check_vector(x, batch: int, name: str, dtype) -> jax.Array:
-  if tuple(np.shape(x)) != (batch,):
-    raise ValueError(f"{name} has shape {tuple(np.shape(x))}, expected [{batch}]")
-  return jnp.asarray(x, dtype)
 
 
 def _check_compatible(model, codec, speaker, layout, sample_rate: int):

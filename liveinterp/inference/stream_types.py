@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from liveinterp.common.token_layout import EOT, PAD
@@ -74,4 +75,44 @@ def check_finite(x: np.ndarray, what: str):
                      f"{x.size}; clean the input audio first")
 
 
-__all__ = ["DecoderState", "StepOutputs", "check_finite", "EOT", "PAD"]
+def step_inputs(decoder, batch: int, audio_chunk_bc, valid_b=None, forced_tokens_bm=None,
+                forced_len_b=None):
+  """The checked device arguments of one decoder step -> (audio [B, C] f32, valid [B]
+  bool, forced [B, M] i32, forced_len [B] i32), for any decoder with `chunk_samples`,
+  `chunk_ms`, `sample_rate`, `max_turn_tokens` and `vocab_size` (the in-process
+  `StreamingDecoder` and the exported one check their inputs alike). ValueError naming
+  the bad argument: a wrong shape, non-finite host samples, forced ids out of range.
+  Not forcing: forced ids 0 with length −1 (every row samples)."""
+  shape = tuple(np.shape(audio_chunk_bc))
+  if shape != (batch, decoder.chunk_samples):
+    raise ValueError(f"audio chunk has shape {shape}, expected [{batch}, "
+                     f"{decoder.chunk_samples}] ({decoder.chunk_ms} ms at "
+                     f"{decoder.sample_rate} Hz for each of the {batch} streams)")
+  if isinstance(audio_chunk_bc, np.ndarray):
+    check_finite(audio_chunk_bc, "audio chunk")
+  audio = jnp.asarray(audio_chunk_bc, jnp.float32)
+  valid = (jnp.ones((batch,), bool) if valid_b is None
+           else jnp.asarray(_vector(valid_b, batch, "valid_b"), bool))
+  m = decoder.max_turn_tokens
+  if forced_tokens_bm is None:
+    if forced_len_b is not None:
+      raise ValueError("forced_len_b given without forced_tokens_bm")
+    return audio, valid, jnp.zeros((batch, m), jnp.int32), jnp.full((batch,), -1, jnp.int32)
+  if tuple(np.shape(forced_tokens_bm)) != (batch, m):
+    raise ValueError(f"forced_tokens_bm has shape {tuple(np.shape(forced_tokens_bm))}, "
+                     f"expected [{batch}, {m}] (max_turn_tokens)")
+  if isinstance(forced_tokens_bm, np.ndarray) and forced_tokens_bm.size and (
+      forced_tokens_bm.min() < 0 or forced_tokens_bm.max() >= decoder.vocab_size):
+    raise ValueError(f"forced_tokens_bm has ids outside [0, {decoder.vocab_size})")
+  forced_n = (jnp.full((batch,), m, jnp.int32) if forced_len_b is None
+              else jnp.asarray(_vector(forced_len_b, batch, "forced_len_b"), jnp.int32))
+  return audio, valid, jnp.asarray(forced_tokens_bm, jnp.int32), forced_n
+
+
+def _vector(x, batch: int, name: str):
+  if tuple(np.shape(x)) != (batch,):
+    raise ValueError(f"{name} has shape {tuple(np.shape(x))}, expected [{batch}]")
+  return x
+
+
+__all__ = ["DecoderState", "StepOutputs", "check_finite", "step_inputs", "EOT", "PAD"]

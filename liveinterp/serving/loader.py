@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from liveinterp.common.token_layout import TokenLayout
-from liveinterp.inference.stream_types import StepOutputs, check_finite
+from liveinterp.inference.stream_types import StepOutputs, check_finite, step_inputs
 
 FORMAT = "liveinterp-export"     # = liveinterp.export.FORMAT (not imported: it is the
 FORMAT_VERSION = 1               # writer's module, and this side stays minimal)
@@ -183,41 +183,11 @@ class ExportedDecoder:
     the arguments are those of `StreamingDecoder.step` (`state` is donated)."""
     if not isinstance(state, dict) or "chunks" not in state:
       raise ValueError("step: state must be the dict of init_stream / step")
-    batch = int(state["chunks"].shape[0])
-    shape = tuple(np.shape(audio_chunk_bc))
-    if shape != (batch, self.chunk_samples):
-      raise ValueError(f"audio chunk has shape {shape}, expected [{batch}, "
-                       f"{self.chunk_samples}] ({self.chunk_ms} ms at {self.sample_rate} Hz "
-                       f"for each of the {batch} streams)")
-    if isinstance(audio_chunk_bc, np.ndarray):
-      check_finite(audio_chunk_bc, "audio chunk")
-    audio = jnp.asarray(audio_chunk_bc, jnp.float32)
-    valid = (jnp.ones((batch,), bool) if valid_b is None
-             else jnp.asarray(_vector(valid_b, batch, "valid_b"), bool))
-    m = self.max_turn_tokens
-    if forced_tokens_bm is None:
-      if forced_len_b is not None:
-        raise ValueError("forced_len_b given without forced_tokens_bm")
-      forced = jnp.zeros((batch, m), jnp.int32)
-      forced_n = jnp.full((batch,), -1, jnp.int32)
-    else:
-      if tuple(np.shape(forced_tokens_bm)) != (batch, m):
-        raise ValueError(f"forced_tokens_bm has shape {tuple(np.shape(forced_tokens_bm))}, "
-                         f"expected [{batch}, {m}] (max_turn_tokens)")
-      if isinstance(forced_tokens_bm, np.ndarray) and forced_tokens_bm.size and (
-          forced_tokens_bm.min() < 0 or forced_tokens_bm.max() >= self.vocab_size):
-        raise ValueError(f"forced_tokens_bm has ids outside [0, {self.vocab_size})")
-      forced = jnp.asarray(forced_tokens_bm, jnp.int32)
-      forced_n = (jnp.full((batch,), m, jnp.int32) if forced_len_b is None
-                  else jnp.asarray(_vector(forced_len_b, batch, "forced_len_b"), jnp.int32))
+    audio, valid, forced, forced_n = step_inputs(
+        self, int(state["chunks"].shape[0]), audio_chunk_bc, valid_b, forced_tokens_bm,
+        forced_len_b)
     state, out = self._step(self._params, state, audio, valid, forced, forced_n)
     return state, StepOutputs(**out)
-
-
-def _vector(x, batch: int, name: str):
-  if tuple(np.shape(x)) != (batch,):
-    raise ValueError(f"{name} has shape {tuple(np.shape(x))}, expected [{batch}]")
-  return x
 
 
 def load_export(path: str) -> ExportedDecoder:
