@@ -37,6 +37,8 @@ import time
 
 from absl import app, flags
 
+from benchmarks import cpu_pinning
+
 _SIZE = flags.DEFINE_string("size", "tiny", "config recipe (configs/<size>.py)")
 _CORES = flags.DEFINE_integer("cores", 1, "CPU cores to pin to (0 = no pinning)")
 _MINUTES = flags.DEFINE_integer("minutes", 60, "long-stream length to reach (whole minutes)")
@@ -46,20 +48,6 @@ _OUT = flags.DEFINE_string("out", None, "JSON output (default benchmarks/results
                            "streaming.json)")
 
 _GOAL = 1.05
-
-
-def _pin(cores: int) -> list[int]:
-  """Restricts this process (before JAX starts its thread pools) to `cores` CPUs."""
-  avail = sorted(os.sched_getaffinity(0))
-  if cores <= 0 or cores >= len(avail):
-    return avail
-  chosen = avail[-cores:]
-  os.sched_setaffinity(0, chosen)
-  if cores == 1:
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                               " --xla_cpu_multi_thread_eigen=false"
-                               " intra_op_parallelism_threads=1").strip()
-  return chosen
 
 
 def _rss_mb() -> tuple[float, float]:
@@ -76,7 +64,7 @@ def _rss_mb() -> tuple[float, float]:
 
 def main(argv):
   del argv
-  cores = _pin(_CORES.value)
+  cores = cpu_pinning.pin_cores(_CORES.value)
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
   import jax
   import numpy as np

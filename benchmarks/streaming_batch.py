@@ -36,6 +36,8 @@ import time
 
 from absl import app, flags
 
+from benchmarks import cpu_pinning
+
 _SIZE = flags.DEFINE_string("size", "tiny", "config recipe (configs/<size>.py)")
 _CORES = flags.DEFINE_integer("cores", 1, "CPU cores to pin to (0 = no pinning)")
 _BATCHES = flags.DEFINE_list("batches", ["1", "4", "16"], "batch sizes B")
@@ -46,24 +48,9 @@ _OUT = flags.DEFINE_string("out", None, "JSON output (default benchmarks/results
                            "streaming_batch.json)")
 
 
-def _pin(cores: int) -> list[int]:
-  """Restricts this process (before JAX starts its thread pools) to `cores` CPUs (as
-  `benchmarks.streaming`)."""
-  avail = sorted(os.sched_getaffinity(0))
-  if cores <= 0 or cores >= len(avail):
-    return avail
-  chosen = avail[-cores:]
-  os.sched_setaffinity(0, chosen)
-  if cores == 1:
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                               " --xla_cpu_multi_thread_eigen=false"
-                               " intra_op_parallelism_threads=1").strip()
-  return chosen
-
-
 def main(argv):
   del argv
-  cores = _pin(_CORES.value)
+  cores = cpu_pinning.pin_cores(_CORES.value)
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
   import jax
   import jax.numpy as jnp
