@@ -44,7 +44,14 @@ COLUMNS = ("stage", "bleu", "chrf", "asr_bleu", "laal_text", "flal_text", "laal_
 
 
 def report_path(run_dir: str, stage: str, split: str = "test") -> str:
-  return os.path.join(run_dir, f"eval_table_{stage}", f"report_{split}.json")
+  """Where the table reads `stage`'s report: its `eval_table_<stage>/` report, else the
+  stage's own evaluation when the run has one (`eval/` for sft, `eval_<stage>/`: the
+  recipe's `evaluate` step, greedy text identical with or without speech decoding), so
+  a stage is never evaluated twice; else the `eval_table_<stage>/` path to write."""
+  table = os.path.join(run_dir, f"eval_table_{stage}", f"report_{split}.json")
+  own = os.path.join(run_dir, "eval" if stage == "sft" else f"eval_{stage}",
+                     f"report_{split}.json")
+  return own if not os.path.exists(table) and os.path.exists(own) else table
 
 
 def row(stage: str, report: dict) -> dict:

@@ -24,6 +24,19 @@ def test_main_report_is_the_latest_stage_evaluated(tmp_path):
                                                           "report_test.json")
 
 
+def test_a_stage_evaluated_by_the_recipe_is_not_evaluated_again(tmp_path):
+  table = tmp_path / "eval_table_rl2" / "report_test.json"
+  assert rl_table.report_path(str(tmp_path), "rl2") == str(table)
+  (tmp_path / "eval_rl2").mkdir()
+  (tmp_path / "eval_rl2" / "report_test.json").write_text("{}")
+  assert rl_table.report_path(str(tmp_path), "rl2") == str(tmp_path / "eval_rl2" /
+                                                          "report_test.json")
+  table.parent.mkdir()
+  table.write_text("{}")
+  assert rl_table.report_path(str(tmp_path), "rl2") == str(table)
+  assert rl_table.report_path(str(tmp_path), "sft").endswith("eval_table_sft/report_test.json")
+
+
 def test_rows_versus_sft_and_rendering(tmp_path, monkeypatch):
   rows = [rl_table.row("sft", _report(30.0, 1000.0)),
           rl_table.row("rl2", _report(29.5, 750.0))]
