@@ -265,6 +265,7 @@ def turn_speech_ms_per_token(rec, tok, spec, *, policy: str = "alignment", k: in
   n_frames = -(-len(rec["tgt_audio"]) // spec.codec_hop)
   if not words or n_frames == 0:
     return []
+  sfmt.check_record(rec, spec)
   ready = sfmt.ready_times(rec, policy, k)
   turn_of_word = sfmt.turn_schedule(ready, sfmt.num_chunks(len(rec["src_audio"]), spec),
                                     spec.chunk_ms)

@@ -82,7 +82,7 @@ class FormatError(ValueError):
 FORMAT_REASONS = ("no_source_word_times", "ready_times_count", "no_ready_times",
                   "ready_times_not_monotone", "no_target_word_times", "codes_shape",
                   "no_speech_tokens", "empty_text", "too_long", "words_without_codec_frames",
-                  "first_turn_too_long", "turn_too_long", "other")
+                  "first_turn_too_long", "turn_too_long", "malformed_record", "other")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,6 +165,42 @@ def join_words(words: Sequence[str], lang: str) -> str:
 
 def _rid(rec) -> str:
   return str(rec.get("id", "<no id>"))
+
+
+# Word-level arrays of a record: (times, the word list it must match, the audio it lies in).
+_WORD_TIMES = (("src_word_start_ms", "src_words", "src_audio"),
+               ("src_word_end_ms", "src_words", "src_audio"),
+               ("tgt_word_start_ms", "tgt_words", "tgt_audio"),
+               ("tgt_word_end_ms", "tgt_words", "tgt_audio"),
+               ("tgt_ready_ms", "tgt_words", "src_audio"))
+_TIME_SLACK_MS = 1.0  # word times are ms rounded from sample counts
+
+
+def check_record(rec: Mapping[str, Any], spec: StreamSpec):
+  """Raises FormatError (reason "malformed_record", naming the record and the field) when
+  the word-level arrays of `rec` are inconsistent: an empty word list, a time array of
+  another length than its word list, a NaN/inf time, or a known time (-1 = unknown)
+  outside its audio (`_WORD_TIMES`; absent fields are not checked). The SIMUL builders
+  call it first, so a bad record is a counted drop, not an IndexError deep inside.
+  """
+  def bad(msg):
+    return FormatError(f"record {_rid(rec)}: {msg}", reason="malformed_record")
+  for words in ("src_words", "tgt_words"):
+    if len(rec[words]) == 0:
+      raise bad(f"{words} is empty")
+  for times, words, audio in _WORD_TIMES:
+    if times not in rec:
+      continue
+    t = np.asarray(rec[times], np.float64).reshape(-1)
+    if t.size != len(rec[words]):
+      raise bad(f"{times} has {t.size} values for {len(rec[words])} {words}")
+    if not np.all(np.isfinite(t)):
+      raise bad(f"{times} has NaN/inf")
+    n = len(rec.get(audio, ()))
+    dur_ms = 1000.0 * n / spec.sample_rate
+    if n and np.any(t > dur_ms + _TIME_SLACK_MS):
+      raise bad(f"{times} has a time {float(t.max()):.0f} ms after the end of {audio} "
+                f"({dur_ms:.0f} ms)")
 
 
 def wait_k_ready_ms(src_word_end_ms: np.ndarray, n_tgt: int, k: int) -> np.ndarray:
@@ -391,6 +427,7 @@ _Run = tuple
 def _simul_turns(rec: Mapping[str, Any], tok, spec: StreamSpec, *, tgt_codes=None,
                  policy: str = "alignment", k: int = 3) -> tuple[list[int], list[list]]:
   """(prompt ids, blocks): block t is chunk t's runs `[A_t] Y_t` (slots, then the turn)."""
+  check_record(rec, spec)
   rid = _rid(rec)
   src_lang, tgt_lang = rec["src_lang"], rec["tgt_lang"]
   n_src = len(rec["src_audio"])

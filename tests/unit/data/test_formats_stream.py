@@ -211,3 +211,33 @@ def test_untimed_record_is_rejected_for_simul(tok):
   rec["tgt_ready_ms"] = np.full((4,), -1.0, np.float32)
   with pytest.raises(sfmt.FormatError, match="hand-1: target words have no ready times"):
     sfmt.simul_example(rec, tok, spec())
+
+
+_TGT_STARTS = np.array([0.0, 300.0, 600.0, 900.0], np.float32)
+MALFORMED = {  # field -> a bad value (hand_record: 3 source, 4 target words; 2 s / 1.2 s)
+    "tgt_word_start_ms": _TGT_STARTS[:2],           # fewer times than words
+    "src_word_end_ms": np.array([400.0, 900.0, 1700.0, 1800.0], np.float32),  # more
+    "src_words": ["uno"],                          # words vs their times
+    "tgt_words": [],                               # an empty word list
+    "tgt_ready_ms": np.array([100.0, 700.0, 960.0, 2500.0], np.float32),  # after src end
+    "tgt_word_end_ms": _TGT_STARTS + np.array([250, 250, 250, np.nan], np.float32),
+}
+
+
+@pytest.mark.parametrize("field", sorted(MALFORMED))
+@pytest.mark.parametrize("policy", ["alignment", "wait_k"])
+def test_malformed_record_is_a_counted_format_error(tok, field, policy):
+  """Inconsistent word arrays: a FormatError naming the record and the field (reason
+  malformed_record, which the pipelines and the build count), never an IndexError."""
+  from data_pipelines import build
+  rec = hand_record()
+  rec[field] = MALFORMED[field]
+  codes = np.zeros((60, 2), np.int32)
+  for sp in (spec(), spec(src_transcript=True, max_len=40)):
+    with pytest.raises(sfmt.FormatError, match=rf"record hand-1: .*\b{field}\b") as e:
+      sfmt.simul_windows(rec, tok, sp, tgt_codes=codes, policy=policy)
+    assert e.value.reason == "malformed_record"
+  if rec["tgt_words"]:  # the build's speech-per-token stats: the same error
+    with pytest.raises(sfmt.FormatError, match=rf"hand-1: .*\b{field}\b"):
+      build.turn_speech_ms_per_token(rec, tok, spec(speech_placeholder="zeros"),
+                                     policy=policy)

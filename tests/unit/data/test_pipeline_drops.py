@@ -53,7 +53,8 @@ def _text_too_long(rec, n=400):
   r["src_text"] = "".join((list(r["src_words"]) * n)[:n])
   end = float(len(r["src_audio"]) / 16.0)
   r["tgt_ready_ms"] = np.full((n,), end, np.float32)
-  r["tgt_word_start_ms"] = np.linspace(0, end, n, dtype=np.float32)
+  tgt_end = float(len(r["tgt_audio"]) / 16.0)  # word times inside the target audio
+  r["tgt_word_start_ms"] = np.linspace(0, tgt_end - 1, n, dtype=np.float32)
   r["tgt_word_end_ms"] = r["tgt_word_start_ms"] + 1
   return r
 

@@ -133,6 +133,8 @@ def test_a_turn_longer_than_seq_len_is_a_format_error(records, tok):
   long_end["tgt_ready_ms"] = np.concatenate(
       [talk["tgt_ready_ms"], np.full((len(long_end["tgt_words"]) - len(talk["tgt_words"]),),
                                      talk["tgt_ready_ms"][-1], np.float32)])
+  for k in ("tgt_word_start_ms", "tgt_word_end_ms"):  # one time per word (a valid record)
+    long_end[k] = np.tile(talk[k], 20)
   with pytest.raises(sfmt.FormatError, match="does not fit max_len=64") as err:
     sfmt.simul_windows(long_end, tok, spec(max_len=64))
   assert err.value.reason == "turn_too_long"
