@@ -66,34 +66,25 @@ def _say(msg):
   reporting.console(f"[recipe] {msg}")
 
 
-def _finished(workdir: str, steps: int) -> bool:
+def stage_finished(workdir: str, steps: int | None = None) -> bool:
+  """Whether the stage trained in `workdir` finished: its result.json says it ran its
+  whole budget (at least `steps` steps when given; not stopped early, diverged, preempted
+  or stopped at a step) and its checkpoints directory exists. The one test of both the
+  recipe's skip of a trained stage and `latest_trained_stage`."""
   path = os.path.join(workdir, "result.json")
-  if not os.path.exists(path):
+  if not os.path.exists(path) or not os.path.isdir(os.path.join(workdir, "checkpoints")):
     return False
   with open(path) as f:
     r = json.load(f)
-  return (r.get("step", 0) >= steps and not r.get("stopped_early", False)
-          and not r.get("stopped"))
-
-
-def stage_finished(run_dir: str, stage: str) -> bool:
-  """Whether `run_dir/<stage>` finished training: its result.json says it ran its whole
-  budget (not stopped early, diverged, preempted or stopped at a step) and its
-  checkpoints directory exists."""
-  path = os.path.join(run_dir, stage, "result.json")
-  if not os.path.exists(path) or not os.path.isdir(os.path.join(run_dir, stage,
-                                                                 "checkpoints")):
-    return False
-  with open(path) as f:
-    r = json.load(f)
-  return not r.get("stopped_early", False) and not r.get("stopped")
+  return ((steps is None or r.get("step", 0) >= steps)
+          and not r.get("stopped_early", False) and not r.get("stopped"))
 
 
 def latest_trained_stage(run_dir: str, stages=TRAINED_STAGES) -> str:
   """The first of `stages` (latest first: rl2, rl1, sft) that finished training in
   `run_dir` (`stage_finished`); UserError naming the run and the stages when none has."""
   for stage in stages:
-    if stage_finished(run_dir, stage):
+    if stage_finished(os.path.join(run_dir, stage)):
       return stage
   raise cli.UserError(f"{run_dir}: none of the stages {', '.join(stages)} has finished "
                       f"training (a result.json without 'stopped' and a checkpoints "
@@ -188,7 +179,7 @@ def run_stage(config, workdir) -> int:
   import jax  # pylint: disable=g-import-not-at-top
   if jax.process_index() == 0:  # each stage directory carries its resolved config
     config_lib.save(config, os.path.join(workdir, "config.json"))
-  if _finished(workdir, config.train.steps):
+  if stage_finished(workdir, config.train.steps):
     _say(f"{config.stage}: already trained ({workdir}), skipping")
     return 0
   if config.stage in ("rl1", "rl2"):

@@ -57,6 +57,22 @@ def test_latest_trained_stage_is_the_latest_that_finished(tmp_path):
   assert recipe.latest_trained_stage(run, stages=("rl1", "sft")) == "rl1"
 
 
+def test_one_stage_finished_rule_for_the_skip_and_the_latest_stage(tmp_path):
+  """`run_stage`'s skip and `latest_trained_stage` share `stage_finished(workdir, steps)`:
+  a whole budget (>= steps when given), not stopped, with a checkpoints directory."""
+  from liveinterp import recipe
+  run = str(tmp_path)
+  sft = os.path.join(run, "sft")
+  _result(run, "sft", step=10)
+  assert recipe.stage_finished(sft) and recipe.stage_finished(sft, steps=10)
+  assert not recipe.stage_finished(sft, steps=11)  # the budget grew: train on
+  _result(run, "sft", step=10, checkpoints=False)  # still there from the call above
+  os.rmdir(os.path.join(sft, "checkpoints"))
+  assert not recipe.stage_finished(sft, steps=10)  # no checkpoints: nothing to skip to
+  _result(run, "sft", step=10, stopped="preempted")
+  assert not recipe.stage_finished(sft, steps=10)
+
+
 def test_export_step_writes_the_artifact_and_an_example_then_skips(tmp_path):
   from liveinterp import recipe
   from liveinterp.serving import loader
