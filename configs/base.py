@@ -234,6 +234,9 @@ def get_config():
       # adaptive KL (DESIGN §5): log β += kl_kp · clip((KL - kl_target)/kl_target, ±0.2)
       # after each iteration; KL = mean per generated token of log π_old - log π_ref.
       kl_beta=0.05, kl_target=0.02, kl_kp=0.5, kl_adaptive=True,
+      # β may fall only once the KL has reached kl_arm_fraction x kl_target (in [0, 1];
+      # 0 = from the start): before the policy moves KL ~ 0 would drive β down (issue #13)
+      kl_arm_fraction=0.5,
       speech_action="stop",  # a speech token as a PPO action: "stop" (keep speaking vs
                              # end the turn), "token" (the codec id), "none" (not one);
                              # liveinterp/rl/rollout.py SPEECH_ACTIONS
@@ -242,6 +245,9 @@ def get_config():
       w_det=0.2, w_init=1.0, w_qual=1.0, w_time=0.5, w_fmt=1.0, w_lag=1.0, w_seq=1.0,
       multi_turn=False, lag_metric="laal", seq_metric="chrf", quality_metric="chrf",
       max_backlog_ms=2000.0,
+      time_credit="backlog",  # r_time per turn: "backlog" (DESIGN §4: every turn under a
+                              # backlog) | "increment" (the backlog the turn's own speech
+                              # adds); liveinterp/rl/rewards.py
       speech_bounds=True,   # format reward checks speech ms per text token against the
                             # bounds the corpus build recorded (speech_ms_per_token)
       eval_episodes=16,     # dev utterances scored greedily every train.eval_every
@@ -272,6 +278,8 @@ RL2_SETTINGS = dict(w_lag=2.0, w_seq=2.0, kl_kp=1.0)
 # RL ablations (issue #13): each is an RL stage with changed reward or KL settings,
 # started from SFT, to reproduce the failure modes the design prevents (DESIGN §4):
 #   rl_time_only   time compliance alone: speech gets shorter, quality drops;
+#   rl_time_only_increment  the same with r_time given to the turn whose speech adds the
+#                  backlog (rl.time_credit="increment"), not to every turn under it;
 #   rl_lag_only    the lagging penalty alone: the policy writes early and skips content;
 #   rl_one_stage   all seven rewards at once from SFT (no stage-1 policy first);
 #   rl_fixed_beta  stage 1 with a fixed β (the KL either runs away or the policy is
@@ -279,6 +287,8 @@ RL2_SETTINGS = dict(w_lag=2.0, w_seq=2.0, kl_kp=1.0)
 _NO_TURN_REWARDS = dict(w_det=0.0, w_init=0.0, w_qual=0.0, w_time=0.0, w_fmt=0.0)
 RL_ABLATIONS = {
     "rl_time_only": ("rl1", dict(_NO_TURN_REWARDS, w_time=1.0)),
+    "rl_time_only_increment": ("rl1", dict(_NO_TURN_REWARDS, w_time=1.0,
+                                           time_credit="increment")),
     "rl_lag_only": ("rl2", dict(_NO_TURN_REWARDS, w_lag=1.0, w_seq=0.0, multi_turn=True)),
     "rl_one_stage": ("rl2", dict(multi_turn=True)),
     "rl_fixed_beta": ("rl1", dict(kl_adaptive=False)),

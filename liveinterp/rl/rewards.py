@@ -26,7 +26,22 @@ Single-turn rewards, one value per turn (`turn_rewards`, unweighted):
        max(end_{t−1}, emit_ms[t]) and lasts speech_ms[t];
        backlog_t = clip(end_t − T_{t+1}, 0, max_backlog_ms), T_{t+1} = (t+2)·Δ;
        r_time = −backlog_t / Δ. A backlog left by earlier turns keeps counting at later
-       (wait) turns until it has played out.
+       (wait) turns until it has played out (`time_credit="backlog"`, DESIGN §4).
+       `time_credit="increment"` (issue #13) moves the same penalty to the turn whose
+       speech causes it, each ms of backlog counted once, at the turn that creates it
+       (not again at every later turn it lasts): −(the backlog this turn's own speech
+       adds)/Δ,
+       r_time = −(b_t − max(b_{t−1} − Δ, 0)) / Δ, b_t = max(end_t − T_{t+1}, 0) the
+       backlog not clipped at the maximum (b_{−1} = 0), then clipped per turn at
+       max_backlog_ms/Δ. It is 0 for a turn without speech (a wait turn under a backlog
+       is not blamed for it) and today's value for the first speaking turn. In general
+       it is max(end_t − T_{t+1}, 0) − max(start_t − T_{t+1}, 0) ≥ 0, start_t = end_t −
+       speech_ms[t]: the same number whenever emit_ms[t] ≤ T_{t+1}, and with
+       computation-aware timing (emit after T_{t+1}) the lateness already there when the
+       turn's speech starts is not charged to it. Why: with "backlog" most of the
+       penalty lands on wait turns' `<eot>` (GAE with λ = 0.95 over the ~25 speech tokens
+       back to the turn that wrote the speech), pushing the policy away from waiting
+       (runs/tiny_v3/rl_time_only: reward/time −0.24 → −0.55 in 12 iterations).
 - fmt  (format consistency): 0 when the turn parsed under the turn grammar and, if speech
        length bounds (lo, hi) in ms per target text token are configured, a wait turn or
        lo·n_text ≤ speech_ms ≤ hi·n_text; −1 otherwise (a text turn without speech is out
@@ -63,6 +78,7 @@ TURN_COMPONENTS = ("det", "init", "qual", "time", "fmt")
 EPISODE_COMPONENTS = ("lag", "seq")
 LAG_METRICS = ("laal", "al")
 QUALITY_METRICS = ("chrf", "bleu")
+TIME_CREDITS = ("backlog", "increment")   # which turn r_time is given to (module docstring)
 _WEIGHTS = tuple(f"w_{c}" for c in TURN_COMPONENTS + EPISODE_COMPONENTS)
 _CHAR_LANGS = ("zh", "ja")
 
@@ -100,6 +116,8 @@ def _check_fields(values: Mapping[str, Any], where: str):
   for name in ("seq_metric", "quality_metric"):
     if values[name] not in QUALITY_METRICS:
       bad(name, f"expected one of {QUALITY_METRICS}")
+  if values["time_credit"] not in TIME_CREDITS:
+    bad("time_credit", f"expected one of {TIME_CREDITS}")
   b = values["max_backlog_ms"]
   if not finite(b) or b <= 0:
     bad("max_backlog_ms", "expected a finite number > 0")
@@ -125,6 +143,7 @@ class RewardConfig:
   seq_metric: str = "chrf"          # "chrf" | "bleu"
   quality_metric: str = "chrf"      # Q of the per-turn prefix-quality gain: "chrf" | "bleu"
   max_backlog_ms: float = 2000.0    # backlog clip for r_time
+  time_credit: str = "backlog"      # r_time per turn: "backlog" | "increment" (docstring)
   # (lo, hi) bounds of target speech ms per target text token; None: no length check.
   speech_ms_per_token: tuple[float, float] | None = None
 
@@ -337,21 +356,40 @@ def quality_reward(ep: Episode, ref: Reference, metric: str = "chrf") -> np.ndar
   return np.diff(q, prepend=0.0)
 
 
-def speech_backlog_ms(ep: Episode, max_backlog_ms: float) -> np.ndarray:
-  """backlog_t [N]: how far the played speech runs past T_{t+1} = (t+2)·Δ, clipped.
+def _speech_overrun_ms(ep: Episode) -> tuple[np.ndarray, np.ndarray]:
+  """(start_t, end_t) − T_{t+1} [N], T_{t+1} = (t+2)·Δ: how far turn t's speech segment
+  starts and ends after the next chunk end (negative: before it).
 
   end_t = max(end_{t−1}, emit_t) + s_t unrolls to S_t + max_{k≤t}(emit_k − S_{k−1}),
-  S the cumulative speech durations (end_{−1} = 0, emit ≥ 0)."""
+  S the cumulative speech durations (end_{−1} = 0, emit ≥ 0); start_t = end_t − s_t."""
   s_cum = np.cumsum(ep.speech_ms)
   s_prev = s_cum - ep.speech_ms
   end = s_cum + np.maximum.accumulate(ep.emit_ms - s_prev)
   next_end = _chunk_ends(ep) + float(ep.chunk_ms)
-  return np.clip(end - next_end, 0.0, float(max_backlog_ms))
+  return end - ep.speech_ms - next_end, end - next_end
 
 
-def time_reward(ep: Episode, max_backlog_ms: float) -> np.ndarray:
-  """r_time [N] = −backlog_t / Δ."""
-  return -speech_backlog_ms(ep, max_backlog_ms) / float(ep.chunk_ms)
+def speech_backlog_ms(ep: Episode, max_backlog_ms: float) -> np.ndarray:
+  """backlog_t [N]: how far the played speech runs past T_{t+1} = (t+2)·Δ, clipped."""
+  return np.clip(_speech_overrun_ms(ep)[1], 0.0, float(max_backlog_ms))
+
+
+def backlog_increment_ms(ep: Episode, max_backlog_ms: float) -> np.ndarray:
+  """[N] the backlog turn t's own speech adds, b_t − max(b_{t−1} − Δ, 0) when emit_t ≤
+  T_{t+1} (module docstring, `time_credit="increment"`), ≥ 0, clipped per turn."""
+  start, end = _speech_overrun_ms(ep)
+  added = np.maximum(end, 0.0) - np.maximum(start, 0.0)
+  return np.clip(added, 0.0, float(max_backlog_ms))  # ≥ 0 also under rounding
+
+
+def time_reward(ep: Episode, max_backlog_ms: float, credit: str = "backlog") -> np.ndarray:
+  """r_time [N] = −backlog_t / Δ, or with `credit="increment"` −(the backlog turn t's
+  speech adds) / Δ (module docstring)."""
+  if credit not in TIME_CREDITS:
+    raise ValueError(f"time_reward: credit={credit!r}, expected one of {TIME_CREDITS}")
+  ms = (speech_backlog_ms if credit == "backlog" else backlog_increment_ms)(
+      ep, max_backlog_ms)
+  return -ms / float(ep.chunk_ms)
 
 
 def format_reward(ep: Episode,
@@ -372,7 +410,7 @@ def turn_rewards(ep: Episode, ref: Reference, rc: RewardConfig) -> dict[str, np.
   return {"det": detection_reward(ep, ref),
           "init": initiative_reward(ep, ref),
           "qual": quality_reward(ep, ref, rc.quality_metric),
-          "time": time_reward(ep, rc.max_backlog_ms),
+          "time": time_reward(ep, rc.max_backlog_ms, rc.time_credit),
           "fmt": format_reward(ep, rc.speech_ms_per_token)}
 
 

@@ -19,10 +19,12 @@ One iteration (`train.steps` of them):
 4. **update** (`update(state, batch, rng) -> (state, metrics)`, pure, jitted with the
    state's shardings on the mesh): per-token reward `r − β (log π_old − log π_ref)`, GAE
    (reverse scan over generated tokens), whitened advantages, PPO epochs x minibatches
-   (`ppo.make_update`), then the adaptive-KL controller moves log β. The first
-   `rl.value_warmup` iterations train the value head only (SFT never trained it).
+   (`ppo.make_update`), then the adaptive-KL controller moves log β (it may lower β
+   only once armed: the KL has reached `rl.kl_arm_fraction` of its target, `kl.py`). The
+   first `rl.value_warmup` iterations train the value head only (SFT never trained it).
 
-State: `RLState` (step, params, opt_state, model_state, log β) in orbax checkpoints; the
+State: `RLState` (step, params, opt_state, model_state, log β, the controller's armed
+flag) in orbax checkpoints (`restore_state`: older ones without the flag resume armed); the
 episodes and sampling keys of iteration i are functions of (seed, i), so a resumed run
 repeats exactly what an uninterrupted one does. Exit codes as every stage
 (`loop.exit_code`). One process (the decoder runs on one local device; several devices
@@ -41,6 +43,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
+from etils import epath
 from flax import nnx
 
 from data_pipelines import build as build_lib, pipelines
@@ -64,6 +68,18 @@ class RLState:
   opt_state: Any
   model_state: nnx.State
   log_beta: jax.Array      # log of the KL coefficient β (adaptive KL)
+  kl_armed: jax.Array      # float32 0/1: the KL has reached the arm level (kl.armed_after)
+
+
+@flax.struct.dataclass
+class _RLStateV1:
+  """`RLState` as checkpointed before `kl_armed` (issue #13): what `restore_state` reads
+  from such a checkpoint."""
+  step: jax.Array
+  params: nnx.State
+  opt_state: Any
+  model_state: nnx.State
+  log_beta: jax.Array
 
 
 def check_config(c):
@@ -88,6 +104,11 @@ def check_config(c):
   for f in ("kl_beta", "kl_target"):
     if not r[f] > 0:
       raise config_lib.ConfigError(f"rl.{f}={r[f]}: must be > 0")
+  arm = r.get("kl_arm_fraction", 0.0)
+  if isinstance(arm, bool) or not isinstance(arm, (int, float)) or not 0 <= arm <= 1:
+    raise config_lib.ConfigError(
+        f"rl.kl_arm_fraction={arm!r}: must be a finite number in [0, 1] (the share of "
+        f"rl.kl_target the KL must reach before β may fall; 0 = always)")
   if int(r.value_warmup) < 0 or int(r.seq_len) < 0:
     raise config_lib.ConfigError("rl.value_warmup and rl.seq_len must be >= 0")
   if r.speech_action not in rollout.SPEECH_ACTIONS:
@@ -156,6 +177,7 @@ def make_update(graphdef, grammar, tx, c):
 
   speech_offset = int(grammar.layout.speech_offset)
   speech_action = str(r.speech_action)
+  arm_fraction = float(r.get("kl_arm_fraction", 0.0))
 
   def update(state: RLState, batch, rng, policy_coef, grad_mask):
     mask = policy_mask(batch, speech_offset, speech_action)
@@ -178,14 +200,19 @@ def make_update(graphdef, grammar, tx, c):
     # The controller reads the exact per-token KL of the sampling distributions (the
     # one-sample estimate above is unbiased but noisy and often negative), and holds
     # still during the value warm-up, where the policy does not move.
+    # β may fall only once the KL has reached the arm level (kl.py, issue #13).
     kl = (batch["kl_exact"] * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+    armed = kl_lib.armed_after(state.kl_armed, kl, target=float(r.kl_target),
+                               arm_fraction=arm_fraction)
     moved = kl_lib.update_log_beta(state.log_beta, kl, target=float(r.kl_target),
-                                   kp=float(r.kl_kp), adaptive=bool(r.kl_adaptive))
+                                   kp=float(r.kl_kp), adaptive=bool(r.kl_adaptive),
+                                   armed=armed)
     log_beta = jnp.where(policy_coef > 0, moved, state.log_beta)
+    kl_armed = jnp.where(policy_coef > 0, armed, state.kl_armed)
     new = RLState(step=state.step + 1, params=params, opt_state=opt_state,
-                  model_state=state.model_state, log_beta=log_beta)
+                  model_state=state.model_state, log_beta=log_beta, kl_armed=kl_armed)
     metrics = {f"rl/{k}": v for k, v in m.items()}
-    metrics.update({"rl/kl": kl, "rl/beta": beta,
+    metrics.update({"rl/kl": kl, "rl/beta": beta, "rl/kl_armed": kl_armed,
                     "rl/kl_sample": kl_lib.mean_kl(batch["old_logp"], batch["ref_logp"], mask),
                     "rl/kl_reward": -(beta * kl_tok).sum() / jnp.maximum(mask.shape[0], 1),
                     "rl/return_mean": (ret * mask).sum() / jnp.maximum(mask.sum(), 1)})
@@ -196,16 +223,46 @@ def make_update(graphdef, grammar, tx, c):
 
 def abstract_state(model_fn, tx, mesh, rules):
   """(graphdef, abstract `RLState` carrying shardings, `RLState` of shardings); the
-  parameters and optimizer state are sharded by their logical axes, log β replicated."""
+  parameters and optimizer state are sharded by their logical axes, log β and the
+  armed flag replicated."""
   graphdef, abstract, shardings = train_state.abstract_state(model_fn, tx, mesh, rules)
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   rl_shardings = RLState(step=shardings.step, params=shardings.params,
                          opt_state=shardings.opt_state, model_state=shardings.model_state,
-                         log_beta=replicated)
+                         log_beta=replicated, kl_armed=replicated)
+  scalar = jax.ShapeDtypeStruct((), jnp.float32, sharding=replicated)
   abstract_rl = RLState(step=abstract.step, params=abstract.params,
                         opt_state=abstract.opt_state, model_state=abstract.model_state,
-                        log_beta=jax.ShapeDtypeStruct((), jnp.float32, sharding=replicated))
+                        log_beta=scalar, kl_armed=scalar)
   return graphdef, abstract_rl, rl_shardings
+
+
+def restore_state(ckpt: checkpointing.Checkpointer, abstract_rl: RLState):
+  """`ckpt.restore(abstract_rl)` -> (state, step) or None, also for a checkpoint written
+  before `RLState.kl_armed` existed (its latest step's tree has no such leaf): that one
+  is restored as it was saved and resumes armed, as the controller it ran under was
+  (restoring it into the new tree would fail on every step, and `Checkpointer.restore`
+  would set them all aside as corrupt)."""
+  step, legacy = ckpt.latest_step, False
+  if step is not None:
+    try:  # the saved tree's top-level names (Checkpointer.save: <directory>/<step>/state)
+      saved = ocp.StandardCheckpointHandler().metadata(
+          epath.Path(ckpt.directory) / str(step) / "state").tree
+      legacy = "kl_armed" not in saved and "log_beta" in saved
+    except Exception:  # pylint: disable=broad-except  (unreadable: the plain restore says why)
+      legacy = False
+  if not legacy:
+    return ckpt.restore(abstract_rl)
+  fields = {f: getattr(abstract_rl, f) for f in ("step", "params", "opt_state",
+                                                  "model_state", "log_beta")}
+  restored = ckpt.restore(_RLStateV1(**fields))
+  if restored is None:
+    return None
+  old, step = restored
+  armed = jax.device_put(jnp.float32(1.0), abstract_rl.kl_armed.sharding)
+  reporting.console(f"checkpoint step {step} predates the KL controller's armed flag "
+                    f"(issue #13): resuming armed")
+  return RLState(**{f: getattr(old, f) for f in fields}, kl_armed=armed), step
 
 
 def initial_state(params, model_state, tx, beta: float, rl_shardings: RLState, mesh,
@@ -223,7 +280,8 @@ def initial_state(params, model_state, tx, beta: float, rl_shardings: RLState, m
     return RLState(step=jax.device_put(jnp.zeros((), jnp.int32), rl_shardings.step),
                    params=copy(params, rl_shardings.params), opt_state=opt_state,
                    model_state=copy(model_state, rl_shardings.model_state),
-                   log_beta=jax.device_put(jnp.log(jnp.float32(beta)), rl_shardings.log_beta))
+                   log_beta=jax.device_put(jnp.log(jnp.float32(beta)), rl_shardings.log_beta),
+                   kl_armed=jax.device_put(jnp.float32(0.0), rl_shardings.kl_armed))
 
 
 def check_update_memory(update_jit, args, config, name: str) -> dict:
@@ -331,7 +389,7 @@ def run(config, workdir: str, stop_at: int | None = None) -> dict:
                                     keep=config.checkpoint.keep,
                                     every_steps=config.checkpoint.every_steps,
                                     async_save=config.checkpoint.async_save)
-  restored = ckpt.restore(abstract_rl)
+  restored = restore_state(ckpt, abstract_rl)
   if restored is not None:
     state, start = restored
     reporting.console(f"[{name}] resumed from iteration {start} in {ckpt.directory}")

@@ -176,6 +176,72 @@ def test_time_segments_start_no_earlier_than_written():
   np.testing.assert_array_equal(R.turn_rewards(ep, ref_en(), RC)["time"], 0.0)
 
 
+# time_credit="increment" (issue #13): the backlog a turn's own speech adds, at that turn
+
+INC = dataclasses.replace(RC, time_credit="increment")
+
+
+def times(ep, rc):
+  return R.turn_rewards(ep, ref_en(), rc)["time"]
+
+
+def test_time_increment_wait_under_backlog_gets_zero():
+  ep = episode(["we", "", "", ""], speech_ms=[1800, 0, 0, 0])
+  # end 2300 vs T_{t+1} = 1000, 1500, 2000, 2500: backlog 1300, 800, 300, 0
+  np.testing.assert_allclose(times(ep, RC), [-2.6, -1.6, -0.6, 0.0])
+  np.testing.assert_array_equal(times(ep, INC), [-2.6, 0.0, 0.0, 0.0])
+
+
+def test_time_increment_first_speaking_turn_equals_backlog():
+  ep = episode(["", "we", "", ""], speech_ms=[0, 900, 0, 0])
+  # turn 1: 1000 + 900 = 1900 vs T_2 = 1500 -> 400; turn 2: 1900 < 2000
+  np.testing.assert_allclose(times(ep, RC), [0.0, -0.8, 0.0, 0.0])
+  np.testing.assert_allclose(times(ep, INC), times(ep, RC))
+
+
+def test_time_increment_back_to_back_speaking_turns():
+  ep = episode(["we", " see", " people", ""], speech_ms=[900, 900, 900, 0])
+  # b = 400, 800, 1200, 700 (test above); b_t − max(b_{t−1} − Δ, 0):
+  # 400, 800 − 0, 1200 − 300, 700 − 700
+  np.testing.assert_allclose(times(ep, INC), [-0.8, -1.6, -1.8, 0.0])
+  b = R.speech_backlog_ms(ep, 1e9)
+  want = b - np.maximum(np.concatenate([[0.0], b[:-1]]) - DELTA, 0.0)
+  np.testing.assert_allclose(R.backlog_increment_ms(ep, 1e9), want)
+
+
+def test_time_increment_one_long_turn_and_max_clip():
+  ep = episode(["we see people", "", "", ""], speech_ms=[5000, 0, 0, 0])
+  # end 5500: unclipped backlog 4500, 4000, 3500, 3000, clipped at 2000 ms = 4 Δ
+  np.testing.assert_allclose(times(ep, RC), [-4.0] * 4)
+  np.testing.assert_allclose(times(ep, INC), [-4.0, 0.0, 0.0, 0.0])
+  rc = dataclasses.replace(INC, max_backlog_ms=1000.0)
+  np.testing.assert_allclose(times(ep, rc), [-2.0, 0.0, 0.0, 0.0])
+  # a second turn adding 300 ms under the clipped backlog still pays its 300 ms
+  ep = episode(["we see", " people", "", ""], speech_ms=[5000, 300, 0, 0])
+  np.testing.assert_allclose(times(ep, INC), [-4.0, -0.6, 0.0, 0.0])
+
+
+def test_time_increment_emit_after_chunk_end():
+  # computation-aware timing: turn 1 is emitted at 1300 (after its chunk end 1000, before
+  # T_2 = 1500), the wait turn 2 at 2600 and turn 3 at 2700 (after T_3 = 2000, T_4 = 2500)
+  ep = dataclasses.replace(
+      episode(["we", " see", "", " people"], speech_ms=[800, 600, 0, 300]),
+      emit_ms=np.asarray([500.0, 1300.0, 2600.0, 2700.0]))
+  # segments [500, 1300], [1300, 1900], -, [2700, 3000]; backlog 300, 400, 600, 500
+  np.testing.assert_allclose(times(ep, RC), [-0.6, -0.8, -1.2, -1.0])
+  inc = times(ep, INC)
+  assert np.all(inc <= 0.0)
+  # turn 1: b_t − max(b_{t−1} − Δ, 0) = 400 (emit <= T_2); the wait turn: 0 (its late
+  # emission is no speech of its own); turn 3: its 300 ms, not the 200 ms of lateness
+  # already there at its start
+  np.testing.assert_allclose(inc, [-0.6, -0.8, 0.0, -0.6])
+
+
+def test_time_reward_bad_credit():
+  with pytest.raises(ValueError, match="credit"):
+    R.time_reward(episode(["we"]), 2000.0, "turn")
+
+
 # ---- format ----------------------------------------------------------------------------
 
 def test_fmt_malformed_turn():
@@ -264,10 +330,12 @@ def test_score_episode_weights_and_multi_turn():
 def test_reward_config_from_config():
   cfg = ml_collections.ConfigDict(dict(rl=dict(
       w_det=0.2, w_time=0.5, multi_turn=True, lag_metric="al", seq_metric="bleu",
-      max_backlog_ms=1000.0, speech_ms_per_token=[40.0, 200.0], kl_beta=0.1)))
+      max_backlog_ms=1000.0, speech_ms_per_token=[40.0, 200.0], kl_beta=0.1,
+      time_credit="increment")))
   rc = R.RewardConfig.from_config(cfg)
   assert rc == R.RewardConfig(w_det=0.2, w_time=0.5, multi_turn=True, lag_metric="al",
                               seq_metric="bleu", max_backlog_ms=1000.0,
+                              time_credit="increment",
                               speech_ms_per_token=(40.0, 200.0))
   assert R.RewardConfig.from_config(ml_collections.ConfigDict()) == R.RewardConfig()
   assert R.RewardConfig.from_config({"rl": {"w_fmt": 0.0}}).w_fmt == 0.0
@@ -276,7 +344,7 @@ def test_reward_config_from_config():
 @pytest.mark.parametrize("field,value", [
     ("w_det", float("nan")), ("w_seq", float("inf")), ("w_time", -1.0), ("w_qual", "1"),
     ("lag_metric", "dal"), ("seq_metric", "ter"), ("quality_metric", "comet"),
-    ("max_backlog_ms", 0.0), ("multi_turn", 1), ("speech_ms_per_token", (200.0, 40.0)),
+    ("max_backlog_ms", 0.0), ("multi_turn", 1), ("time_credit", "segment"), ("speech_ms_per_token", (200.0, 40.0)),
     ("speech_ms_per_token", (float("nan"), 1.0)), ("speech_ms_per_token", (1.0,))])
 def test_reward_config_bad_values(field, value):
   cfg = ml_collections.ConfigDict(dict(rl={field: value}))

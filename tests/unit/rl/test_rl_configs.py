@@ -16,6 +16,12 @@ def test_stages_and_ablations_resolve():
   assert time_only.stage == "rl1"
   rc = rewards.RewardConfig.from_config(time_only)
   assert (rc.w_time, rc.w_det, rc.w_init, rc.w_qual, rc.w_fmt) == (1.0, 0.0, 0.0, 0.0, 0.0)
+  assert rc.time_credit == "backlog"   # as it was run (runs/tiny_v3/rl_time_only)
+  inc = tiny.get_config("rl_time_only_increment")
+  assert inc.stage == "rl1" and inc.rl.time_credit == "increment"
+  assert dict(inc.rl, time_credit="backlog") == dict(time_only.rl)   # nothing else differs
+  assert tiny.get_config("rl1").rl.time_credit == "backlog"
+  assert tiny.get_config("rl1").rl.kl_arm_fraction == 0.5
   lag = rewards.RewardConfig.from_config(tiny.get_config("rl_lag_only"))
   assert lag.multi_turn and lag.w_lag == 1.0 and lag.w_seq == 0.0 and lag.w_qual == 0.0
   one = tiny.get_config("rl_one_stage")
@@ -38,6 +44,11 @@ def test_stages_and_ablations_resolve():
     ("rl.ppo_minibatches", 3, "not divisible by rl.ppo_minibatches=3"),
     ("rl.kl_target", 0.0, "rl.kl_target=0.0: must be > 0"),
     ("rl.w_lag", float("nan"), "rl.w_lag"),
+    ("rl.kl_arm_fraction", 1.5, r"rl.kl_arm_fraction=1.5: must be a finite number in \[0, 1\]"),
+    ("rl.kl_arm_fraction", -0.1, "rl.kl_arm_fraction=-0.1"),
+    ("rl.kl_arm_fraction", float("nan"), "rl.kl_arm_fraction=nan"),
+    ("rl.kl_arm_fraction", float("inf"), "rl.kl_arm_fraction=inf"),
+    ("rl.time_credit", "turn", "rl.time_credit='turn'"),
 ])
 def test_rl_checks_name_the_field(field, value, match):
   c = micro.get_config("rl1")

@@ -97,6 +97,7 @@ def test_value_warmup_moves_only_the_value_head(micro_rollout):
   assert frozen and not any(frozen)      # nothing else did, bit for bit
   assert m[0]["rl/value_loss"] > 0
   assert float(s.log_beta) == pytest.approx(np.log(0.1))  # the controller holds still
+  assert float(s.kl_armed) == 0.0 and m[0]["rl/kl_armed"] == 0.0   # and is not armed
 
 
 def test_ppo_step_favours_tokens_with_positive_advantage(micro_rollout):
@@ -118,3 +119,6 @@ def test_ppo_step_favours_tokens_with_positive_advantage(micro_rollout):
   a = adv[gen]
   assert d[a > 0.5].mean() > d[a < -0.5].mean() + 1e-3
   assert m[0]["rl/approx_kl"] >= 0
+  # KL 0.05 >= kl_arm_fraction x kl_target: the controller armed (and β rose)
+  assert float(s1.kl_armed) == 1.0 and m[0]["rl/kl_armed"] == 1.0
+  assert float(s1.log_beta) > np.log(0.1)
