@@ -40,6 +40,7 @@ import jax.numpy as jnp
 
 from liveinterp.common import axes
 from liveinterp.common.sharding import shard_logical
+from liveinterp.layers.attention import NEG_INF
 
 EMPTY = -1
 
@@ -153,10 +154,50 @@ def plan_extend(slot_pos_bw: jax.Array, length_b: jax.Array, valid_bt: jax.Array
                     length=new_length)
 
 
-def write(cache_bwkd: jax.Array, new_btkd: jax.Array, write_idx_bt: jax.Array) -> jax.Array:
-  """Scatters the chunk's k or v [B, T, K, Dh] into one layer's cache [B, W, K, Dh].
+def write(cache_lbwkd: jax.Array, new_lbtkd: jax.Array, write_idx_bt: jax.Array) -> jax.Array:
+  """Scatters the chunk's k or v of every layer [L, B, T, K, Dh] into the stacked cache
+  [L, B, W, K, Dh] (one scatter; in place when nothing reads the old cache afterwards).
 
   Indices equal to W (dropped tokens) are ignored; shapes never change.
   """
-  b = jnp.arange(cache_bwkd.shape[0])[:, None]
-  return cache_bwkd.at[b, write_idx_bt].set(new_btkd.astype(cache_bwkd.dtype), mode="drop")
+  b = jnp.arange(cache_lbwkd.shape[1])[:, None]
+  return cache_lbwkd.at[:, b, write_idx_bt].set(new_lbtkd.astype(cache_lbwkd.dtype),
+                                                 mode="drop")
+
+
+def attend(q_bthd: jax.Array, plan: ExtendPlan, k_cache_bwkd: jax.Array,
+           v_cache_bwkd: jax.Array, k_new_btkd: jax.Array,
+           v_new_btkd: jax.Array) -> jax.Array:
+  """Attention of the chunk's queries over [cache slots ; chunk keys] -> [B, T, H, Dh].
+
+  Same result as `dot_product_attention(q, concat(keys), concat(values), concat(masks))`
+  without building the concatenation (a copy of the whole layer cache per token): the two
+  score blocks [B, H, T, W] and [B, H, T, T] share one max and one normaliser, then both
+  value blocks are summed. Rows that see no key return zeros (as there).
+  """
+  b, t, h, d = q_bthd.shape
+  kh = k_cache_bwkd.shape[2]
+  if h % kh:
+    raise ValueError(f"{h} query heads are not a multiple of {kh} key/value heads")
+  qg = q_bthd.reshape(b, t, kh, h // kh, d)
+  scale = jnp.sqrt(jnp.float32(d))
+
+  def scores(k, mask):  # [B, K, G, T, S] f32, masked entries NEG_INF
+    s = jnp.einsum("btkgd,bskd->bkgts", qg, k.astype(q_bthd.dtype),
+                   preferred_element_type=jnp.float32) / scale
+    mask = mask[:, :, None]  # [B, 1, 1, T, S]
+    return jnp.where(mask, s, NEG_INF), mask
+
+  s_c, m_c = scores(k_cache_bwkd, plan.cache_mask)
+  s_n, m_n = scores(k_new_btkd, plan.new_mask)
+  top = jax.lax.stop_gradient(jnp.maximum(jnp.max(s_c, axis=-1, keepdims=True),
+                                          jnp.max(s_n, axis=-1, keepdims=True)))
+  e_c, e_n = jnp.exp(s_c - top), jnp.exp(s_n - top)
+  denom = jnp.sum(e_c, axis=-1, keepdims=True) + jnp.sum(e_n, axis=-1, keepdims=True)
+
+  def mix(e, mask, v):
+    p = jnp.where(mask, e / denom, 0.0).astype(q_bthd.dtype)
+    return jnp.einsum("bkgts,bskd->btkgd", p, v.astype(q_bthd.dtype))
+
+  out = mix(e_c, m_c, v_cache_bwkd) + mix(e_n, m_n, v_new_btkd)
+  return out.reshape(b, t, h, d)

@@ -81,20 +81,16 @@ class Attention(nnx.Module):
 
   def extend(self, x_btd: jax.Array, plan: kv_cache.ExtendPlan, k_bwkd: jax.Array,
              v_bwkd: jax.Array):
-    """Chunk step against one layer's cache [B, W, K, Dh] -> (y [B, T, D], k, v).
+    """Chunk step against one layer's cache [B, W, K, Dh] -> (y [B, T, D], k, v [B, T, K, Dh]).
 
-    Queries attend to [cache slots ; chunk keys] under `plan`'s masks, then the chunk's
-    keys/values are scattered into their slots.
+    Queries attend to [cache slots ; chunk keys] under `plan`'s masks (`kv_cache.attend`,
+    no concatenation); returns the chunk's own keys/values, which the caller writes into
+    the stacked cache (`kv_cache.write`), so the cache is never copied.
     """
     q, k, v = self.qkv(x_btd, plan.positions)
-    keys = jnp.concatenate([k_bwkd, k.astype(k_bwkd.dtype)], axis=1)    # [B, W+T, K, Dh]
-    vals = jnp.concatenate([v_bwkd, v.astype(v_bwkd.dtype)], axis=1)
-    mask = jnp.concatenate([plan.cache_mask, plan.new_mask], axis=-1)  # [B, 1, T, W+T]
-    o = shard_logical(dot_product_attention(q, keys.astype(q.dtype), vals.astype(q.dtype),
-                                            mask), _BTHD)
-    k_bwkd = shard_logical(kv_cache.write(k_bwkd, k, plan.write_idx), _BWKD)
-    v_bwkd = shard_logical(kv_cache.write(v_bwkd, v, plan.write_idx), _BWKD)
-    return self.o_proj(o), k_bwkd, v_bwkd
+    k_bwkd, v_bwkd = shard_logical(k_bwkd, _BWKD), shard_logical(v_bwkd, _BWKD)
+    o = shard_logical(kv_cache.attend(q, plan, k_bwkd, v_bwkd, k, v), _BTHD)
+    return self.o_proj(o), k, v
 
 
 class SwiGLU(nnx.Module):
@@ -137,10 +133,10 @@ class DecoderBlock(nnx.Module):
     return self._mlp_residual(shard_logical(x_btd, _BTD))
 
   def extend(self, x_btd, plan, k_bwkd, v_bwkd):
-    """Cached chunk step: (x [B, T, D], cache k/v [B, W, K, Dh]) -> (x, k, v)."""
-    y, k_bwkd, v_bwkd = self.attn.extend(self.attn_norm(x_btd), plan, k_bwkd, v_bwkd)
+    """Cached chunk step: (x [B, T, D], cache k/v [B, W, K, Dh]) -> (x, chunk k, chunk v)."""
+    y, k_btkd, v_btkd = self.attn.extend(self.attn_norm(x_btd), plan, k_bwkd, v_bwkd)
     x_btd = shard_logical(x_btd + y.astype(x_btd.dtype), _BTD)
-    return self._mlp_residual(x_btd), k_bwkd, v_bwkd
+    return self._mlp_residual(x_btd), k_btkd, v_btkd
 
 
 class LLM(nnx.Module):
@@ -275,12 +271,20 @@ class LLM(nnx.Module):
                                 self.sink_tokens)
     graphdef, state = nnx.split(self.blocks)
 
-    def layer(x, xs):
-      layer_state, k_l, v_l = xs
-      x, k_l, v_l = nnx.merge(graphdef, layer_state).extend(x, plan, k_l, v_l)
-      return x, (k_l, v_l)
+    # The layers only read the cache (layer l by a dynamic index) and return the chunk's
+    # own keys/values [L, B, T, K, Dh]; one scatter after the loop writes them. So XLA
+    # updates the cache in place: no per-layer scan output stack (ys cannot alias the
+    # input), no [cache ; chunk] concatenation, no copy of the cache per token.
+    def layer(carry, layer_state):
+      x, l = carry
+      k_l = jax.lax.dynamic_index_in_dim(cache.k, l, axis=0, keepdims=False)
+      v_l = jax.lax.dynamic_index_in_dim(cache.v, l, axis=0, keepdims=False)
+      x, k_new, v_new = nnx.merge(graphdef, layer_state).extend(x, plan, k_l, v_l)
+      return (x, l + 1), (k_new, v_new)
 
-    x, (k, v) = jax.lax.scan(layer, x, (state, cache.k, cache.v))
+    (x, _), (k_new, v_new) = jax.lax.scan(layer, (x, jnp.int32(0)), state)
+    k = kv_cache.write(cache.k, k_new, plan.write_idx)
+    v = kv_cache.write(cache.v, v_new, plan.write_idx)
     logits, values = self.heads(x)
     new_cache = kv_cache.constrain(kv_cache.KVCache(k=k, v=v, slot_pos=plan.slot_pos,
                                                     length=plan.length))
