@@ -1,0 +1,85 @@
+"""benchmarks/serving_memory: the per-device bytes it reports from abstract shapes equal
+what a real micro decoder's weights and state hold on device 0 when placed with the same
+shardings on 8 fake devices."""
+
+import jax
+import pytest
+
+from benchmarks import serving_memory
+from liveinterp.common import config as config_lib, sharding
+from liveinterp.inference import decoder as decoder_lib
+from liveinterp.inference import loading
+from liveinterp.common import token_layout
+
+
+BATCH = 8  # every mesh below divides it: one state, one init compile for all cases
+
+
+@pytest.fixture(scope="module")
+def micro():
+  cfg = config_lib.load("micro:sft")
+  model, codec, speaker = loading.build_models(cfg)  # random "fill" weights, no compile
+  dec = decoder_lib.StreamingDecoder(model, codec, speaker,
+                                     token_layout.TokenLayout.from_config(cfg), cfg,
+                                     prompt_ids=())
+  real = dec.init_stream(BATCH)
+  real = real._replace(rng=jax.random.key_data(real.rng))  # bytes of the key data
+  return cfg, dec, real, serving_memory.abstract_decoder(cfg, BATCH)
+
+
+def _device0_bytes(arrays, shardings) -> int:
+  dev = jax.devices()[0]
+  total = 0
+  for x, s in zip(arrays, shardings):
+    placed = jax.device_put(x, s)
+    total += sum(sh.data.nbytes for sh in placed.addressable_shards if sh.device == dev)
+  return total
+
+
+# (2, 2): kv heads (2) split over tensor; (1, 4), (2, 4): not divisible, replicated.
+@pytest.mark.parametrize("mesh_shape", [(1, 4), (2, 2), (2, 4), (8, 1)])
+def test_reported_bytes_equal_the_real_sharded_decoder(micro, mesh_shape):
+  cfg, dec, real, (params, state, _) = micro
+  rules = sharding.rules_from_config(cfg.logical_axis_rules)
+  mesh = serving_memory.make_mesh(*mesh_shape)
+  reported = serving_memory.per_device_bytes(params, state, mesh, rules)
+
+  w_leaves = jax.tree.leaves(dec.params)
+  assert _device0_bytes(w_leaves, serving_memory.param_shardings(dec.params, mesh, rules)) \
+      == reported["weights"]
+
+  flat = jax.tree_util.tree_flatten_with_path(real)[0]
+  shards = serving_memory.state_shardings(state, mesh, rules)
+  assert len(flat) == len(shards)
+  kv = [(x, s) for (p, x), s in zip(flat, shards) if serving_memory.is_kv_leaf(p)]
+  rest = [(x, s) for (p, x), s in zip(flat, shards) if not serving_memory.is_kv_leaf(p)]
+  assert len(kv) == 2
+  assert _device0_bytes(*zip(*kv)) == reported["kv_cache"]
+  assert _device0_bytes(*zip(*rest)) == reported["other_state"]
+  # The KV cache is L x B x W x K x Dh x 2 (k and v) in the compute dtype, split over
+  # the data axis (batch) and the tensor axis (kv heads) where they divide.
+  llm = cfg.llm
+  data, tensor = mesh_shape
+  k = llm.num_kv_heads // tensor if llm.num_kv_heads % tensor == 0 else llm.num_kv_heads
+  assert reported["kv_cache"] == (llm.num_layers * (BATCH // data) * llm.window * k
+                                  * llm.head_dim * 2 * real.model.cache.k.dtype.itemsize)
+
+
+def test_rows_sum_and_sharding_shrinks_weights_and_cache(micro):
+  cfg = micro[0]
+  one, tp, dp = serving_memory.memory_rows("micro", [(1, 1), (1, 2), (2, 1)], [2], cfg=cfg)
+  for r in (one, tp, dp):
+    assert r["total_GiB"] == pytest.approx(
+        r["weights_GiB"] + r["kv_cache_GiB"] + r["other_state_GiB"])
+  assert tp["weights_GiB"] < one["weights_GiB"] and dp["weights_GiB"] == one["weights_GiB"]
+  assert dp["kv_cache_GiB"] == one["kv_cache_GiB"] / 2
+  # micro's weights are float32 (a few integer codebook counters stay as they are)
+  assert one["weights_bf16_GiB"] == pytest.approx(one["weights_GiB"] / 2, rel=0.02)
+
+
+def test_batches_the_data_axis_does_not_divide_are_skipped_and_bad_meshes_named(micro):
+  assert serving_memory.memory_rows("micro", [(2, 1)], [1], cfg=micro[0]) == []
+  with pytest.raises(ValueError, match="mesh '2y4'"):
+    serving_memory.parse_mesh("2y4")
+  with pytest.raises(ValueError, match="needs 16 devices"):
+    serving_memory.make_mesh(4, 4)
