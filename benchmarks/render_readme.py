@@ -16,6 +16,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+LAUNCH_START, LAUNCH_END = "<!-- launch-memory:start -->", "<!-- launch-memory:end -->"
 
 
 def _fmt(v):
@@ -159,7 +160,8 @@ def render_profile(data):
 
 
 RENDERERS = {"model_summary": render_model_summary, "evaluation": render_evaluation,
-             "rl_table": render_rl_table}
+             "rl_table": render_rl_table,
+             "serving_memory": lambda d: "### serving_memory\n\n" + render_serving_memory(d)}
 
 
 def _renderer(name):
@@ -178,11 +180,57 @@ def render() -> str:
   return "\n\n".join(parts) if parts else "_No benchmark results yet._"
 
 
+def render_serving_memory(data):
+  """Per-device GiB of the streaming decoder on serving meshes (`benchmarks/
+  serving_memory.py`): one row per size and mesh, the weights then the total at each
+  batch of streams."""
+  rows = data["rows"]
+  batches = sorted({r["batch"] for r in rows})
+  body = {}
+  for r in rows:
+    row = body.setdefault((r["size"], r["mesh"]), {
+        "size": r["size"], "mesh (data x tensor)": r["mesh"],
+        f"weights ({r['weights_dtype']})": r["weights_GiB"],
+        "weights if bf16": r["weights_bf16_GiB"]})
+    row[f"KV B={r['batch']}"] = r["kv_cache_GiB"]
+    row[f"total B={r['batch']}"] = r["total_GiB"]
+  cols = list(dict.fromkeys(c for row in body.values() for c in row if "B=" not in c))
+  cols += [f"KV B={b}" for b in batches] + [f"total B={b}" for b in batches]
+  out = (f"Serving, GiB per device (`{data['command']}`; B = streams; total = weights as "
+         f"held + KV cache + other state; blank: B not divisible by the data axis):\n\n" + table(list(body.values()), cols))
+  if data.get("compiled"):
+    out += ("\n\nDecoder step compiled on 8 fake CPU devices (XLA memory analysis, GiB "
+            "per device):\n\n" + table(data["compiled"], list(data["compiled"][0])))
+  return out
+
+
+def render_launch_memory() -> str:
+  """The "Launch at scale" tables: training (model_summary.json, 1b/7b) and serving
+  (serving_memory.json) memory per device."""
+  parts = []
+  path = os.path.join(RESULTS, "model_summary.json")
+  if os.path.exists(path):
+    rows = [r for r in json.load(open(path)) if "pod/devices" in r]
+    keys = [k for k in rows[0] if k.startswith(("pod/", "compiled/"))]
+    body = [{"metric": k, **{r["size"]: r.get(k, "") for r in rows}} for k in keys]
+    parts.append("Training, per device (`python -m benchmarks.model_summary --compile`; "
+                 "`pod/*`: params + AdamW on the recipe's pod mesh, `compiled/*`: XLA's "
+                 "analysis of the train step on 8 fake CPU devices):\n\n"
+                 + table(body, ["metric"] + [r["size"] for r in rows]))
+  path = os.path.join(RESULTS, "serving_memory.json")
+  if os.path.exists(path):
+    parts.append(render_serving_memory(json.load(open(path))))
+  return "\n\n".join(parts)
+
+
 def update_readme(check: bool = False) -> bool:
   path = os.path.join(ROOT, "README.md")
   text = open(path).read()
   a, b = text.index(START) + len(START), text.index(END)
   new = text[:a] + "\n" + render() + "\n" + text[b:]
+  if LAUNCH_START in new:
+    a, b = new.index(LAUNCH_START) + len(LAUNCH_START), new.index(LAUNCH_END)
+    new = new[:a] + "\n" + render_launch_memory() + "\n" + new[b:]
   if check:
     return new == text
   with open(path, "w") as f:

@@ -83,3 +83,17 @@ def test_batches_the_data_axis_does_not_divide_are_skipped_and_bad_meshes_named(
     serving_memory.parse_mesh("2y4")
   with pytest.raises(ValueError, match="needs 16 devices"):
     serving_memory.make_mesh(4, 4)
+
+
+def test_readme_renders_one_row_per_size_and_mesh_with_a_total_per_batch():
+  from benchmarks import render_readme
+  row = dict(size="1b", weights_dtype="float32", weights_GiB=4.5, weights_bf16_GiB=2.25,
+             kv_cache_GiB=0.125, other_state_GiB=0.0, total_GiB=4.625)
+  data = {"command": "python -m benchmarks.serving_memory", "compiled": [],
+          "rows": [{**row, "mesh": "1x1", "batch": 1}, {**row, "mesh": "1x1", "batch": 16},
+                   {**row, "mesh": "2x4", "batch": 16}]}
+  lines = render_readme.render_serving_memory(data).splitlines()
+  assert "| size | mesh (data x tensor) | weights (float32) | weights if bf16 | KV B=1 | " \
+      "KV B=16 | total B=1 | total B=16 |" in lines
+  assert "| 1b | 1x1 | 4.5 | 2.25 | 0.125 | 0.125 | 4.625 | 4.625 |" in lines
+  assert "| 1b | 2x4 | 4.5 | 2.25 |  | 0.125 |  | 4.625 |" in lines  # B=1: no row there
