@@ -76,10 +76,11 @@ class ServerError(Exception):
 async def stream(url: str, audio: np.ndarray, sample_rate: int, *, speed: float = 1.0,
                  fmt: str = "pcm16", transcript: bool = False, frame_ms: float = 100.0,
                  on_message: Callable[[dict], None] | None = None,
-                 open_timeout_s: float = 30.0) -> ClientResult:
+                 open_timeout_s: float = 30.0, seed: int | None = None) -> ClientResult:
   """Streams mono float samples to the server at `url`; returns what came back.
 
-  speed: 1 = real time, X = X times faster, 0 = as fast as the server reads. Raises
+  speed: 1 = real time, X = X times faster, 0 = as fast as the server reads. seed: the
+  session's sampling seed (`protocol`; None = the server's choice). Raises
   ServerError when the server sends an `error` (the result so far is in `.result`),
   OSError when nothing listens at `url`.
   """
@@ -98,7 +99,7 @@ async def stream(url: str, audio: np.ndarray, sample_rate: int, *, speed: float 
   # server pings us instead (we always read).
   async with connect(url, max_size=None, open_timeout=open_timeout_s,
                      ping_interval=None) as ws:
-    await ws.send(protocol.start(sample_rate, fmt, transcript))
+    await ws.send(protocol.start(sample_rate, fmt, transcript, seed))
     first = protocol.parse_server_text(await ws.recv())
     if first["type"] == "error":
       raise ServerError(first["code"], first["message"])

@@ -151,12 +151,29 @@ _scan_donate = jax.jit(_scan_pure, static_argnums=(0, 7), donate_argnums=(2,))
 _scan_keep = jax.jit(_scan_pure, static_argnums=(0, 7))
 
 
+def _split_rng(rng, valid_b):
+  """(the state's next key, this step's turn key) from the state's `rng`: one key for the
+  whole batch, or one per row (`[B]`, e.g. the server's sessions): then a row's keys
+  depend only on its own key, and a row without a chunk this step keeps its key."""
+  if rng.ndim == 0:
+    return jax.random.split(rng)
+  keys = jax.vmap(jax.random.split)(rng)                                 # [B, 2]
+  return jnp.where(valid_b, keys[:, 0], rng), keys[:, 1]
+
+
+def _fold_in(key, i):
+  """`fold_in(key, i)` of one key or of each row's key (`[B]`)."""
+  if key.ndim == 0:
+    return jax.random.fold_in(key, i)
+  return jax.vmap(jax.random.fold_in, (0, None))(key, i)
+
+
 def _step_models(spec: DecodeSpec, m: _Models, st: DecoderState, audio_bc, valid_b,
                  forced, forced_n):
   """One chunk for every row (module docstring, steps 1-5)."""
   s2 = m.s2st
   b = audio_bc.shape[0]
-  key, turn_key = jax.random.split(st.rng)
+  key, turn_key = _split_rng(st.rng, valid_b)
 
   # 1. encoder -> adapter -> one prefill of [pending <eot>, audio slots].
   frames, enc = s2.encoder.extend_step(audio_bc, st.model.encoder)
@@ -232,7 +249,7 @@ def _choose(spec: DecodeSpec, i, logits_bv, gram: grammar_lib.GrammarState, key,
   else:
     mask = grammar_lib.budget_mask(b, v, i, m)
   tok, logp_bv = sampling.sample_with_log_probs(
-      logits_bv, jax.random.fold_in(key, i), temperature=spec.temperature, top_p=spec.top_p,
+      logits_bv, _fold_in(key, i), temperature=spec.temperature, top_p=spec.top_p,
       mask_bv=mask)
   f = jax.lax.dynamic_index_in_dim(forced, jnp.minimum(i, m - 1), axis=1, keepdims=False)
   f = jnp.where((i < forced_n) & (i < m - 1), f, EOT)

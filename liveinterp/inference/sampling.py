@@ -109,7 +109,10 @@ def sample_with_log_probs(logits_bv: jax.Array, key: jax.Array | None = None, *,
   else:
     if key is None:
       raise ValueError("sample: temperature > 0 needs a PRNG key")
-    ids = jax.random.categorical(key, logp, axis=-1)
+    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) and key.ndim == 1:
+      ids = jax.vmap(jax.random.categorical)(key, logp)  # one key per row: row b's alone
+    else:
+      ids = jax.random.categorical(key, logp, axis=-1)
   if mask_bv is not None:
     ids = jnp.where(jnp.any(mask_bv, axis=-1), ids, PAD)
   return ids.astype(jnp.int32), logp
@@ -121,6 +124,7 @@ def sample(logits_bv: jax.Array, key: jax.Array | None = None, *, temperature: f
 
   temperature 0: greedy argmax of the masked logits (`key` unused). Otherwise a draw from
   `filtered_log_probs(logits, temperature, top_p, mask)`. Rows with no allowed id -> PAD.
+  `key`: one PRNG key, or one typed key per row (`[B]`: row b's draw uses key b alone).
   """
   return sample_with_log_probs(logits_bv, key, temperature=temperature, top_p=top_p,
                                mask_bv=mask_bv)[0]

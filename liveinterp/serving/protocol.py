@@ -9,10 +9,14 @@ Client -> server
 1. First message, text JSON::
 
      {"type": "start", "sample_rate": 16000, "format": "pcm16" | "float32",
-      "transcript": true | false}
+      "transcript": true | false, "seed": 1234}
 
    `transcript` is optional (default false): also send the live source transcript when
-   the model writes one. A sample rate other than the model's, an unknown format, a
+   the model writes one. `seed` is optional, an integer in [0, 2**31): a sampling decoder
+   (temperature > 0) draws this session's tokens from its own key
+   `fold_in(key(server seed), seed)`, so the same audio with the same seed gives the same
+   output whichever other sessions run next to it (absent: the session's number on this
+   server, 0, 1, ...; greedy decoding ignores it). A sample rate other than the model's, an unknown format, a
    message that is not this JSON object, or any other first message: `error` and close.
 2. Then binary messages: raw little-endian mono samples in the declared format (`pcm16`:
    int16, scaled by 1/32768; `float32`: IEEE floats in [-1, 1], finite), any length up
@@ -92,6 +96,9 @@ def close_code(code: str) -> int:
   return {"busy": CLOSE_TRY_LATER, "internal": CLOSE_INTERNAL}.get(code, CLOSE_POLICY)
 
 
+MAX_SEED = 1 << 31  # session seeds: 0 <= seed < MAX_SEED
+
+
 class ProtocolError(Exception):
   """A client broke the protocol: `code` (one of ERROR_CODES) and a message saying what
   and why; the server answers it with `error(code, message)` and closes."""
@@ -105,10 +112,14 @@ class ProtocolError(Exception):
 
 
 # ---- client -> server ------------------------------------------------------------------
-def start(sample_rate: int, fmt: str = "pcm16", transcript: bool = False) -> str:
-  """The client's first message."""
-  return json.dumps({"type": "start", "sample_rate": int(sample_rate), "format": fmt,
-                     "transcript": bool(transcript)})
+def start(sample_rate: int, fmt: str = "pcm16", transcript: bool = False,
+          seed: int | None = None) -> str:
+  """The client's first message (`seed`: the session's sampling seed, module docstring)."""
+  obj = {"type": "start", "sample_rate": int(sample_rate), "format": fmt,
+         "transcript": bool(transcript)}
+  if seed is not None:
+    obj["seed"] = int(seed)
+  return json.dumps(obj)
 
 
 def end() -> str:
@@ -139,7 +150,8 @@ def _json_object(message: str, what: str, code: str) -> dict:
 
 
 def parse_start(message: Any, sample_rate: int) -> dict:
-  """Validates the first message -> {"sample_rate", "format", "transcript"}.
+  """Validates the first message -> {"sample_rate", "format", "transcript", "seed"}
+  (`seed` None when the client sent none).
 
   Raises ProtocolError: `bad_start` for anything but a text JSON start object
   (binary data first, other types, missing or mistyped fields), `bad_format` for a
@@ -152,10 +164,10 @@ def parse_start(message: Any, sample_rate: int) -> dict:
   if obj.get("type") != "start":
     raise ProtocolError("bad_start", f'the first message has type {obj.get("type")!r}, '
                         'expected "start"')
-  unknown = sorted(set(obj) - {"type", "sample_rate", "format", "transcript"})
+  unknown = sorted(set(obj) - {"type", "sample_rate", "format", "transcript", "seed"})
   if unknown:
     raise ProtocolError("bad_start", f"start has unknown field(s) {unknown}; known: "
-                        "sample_rate, format, transcript")
+                        "sample_rate, format, transcript, seed")
   rate = obj.get("sample_rate")
   if isinstance(rate, bool) or not isinstance(rate, int):
     raise ProtocolError("bad_start", f"start.sample_rate={rate!r}: expected an integer "
@@ -171,7 +183,12 @@ def parse_start(message: Any, sample_rate: int) -> dict:
   if not isinstance(transcript, bool):
     raise ProtocolError("bad_start", f"start.transcript={transcript!r}: expected true or "
                         "false")
-  return {"sample_rate": rate, "format": fmt, "transcript": transcript}
+  seed = obj.get("seed")
+  if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)
+                           or not 0 <= seed < MAX_SEED):
+    raise ProtocolError("bad_start", f"start.seed={seed!r}: expected an integer in "
+                        f"[0, {MAX_SEED})")
+  return {"sample_rate": rate, "format": fmt, "transcript": transcript, "seed": seed}
 
 
 def parse_client_text(message: str) -> str:
@@ -262,7 +279,7 @@ def parse_server_text(message: str) -> dict:
   return obj
 
 
-__all__ = ["FORMATS", "AUDIO_FORMAT", "ERROR_CODES", "ProtocolError", "close_code",
-           "start", "end", "encode_frame", "parse_start", "parse_client_text",
+__all__ = ["FORMATS", "AUDIO_FORMAT", "ERROR_CODES", "MAX_SEED", "ProtocolError",
+           "close_code", "start", "end", "encode_frame", "parse_start", "parse_client_text",
            "decode_frame", "ready", "source", "text", "audio", "audio_bytes", "turn",
            "error", "done", "parse_server_text"]

@@ -26,7 +26,13 @@ is found by comparing the state's shapes for B and B + 1 streams (abstractly,
 key and stream-global counters such as the encoder's frame index, which no output depends
 on; they are left as they are). Any other leaf is an error at start-up, never a silently
 shared row. Rows are independent in the decoder, so a session's outputs equal those of
-the same audio decoded alone (greedy decoding; sampling draws from the one shared key).
+the same audio decoded alone. Sampling too: a state with a `rng` field (the in-process
+decoder's `DecoderState`) gets one key per slot, and a new session's row is
+`fold_in(key(config.seed), session seed)` (the start's `seed`, else the session's number;
+`protocol`), which the decoder splits per row and advances only on that row's chunks, so
+a session's draws depend on nothing but its seed and audio. A decoder without per-row
+keys (an exported one: its state is a dict with a fixed-shape key) keeps its one shared
+key: reproducible only greedy.
 
 Limits. At most `max_sessions` concurrent sessions (a connection holds a slot from its
 handshake): one more gets `busy` (close 1013) and the others keep going. A frame over `max_frame_bytes` is `too_large`; frames that are not
@@ -97,7 +103,7 @@ class ServerConfig:
   max_frame_bytes: int = 1 << 18   # 256 KiB: 8 s of pcm16, 4 s of float32 at 16 kHz
   max_buffer_s: float = 5.0   # unprocessed audio buffered per session before back-pressure
   static_dir: str = STATIC_DIR
-  seed: int = 0               # PRNG key of the decoder state (sampling decoders)
+  seed: int = 0               # server PRNG seed; session keys fold in the session's seed
 
   def check(self):
     """ValueError naming the bad field."""
@@ -120,8 +126,9 @@ class _Session:
   """One websocket session: its slot, buffered input, output queue and counters."""
 
   def __init__(self, conn: ServerConnection, slot: int, fmt: str, transcript: bool,
-               tokenizer):
+               tokenizer, seed: int = 0):
     self.id = uuid.uuid4().hex[:12]
+    self.seed = seed            # its row's key: fold_in(server key, seed)
     self.conn = conn
     self.slot = slot
     self.fmt = fmt
@@ -229,6 +236,13 @@ def _make_reset(axes: list[int | None]):
   return jax.jit(reset)
 
 
+@jax.jit
+def _seed_rows(rng_b, base, seeds_b, mask_b):
+  """Per-row keys `[B]` with the masked rows replaced by `fold_in(base, seed)`."""
+  keys = jax.vmap(jax.random.fold_in, (None, 0))(base, seeds_b)
+  return jnp.where(mask_b, keys, rng_b)
+
+
 _OUT_FIELDS = ("valid", "chunk_index", "text", "n_text", "src", "n_src", "n_speech",
                "audio", "n_samples")
 
@@ -253,6 +267,10 @@ class StreamServer:
     self._axes = _batch_axes(decoder, self.batch)
     self._reset = _make_reset(self._axes)
     self._template = decoder.init_stream(self.batch, self.config.seed)
+    # One key per slot when the state has a `rng` field (module docstring).
+    self._row_keys = hasattr(self._template, "_replace") and hasattr(self._template, "rng")
+    self._base_key = jax.random.key(int(self.config.seed))
+    self._next_seed = 0         # the seed of a session that sends none
     self._state = None
     self._slots: list[_Session | None] = [None] * self.batch
     self._work: asyncio.Event | None = None
@@ -269,9 +287,12 @@ class StreamServer:
     leaves the state as it is); returns seconds taken."""
     t0 = time.perf_counter()
     if self._state is None:
-      self._state = self.decoder.init_stream(self.batch, self.config.seed)
+      self._state = self._init_state()
       b = self.batch
       self._state = self._reset(self._state, self._template, np.zeros(b, bool))
+      if self._row_keys:  # compiles the per-row key update too
+        self._state = self._state._replace(rng=_seed_rows(
+            self._state.rng, self._base_key, np.zeros(b, np.uint32), np.zeros(b, bool)))
       self._state, out = self.decoder.step(
           self._state, np.zeros((b, self.chunk_samples), np.float32), np.zeros(b, bool))
       jax.block_until_ready(out)
@@ -356,7 +377,11 @@ class StreamServer:
                                      f"{cfg.idle_timeout_s:g} s") from None
       except protocol.ProtocolError:
         raise
-      sess = _Session(conn, slot, opts["format"], opts["transcript"], self.tokenizer)
+      seed = opts["seed"]
+      if seed is None:
+        seed, self._next_seed = self._next_seed, (self._next_seed + 1) % protocol.MAX_SEED
+      sess = _Session(conn, slot, opts["format"], opts["transcript"], self.tokenizer,
+                      seed)
       await conn.send(protocol.ready(sess.id, self.sample_rate, self.chunk_ms,
                                      self.output_sample_rate))
       self._slots[slot] = sess
@@ -492,11 +517,13 @@ class StreamServer:
     audio = np.zeros((b, c), np.float32)
     valid = np.zeros(b, bool)
     reset = np.zeros(b, bool)
+    seeds = np.zeros(b, np.uint32)
     complete_at = {}
     for s in rows:
       audio[s.slot], complete_at[s.slot] = s.take(c)
       valid[s.slot] = True
       reset[s.slot] = s.needs_reset
+      seeds[s.slot] = s.seed
       s.needs_reset = False
       s.inflight = True
       if s.buffered < self.buffer_cap:
@@ -504,11 +531,11 @@ class StreamServer:
     t0 = time.perf_counter()
     try:
       self._state, host = await asyncio.to_thread(self._run_step, self._state, audio,
-                                                  valid, reset)
+                                                  valid, reset, seeds)
     except Exception as e:  # pylint: disable=broad-except
       log.exception("decoder step failed")
       # The state may have been donated: start over with a fresh one for everybody.
-      self._state = self.decoder.init_stream(self.batch, self.config.seed)
+      self._state = self._init_state()
       for s in self._slots:
         if isinstance(s, _Session):
           s.inflight = False
@@ -525,10 +552,20 @@ class StreamServer:
       if s.buffered < self.buffer_cap:
         s.drained.set()
 
-  def _run_step(self, state, audio, valid, reset):
-    """Worker thread: slot resets, one decoder step, outputs to host."""
+  def _init_state(self):
+    """A fresh state for every slot (per-row keys when the state has a `rng` field)."""
+    state = self.decoder.init_stream(self.batch, self.config.seed)
+    if self._row_keys:
+      state = state._replace(rng=jax.random.split(self._base_key, self.batch))
+    return state
+
+  def _run_step(self, state, audio, valid, reset, seeds):
+    """Worker thread: slot resets (a new session's key from its seed), one decoder step,
+    outputs to host."""
     if reset.any():
       state = self._reset(state, self._template, reset)
+      if self._row_keys:
+        state = state._replace(rng=_seed_rows(state.rng, self._base_key, seeds, reset))
     state, out = self.decoder.step(state, audio, valid)
     host = jax.device_get({k: getattr(out, k) for k in _OUT_FIELDS})
     return state, host

@@ -1,0 +1,69 @@
+"""Sampling sessions of the websocket server are reproducible (issue #15): each session
+draws from its own key, `fold_in(key(server seed), session seed)`, so its tokens are the
+same whether it runs alone or next to other sessions, in whichever slot."""
+
+import asyncio
+import json
+
+import numpy as np
+import pytest
+
+from liveinterp import client
+from liveinterp.common import token_layout
+from liveinterp.inference import decoder as decoder_lib
+from liveinterp.serving import protocol, server as server_lib
+from tests.unit.serving.conftest import TURN_TOKENS
+from tests.unit.serving.test_server import _audio
+
+SLOTS = 3
+
+
+@pytest.fixture(scope="module")
+def sampling_decoder(serving_cfg, serving_models):
+  model, codec, speaker = serving_models
+  return decoder_lib.StreamingDecoder(
+      model, codec, speaker, token_layout.TokenLayout.from_config(serving_cfg),
+      serving_cfg, temperature=1.0, grammar=True, max_turn_tokens=TURN_TOKENS,
+      speaker_window_ms=serving_cfg.stream.chunk_ms, codec_blocks=(4,))
+
+
+def test_session_seed_alone_equals_next_to_other_sessions(sampling_decoder):
+  wav, other1, other2 = _audio(2.3, 1), _audio(4.1, 2), _audio(3.1, 3)
+  srv = server_lib.StreamServer(sampling_decoder, config=server_lib.ServerConfig(
+      port=0, max_sessions=SLOTS, idle_timeout_s=30, seed=11))
+  with srv.start_in_thread() as running:
+    go = lambda w, seed, speed=0: client.stream(  # noqa: E731
+        running.url, w, 16000, speed=speed, fmt="float32", seed=seed)
+    alone = asyncio.run(go(wav, 7))                                 # slot 0, alone
+
+    async def crowded():
+      # Two other sessions take slots 0 and 1 and keep streaming (one without a seed);
+      # the seeded one runs in slot 2 next to them.
+      a = asyncio.create_task(go(other1, 8, speed=4))
+      b = asyncio.create_task(go(other2, None, speed=4))
+      await asyncio.sleep(0.5)
+      mine = await go(wav, 7)
+      assert not (a.done() and b.done()), "the other sessions should still be active"
+      return mine, await a, await b
+    crowd, _, _ = asyncio.run(crowded())
+    again = asyncio.run(go(wav, 7))                                 # later steps, same seed
+    other_seed = asyncio.run(go(wav, 8))
+  assert alone.turns, "the sampling decoder should write turns"
+  for res in (crowd, again):
+    assert res.text == alone.text
+    assert [t["text"] for t in res.turns] == [t["text"] for t in alone.turns]
+    np.testing.assert_allclose(res.audio, alone.audio, rtol=0, atol=1e-6)
+  # The seed is what the draws depend on: another seed, another translation.
+  assert [t["text"] for t in other_seed.turns] != [t["text"] for t in alone.turns]
+
+
+def test_start_seed_is_validated():
+  msg = lambda seed: protocol.start(16000, "float32", seed=seed)  # noqa: E731
+  assert protocol.parse_start(msg(5), 16000)["seed"] == 5
+  assert protocol.parse_start(protocol.start(16000), 16000)["seed"] is None
+  for bad in (-1, protocol.MAX_SEED, 1.5, True, "3"):
+    obj = protocol.start(16000).replace("}", f', "seed": {json.dumps(bad)}}}')
+    with pytest.raises(protocol.ProtocolError, match="start.seed") as e:
+      protocol.parse_start(obj, 16000)
+    assert e.value.code == "bad_start"
+
