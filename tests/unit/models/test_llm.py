@@ -277,6 +277,62 @@ def test_extend_with_ragged_valid_tokens(env):
   assert used[0] != used[1] and max(used) > W
 
 
+def test_attend_equals_attention_over_the_concatenation():
+  """`kv_cache.attend` (two score blocks, one softmax) == `dot_product_attention` over
+  [cache ; chunk] with the concatenated mask: GQA, random masks, a query row that sees
+  no key at all (zeros, not NaN), a bfloat16 cache under float32 queries."""
+  from liveinterp.layers.attention import dot_product_attention
+  b, t, w, h, kh, d = 2, 3, 5, 4, 2, 8
+  ks = jax.random.split(jax.random.key(3), 7)
+  q = jax.random.normal(ks[0], (b, t, h, d))
+  kc, vc = (jax.random.normal(k, (b, w, kh, d)).astype(jnp.bfloat16) for k in ks[1:3])
+  kn, vn = (jax.random.normal(k, (b, t, kh, d)) for k in ks[3:5])
+  cache_mask = jax.random.bernoulli(ks[5], 0.6, (b, 1, t, w))
+  new_mask = jax.random.bernoulli(ks[6], 0.6, (b, 1, t, t))
+  cache_mask = cache_mask.at[1, 0, 2].set(False)
+  new_mask = new_mask.at[1, 0, 2].set(False)  # row 1, query 2: nothing visible
+  plan = kv_cache.ExtendPlan(positions=None, write_idx=None, cache_mask=cache_mask,
+                             new_mask=new_mask, slot_pos=None, length=None)
+  got = kv_cache.attend(q, plan, kc, vc, kn, vn)
+  ref = dot_product_attention(
+      q, jnp.concatenate([kc.astype(q.dtype), kn], axis=1),
+      jnp.concatenate([vc.astype(q.dtype), vn], axis=1),
+      jnp.concatenate([cache_mask, new_mask], axis=-1))
+  np.testing.assert_allclose(got, ref, atol=1e-6, rtol=1e-5)
+  np.testing.assert_array_equal(got[1, 2], 0.0)
+  with pytest.raises(ValueError, match="3 query heads"):
+    kv_cache.attend(q[:, :, :3], plan, kc, vc, kn, vn)
+
+
+def test_decode_loop_does_not_copy_the_cache(env):
+  """Compiled token-by-token loop with a donated cache: no copy of the stacked cache
+  [L, B, W, K, Dh] or of a layer's cache, and no [cache ; chunk] concatenation (the
+  per-token cost is the attention read, not cache copies; issue #14)."""
+  c, model = env["c"], env["model"]
+  graphdef, params = nnx.split(model)
+
+  def loop(params, cache, tok):
+    m = nnx.merge(graphdef, params)
+
+    def body(_, carry):
+      cache, tok = carry
+      logits, _, cache = m.decode_step(cache, tok)
+      return cache, jnp.argmax(logits, -1).astype(jnp.int32)
+    return jax.lax.fori_loop(0, 4, body, (cache, tok))
+
+  with _one_device(c):
+    cache = model.init_cache(B)
+    hlo = jax.jit(loop, donate_argnums=(1,)).lower(
+        params, cache, jnp.zeros((B,), jnp.int32)).compile().as_text()
+  kvd = f"{c.llm.num_kv_heads},{c.llm.head_dim}]"
+  shapes = (f"[{c.llm.num_layers},{B},{W},{kvd}", f"[{B},{W},{kvd}", f"[{B},{W + 1},{kvd}")
+  bad = [ln.strip() for ln in hlo.splitlines()
+         if (" copy(" in ln or " concatenate(" in ln)
+         and any(sh in ln.split("=", 1)[1].split("(", 1)[0] for sh in shapes)]
+  assert not bad, "\n".join(bad)
+  assert sum(" scatter(" in ln and shapes[0] in ln for ln in hlo.splitlines()) == 2  # k, v
+
+
 # ---- sharding ------------------------------------------------------------------------------
 def _loss(model, toks, seg, ret):
   logits, values = model(toks, None, seg)
