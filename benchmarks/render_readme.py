@@ -200,7 +200,8 @@ def render_serving_memory(data):
          f"held + KV cache + other state; blank: B not divisible by the data axis):\n\n" + table(list(body.values()), cols))
   if data.get("compiled"):
     out += ("\n\nDecoder step compiled on 8 fake CPU devices (XLA memory analysis, GiB "
-            "per device):\n\n" + table(data["compiled"], list(data["compiled"][0])))
+            "per device; `argument` can be below weights + state of the table above: jit "
+            "drops the arguments the step does not read):\n\n" + table(data["compiled"], list(data["compiled"][0])))
   return out
 
 
