@@ -201,7 +201,8 @@ def render_serving_memory(data):
   if data.get("compiled"):
     out += ("\n\nDecoder step compiled on 8 fake CPU devices (XLA memory analysis, GiB "
             "per device; `argument` can be below weights + state of the table above: jit "
-            "drops the arguments the step does not read):\n\n" + table(data["compiled"], list(data["compiled"][0])))
+            "drops the arguments the step does not read):\n\n"
+            + table(data["compiled"], list(data["compiled"][0])))
   return out
 
 
