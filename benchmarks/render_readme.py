@@ -197,7 +197,8 @@ def render_serving_memory(data):
   cols = list(dict.fromkeys(c for row in body.values() for c in row if "B=" not in c))
   cols += [f"KV B={b}" for b in batches] + [f"total B={b}" for b in batches]
   out = (f"Serving, GiB per device (`{data['command']}`; B = streams; total = weights as "
-         f"held + KV cache + other state; blank: B not divisible by the data axis):\n\n" + table(list(body.values()), cols))
+         f"held + KV cache + other state; blank: B not divisible by the data axis):\n\n"
+         + table(list(body.values()), cols))
   if data.get("compiled"):
     out += ("\n\nDecoder step compiled on 8 fake CPU devices (XLA memory analysis, GiB "
             "per device; `argument` can be below weights + state of the table above: jit "

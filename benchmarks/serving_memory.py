@@ -256,9 +256,9 @@ def compiled_step_memory(size: str, data: int, tensor: int, batch: int,
           jax.ShapeDtypeStruct((batch, m), jnp.int32, sharding=rows2),
           jax.ShapeDtypeStruct((batch,), jnp.int32, sharding=rows))
   t0 = time.perf_counter()
+  step = functools.partial(decode_step._step_pure, spec)  # pylint: disable=protected-access
   with sharding.use_mesh(mesh, rules):
-    compiled = jax.jit(functools.partial(decode_step._step_pure, spec)).lower(  # pylint: disable=protected-access
-        p_args, s_args, *args).compile()
+    compiled = jax.jit(step).lower(p_args, s_args, *args).compile()
   mem = compiled.memory_analysis()
   return {"size": size, "mesh": f"{data}x{tensor}", "batch": batch,
           "compile_s": time.perf_counter() - t0,
