@@ -164,8 +164,9 @@ def _leaf_bytes(x, sharding) -> int:
   import numpy as np
   shape, dtype = tuple(x.shape), x.dtype
   if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):  # counted as its key data
-    return int(np.prod(jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))
-                       .shape)) * 4
+    one = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))
+    return math.prod(sharding.shard_shape(shape)) * math.prod(one.shape) * \
+        np.dtype(one.dtype).itemsize
   return math.prod(sharding.shard_shape(shape)) * np.dtype(dtype).itemsize
 
 
