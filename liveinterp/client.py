@@ -182,9 +182,7 @@ async def stream(url: str, audio: np.ndarray, sample_rate: int, *, speed: float 
 def _parser() -> cli.ArgumentParser:
   p = cli.ArgumentParser(prog="python -m liveinterp.client",
                          description=__doc__.split("\n")[0])
-  p.add_argument("input", help="source speech (any sample rate / channel count)")
-  p.add_argument("--out", required=True, help="translated speech (wav)")
-  p.add_argument("--json", default=None, help="timeline JSON (default: OUT with .json)")
+  cli.add_audio_io_args(p, "timeline")
   p.add_argument("--url", default=DEFAULT_URL, help=f"server websocket (default {DEFAULT_URL})")
   pace = p.add_mutually_exclusive_group()
   pace.add_argument("--realtime", action="store_true", help="stream at real time (default)")

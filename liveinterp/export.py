@@ -82,14 +82,7 @@ def _parser() -> cli.ArgumentParser:
                  help="checkpoint step of that stage (default: latest)")
   p.add_argument("--tokenizer", default=None,
                  help="sentencepiece prefix (default: as liveinterp.translate finds it)")
-  p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-  p.add_argument("--top_p", type=float, default=1.0)
-  p.add_argument("--max_turn_tokens", type=int, default=None)
-  p.add_argument("--turns", choices=("auto", "speech", "text"), default="auto",
-                 help="turn grammar (as liveinterp.translate; auto: from the config)")
-  p.add_argument("--allow_src", action="store_true", default=None,
-                 help="let turns start with a source transcript (default: the config's "
-                      "data.src_transcript)")
+  cli.add_decoding_args(p)
   p.add_argument("--speaker_window_ms", type=int, default=3000,
                  help="source audio the speaker embedding is computed from")
   p.add_argument("--codec_blocks", default="16,4",
@@ -313,13 +306,9 @@ def export_decoder(decoder, out_dir: str, *, cfg=None, tokenizer_prefix: str | N
 
 def main(argv=None) -> dict:
   """Runs the CLI; returns the manifest it wrote (for tests)."""
-  overrides, argv = cli.split_config_overrides(sys.argv[1:] if argv is None else argv)
-  args = _parser().parse_args(argv)
+  overrides, args = cli.parse_args(_parser(), argv)
   _check_args(args)
-  config_path = cli.run_config_path(args.config, args.workdir)
-  from liveinterp.common import config as config_lib  # pylint: disable=g-import-not-at-top
-  cfg = config_lib.load(config_path, overrides)
-  config_lib.validate(cfg)
+  cfg, config_path = cli.load_run_config(args.config, args.workdir, overrides)
   # Heavy imports after the checks, so `--help` and mistakes are instant.
   # pylint: disable=g-import-not-at-top
   from liveinterp.common import checkpointing, token_layout

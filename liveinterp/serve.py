@@ -44,15 +44,8 @@ def _parser() -> cli.ArgumentParser:
   src.add_argument("--stage", default=None, help="LLM stage to load (default: latest)")
   src.add_argument("--tokenizer", default=None, help="sentencepiece prefix (default: the "
                    "run's; without one, text is sent as token ids)")
-  src.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-  src.add_argument("--top_p", type=float, default=1.0)
-  src.add_argument("--max_turn_tokens", type=int, default=None)
-  src.add_argument("--turns", choices=("auto", "speech", "text"), default="auto",
-                   help="turn grammar (see python -m liveinterp.translate --help)")
-  src.add_argument("--allow_src", action="store_true", default=None,
-                   help="let turns start with a source transcript (default: the config's "
-                        "data.src_transcript)")
-  src.add_argument("--seed", type=int, default=0, help="random weights / sampling key")
+  cli.add_decoding_args(src, seed_help="random weights; the server's sampling seed "
+                        "(each session folds in its own)")
   srv = p.add_argument_group("server")
   srv.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
   srv.add_argument("--port", type=int, default=8765, help="0: any free port")
@@ -107,10 +100,7 @@ def build_decoder(*, config: str | None = None, overrides=(), workdir: str | Non
                   turns: str = "auto", allow_src: bool | None = None):
   """The in-process streaming decoder and tokenizer of a run (as `translate` builds
   them): -> (decoder, tokenizer or None, cfg)."""
-  config_path = cli.run_config_path(config, workdir)
-  from liveinterp.common import config as config_lib  # pylint: disable=g-import-not-at-top
-  cfg = config_lib.load(config_path, list(overrides))
-  config_lib.validate(cfg)
+  cfg, _ = cli.load_run_config(config, workdir, overrides)
   # pylint: disable=g-import-not-at-top
   from liveinterp import translate
   from liveinterp.common import token_layout
@@ -132,8 +122,7 @@ def build_decoder(*, config: str | None = None, overrides=(), workdir: str | Non
 
 def main(argv=None, on_ready=None):
   """Runs the CLI until interrupted. `on_ready(running_url)` is called once listening."""
-  overrides, argv = cli.split_config_overrides(sys.argv[1:] if argv is None else argv)
-  args = _parser().parse_args(argv)
+  overrides, args = cli.parse_args(_parser(), argv)
   _check_args(args, overrides)
   if args.export:
     try:

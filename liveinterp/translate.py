@@ -42,9 +42,7 @@ from liveinterp.common import cli
 def _parser() -> cli.ArgumentParser:
   p = cli.ArgumentParser(prog="python -m liveinterp.translate",
                          description=__doc__.split("\n")[0])
-  p.add_argument("input", help="source speech (any sample rate / channel count)")
-  p.add_argument("--out", required=True, help="translated speech (wav)")
-  p.add_argument("--json", default=None, help="segments JSON (default: OUT with .json)")
+  cli.add_audio_io_args(p, "segments")
   p.add_argument("--workdir", default=None, help="trained run directory")
   p.add_argument("--config", default=None, help="config file[:stage] or config.json "
                  "(config.load spec); override fields with --config.a.b=v")
@@ -55,18 +53,7 @@ def _parser() -> cli.ArgumentParser:
                  help="sentencepiece prefix (default: config tokenizer.model_path, else "
                       "the recipe's WORKDIR/../data/tokenizer/...; without one, text is "
                       "written as token ids)")
-  p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-  p.add_argument("--top_p", type=float, default=1.0)
-  p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--max_turn_tokens", type=int, default=None)
-  p.add_argument("--turns", choices=("auto", "speech", "text"), default="auto",
-                 help="turn grammar: speech (<text> w+ <speech> s+ <eot>) or text "
-                      "(<text> w+ <eot>, a model trained without speech codes); auto: "
-                      "text when the config's data.codes_path names no file (as "
-                      "training decides), speech for --init=random")
-  p.add_argument("--allow_src", action="store_true", default=None,
-                 help="let turns start with a source transcript (<src> ...); default: "
-                      "the config's data.src_transcript (what the model was trained on)")
+  cli.add_decoding_args(p, seed_help="sampling key (and --init=random weights)")
   p.add_argument("--concat", action="store_true",
                  help="write the speech segments back to back instead of on the timeline")
   p.add_argument("--normalize", action="store_true",
@@ -117,13 +104,9 @@ def _check_args(args):
 def main(argv=None) -> dict:
   """Runs the CLI; returns the JSON payload it wrote (for tests). User errors raise
   (cli.UserError, ConfigError, ...); `python -m` reports them in one line (cli.call)."""
-  overrides, argv = cli.split_config_overrides(sys.argv[1:] if argv is None else argv)
-  args = _parser().parse_args(argv)
+  overrides, args = cli.parse_args(_parser(), argv)
   _check_args(args)
-  config_path = cli.run_config_path(args.config, args.workdir)
-  from liveinterp.common import config as config_lib  # pylint: disable=g-import-not-at-top
-  cfg = config_lib.load(config_path, overrides)
-  config_lib.validate(cfg)
+  cfg, config_path = cli.load_run_config(args.config, args.workdir, overrides)
   # Heavy imports after the checks, so `--help` and mistakes are instant.
   import jax  # pylint: disable=g-import-not-at-top
   # pylint: disable=g-import-not-at-top

@@ -232,3 +232,47 @@ def check_writable_dir(path: str, what: str, *, shown: str | None = None):
     raise UserError(f"{what}={shown}: cannot be created, {probe} is not a directory")
   if not os.access(probe, os.W_OK):
     raise UserError(f"{what}={shown}: {probe} is not writable")
+
+
+# ---- the argparse entry points that decode (translate, export, serve, client) -----------
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None
+               ) -> tuple[list[str], argparse.Namespace]:
+  """(the `--config.a.b=v` overrides of `argv` (default: sys.argv[1:]), the rest parsed
+  by `parser`)."""
+  overrides, rest = split_config_overrides(sys.argv[1:] if argv is None else argv)
+  return overrides, parser.parse_args(rest)
+
+
+def load_run_config(config: str | None, workdir: str | None, overrides: Sequence[str]):
+  """(the validated config of `--config` / `--workdir` with the `--config.a.b=v`
+  overrides applied (ConfigError naming a bad field), its path (`run_config_path`))."""
+  from liveinterp.common import config as config_lib  # pylint: disable=g-import-not-at-top
+  path = run_config_path(config, workdir)
+  cfg = config_lib.load(path, list(overrides))
+  config_lib.validate(cfg)
+  return cfg, path
+
+
+def add_audio_io_args(p: argparse.ArgumentParser, json_what: str):
+  """`input`, `--out` (the translated speech) and `--json` (`json_what` JSON)."""
+  p.add_argument("input", help="source speech (any sample rate / channel count)")
+  p.add_argument("--out", required=True, help="translated speech (wav)")
+  p.add_argument("--json", default=None, help=f"{json_what} JSON (default: OUT with .json)")
+
+
+def add_decoding_args(p, *, seed_help: str | None = None):
+  """The streaming decoder's sampling and turn-grammar flags (an ArgumentParser or an
+  argument group); `--seed` too when `seed_help` is given."""
+  p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+  p.add_argument("--top_p", type=float, default=1.0)
+  if seed_help is not None:
+    p.add_argument("--seed", type=int, default=0, help=seed_help)
+  p.add_argument("--max_turn_tokens", type=int, default=None)
+  p.add_argument("--turns", choices=("auto", "speech", "text"), default="auto",
+                 help="turn grammar: speech (<text> w+ <speech> s+ <eot>) or text "
+                      "(<text> w+ <eot>, a model trained without speech codes); auto: "
+                      "text when the config's data.codes_path names no file (as "
+                      "training decides), speech for --init=random")
+  p.add_argument("--allow_src", action="store_true", default=None,
+                 help="let turns start with a source transcript (<src> ...); default: "
+                      "the config's data.src_transcript (what the model was trained on)")

@@ -93,3 +93,39 @@ def test_run_config_path(tmp_path):
     cli.run_config_path(None, None)
   (tmp_path / "config.json").write_text("{}")
   assert cli.run_config_path(None, str(tmp_path)) == str(tmp_path / "config.json")
+
+
+def _options(parser, dests):
+  return {a.dest: (tuple(a.option_strings), a.default, a.choices, a.type, a.help)
+          for a in parser._actions if a.dest in dests}  # pylint: disable=protected-access
+
+
+def test_decoding_entry_points_share_one_definition_of_their_flags():
+  """translate, export and serve take the decoder's flags from `cli.add_decoding_args`
+  (and translate and client their input/--out/--json from `cli.add_audio_io_args`):
+  the same names, defaults, choices and help everywhere."""
+  from liveinterp import client, export, serve, translate  # light: heavy imports are lazy
+  ref = cli.ArgumentParser()
+  cli.add_decoding_args(ref)
+  dests = ("temperature", "top_p", "max_turn_tokens", "turns", "allow_src")
+  want = _options(ref, dests)
+  assert len(want) == len(dests)
+  for mod in (translate, export, serve):
+    assert _options(mod._parser(), dests) == want, mod.__name__  # pylint: disable=protected-access
+  io = ("input", "out", "json")
+  got = {m.__name__: _options(m._parser(), io) for m in (translate, client)}  # pylint: disable=protected-access
+  for name, opts in got.items():
+    assert set(opts) == set(io), name
+    assert {k: v for k, v in opts.items() if k != "json"} == {
+        k: v for k, v in got["liveinterp.translate"].items() if k != "json"}
+
+
+def test_parse_args_and_load_run_config(tmp_path):
+  p = cli.ArgumentParser()
+  p.add_argument("--workdir")
+  overrides, args = cli.parse_args(p, ["--workdir", "w", "--config.train.steps=77"])
+  assert overrides == ["train.steps=77"] and args.workdir == "w"
+  cfg, path = cli.load_run_config("configs/micro.py:sft", None, overrides)
+  assert cfg.train.steps == 77 and path == "configs/micro.py:sft"
+  with pytest.raises(config_lib.ConfigError, match="no_such"):
+    cli.load_run_config("configs/micro.py:sft", None, ["data.no_such=1"])
