@@ -72,6 +72,10 @@ class RecordBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       logging.info("skip %s (malformed_tsv_row): %s", r.item, r.message)
 
   # -- TFDS ----------------------------------------------------------------------------
+  def _features(self) -> tfds.features.FeaturesDict:
+    """The features of this builder's records: the shared schema (a subclass may add)."""
+    return common.record_features()
+
   def _info(self) -> tfds.core.DatasetInfo:
     # DatasetInfo(builder=self): the builder lives outside a registered TFDS package.
     md = tfds.core.MetadataDict()
@@ -80,7 +84,7 @@ class RecordBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     md["build_stats"] = {}
     md["per_source_counts"] = {}
     return tfds.core.DatasetInfo(
-        builder=self, description=self.DESCRIPTION, features=common.record_features(),
+        builder=self, description=self.DESCRIPTION, features=self._features(),
         homepage=self.HOMEPAGE or None, citation=self.CITATION or None, metadata=md,
         license="; ".join(f"{k}: {v}" for k, v in sorted(self.LICENSES.items())) or None)
 

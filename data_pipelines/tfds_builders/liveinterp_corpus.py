@@ -99,20 +99,11 @@ class LiveinterpCorpus(base.RecordBuilder):
   def _split_names(self):
     return SPLITS
 
-  def _info(self) -> tfds.core.DatasetInfo:
-    # base.RecordBuilder._info plus the optional `speaker_segments` (module docstring).
-    md = tfds.core.MetadataDict()
-    md["sample_rate"] = common.SAMPLE_RATE
-    md["licenses"] = dict(self.LICENSES)
-    md["build_stats"] = {}
-    md["per_source_counts"] = {}
+  def _features(self) -> tfds.features.FeaturesDict:
+    # The shared record schema plus the optional `speaker_segments` (module docstring).
     feats = {k: common.record_features()[k] for k in common.RECORD_FIELDS}
     feats[SEGMENTS_FEATURE] = tfds.features.Tensor(shape=(), dtype=np.str_, optional=True)
-    return tfds.core.DatasetInfo(
-        builder=self, description=self.DESCRIPTION,
-        features=tfds.features.FeaturesDict(feats), homepage=self.HOMEPAGE or None,
-        citation=self.CITATION or None, metadata=md,
-        license="; ".join(f"{k}: {v}" for k, v in sorted(self.LICENSES.items())) or None)
+    return tfds.features.FeaturesDict(feats)
 
   def _generate_examples(self, split: str):
     # The shared validation keeps the shared fields only: put the spans back.

@@ -288,3 +288,17 @@ def test_build_cli_runs_and_resumes(tmp_path):
   assert s2["reused"] == {"tfds": True, "tokenizer": True}
   assert s2["splits"] == s1["splits"]
   assert os.path.exists(os.path.join(d, "build_summary_en_es_micro.json"))
+
+
+def test_one_info_definition_with_builder_features(tmp_path):
+  """Every builder's DatasetInfo comes from `RecordBuilder._info`; the corpus builder adds
+  only its features (the shared schema + the optional speaker segments)."""
+  from data_pipelines.tfds_builders import base  # pylint: disable=g-import-not-at-top
+  for cls in (liveinterp_corpus.LiveinterpCorpus, LiveinterpCovost2, LiveinterpCvss):
+    assert cls._info is base.RecordBuilder._info, cls.__name__  # pylint: disable=protected-access
+  b = liveinterp_corpus.builder("zh-en", "micro", str(tmp_path),
+                                example_source=fx.fake_examples)
+  info = b.info
+  assert set(info.features) == set(common.RECORD_FIELDS) | {liveinterp_corpus.SEGMENTS_FEATURE}
+  assert info.metadata["sample_rate"] == common.SAMPLE_RATE
+  assert info.metadata["licenses"] == dict(b.LICENSES)
