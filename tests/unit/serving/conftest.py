@@ -26,10 +26,15 @@ def serving_models(serving_cfg):
   return loading.build_models(serving_cfg, seed=2)
 
 
+def micro_decoder(cfg, models, temperature: float = 0.0):
+  """The serving tests' decoder: grammar-masked, 16-token turns, no logits."""
+  model, codec, speaker = models
+  return decoder_lib.StreamingDecoder(
+      model, codec, speaker, token_layout.TokenLayout.from_config(cfg), cfg,
+      temperature=temperature, grammar=True, max_turn_tokens=TURN_TOKENS,
+      speaker_window_ms=cfg.stream.chunk_ms, codec_blocks=(4,))
+
+
 @pytest.fixture(scope="session")
 def serving_decoder(serving_cfg, serving_models):
-  model, codec, speaker = serving_models
-  return decoder_lib.StreamingDecoder(
-      model, codec, speaker, token_layout.TokenLayout.from_config(serving_cfg),
-      serving_cfg, temperature=0.0, grammar=True, max_turn_tokens=TURN_TOKENS,
-      speaker_window_ms=serving_cfg.stream.chunk_ms, codec_blocks=(4,))
+  return micro_decoder(serving_cfg, serving_models)

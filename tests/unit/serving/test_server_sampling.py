@@ -9,10 +9,8 @@ import numpy as np
 import pytest
 
 from liveinterp import client
-from liveinterp.common import token_layout
-from liveinterp.inference import decoder as decoder_lib
 from liveinterp.serving import protocol, server as server_lib
-from tests.unit.serving.conftest import TURN_TOKENS
+from tests.unit.serving.conftest import micro_decoder
 from tests.unit.serving.test_server import _audio
 
 SLOTS = 3
@@ -20,11 +18,7 @@ SLOTS = 3
 
 @pytest.fixture(scope="module")
 def sampling_decoder(serving_cfg, serving_models):
-  model, codec, speaker = serving_models
-  return decoder_lib.StreamingDecoder(
-      model, codec, speaker, token_layout.TokenLayout.from_config(serving_cfg),
-      serving_cfg, temperature=1.0, grammar=True, max_turn_tokens=TURN_TOKENS,
-      speaker_window_ms=serving_cfg.stream.chunk_ms, codec_blocks=(4,))
+  return micro_decoder(serving_cfg, serving_models, temperature=1.0)
 
 
 def test_session_seed_alone_equals_next_to_other_sessions(sampling_decoder):
@@ -32,20 +26,22 @@ def test_session_seed_alone_equals_next_to_other_sessions(sampling_decoder):
   srv = server_lib.StreamServer(sampling_decoder, config=server_lib.ServerConfig(
       port=0, max_sessions=SLOTS, idle_timeout_s=30, seed=11))
   with srv.start_in_thread() as running:
-    go = lambda w, seed, speed=0: client.stream(  # noqa: E731
-        running.url, w, 16000, speed=speed, fmt="float32", seed=seed)
+    go = lambda w, seed: client.stream(  # noqa: E731
+        running.url, w, 16000, speed=0, fmt="float32", seed=seed)
     alone = asyncio.run(go(wav, 7))                                 # slot 0, alone
 
     async def crowded():
-      # Two other sessions take slots 0 and 1 and keep streaming (one without a seed);
-      # the seeded one runs in slot 2 next to them.
-      a = asyncio.create_task(go(other1, 8, speed=4))
-      b = asyncio.create_task(go(other2, None, speed=4))
-      await asyncio.sleep(0.5)
-      mine = await go(wav, 7)
-      assert not (a.done() and b.done()), "the other sessions should still be active"
-      return mine, await a, await b
+      # Two other sessions (one without a seed) start first and stream with the seeded
+      # one, which gets another slot.
+      a = asyncio.create_task(go(other1, 8))
+      b = asyncio.create_task(go(other2, None))
+      await asyncio.sleep(0)
+      return await go(wav, 7), await a, await b
+    before = dict(running.server.stats()["counts"])
     crowd, _, _ = asyncio.run(crowded())
+    after = running.server.stats()["counts"]
+    # Side by side: the steps of this phase read more chunks than there were steps.
+    assert after["chunks"] - before["chunks"] > after["steps"] - before["steps"]
     again = asyncio.run(go(wav, 7))                                 # later steps, same seed
     other_seed = asyncio.run(go(wav, 8))
   assert alone.turns, "the sampling decoder should write turns"
