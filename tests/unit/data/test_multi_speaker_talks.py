@@ -175,7 +175,7 @@ def test_tfds_stores_spans_and_old_builds_load(tmp_path, monkeypatch):
   r = next(iter(train.values()))
   assert talks.speaker_segments(r)[1] == [r["speaker"]]
   # a build made by the code before the field existed (no `speaker_segments` feature)
-  monkeypatch.setattr(lc.LiveinterpCorpus, "_info", base.RecordBuilder._info)
+  monkeypatch.setattr(lc.LiveinterpCorpus, "_features", base.RecordBuilder._features)
   monkeypatch.setattr(lc.LiveinterpCorpus, "_generate_examples",
                       base.RecordBuilder._generate_examples)
   lc.builder("zh-en", "micro", old_dir, example_source=_source_with_multi_talk
