@@ -12,7 +12,7 @@ into `--out`:
 
 ```
 manifest.json    everything the loader needs (below); written last
-init.bin         serialized `init(params, valid_b, rng_data) -> state`
+init.bin         serialized `init(params, valid_b, rng_data_b) -> state`
 step.bin         serialized `step(params, state, audio_bc, valid_b, forced_bm, forced_len_b)
                  -> (state, outputs)`
 params.npz       the weights: leaf i as array `p{i:05d}`, in the order of `manifest.params`
@@ -32,6 +32,22 @@ a flat dict `{path: array}` (paths such as `model/cache/k`, from the decoder's
 as its raw `uint32` key data (typed keys and NamedTuples would need pytree
 registrations on the loading side, i.e. the model code). The decoder's own types are
 rebuilt on the loader side: `StepOutputs` from `inference.stream_types`.
+
+Sampling keys (format 2). `init` takes one key per stream, `rng_data_b` `[b, *key]` (raw
+key data), and the state's `rng` leaf keeps that batch axis: the decoder splits each
+row's key on its own (`inference.decode_step._split_rng`), so a row's draws depend only
+on its key and audio, never on its neighbours, and the server gives each session's slot
+its own key as it does for the in-process decoder. Format 1 exports (one key shared by
+all rows) are refused by the loader with a message naming the version: export again.
+
+Weights dtype. `--weights_dtype=bfloat16` stores the floating weights as bfloat16
+(`params.npz` about half the size, and half the accelerator memory for them); the
+exported functions take them in bfloat16 and cast each back to the dtype the model was
+built with (`manifest.params[i].model_dtype`, float32 for every recipe) first thing, so
+the program is the in-process decoder's with bf16-rounded weights: the compute dtype
+(`cfg.dtype`) and every float32 path of the model are unchanged, and where the model
+computes in bfloat16 anyway the round trip is lossless. `manifest.weights_dtype` records
+the choice.
 
 Batch. Both functions are exported with a symbolic batch size `b`
 (`jax.export.symbolic_shape("b")`): one artifact serves any number of streams
@@ -64,7 +80,8 @@ from liveinterp.common import cli
 from liveinterp.serving.loader import file_sha256
 
 FORMAT = "liveinterp-export"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2               # 2: per-row sampling keys, weights_dtype
+WEIGHTS_DTYPES = ("float32", "bfloat16")
 FILES = ("manifest.json", "init.bin", "step.bin", "params.npz", "tokenizer.model",
          "tokenizer.json", "config.json")
 
@@ -83,6 +100,9 @@ def _parser() -> cli.ArgumentParser:
   p.add_argument("--tokenizer", default=None,
                  help="sentencepiece prefix (default: as liveinterp.translate finds it)")
   cli.add_decoding_args(p)
+  p.add_argument("--weights_dtype", choices=WEIGHTS_DTYPES, default="float32",
+                 help="dtype the floating weights are stored and fed in (bfloat16: half "
+                      "the memory; the model still computes as trained)")
   p.add_argument("--speaker_window_ms", type=int, default=3000,
                  help="source audio the speaker embedding is computed from")
   p.add_argument("--codec_blocks", default="16,4",
@@ -152,14 +172,17 @@ def state_paths(state) -> list[str]:
 
 
 def export_decoder(decoder, out_dir: str, *, cfg=None, tokenizer_prefix: str | None = None,
-                   platforms=None, info: dict | None = None) -> dict:
+                   platforms=None, weights_dtype: str = "float32",
+                   info: dict | None = None) -> dict:
   """Writes the export of `decoder` (an `inference.decoder.StreamingDecoder`) to
   `out_dir` (module docstring); returns the manifest.
 
   cfg: the config saved as `config.json` (default `decoder.cfg`). tokenizer_prefix: the
   sentencepiece model to copy (PREFIX.model + PREFIX.json; None: the loader's
   `.tokenizer` is None and text shows as ids). platforms: jax platforms to lower for
-  (default: the current backend). info: extra manifest entries (where it came from).
+  (default: the current backend). weights_dtype: float32 or bfloat16, the dtype the
+  floating weights are stored and fed in (module docstring). info: extra manifest
+  entries (where it came from).
   The manifest is written last, so a directory without one is no export.
   """
   # pylint: disable=g-import-not-at-top
@@ -173,6 +196,8 @@ def export_decoder(decoder, out_dir: str, *, cfg=None, tokenizer_prefix: str | N
   from liveinterp.inference.decode_step import _init_pure, _step_pure
   # pylint: enable=g-import-not-at-top
 
+  if weights_dtype not in WEIGHTS_DTYPES:
+    raise ValueError(f"weights_dtype={weights_dtype!r}: expected one of {WEIGHTS_DTYPES}")
   cfg = decoder.cfg if cfg is None else cfg
   spec, prompt = decoder.spec, tuple(decoder.prompt_ids)
   os.makedirs(out_dir, exist_ok=True)
@@ -181,19 +206,27 @@ def export_decoder(decoder, out_dir: str, *, cfg=None, tokenizer_prefix: str | N
       os.remove(os.path.join(out_dir, name))
 
   # ---- the weights: a flat list, saved as .npz ------------------------------------------
-  leaves, params_tree = jax.tree.flatten(decoder.params)
+  model_leaves, params_tree = jax.tree.flatten(decoder.params)
   param_paths = [jax.tree_util.keystr(p, simple=True, separator="/")
                  for p, _ in jax.tree_util.tree_flatten_with_path(decoder.params)[0]]
+  model_dtypes = [jnp.dtype(x.dtype) for x in model_leaves]
+  fed = jnp.dtype(weights_dtype)
+  fed_dtypes = [fed if jnp.issubdtype(d, jnp.floating) and d.itemsize > fed.itemsize
+                else d for d in model_dtypes]
+  leaves = []
   arrays, params_meta = {}, []
-  for i, (path, x) in enumerate(zip(param_paths, leaves)):
+  for i, (path, x, d) in enumerate(zip(param_paths, model_leaves, fed_dtypes)):
     a = np.asarray(jax.device_get(x))
+    if a.dtype != d:
+      a = a.astype(d)  # ml_dtypes: round to nearest even
+    leaves.append(a)
     dtype = str(a.dtype)
     stored = a
     if a.dtype.kind == "V" or dtype in ("bfloat16",) or dtype.startswith("float8"):
       stored = a.view(f"uint{8 * a.dtype.itemsize}")  # numpy has no name for it
     arrays[f"p{i:05d}"] = stored
     params_meta.append({"path": path, "shape": list(a.shape), "dtype": dtype,
-                        "stored": str(stored.dtype)})
+                        "stored": str(stored.dtype), "model_dtype": str(model_dtypes[i])})
   npz = os.path.join(out_dir, "params.npz")
   tmp = npz + f".tmp-{os.getpid()}.npz"
   np.savez(tmp, **arrays)
@@ -218,13 +251,17 @@ def export_decoder(decoder, out_dir: str, *, cfg=None, tokenizer_prefix: str | N
     state = jax.tree.unflatten(state_tree, [d[k] for k in names])
     return state._replace(rng=jax.random.wrap_key_data(state.rng, impl=key_impl))
 
-  def init_fn(param_leaves, valid_b, rng_data):
-    p = jax.tree.unflatten(params_tree, param_leaves)
-    return to_dict(_init_pure(spec, p, valid_b.shape[0],
-                              jax.random.wrap_key_data(rng_data, impl=key_impl), prompt))
+  def model_params(param_leaves):
+    """The weights as the model was built: each leaf back in its own dtype."""
+    return jax.tree.unflatten(params_tree, [
+        x.astype(d) for x, d in zip(param_leaves, model_dtypes)])
+
+  def init_fn(param_leaves, valid_b, rng_data_b):
+    return to_dict(_init_pure(spec, model_params(param_leaves), valid_b.shape[0],
+                              jax.random.wrap_key_data(rng_data_b, impl=key_impl), prompt))
 
   def step_fn(param_leaves, state, audio_bc, valid_b, forced_bm, forced_len_b):
-    p = jax.tree.unflatten(params_tree, param_leaves)
+    p = model_params(param_leaves)
     new, out = _step_pure(spec, p, from_dict(state), audio_bc, valid_b, forced_bm,
                           forced_len_b)
     return to_dict(new), {k: v for k, v in out._asdict().items() if v is not None}
@@ -233,7 +270,8 @@ def export_decoder(decoder, out_dir: str, *, cfg=None, tokenizer_prefix: str | N
   platforms = tuple(platforms) if platforms else (jax.default_backend(),)
   m, c = decoder.max_turn_tokens, decoder.chunk_samples
   p_specs = [jax.ShapeDtypeStruct(x.shape, x.dtype) for x in leaves]
-  rng_spec = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))
+  key_spec = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))
+  rng_spec = jax.ShapeDtypeStruct((b, *key_spec.shape), key_spec.dtype)  # one per row
   exp_init = jax.export.export(jax.jit(init_fn), platforms=platforms)(
       p_specs, jax.ShapeDtypeStruct((b,), jnp.bool_), rng_spec)
   state_specs = jax.tree.unflatten(exp_init.out_tree, exp_init.out_avals)
@@ -289,7 +327,8 @@ def export_decoder(decoder, out_dir: str, *, cfg=None, tokenizer_prefix: str | N
                    "voice_lag_chunks": int(spec.voice_lag_chunks),
                    "codec_blocks": list(spec.codec_blocks),
                    "decode_speech": bool(spec.decode_speech)},
-      "key_impl": key_impl,
+      "key_impl": key_impl, "rng": "per_row",
+      "weights_dtype": weights_dtype,
       "params": params_meta,
       "state": [{"name": k, "shape": [str(d) for d in a.shape], "dtype": str(a.dtype)}
                 for k, a in state_specs.items()],
@@ -350,7 +389,7 @@ def main(argv=None) -> dict:
   manifest = export_decoder(
       decoder, out, cfg=cfg, tokenizer_prefix=prefix,
       platforms=args.platforms.split(",") if args.platforms else None,
-      info={"source": {"workdir": os.path.abspath(args.workdir), "stage": stage,
+      weights_dtype=args.weights_dtype, info={"source": {"workdir": os.path.abspath(args.workdir), "stage": stage,
                        "step": args.step, "config": os.path.abspath(config_path)}})
   size = sum(f["bytes"] for f in manifest["files"].values())
   log(f"wrote {out} ({size / 1e6:.1f} MB, {time.perf_counter() - t1:.1f} s); serve it "

@@ -14,14 +14,22 @@ neither flax nor `liveinterp.models` / `.layers` / `.train` (a test checks this 
 fresh interpreter). Each batch size compiles once, on its first `init_stream` / `step`.
 
 The state is a flat dict `{leaf name: array}` (names such as `model/cache/k`; the
-manifest lists them with their shapes, `b` the batch axis); the PRNG key is its raw
-`uint32` key data under `rng`. `step` donates the state passed in, as the in-process
-decoder does by default: use the returned one.
+manifest lists them with their shapes, `b` the batch axis); the PRNG keys are their raw
+`uint32` key data under `rng`, one key per row (`[b, *key]`): each row samples from its
+own key only. `init_stream(batch, rng)` takes an int seed or one key (split into `batch`
+row keys, `jax.random.split`, as the server's slots start) or `batch` keys. `step`
+donates the state passed in, as the in-process decoder does by default: use the returned
+one.
+
+Weights: stored in `manifest.weights_dtype` (float32 or bfloat16; bfloat16 is kept in
+`params.npz` as its raw bits, `uint16`, named by `manifest.params[i].stored`, and viewed
+back as bfloat16 on load); they are fed to the exported functions in that dtype.
 
 Every problem with the artifact is an `ExportError` (a ValueError) naming the file: a
 missing directory or file, a manifest that is not JSON or of another format version, a
 file whose size or sha256 differs from the manifest (checked before deserializing), a
-weight whose shape or dtype differs.
+weight whose shape or dtype differs. Format 1 exports (one sampling key shared by all
+rows) are refused with a message naming the version.
 """
 
 from __future__ import annotations
@@ -39,7 +47,8 @@ from liveinterp.common.token_layout import TokenLayout
 from liveinterp.inference.stream_types import StepOutputs, check_finite, step_inputs
 
 FORMAT = "liveinterp-export"     # = liveinterp.export.FORMAT (not imported: it is the
-FORMAT_VERSION = 1               # writer's module, and this side stays minimal)
+FORMAT_VERSION = 2               # writer's module, and this side stays minimal)
+_OLD_FORMATS = {1: "one sampling key shared by all rows"}
 
 
 class ExportError(ValueError):
@@ -70,11 +79,14 @@ def _read_manifest(path: str) -> dict:
     raise ExportError(f"{mpath}: not valid JSON ({e}); export again") from e
   if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
     raise ExportError(f"{mpath}: not a {FORMAT} manifest")
-  if manifest.get("format_version") != FORMAT_VERSION:
-    raise ExportError(f"{mpath}: format_version {manifest.get('format_version')!r}, this "
-                      f"loader reads {FORMAT_VERSION}; export again with this version")
+  version = manifest.get("format_version")
+  if version != FORMAT_VERSION:
+    why = f" ({_OLD_FORMATS[version]})" if version in _OLD_FORMATS else ""
+    raise ExportError(f"{mpath}: format_version {version!r}{why}, this loader reads "
+                      f"{FORMAT_VERSION}; export again with this version "
+                      "(python -m liveinterp.export)")
   for key in ("sample_rate", "chunk_samples", "chunk_ms", "max_turn_tokens", "vocab_size",
-              "layout", "prompt_ids", "params", "files", "outputs"):
+              "layout", "prompt_ids", "params", "files", "outputs", "weights_dtype"):
     if key not in manifest:
       raise ExportError(f"{mpath}: missing the entry {key!r}; export again")
   return manifest
@@ -147,13 +159,15 @@ class ExportedDecoder:
     self.layout = TokenLayout(**manifest["layout"])
     self.prompt_ids = tuple(int(i) for i in manifest["prompt_ids"])
     self.tokenizer = tokenizer
+    self.key_impl = manifest.get("key_impl")
+    self.weights_dtype = str(manifest["weights_dtype"])
     self.device = jax.local_devices()[0]
     self._init_exp, self._step_exp = init_exp, step_exp
     # Committed to one device once: every step reuses these buffers.
     self._params = [jax.device_put(jnp.asarray(a), self.device) for a in params]
     self._init = jax.jit(init_exp.call)
     self._step = jax.jit(step_exp.call, donate_argnums=(1,))
-    self._rng_shape = tuple(init_exp.in_avals[-1].shape)
+    self._key_shape = tuple(init_exp.in_avals[-1].shape[1:])   # [b, *key]
 
   @property
   def params(self) -> list[jax.Array]:
@@ -161,21 +175,26 @@ class ExportedDecoder:
     return self._params
 
   def init_stream(self, batch: int, rng: jax.Array | int = 0) -> dict:
-    """A fresh state for `batch` streams; `rng` a PRNG key (typed or raw key data) or
-    an int seed."""
+    """A fresh state for `batch` streams; `rng` an int seed, one PRNG key (split into
+    `batch` row keys) or `batch` keys (typed, or raw key data)."""
     if isinstance(batch, bool) or int(batch) < 1:
       raise ValueError(f"init_stream: batch={batch} must be >= 1")
+    batch = int(batch)
     if isinstance(rng, (int, np.integer)):
-      rng = jax.random.key(int(rng), impl=self.manifest.get("key_impl"))
+      rng = jax.random.key(int(rng), impl=self.key_impl)
     if not hasattr(rng, "dtype"):
       rng = np.asarray(rng)
     if jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
       rng = jax.random.key_data(rng)
     rng = jnp.asarray(rng, jnp.uint32)
-    if tuple(rng.shape) != self._rng_shape:
+    if tuple(rng.shape) == self._key_shape:  # one key: a key per row
+      rng = jax.random.key_data(jax.random.split(
+          jax.random.wrap_key_data(rng, impl=self.key_impl), batch))
+    if tuple(rng.shape) != (batch, *self._key_shape):
       raise ValueError(f"init_stream: rng key data has shape {tuple(rng.shape)}, the "
-                       f"export expects {self._rng_shape} ({self.manifest.get('key_impl')})")
-    return self._init(self._params, jnp.ones((int(batch),), bool), rng)
+                       f"export expects {self._key_shape} (one key) or "
+                       f"{(batch, *self._key_shape)} (one per stream; {self.key_impl})")
+    return self._init(self._params, jnp.ones((batch,), bool), rng)
 
   def step(self, state: dict, audio_chunk_bc, valid_b=None, forced_tokens_bm=None,
            forced_len_b=None) -> tuple[dict, StepOutputs]:

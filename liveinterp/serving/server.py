@@ -27,12 +27,12 @@ key and stream-global counters such as the encoder's frame index, which no outpu
 on; they are left as they are). Any other leaf is an error at start-up, never a silently
 shared row. Rows are independent in the decoder, so a session's outputs equal those of
 the same audio decoded alone. Sampling too: a state with a `rng` field (the in-process
-decoder's `DecoderState`) gets one key per slot, and a new session's row is
+decoder's `DecoderState`) or a per-row `rng` leaf (`[B, *key]` raw key data: the exported
+decoder's state dict) gets one key per slot, and a new session's row is
 `fold_in(key(config.seed), session seed)` (the start's `seed`, else the session's number;
 `protocol`), which the decoder splits per row and advances only on that row's chunks, so
-a session's draws depend on nothing but its seed and audio. A decoder without per-row
-keys (an exported one: its state is a dict with a fixed-shape key) keeps its one shared
-key: reproducible only greedy.
+a session's draws depend on nothing but its seed and audio. A decoder whose state holds
+one batch-free key keeps it shared: reproducible only greedy.
 
 Limits. At most `max_sessions` concurrent sessions (a connection holds a slot from its
 handshake): one more gets `busy` (close 1013) and the others keep going. A frame over `max_frame_bytes` is `too_large`; frames that are not
@@ -238,9 +238,31 @@ def _make_reset(axes: list[int | None]):
 
 @jax.jit
 def _seed_rows(rng_b, base, seeds_b, mask_b):
-  """Per-row keys `[B]` with the masked rows replaced by `fold_in(base, seed)`."""
+  """Per-row keys `[B]` (typed, or raw key data `[B, *key]`) with the masked rows
+  replaced by `fold_in(base, seed)`."""
   keys = jax.vmap(jax.random.fold_in, (None, 0))(base, seeds_b)
-  return jnp.where(mask_b, keys, rng_b)
+  if not jax.dtypes.issubdtype(rng_b.dtype, jax.dtypes.prng_key):
+    keys = jax.random.key_data(keys)
+  return jnp.where(mask_b.reshape((-1,) + (1,) * (rng_b.ndim - 1)), keys, rng_b)
+
+
+def _row_rng(state):
+  """The per-row keys of a decoder state (a `rng` field, or the exported decoder's
+  `[B, *key]` `rng` leaf), or None when it has none."""
+  if hasattr(state, "_replace") and hasattr(state, "rng"):
+    return state.rng
+  if isinstance(state, dict) and "rng" in state and state["rng"].ndim >= 2:
+    return state["rng"]
+  return None
+
+
+def _with_rng(state, rng):
+  """`state` with its per-row keys replaced (as raw key data in a state dict)."""
+  if not isinstance(state, dict):
+    return state._replace(rng=rng)
+  if jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
+    rng = jax.random.key_data(rng)
+  return {**state, "rng": rng}
 
 
 _OUT_FIELDS = ("valid", "chunk_index", "text", "n_text", "src", "n_src", "n_speech",
@@ -267,9 +289,10 @@ class StreamServer:
     self._axes = _batch_axes(decoder, self.batch)
     self._reset = _make_reset(self._axes)
     self._template = decoder.init_stream(self.batch, self.config.seed)
-    # One key per slot when the state has a `rng` field (module docstring).
-    self._row_keys = hasattr(self._template, "_replace") and hasattr(self._template, "rng")
-    self._base_key = jax.random.key(int(self.config.seed))
+    # One key per slot when the state has a `rng` field or leaf (module docstring).
+    self._row_keys = _row_rng(self._template) is not None
+    self._base_key = jax.random.key(int(self.config.seed),
+                                    impl=getattr(decoder, "key_impl", None))
     self._next_seed = 0         # the seed of a session that sends none
     self._state = None
     self._slots: list[_Session | None] = [None] * self.batch
@@ -291,8 +314,9 @@ class StreamServer:
       b = self.batch
       self._state = self._reset(self._state, self._template, np.zeros(b, bool))
       if self._row_keys:  # compiles the per-row key update too
-        self._state = self._state._replace(rng=_seed_rows(
-            self._state.rng, self._base_key, np.zeros(b, np.uint32), np.zeros(b, bool)))
+        self._state = _with_rng(self._state, _seed_rows(
+            _row_rng(self._state), self._base_key, np.zeros(b, np.uint32),
+            np.zeros(b, bool)))
       self._state, out = self.decoder.step(
           self._state, np.zeros((b, self.chunk_samples), np.float32), np.zeros(b, bool))
       jax.block_until_ready(out)
@@ -556,7 +580,7 @@ class StreamServer:
     """A fresh state for every slot (per-row keys when the state has a `rng` field)."""
     state = self.decoder.init_stream(self.batch, self.config.seed)
     if self._row_keys:
-      state = state._replace(rng=jax.random.split(self._base_key, self.batch))
+      state = _with_rng(state, jax.random.split(self._base_key, self.batch))
     return state
 
   def _run_step(self, state, audio, valid, reset, seeds):
@@ -565,7 +589,7 @@ class StreamServer:
     if reset.any():
       state = self._reset(state, self._template, reset)
       if self._row_keys:
-        state = state._replace(rng=_seed_rows(state.rng, self._base_key, seeds, reset))
+        state = _with_rng(state, _seed_rows(_row_rng(state), self._base_key, seeds, reset))
     state, out = self.decoder.step(state, audio, valid)
     host = jax.device_get({k: getattr(out, k) for k in _OUT_FIELDS})
     return state, host

@@ -33,6 +33,9 @@ from liveinterp.train import train_state
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))))
 TURN_TOKENS = 16
+# bf16 vs float32 weights: float outputs (speech, log-probs, values) may differ by this
+# much (measured: at most 0.0086 on speech peaking at 1.75; the ids agree exactly).
+BF16_ATOL = 0.05
 # Small program: short turns, one codec block size, a one-chunk speaker window.
 OPTIONS = dict(max_turn_tokens=TURN_TOKENS, speaker_window_ms=320, codec_blocks=(4,))
 CLI_OPTIONS = ["--max_turn_tokens", "16", "--speaker_window_ms", "320", "--codec_blocks",
@@ -145,18 +148,36 @@ class _Child:
     return self.result
 
 
-@pytest.fixture(scope="module")
-def child(run, tmp_path_factory):
+def _child_on(run, export_dir, tmp_path_factory):
+  """A `_Child` on `export_dir` and the two test streams; killed when the module ends."""
   out = str(tmp_path_factory.mktemp("child") / "result")
   cfg = run[0]
   w0, w1 = _waves(cfg.audio.sample_rate * cfg.stream.chunk_ms // 1000, cfg.audio.sample_rate)
   np.savez(out + ".in.npz", w0=w0, w1=w1)
-  c = _Child(run[4], out)
+  c = _Child(export_dir, out)
   yield c
   if c.proc.poll() is None:
     c.proc.kill()
     c.proc.wait()
   c.log.close()
+
+
+@pytest.fixture(scope="module")
+def child(run, tmp_path_factory):
+  yield from _child_on(run, run[4], tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def bf16_export(run):
+  """The same run exported with --weights_dtype=bfloat16 (manifest)."""
+  out = os.path.join(run[3], "export_bf16")
+  return export_lib.main(["--workdir", run[3], "--out", out, "--weights_dtype",
+                          "bfloat16"] + CLI_OPTIONS), out
+
+
+@pytest.fixture(scope="module")
+def bf16_child(run, bf16_export, tmp_path_factory):
+  yield from _child_on(run, bf16_export[1], tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +215,9 @@ def test_manifest_describes_the_export(run, exported):
   # One artifact, any batch: the state's batch axis is the symbolic `b`.
   assert {"b"} <= {d for leaf in m["state"] for d in leaf["shape"]}
   shapes = jax.eval_shape(lambda: exported.init_stream(3, 0))
-  assert shapes["chunks"].shape == (3,) and shapes["rng"].shape == (2,)
+  # One sampling key per row (format 2): raw key data [b, 2] (threefry).
+  assert shapes["chunks"].shape == (3,) and shapes["rng"].shape == (3, 2)
+  assert m["weights_dtype"] == "float32" and exported.weights_dtype == "float32"
 
 
 def test_exported_equals_in_process(run, child, reference):
@@ -320,6 +343,11 @@ def test_broken_artifacts_name_the_file(run, tmp_path):
   json.dump(manifest, open(os.path.join(d, "manifest.json"), "w"))
   with pytest.raises(loader.ExportError, match="format_version 99"):
     loader.load_export(d)
+  manifest["format_version"] = 1  # before per-row keys: refused, naming the version
+  json.dump(manifest, open(os.path.join(d, "manifest.json"), "w"))
+  with pytest.raises(loader.ExportError, match=r"format_version 1 \(one sampling key "
+                     r"shared by all rows\), this loader reads 2; export again"):
+    loader.load_export(d)
 
   d = _copy(run, tmp_path / "h")
   os.remove(os.path.join(d, "tokenizer.model"))
@@ -337,3 +365,48 @@ def test_cli_user_errors(tmp_path):
     export_lib.main(["--workdir", str(tmp_path), "--codec_blocks", "4,x"])
   with pytest.raises(cli.UserError, match="config.json"):
     export_lib.main(["--workdir", str(tmp_path)])
+
+
+def test_exported_rows_sample_from_their_own_keys(run, exported):
+  """init_stream: an int seed or one key = that key split per row; `batch` keys as
+  given; a wrong key shape is refused naming both accepted shapes."""
+  key = jax.random.key(5, impl=exported.key_impl)
+  want = np.asarray(jax.random.key_data(jax.random.split(key, 3)))
+  np.testing.assert_array_equal(exported.init_stream(3, 5)["rng"], want)
+  np.testing.assert_array_equal(exported.init_stream(3, key)["rng"], want)
+  np.testing.assert_array_equal(exported.init_stream(3, want[::-1])["rng"], want[::-1])
+  with pytest.raises(ValueError, match=r"rng key data has shape \(2, 2\).*\(3, 2\)"):
+    exported.init_stream(3, want[:2])
+
+
+def test_bfloat16_weights_export(run, child, bf16_export, bf16_child):
+  """--weights_dtype=bfloat16: the weights are stored (as uint16 bits) and fed in
+  bfloat16, params.npz is about half the float32 one, the fresh-interpreter loader runs
+  it without the model code, and its greedy outputs on the test streams agree with the
+  float32 export's: every id exactly, floats to BF16_ATOL (the micro model computes in
+  float32, so the only difference is the weights rounded to bf16's 8 mantissa bits, a
+  relative 2^-9, which moves no argmax on these streams)."""
+  manifest, out = bf16_export
+  f32 = loader.load_export(run[4]).manifest
+  assert manifest["weights_dtype"] == "bfloat16"
+  floats = [p for p in manifest["params"] if p["model_dtype"] == "float32"]
+  assert floats and all(p["dtype"] == "bfloat16" and p["stored"] == "uint16"
+                        for p in floats)
+  dec = loader.load_export(out)
+  assert dec.weights_dtype == "bfloat16"
+  assert {str(a.dtype) for a in dec.params} >= {"bfloat16"}
+  ratio = manifest["files"]["params.npz"]["bytes"] / f32["files"]["params.npz"]["bytes"]
+  print(f"\n[test_export] params.npz bf16/f32 = {ratio:.3f}")
+  assert 0.45 < ratio < 0.55
+  (got, got_arrays), (want, want_arrays) = bf16_child.get(), child.get()
+  assert got["forbidden"] == []
+  for g, w in zip(got["streams"], want["streams"]):
+    assert (g["text"], g["source_ms"], g["segments"]) == (w["text"], w["source_ms"],
+                                                          w["segments"])
+  assert sum(len(seg[1]) for g in want["streams"] for seg in g["segments"]) > 0
+  assert set(got_arrays) == set(want_arrays)
+  for name, w in want_arrays.items():
+    if np.issubdtype(w.dtype, np.floating):
+      np.testing.assert_allclose(got_arrays[name], w, rtol=0, atol=BF16_ATOL, err_msg=name)
+    else:
+      np.testing.assert_array_equal(got_arrays[name], w, err_msg=name)

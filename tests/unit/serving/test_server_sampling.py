@@ -1,6 +1,8 @@
 """Sampling sessions of the websocket server are reproducible (issue #15): each session
 draws from its own key, `fold_in(key(server seed), session seed)`, so its tokens are the
-same whether it runs alone or next to other sessions, in whichever slot."""
+same whether it runs alone or next to other sessions, in whichever slot; for the
+in-process decoder and for its export (format 2: one key per row in the exported
+state)."""
 
 import asyncio
 import json
@@ -8,8 +10,8 @@ import json
 import numpy as np
 import pytest
 
-from liveinterp import client
-from liveinterp.serving import protocol, server as server_lib
+from liveinterp import client, export as export_lib
+from liveinterp.serving import loader, protocol, server as server_lib
 from tests.unit.serving.conftest import micro_decoder
 from tests.unit.serving.test_server import _audio
 
@@ -21,9 +23,19 @@ def sampling_decoder(serving_cfg, serving_models):
   return micro_decoder(serving_cfg, serving_models, temperature=1.0)
 
 
-def test_session_seed_alone_equals_next_to_other_sessions(sampling_decoder):
+@pytest.fixture(scope="module", params=["in_process", "exported"])
+def decoder(request, sampling_decoder, tmp_path_factory):
+  """The sampling decoder, or its export (temperature 1) loaded back."""
+  if request.param == "in_process":
+    return sampling_decoder
+  out = str(tmp_path_factory.mktemp("sampling_export"))
+  export_lib.export_decoder(sampling_decoder, out)
+  return loader.load_export(out)
+
+
+def test_session_seed_alone_equals_next_to_other_sessions(decoder):
   wav, other1, other2 = _audio(2.3, 1), _audio(4.1, 2), _audio(3.1, 3)
-  srv = server_lib.StreamServer(sampling_decoder, config=server_lib.ServerConfig(
+  srv = server_lib.StreamServer(decoder, config=server_lib.ServerConfig(
       port=0, max_sessions=SLOTS, idle_timeout_s=30, seed=11))
   with srv.start_in_thread() as running:
     go = lambda w, seed: client.stream(  # noqa: E731
