@@ -101,7 +101,8 @@ def export_stage(run_dir: str, stage: str, *, export_args=(), log=None) -> tuple
   encoder and tokenizer) to `run_dir/export` with `liveinterp.export` (default decoding:
   greedy, as `liveinterp.translate`); `export_args` are extra `python -m
   liveinterp.export` flags. Skipped when the manifest there is newer than the stage's
-  and the codec's result.json and names the same stage. The config is the stage's own resolved
+  and the codec's result.json, names the same stage and has this version's export format
+  (an older format is exported again: the loader refuses it). The config is the stage's own resolved
   `config.json` (else the run's). Returns (export dir, whether it was exported now)."""
   from liveinterp import export as export_lib  # pylint: disable=g-import-not-at-top
   log = log or _say
@@ -110,8 +111,9 @@ def export_stage(run_dir: str, stage: str, *, export_args=(), log=None) -> tuple
   if all(_newer(manifest_path, os.path.join(run_dir, s, "result.json"))
          for s in (stage, "codec")):
     with open(manifest_path) as f:
-      source = json.load(f).get("source", {})
-    if source.get("stage") == stage:
+      manifest = json.load(f)
+    if (manifest.get("source", {}).get("stage") == stage
+        and manifest.get("format_version") == export_lib.FORMAT_VERSION):
       log(f"export of {stage} up to date ({out})")
       return out, False
   config = os.path.join(run_dir, stage, "config.json")

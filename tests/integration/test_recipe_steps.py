@@ -9,6 +9,7 @@ run's `sft` and `codec` checkpoints (the helpers of tests/unit/serving/test_expo
 
 import json
 import os
+from unittest import mock
 
 import numpy as np
 import soundfile as sf
@@ -119,3 +120,13 @@ def test_export_step_writes_the_artifact_and_an_example_then_skips(tmp_path):
                                                   example["wav"])]
   times = json.load(open(os.path.join(run, "recipe_times.json")))
   assert set(times) == {"export"}
+
+  # An export in an older format (the loader refuses it) is exported again, not skipped.
+  from liveinterp import export as export_lib
+  manifest["format_version"] = export_lib.FORMAT_VERSION - 1
+  with open(os.path.join(out, "manifest.json"), "w") as f:
+    json.dump(manifest, f)
+  calls = []
+  with mock.patch.object(export_lib, "main", calls.append):
+    _, exported = recipe.export_stage(run, stage, log=said.append)
+  assert exported and len(calls) == 1 and "--stage" in calls[0]
