@@ -181,6 +181,9 @@ def attend(q_bthd: jax.Array, plan: ExtendPlan, k_cache_bwkd: jax.Array,
     raise ValueError(f"{h} query heads are not a multiple of {kh} key/value heads")
   qg = q_bthd.reshape(b, t, kh, h // kh, d)
   scale = jnp.sqrt(jnp.float32(d))
+  if t == 1:
+    return _attend_one(qg, plan, k_cache_bwkd, v_cache_bwkd, k_new_btkd, v_new_btkd,
+                       scale).reshape(b, t, h, d)
 
   def scores(k, mask):  # [B, K, G, T, S] f32, masked entries NEG_INF
     s = jnp.einsum("btkgd,bskd->bkgts", qg, k.astype(q_bthd.dtype),
@@ -201,3 +204,30 @@ def attend(q_bthd: jax.Array, plan: ExtendPlan, k_cache_bwkd: jax.Array,
 
   out = mix(e_c, m_c, v_cache_bwkd) + mix(e_n, m_n, v_new_btkd)
   return out.reshape(b, t, h, d)
+
+
+def _attend_one(qg_b1kgd, plan, k_cache_bwkd, v_cache_bwkd, k_new_b1kd, v_new_b1kd, scale):
+  """`attend` of one query per row (a decode step) -> [B, 1, K, G, Dh], as products and
+  sums in float32 over the cache in its own [B, W, K, Dh] layout: dots would first copy
+  every layer's cache into a heads-major layout at every token (issue #14)."""
+  f32 = jnp.float32
+  q = qg_b1kgd[:, 0].astype(f32)                                  # [B, K, G, D]
+
+  def scores(k, mask):  # [B, S, K, G], masked entries NEG_INF
+    s = jnp.sum(q[:, None] * k.astype(f32)[:, :, :, None], axis=-1) / scale
+    mask = mask[:, 0, 0, :, None, None]                             # [B, S, 1, 1]
+    return jnp.where(mask, s, NEG_INF), mask
+
+  s_c, m_c = scores(k_cache_bwkd, plan.cache_mask)
+  s_n, m_n = scores(k_new_b1kd, plan.new_mask)
+  top = jax.lax.stop_gradient(jnp.maximum(jnp.max(s_c, axis=1, keepdims=True),
+                                          jnp.max(s_n, axis=1, keepdims=True)))
+  e_c, e_n = jnp.exp(s_c - top), jnp.exp(s_n - top)
+  denom = jnp.sum(e_c, axis=1, keepdims=True) + jnp.sum(e_n, axis=1, keepdims=True)
+
+  def mix(e, mask, v):  # sum over S of p [B, S, K, G] * v [B, S, K, D] -> [B, K, G, D]
+    p = jnp.where(mask, e / denom, 0.0)
+    return jnp.sum(p[..., None] * v.astype(f32)[:, :, :, None], axis=1)
+
+  out = mix(e_c, m_c, v_cache_bwkd) + mix(e_n, m_n, v_new_b1kd)
+  return out.astype(qg_b1kgd.dtype)[:, None]

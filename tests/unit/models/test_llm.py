@@ -277,20 +277,22 @@ def test_extend_with_ragged_valid_tokens(env):
   assert used[0] != used[1] and max(used) > W
 
 
-def test_attend_equals_attention_over_the_concatenation():
+@pytest.mark.parametrize("t", [3, 1])
+def test_attend_equals_attention_over_the_concatenation(t):
   """`kv_cache.attend` (two score blocks, one softmax) == `dot_product_attention` over
   [cache ; chunk] with the concatenated mask: GQA, random masks, a query row that sees
-  no key at all (zeros, not NaN), a bfloat16 cache under float32 queries."""
+  no key at all (zeros, not NaN), a bfloat16 cache under float32 queries. One query per
+  row (a decode step) runs without dots, on the cache in its own layout (issue #14)."""
   from liveinterp.layers.attention import dot_product_attention
-  b, t, w, h, kh, d = 2, 3, 5, 4, 2, 8
+  b, w, h, kh, d = 2, 5, 4, 2, 8
   ks = jax.random.split(jax.random.key(3), 7)
   q = jax.random.normal(ks[0], (b, t, h, d))
   kc, vc = (jax.random.normal(k, (b, w, kh, d)).astype(jnp.bfloat16) for k in ks[1:3])
   kn, vn = (jax.random.normal(k, (b, t, kh, d)) for k in ks[3:5])
   cache_mask = jax.random.bernoulli(ks[5], 0.6, (b, 1, t, w))
   new_mask = jax.random.bernoulli(ks[6], 0.6, (b, 1, t, t))
-  cache_mask = cache_mask.at[1, 0, 2].set(False)
-  new_mask = new_mask.at[1, 0, 2].set(False)  # row 1, query 2: nothing visible
+  cache_mask = cache_mask.at[1, 0, t - 1].set(False)
+  new_mask = new_mask.at[1, 0, t - 1].set(False)  # row 1, last query: nothing visible
   plan = kv_cache.ExtendPlan(positions=None, write_idx=None, cache_mask=cache_mask,
                              new_mask=new_mask, slot_pos=None, length=None)
   got = kv_cache.attend(q, plan, kc, vc, kn, vn)
@@ -299,7 +301,9 @@ def test_attend_equals_attention_over_the_concatenation():
       jnp.concatenate([vc.astype(q.dtype), vn], axis=1),
       jnp.concatenate([cache_mask, new_mask], axis=-1))
   np.testing.assert_allclose(got, ref, atol=1e-6, rtol=1e-5)
-  np.testing.assert_array_equal(got[1, 2], 0.0)
+  np.testing.assert_array_equal(got[1, t - 1], 0.0)
+  hlo = jax.jit(kv_cache.attend).lower(q, plan, kc, vc, kn, vn).as_text()
+  assert ("dot_general" in hlo) == (t > 1)
   with pytest.raises(ValueError, match="3 query heads"):
     kv_cache.attend(q[:, :, :3], plan, kc, vc, kn, vn)
 
