@@ -71,6 +71,8 @@ LONGEST_FIRST = (
     "tests/integration/test_audio_reliance.py",      # ~150 s
     "tests/unit/serving/test_export.py",             # ~110 s CPU (serving, session 7)
     "tests/unit/serving/test_server.py",
+    "tests/unit/serving/test_server_sampling.py",     # ~110 s CPU (session 8)
+    "tests/unit/test_serving_memory.py",              # ~75 s (session 8)
     "tests/integration/test_browser.py",             # ~55 s CPU, compiles the decoder
     "tests/integration/test_recipe_steps.py",        # ~75 s CPU
     "tests/integration/test_notebooks.py",
