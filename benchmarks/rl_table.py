@@ -26,7 +26,8 @@ def _define_flags() -> dict:
   return dict(
       run_dir=flags.DEFINE_string("run_dir", "runs/tiny", "recipe run directory"),
       stages=flags.DEFINE_list("stages", ["sft", "rl1", "rl2", "rl_time_only",
-                                          "rl_lag_only", "rl_one_stage", "rl_fixed_beta"],
+                                          "rl_time_only_increment", "rl_lag_only",
+                                          "rl_one_stage", "rl_fixed_beta"],
                                "stages to tabulate (those without checkpoints are skipped)"),
       evaluate=flags.DEFINE_bool("evaluate", False,
                                  "evaluate stages that have no report yet"),
@@ -177,7 +178,9 @@ def main(argv):
   payload = {"run_dir": run_dir, "rows": rows, "references": references,
              "versus_sft": versus_sft(rows),
              "command": (f"python -m benchmarks.rl_table --run_dir={F['run_dir']} "
-                         f"--evaluate{' --speech' if F['speech'] else ''}")}
+                         f"--stages={','.join(F['stages'])}"
+                         f"{' --evaluate' if F['evaluate'] else ''}"
+                         f"{' --speech' if F['speech'] else ''}")}
   common.write_json(F["out"], payload)
   plot(rows, os.path.join(os.path.dirname(F["out"]), "rl_latency_quality.png"), references)
   print(f"[rl_table] wrote {F['out']}")
