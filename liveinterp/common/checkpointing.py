@@ -233,16 +233,6 @@ class Checkpointer:
       return out["state"]["params"], out["state"]["model_state"]
     return out["state"]["params"]
 
-  def read_meta(self, step: int | None = None) -> dict | None:
-    step = self.latest_step if step is None else step
-    if step is None:
-      return None
-    try:
-      out = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-      return dict(out["meta"])
-    except (KeyError, FileNotFoundError, ValueError):
-      return None
-
   def wait(self):
     """Waits for async saves; a filesystem error of one raises CheckpointWriteError
     (once: after a failed write this only waits)."""
