@@ -191,19 +191,24 @@ def attend(q_bthd: jax.Array, plan: ExtendPlan, k_cache_bwkd: jax.Array,
     mask = mask[:, :, None]  # [B, 1, 1, T, S]
     return jnp.where(mask, s, NEG_INF), mask
 
-  s_c, m_c = scores(k_cache_bwkd, plan.cache_mask)
-  s_n, m_n = scores(k_new_btkd, plan.new_mask)
-  top = jax.lax.stop_gradient(jnp.maximum(jnp.max(s_c, axis=-1, keepdims=True),
-                                          jnp.max(s_n, axis=-1, keepdims=True)))
-  e_c, e_n = jnp.exp(s_c - top), jnp.exp(s_n - top)
-  denom = jnp.sum(e_c, axis=-1, keepdims=True) + jnp.sum(e_n, axis=-1, keepdims=True)
+  p_c, p_n = _joint_softmax(*scores(k_cache_bwkd, plan.cache_mask),
+                            *scores(k_new_btkd, plan.new_mask), axis=-1)
 
-  def mix(e, mask, v):
-    p = jnp.where(mask, e / denom, 0.0).astype(q_bthd.dtype)
-    return jnp.einsum("bkgts,bskd->btkgd", p, v.astype(q_bthd.dtype))
+  def mix(p, v):
+    return jnp.einsum("bkgts,bskd->btkgd", p.astype(q_bthd.dtype), v.astype(q_bthd.dtype))
 
-  out = mix(e_c, m_c, v_cache_bwkd) + mix(e_n, m_n, v_new_btkd)
+  out = mix(p_c, v_cache_bwkd) + mix(p_n, v_new_btkd)
   return out.reshape(b, t, h, d)
+
+
+def _joint_softmax(s_c, m_c, s_n, m_n, *, axis):
+  """Softmax over the union of two score blocks along `axis` (one max, one normaliser)
+  -> their probabilities, 0 where masked (a row that sees no key gets all zeros)."""
+  top = jax.lax.stop_gradient(jnp.maximum(jnp.max(s_c, axis=axis, keepdims=True),
+                                          jnp.max(s_n, axis=axis, keepdims=True)))
+  e_c, e_n = jnp.exp(s_c - top), jnp.exp(s_n - top)
+  denom = jnp.sum(e_c, axis=axis, keepdims=True) + jnp.sum(e_n, axis=axis, keepdims=True)
+  return jnp.where(m_c, e_c / denom, 0.0), jnp.where(m_n, e_n / denom, 0.0)
 
 
 def _attend_one(qg_b1kgd, plan, k_cache_bwkd, v_cache_bwkd, k_new_b1kd, v_new_b1kd, scale):
@@ -218,16 +223,11 @@ def _attend_one(qg_b1kgd, plan, k_cache_bwkd, v_cache_bwkd, k_new_b1kd, v_new_b1
     mask = mask[:, 0, 0, :, None, None]                             # [B, S, 1, 1]
     return jnp.where(mask, s, NEG_INF), mask
 
-  s_c, m_c = scores(k_cache_bwkd, plan.cache_mask)
-  s_n, m_n = scores(k_new_b1kd, plan.new_mask)
-  top = jax.lax.stop_gradient(jnp.maximum(jnp.max(s_c, axis=1, keepdims=True),
-                                          jnp.max(s_n, axis=1, keepdims=True)))
-  e_c, e_n = jnp.exp(s_c - top), jnp.exp(s_n - top)
-  denom = jnp.sum(e_c, axis=1, keepdims=True) + jnp.sum(e_n, axis=1, keepdims=True)
+  p_c, p_n = _joint_softmax(*scores(k_cache_bwkd, plan.cache_mask),
+                            *scores(k_new_b1kd, plan.new_mask), axis=1)
 
-  def mix(e, mask, v):  # sum over S of p [B, S, K, G] * v [B, S, K, D] -> [B, K, G, D]
-    p = jnp.where(mask, e / denom, 0.0)
+  def mix(p, v):  # sum over S of p [B, S, K, G] * v [B, S, K, D] -> [B, K, G, D]
     return jnp.sum(p[..., None] * v.astype(f32)[:, :, :, None], axis=1)
 
-  out = mix(e_c, m_c, v_cache_bwkd) + mix(e_n, m_n, v_new_b1kd)
+  out = mix(p_c, v_cache_bwkd) + mix(p_n, v_new_b1kd)
   return out.astype(qg_b1kgd.dtype)[:, None]
