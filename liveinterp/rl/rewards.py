@@ -38,10 +38,12 @@ Single-turn rewards, one value per turn (`turn_rewards`, unweighted):
        it is max(end_t − T_{t+1}, 0) − max(start_t − T_{t+1}, 0) ≥ 0, start_t = end_t −
        speech_ms[t]: the same number whenever emit_ms[t] ≤ T_{t+1}, and with
        computation-aware timing (emit after T_{t+1}) the lateness already there when the
-       turn's speech starts is not charged to it. Why: with "backlog" most of the
-       penalty lands on wait turns' `<eot>` (GAE with λ = 0.95 over the ~25 speech tokens
-       back to the turn that wrote the speech), pushing the policy away from waiting
-       (runs/tiny_v3/rl_time_only: reward/time −0.24 → −0.55 in 12 iterations).
+       turn's speech starts is not charged to it. Tried because with "backlog" the time
+       reward alone lengthened speech (runs/tiny_v3/rl_time_only: reward/time −0.24 →
+       −0.55 in 12 iterations) and part of its penalty (12–17 % in a simulation) lands on
+       wait turns' `<eot>`; with "increment" the test backlog grew less (2.2 s vs 3.1 s,
+       SFT 1.6 s) but speech still lengthened, so this is not the main cause (README
+       rl_table notes).
 - fmt  (format consistency): 0 when the turn parsed under the turn grammar and, if speech
        length bounds (lo, hi) in ms per target text token are configured, a wait turn or
        lo·n_text ≤ speech_ms ≤ hi·n_text; −1 otherwise (a text turn without speech is out
