@@ -91,3 +91,59 @@ def pytest_collection_modifyitems(session, config, items):
   rank = {f: i for i, f in enumerate(LONGEST_FIRST)}
   key = lambda it: rank.get(it.nodeid.split("::", 1)[0], len(rank))  # noqa: E731
   items[:] = sorted(items, key=key)  # stable: tests keep their order within a file
+
+
+# Where the suite's time goes (issue #11): with LIVEINTERP_TEST_COMPILE_LOG=<file>, every
+# test phase (setup/call/teardown) appends one JSON line: wall seconds, and the seconds this
+# process spent tracing, lowering and compiling with XLA (JAX's monitoring events), with the
+# number of XLA compiles and persistent-cache hits. Compiles inside subprocesses a test starts
+# count as wall time only. `python -m tests.compile_report <file>` sums it per file.
+_COMPILE_LOG = os.environ.get("LIVEINTERP_TEST_COMPILE_LOG")
+_COMPILE_EVENTS = {"/jax/core/compile/backend_compile_duration": "xla_s",
+                   "/jax/core/compile/jaxpr_trace_duration": "trace_s",
+                   "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower_s"}
+_phase_totals: dict = {}
+
+
+def _on_duration(event: str, secs: float, **_):
+  key = _COMPILE_EVENTS.get(event)
+  if key is not None:
+    _phase_totals[key] = _phase_totals.get(key, 0.0) + secs
+    if key == "xla_s":
+      _phase_totals["compiles"] = _phase_totals.get("compiles", 0) + 1
+
+
+def _on_event(event: str, **_):
+  if event == "/jax/compilation_cache/cache_hits":
+    _phase_totals["cache_hits"] = _phase_totals.get("cache_hits", 0) + 1
+
+
+if _COMPILE_LOG:
+  import jax.monitoring as _monitoring
+  _monitoring.register_event_duration_secs_listener(_on_duration)
+  _monitoring.register_event_listener(_on_event)
+
+  def _timed_phase(item, phase):
+    import json
+    import time
+    _phase_totals.clear()
+    t0 = time.perf_counter()
+    yield
+    row = {"nodeid": item.nodeid, "phase": phase,
+           "wall_s": round(time.perf_counter() - t0, 3),
+           **{k: round(v, 3) if isinstance(v, float) else v for k, v in _phase_totals.items()}}
+    with open(_COMPILE_LOG, "a") as f:
+      f.write(json.dumps(row) + "\n")
+
+  @pytest.hookimpl(hookwrapper=True)
+  def pytest_runtest_setup(item):
+    yield from _timed_phase(item, "setup")
+
+  @pytest.hookimpl(hookwrapper=True)
+  def pytest_runtest_call(item):
+    yield from _timed_phase(item, "call")
+
+  @pytest.hookimpl(hookwrapper=True)
+  def pytest_runtest_teardown(item, nextitem):
+    del nextitem
+    yield from _timed_phase(item, "teardown")

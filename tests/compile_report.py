@@ -1,0 +1,42 @@
+"""Sums a LIVEINTERP_TEST_COMPILE_LOG (tests/conftest.py) per test file: wall seconds and
+the seconds spent in XLA compiles, tracing and lowering, slowest file first.
+
+  LIVEINTERP_TEST_COMPILE_LOG=/tmp/c.jsonl bash launch/test.sh
+  python -m tests.compile_report /tmp/c.jsonl [--top 30]
+"""
+
+import argparse
+import collections
+import json
+
+
+def per_file(rows):
+  out = collections.defaultdict(lambda: collections.Counter())
+  for r in rows:
+    f = out[r["nodeid"].split("::", 1)[0]]
+    for k in ("wall_s", "xla_s", "trace_s", "lower_s", "compiles", "cache_hits"):
+      f[k] += r.get(k, 0)
+  return out
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("log")
+  p.add_argument("--top", type=int, default=30)
+  a = p.parse_args(argv)
+  rows = [json.loads(line) for line in open(a.log) if line.strip()]
+  files = sorted(per_file(rows).items(), key=lambda kv: -kv[1]["wall_s"])
+  tot = collections.Counter()
+  print(f"{'file':58s} {'wall s':>8s} {'xla s':>7s} {'trace+lower s':>13s} "
+        f"{'compiles':>8s} {'hits':>5s}")
+  for i, (name, c) in enumerate(files):
+    tot.update(c)
+    if i < a.top:
+      print(f"{name:58s} {c['wall_s']:8.1f} {c['xla_s']:7.1f} "
+            f"{c['trace_s'] + c['lower_s']:13.1f} {c['compiles']:8d} {c['cache_hits']:5d}")
+  print(f"{'total (' + str(len(files)) + ' files)':58s} {tot['wall_s']:8.1f} {tot['xla_s']:7.1f} "
+        f"{tot['trace_s'] + tot['lower_s']:13.1f} {tot['compiles']:8d} {tot['cache_hits']:5d}")
+
+
+if __name__ == "__main__":
+  main()
