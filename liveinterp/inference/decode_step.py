@@ -183,11 +183,14 @@ def _step_models(spec: DecodeSpec, m: _Models, st: DecoderState, audio_bc, valid
   x = jnp.concatenate([eot_emb.astype(audio_emb.dtype), audio_emb], axis=1)
   write = jnp.concatenate([(st.pending_eot & valid_b)[:, None],
                            jnp.broadcast_to(valid_b[:, None], audio_emb.shape[:2])], axis=1)
-  logits, values, cache = s2.llm.extend(st.model.cache, x, write)
+  # The LLM's weights split per layer once per chunk, outside the turn's token loop
+  # (`LLM.extend`'s `layers`: a scan over the stacked weights copies them every token).
+  layers = s2.llm.layer_states()
+  logits, values, cache = s2.llm.extend(st.model.cache, x, write, layers)
 
   # 2.-3. the turn.
-  turn, cache = _decode_turn(spec, s2.llm, cache, logits[:, -1], values[:, -1], valid_b,
-                             turn_key, forced, forced_n)
+  turn, cache = _decode_turn(spec, s2.llm, layers, cache, logits[:, -1], values[:, -1],
+                             valid_b, turn_key, forced, forced_n)
 
   # 4. speaker embedding from the rolling source buffer (only needed when someone speaks):
   # the window of S samples ending `lag` samples before the newest (module docstring).
@@ -257,9 +260,10 @@ def _choose(spec: DecodeSpec, i, logits_bv, gram: grammar_lib.GrammarState, key,
   return tok, sampling.log_prob_of(logp_bv, tok)
 
 
-def _decode_turn(spec: DecodeSpec, llm, cache, logits_bv, value_b, valid_b, key, forced,
-                 forced_n):
-  """`lax.while_loop` over the turn's tokens -> (buffers dict, cache)."""
+def _decode_turn(spec: DecodeSpec, llm, layers, cache, logits_bv, value_b, valid_b, key,
+                 forced, forced_n):
+  """`lax.while_loop` over the turn's tokens -> (buffers dict, cache); `layers` is
+  `llm.layer_states()`, split before the loop."""
   b, m = logits_bv.shape[0], spec.max_turn_tokens
   cls_v = jnp.asarray(spec.layout.id_classes())
   zi = jnp.zeros((b, m), jnp.int32)
@@ -311,7 +315,7 @@ def _decode_turn(spec: DecodeSpec, llm, cache, logits_bv, value_b, valid_b, key,
   def body(c):
     i, cache, tok, gram, done, bufs = c
     # Rows still in the turn write their last (non-<eot>) token and get new logits.
-    lg, val, cache = llm.extend(cache, tok[:, None], (~done)[:, None])
+    lg, val, cache = llm.extend(cache, tok[:, None], (~done)[:, None], layers)
     new_tok, lp = _choose(spec, i, lg[:, 0], gram, key, forced, forced_n)
     gram, done, bufs = record(i, new_tok, lp, lg[:, 0], val[:, 0], gram, done, bufs)
     return i + 1, cache, new_tok, gram, done, bufs

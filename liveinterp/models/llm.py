@@ -254,14 +254,27 @@ class LLM(nnx.Module):
     return kv_cache.init(self.num_layers, batch, self.window, self.num_kv_heads,
                          self.head_dim, self.dtype)
 
+  def layer_states(self) -> tuple:
+    """The stacked blocks' state as L per-layer states (static slices), for
+    `extend(..., layers=...)`: split once outside a token loop (issue #14)."""
+    state = nnx.split(self.blocks)[1]
+    return tuple(jax.tree.map(lambda a, l=l: a[l], state) for l in range(self.num_layers))
+
   def extend(self, cache: kv_cache.KVCache, inputs: jax.Array,
-             valid_bt: jax.Array | None = None):
+             valid_bt: jax.Array | None = None, layers: tuple | None = None):
     """Appends a chunk: tokens [B, T] or embeddings [B, T, D] -> (logits, values, cache).
 
     logits [B, T, V] float32, values [B, T] float32. Positions continue from
     `cache.length`. `valid_bt` [B, T] (default all True) marks the real tokens of each
     row; the others are skipped (not attended, not written, `length` not advanced) and
     their outputs are meaningless. Cost is O(T (W + T)) whatever the stream position.
+
+    `layers` (from `layer_states()`, default: none) runs the layers unrolled over those
+    per-layer weights instead of a `lax.scan` over the stacked ones. A token loop
+    (`decode_step._decode_turn`) splits them once before the loop and passes them in:
+    inside a scan every layer's weights are sliced by a dynamic index, which XLA
+    materialises, a copy of all the weights per token (on CPU it cost as much as the
+    matmuls; issue #14). Same operations, same outputs.
     """
     x = self._as_embeddings(inputs)
     b, t = x.shape[:2]
@@ -270,11 +283,27 @@ class LLM(nnx.Module):
     plan = kv_cache.plan_extend(cache.slot_pos, cache.length, valid_bt, self.window,
                                 self.sink_tokens)
     graphdef, state = nnx.split(self.blocks)
+    if layers is None:
+      k_new, v_new, x = self._extend_scanned(graphdef, state, cache, plan, x)
+    elif len(layers) != self.num_layers:
+      raise ValueError(f"layers: {len(layers)} per-layer states, expected num_layers="
+                       f"{self.num_layers} (from LLM.layer_states())")
+    else:
+      k_new, v_new, x = self._extend_switched(graphdef, layers, cache, plan, x)
+    k = kv_cache.write(cache.k, k_new, plan.write_idx)
+    v = kv_cache.write(cache.v, v_new, plan.write_idx)
+    logits, values = self.heads(x)
+    new_cache = kv_cache.constrain(kv_cache.KVCache(k=k, v=v, slot_pos=plan.slot_pos,
+                                                    length=plan.length))
+    return logits, values, new_cache
 
-    # The layers only read the cache (layer l by a dynamic index) and return the chunk's
-    # own keys/values [L, B, T, K, Dh]; one scatter after the loop writes them. So XLA
-    # updates the cache in place: no per-layer scan output stack (ys cannot alias the
-    # input), no [cache ; chunk] concatenation, no copy of the cache per token.
+  # The layers only read the cache and return the chunk's own keys/values
+  # [L, B, T, K, Dh]; one scatter after the layers writes them (`extend`). So XLA updates
+  # the cache in place: no per-layer output stack aliasing the input, no [cache ; chunk]
+  # concatenation, no copy of the cache per token.
+  @staticmethod
+  def _extend_scanned(graphdef, state, cache, plan, x):
+    """`lax.scan` over the stacked layers (compile time flat in depth)."""
     def layer(carry, layer_state):
       x, l = carry
       k_l = jax.lax.dynamic_index_in_dim(cache.k, l, axis=0, keepdims=False)
@@ -283,18 +312,32 @@ class LLM(nnx.Module):
       return (x, l + 1), (k_new, v_new)
 
     (x, _), (k_new, v_new) = jax.lax.scan(layer, (x, jnp.int32(0)), state)
-    k = kv_cache.write(cache.k, k_new, plan.write_idx)
-    v = kv_cache.write(cache.v, v_new, plan.write_idx)
-    logits, values = self.heads(x)
-    new_cache = kv_cache.constrain(kv_cache.KVCache(k=k, v=v, slot_pos=plan.slot_pos,
-                                                    length=plan.length))
-    return logits, values, new_cache
+    return k_new, v_new, x
+
+  @staticmethod
+  def _extend_switched(graphdef, layers, cache, plan, x):
+    """The same scan, each iteration picking its layer's weights with `lax.switch` over
+    the per-layer states: the weights are read in place, only the cache is indexed."""
+    branches = [lambda x, k_l, v_l, s=s: nnx.merge(graphdef, s).extend(x, plan, k_l, v_l)
+                for s in layers]
+
+    def layer(carry, _):
+      x, l = carry
+      k_l = jax.lax.dynamic_index_in_dim(cache.k, l, axis=0, keepdims=False)
+      v_l = jax.lax.dynamic_index_in_dim(cache.v, l, axis=0, keepdims=False)
+      x, k_new, v_new = jax.lax.switch(l, branches, x, k_l, v_l)
+      return (x, l + 1), (k_new, v_new)
+
+    (x, _), (k_new, v_new) = jax.lax.scan(layer, (x, jnp.int32(0)), length=len(layers))
+    return k_new, v_new, x
 
   def decode_step(self, cache: kv_cache.KVCache, inputs: jax.Array,
-                  valid_b: jax.Array | None = None):
-    """One token per row: ids [B] or embeddings [B, D] -> (logits [B, V], values [B], cache)."""
+                  valid_b: jax.Array | None = None, layers: tuple | None = None):
+    """One token per row: ids [B] or embeddings [B, D] -> (logits [B, V], values [B], cache).
+
+    In a token loop pass `layers=self.layer_states()` split before the loop (`extend`)."""
     valid = None if valid_b is None else valid_b[:, None]
-    logits, values, cache = self.extend(cache, inputs[:, None], valid)
+    logits, values, cache = self.extend(cache, inputs[:, None], valid, layers)
     return logits[:, 0], values[:, 0], cache
 
 

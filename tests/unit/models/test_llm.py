@@ -7,6 +7,8 @@ to keep the file well under a minute on 2 cores.
 """
 
 import contextlib
+import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -308,19 +310,71 @@ def test_attend_equals_attention_over_the_concatenation(t):
     kv_cache.attend(q[:, :, :3], plan, kc, vc, kn, vn)
 
 
-def test_decode_loop_does_not_copy_the_cache(env):
+def test_split_layers_decode_equals_the_stacked_scan(env):
+  """`decode_step(..., layers=layer_states())` (the streaming decoder's path) computes
+  what the scan over the stacked layers computes; a wrong layer count is refused."""
+  c, model, toks = env["c"], env["model"], env["toks"]
+
+  @nnx.jit
+  def decode_split(m, cache, toks_bt):
+    layers = m.layer_states()
+
+    def step(cache, tok_b):
+      logits, values, cache = m.decode_step(cache, tok_b, layers=layers)
+      return cache, (logits, values)
+    cache, (lg, v) = jax.lax.scan(step, cache, toks_bt.T)
+    return jnp.swapaxes(lg, 0, 1), v.T, cache
+
+  with _one_device(c):
+    got = decode_split(model, model.init_cache(B), toks)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(env["stream"])):
+      np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="1 per-layer states, expected num_layers=2"):
+      model.decode_step(model.init_cache(B), toks[:, 0], layers=model.layer_states()[:1])
+
+
+def _while_bodies(hlo: str) -> dict[str, list[str]]:
+  """Compiled HLO text -> {name: instruction lines} of every while body and conditional
+  branch (the code that runs once per loop iteration)."""
+  names = set(re.findall(r"body=%([\w.\-]+)", hlo))
+  for group in re.findall(r"branch_computations=\{([^}]*)\}", hlo):
+    names |= {n.strip().lstrip("%") for n in group.split(",")}
+  out, name = {}, None
+  for ln in hlo.splitlines():
+    head = re.match(r"^%([\w.\-]+) ", ln)
+    if head and ln.rstrip().endswith("{"):
+      name = head.group(1) if head.group(1) in names else None
+      if name:
+        out[name] = []
+    elif ln.startswith("}"):
+      name = None
+    elif name:
+      out[name].append(ln)
+  return out
+
+
+_VIEW_OPS = ("parameter", "get-tuple-element", "bitcast", "tuple", "while", "conditional",
+             "call", "dot")
+
+
+@pytest.mark.parametrize("split_layers", [False, True])
+def test_decode_loop_does_not_copy_the_cache(env, split_layers):
   """Compiled token-by-token loop with a donated cache: no copy of the stacked cache
   [L, B, W, K, Dh] or of a layer's cache, and no [cache ; chunk] concatenation (the
-  per-token cost is the attention read, not cache copies; issue #14)."""
+  per-token cost is the attention read, not cache copies; issue #14). With the layers
+  split before the loop (`layer_states()`, as the streaming decoder does), nothing in
+  any loop body produces a layer-weight-sized array either: the scan over stacked
+  weights sliced (copied) every layer's weights once per token."""
   c, model = env["c"], env["model"]
   graphdef, params = nnx.split(model)
 
   def loop(params, cache, tok):
     m = nnx.merge(graphdef, params)
+    layers = m.layer_states() if split_layers else None
 
     def body(_, carry):
       cache, tok = carry
-      logits, _, cache = m.decode_step(cache, tok)
+      logits, _, cache = m.decode_step(cache, tok, layers=layers)
       return cache, jnp.argmax(logits, -1).astype(jnp.int32)
     return jax.lax.fori_loop(0, 4, body, (cache, tok))
 
@@ -335,6 +389,21 @@ def test_decode_loop_does_not_copy_the_cache(env):
          and any(sh in ln.split("=", 1)[1].split("(", 1)[0] for sh in shapes)]
   assert not bad, "\n".join(bad)
   assert sum(" scatter(" in ln and shapes[0] in ln for ln in hlo.splitlines()) == 2  # k, v
+  if not split_layers:
+    return
+  # Every per-layer kernel shape, and its 2-D forms as the dots read it.
+  weights = set()
+  for a in jax.tree.leaves(nnx.state(model.blocks, nnx.Param)):
+    s = a.shape[1:]
+    if len(s) >= 2:
+      weights |= {s} | {(math.prod(s[:i]), math.prod(s[i:])) for i in range(1, len(s))}
+  weights = {"f32[" + ",".join(map(str, s)) + "]" for s in weights}
+  bodies = _while_bodies(hlo)
+  assert bodies
+  copied = [ln.strip()[:160] for lines in bodies.values() for ln in lines
+            if (op := re.match(r"\s*(?:ROOT )?%\S+ = (\S+) ([\w\-]+)\(", ln))
+            and op.group(2) not in _VIEW_OPS and op.group(1).split("{")[0] in weights]
+  assert not copied, "\n".join(copied)
 
 
 # ---- sharding ------------------------------------------------------------------------------
