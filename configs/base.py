@@ -247,7 +247,8 @@ def get_config():
       max_backlog_ms=2000.0,
       time_credit="backlog",  # r_time per turn: "backlog" (DESIGN §4: every turn under a
                               # backlog) | "increment" (the backlog the turn's own speech
-                              # adds); liveinterp/rl/rewards.py
+                              # adds) | "speech" (that increment on the speech frames
+                              # that play late, not the turn's <eot>); rl/rewards.py
       speech_bounds=True,   # format reward checks speech ms per text token against the
                             # bounds the corpus build recorded (speech_ms_per_token)
       eval_episodes=16,     # dev utterances scored greedily every train.eval_every
@@ -280,6 +281,8 @@ RL2_SETTINGS = dict(w_lag=2.0, w_seq=2.0, kl_kp=1.0)
 #   rl_time_only   time compliance alone: speech gets shorter, quality drops;
 #   rl_time_only_increment  the same with r_time given to the turn whose speech adds the
 #                  backlog (rl.time_credit="increment"), not to every turn under it;
+#   rl_time_only_speech  the same with that penalty on the late speech frames' "continue"
+#                  decisions instead of the turn's <eot> (rl.time_credit="speech");
 #   rl_lag_only    the lagging penalty alone: the policy writes early and skips content;
 #   rl_one_stage   all seven rewards at once from SFT (no stage-1 policy first);
 #   rl_fixed_beta  stage 1 with a fixed β (the KL either runs away or the policy is
@@ -289,6 +292,7 @@ RL_ABLATIONS = {
     "rl_time_only": ("rl1", dict(_NO_TURN_REWARDS, w_time=1.0)),
     "rl_time_only_increment": ("rl1", dict(_NO_TURN_REWARDS, w_time=1.0,
                                            time_credit="increment")),
+    "rl_time_only_speech": ("rl1", dict(_NO_TURN_REWARDS, w_time=1.0, time_credit="speech")),
     "rl_lag_only": ("rl2", dict(_NO_TURN_REWARDS, w_lag=1.0, w_seq=0.0, multi_turn=True)),
     "rl_one_stage": ("rl2", dict(multi_turn=True)),
     "rl_fixed_beta": ("rl1", dict(kl_adaptive=False)),

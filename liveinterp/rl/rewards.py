@@ -44,6 +44,19 @@ Single-turn rewards, one value per turn (`turn_rewards`, unweighted):
        wait turns' `<eot>`; with "increment" the test backlog grew less (2.2 s vs 3.1 s,
        SFT 1.6 s) but speech still lengthened, so this is not the main cause (README
        rl_table notes).
+       `time_credit="speech"` (issue #13) keeps the "increment" value per turn but
+       gives it to the speech frames that cause it instead of the turn's last token
+       (the `<eot>` that ends the speech, i.e. the "stop" action of
+       `rl.speech_action="stop"`): frame k of turn t plays over [start_t + k·f,
+       start_t + (k+1)·f] (f = speech_ms[t]/frames), relative to T_{t+1} it is charged
+       max(its end, 0) − max(its start, 0) ms, the frame's own part of the increment
+       (`speech_frame_backlog_ms`; scaled down alike when the turn's total is clipped),
+       and the trainer puts −w_time·charge/Δ on the frame's first token, the "continue
+       speaking" decision that played it (`trainer.score_rollout`). Per turn the sum is
+       the "increment" value. Why: with the penalty on the stop `<eot>` and GAE's
+       λ-discount of the later penalties a "continue" brings (γ = 1, λ = 0.95, value
+       head untrained), stopping got a more negative advantage than continuing, which
+       lengthened speech (benchmarks/rl_credit.py measures it on runs/tiny_v3's SFT).
 - fmt  (format consistency): 0 when the turn parsed under the turn grammar and, if speech
        length bounds (lo, hi) in ms per target text token are configured, a wait turn or
        lo·n_text ≤ speech_ms ≤ hi·n_text; −1 otherwise (a text turn without speech is out
@@ -80,7 +93,7 @@ TURN_COMPONENTS = ("det", "init", "qual", "time", "fmt")
 EPISODE_COMPONENTS = ("lag", "seq")
 LAG_METRICS = ("laal", "al")
 QUALITY_METRICS = ("chrf", "bleu")
-TIME_CREDITS = ("backlog", "increment")   # which turn r_time is given to (module docstring)
+TIME_CREDITS = ("backlog", "increment", "speech")  # where r_time goes (module docstring)
 _WEIGHTS = tuple(f"w_{c}" for c in TURN_COMPONENTS + EPISODE_COMPONENTS)
 _CHAR_LANGS = ("zh", "ja")
 
@@ -145,7 +158,7 @@ class RewardConfig:
   seq_metric: str = "chrf"          # "chrf" | "bleu"
   quality_metric: str = "chrf"      # Q of the per-turn prefix-quality gain: "chrf" | "bleu"
   max_backlog_ms: float = 2000.0    # backlog clip for r_time
-  time_credit: str = "backlog"      # r_time per turn: "backlog" | "increment" (docstring)
+  time_credit: str = "backlog"      # r_time: "backlog" | "increment" | "speech" (docstring)
   # (lo, hi) bounds of target speech ms per target text token; None: no length check.
   speech_ms_per_token: tuple[float, float] | None = None
 
@@ -384,14 +397,52 @@ def backlog_increment_ms(ep: Episode, max_backlog_ms: float) -> np.ndarray:
   return np.clip(added, 0.0, float(max_backlog_ms))  # ≥ 0 also under rounding
 
 
+def speech_frame_backlog_ms(ep: Episode, n_frames: Sequence[int], max_backlog_ms: float
+                            ) -> list[np.ndarray]:
+  """Per turn t, [n_frames[t]] the ms of backlog each of its speech frames adds
+  (`time_credit="speech"`, module docstring): frame k's part of the turn's segment that
+  plays after T_{t+1}. Each turn's sum is `backlog_increment_ms(ep, ...)[t]` (the frames
+  scaled alike when that is clipped); a turn without speech has no frames."""
+  n_frames = np.asarray(n_frames, np.int64).reshape(-1)
+  if n_frames.size != ep.num_turns:
+    raise ValueError(f"speech_frame_backlog_ms: {n_frames.size} frame counts for "
+                     f"{ep.num_turns} turns")
+  bad = np.nonzero((n_frames < 0) | ((n_frames == 0) & (ep.speech_ms > 0)))[0]
+  if bad.size:
+    t = int(bad[0])
+    raise ValueError(f"speech_frame_backlog_ms: turn {t} has {n_frames[t]} frames for "
+                     f"{ep.speech_ms[t]} ms of speech")
+  start, _ = _speech_overrun_ms(ep)
+  total = backlog_increment_ms(ep, max_backlog_ms)
+  out = []
+  for t, n in enumerate(n_frames):
+    if n == 0:
+      out.append(np.zeros((0,), np.float64))
+      continue
+    edges = start[t] + ep.speech_ms[t] * np.arange(n + 1, dtype=np.float64) / n
+    added = np.diff(np.maximum(edges, 0.0))            # >= 0: edges are increasing
+    s = added.sum()
+    out.append(added * (total[t] / s) if s > 0 else added)  # the clip, spread alike
+  return out
+
+
 def time_reward(ep: Episode, max_backlog_ms: float, credit: str = "backlog") -> np.ndarray:
-  """r_time [N] = −backlog_t / Δ, or with `credit="increment"` −(the backlog turn t's
-  speech adds) / Δ (module docstring)."""
+  """r_time [N] = −backlog_t / Δ, or with `credit="increment"` (and "speech", whose
+  per-turn total it is) −(the backlog turn t's speech adds) / Δ (module docstring)."""
   if credit not in TIME_CREDITS:
     raise ValueError(f"time_reward: credit={credit!r}, expected one of {TIME_CREDITS}")
   ms = (speech_backlog_ms if credit == "backlog" else backlog_increment_ms)(
       ep, max_backlog_ms)
   return -ms / float(ep.chunk_ms)
+
+
+def speech_time_rewards(ep: Episode, n_frames: Sequence[int], rc: RewardConfig
+                        ) -> list[np.ndarray]:
+  """`time_credit="speech"`: per turn, [n_frames[t]] w_time·r_time of each speech frame
+  (−w_time·`speech_frame_backlog_ms`/Δ); each turn's sum is the w_time·r_time[t] that
+  `score_episode` counts in that turn's reward."""
+  return [-rc.w_time * ms / float(ep.chunk_ms)
+          for ms in speech_frame_backlog_ms(ep, n_frames, rc.max_backlog_ms)]
 
 
 def format_reward(ep: Episode,
@@ -440,7 +491,9 @@ def score_episode(ep: Episode, ref: Reference, rc: RewardConfig
   """(reward per turn float64[N], logging metrics).
 
   reward[t] = Σ_c w_c·r_c[t] over the turn components; with `rc.multi_turn` the last
-  turn also gets w_lag·lag + w_seq·seq. Metrics: "reward/<component>" the mean over turns
+  turn also gets w_lag·lag + w_seq·seq (with `time_credit="speech"` the trainer moves
+  each turn's w_time·r_time from its last token onto its speech frames,
+  `speech_time_rewards`). Metrics: "reward/<component>" the mean over turns
   of each turn component, "reward/lag", "reward/seq" (always computed, also in stage 1),
   "reward/laal_ms", "reward/al_ms", and "reward/total" = the sum of the turn rewards.
   """

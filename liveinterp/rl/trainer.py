@@ -10,9 +10,10 @@ One iteration (`train.steps` of them):
    with the current weights, sampling at `rl.temperature` under the turn grammar
    (`rollout.collect`: text + speech tokens, no codec run: speech durations come from the
    frame counts);
-2. **rewards** (host, `rewards.score_episode`): the five single-turn rewards at each turn's
-   last token; with `rl.multi_turn` (rl2) the lagging and sequence-quality rewards at
-   the episode's last turn;
+2. **rewards** (host, `rewards.score_episode`, placed by `score_rollout`): the five
+   single-turn rewards at each turn's last token (with `rl.time_credit="speech"` the
+   time penalty at the late speech frames' first tokens instead); with `rl.multi_turn`
+   (rl2) the lagging and sequence-quality rewards at the episode's last turn;
 3. **scoring** (one jitted training forward per policy, `rollout.sequence_log_probs`):
    log π_old and V_old with the current weights, log π_ref with the frozen reference
    (`train.init_from`: SFT for rl1, rl1 for rl2) — forced scoring, no second sampling;
@@ -114,6 +115,10 @@ def check_config(c):
   if r.speech_action not in rollout.SPEECH_ACTIONS:
     raise config_lib.ConfigError(f"rl.speech_action={r.speech_action!r}: expected one of "
                                  f"{rollout.SPEECH_ACTIONS}")
+  if r.get("time_credit") == "speech" and r.speech_action == "none":
+    raise config_lib.ConfigError(
+        "rl.time_credit='speech' puts the time penalty on speech tokens, which "
+        "rl.speech_action='none' leaves out of the actions; use 'stop' or 'token'")
   if jax.process_count() > 1:
     raise config_lib.ConfigError("RL stages run in one process for now (the rollout decoder "
                                  "runs on one local device); use --cpu_devices / one host")
@@ -168,7 +173,7 @@ def make_update(graphdef, grammar, tx, c):
   """The pure RL update `update(state, batch, rng, policy_coef, grad_mask)`.
 
   `batch` (leading axis = episodes): the rollout fields (`rollout.Rollout.batch`) plus
-  `turn_rewards` [B, L] (each turn's reward at its last token), `old_logp`,
+  `turn_rewards` [B, L] (`score_rollout`: each turn's reward at its last token), `old_logp`,
   `old_values`, `ref_logp`, `kl_exact` [B, L] (`rollout.policy_and_reference` of the
   current and reference policies). The actions are `policy_mask`'s tokens. Returns (new state, metrics)."""
   r = c.rl
@@ -183,10 +188,7 @@ def make_update(graphdef, grammar, tx, c):
     mask = policy_mask(batch, speech_offset, speech_action)
     beta = jnp.exp(state.log_beta)
     kl_tok = kl_lib.token_kl(batch["old_logp"], batch["ref_logp"], mask)
-    rew = batch["turn_rewards"] * mask - beta * kl_tok
-    adv, ret = gae_lib.gae(rew, batch["old_values"], mask, gamma=float(r.gamma),
-                           lam=float(r.lam))
-    adv = ppo.whiten(adv, mask)
+    adv, ret = advantages(batch, mask, beta * kl_tok, c)
 
     def apply_fn(params, mb):
       model = nnx.merge(graphdef, params, state.model_state)
@@ -219,6 +221,16 @@ def make_update(graphdef, grammar, tx, c):
     return new, metrics
 
   return update
+
+
+def advantages(batch, mask, kl_penalty, c) -> tuple[jax.Array, jax.Array]:
+  """(whitened advantages, returns) [B, L] of the update: per-token reward
+  `turn_rewards · mask − kl_penalty`, GAE (`rl.gamma`, `rl.lam`) over `old_values`,
+  advantages whitened over `mask`."""
+  rew = batch["turn_rewards"] * mask - kl_penalty
+  adv, ret = gae_lib.gae(rew, batch["old_values"], mask, gamma=float(c.rl.gamma),
+                         lam=float(c.rl.lam))
+  return ppo.whiten(adv, mask), ret
 
 
 def abstract_state(model_fn, tx, mesh, rules):
@@ -331,14 +343,47 @@ class _Episodes:
     return out
 
 
-def _place_rewards(ro: rollout.Rollout, per_turn: list[np.ndarray]) -> np.ndarray:
-  """Each kept turn's reward at its last token -> [B, L]."""
+def _place_rewards(ro: rollout.Rollout, per_turn: list[np.ndarray],
+                   per_frame: list[list[tuple[np.ndarray, np.ndarray]]] | None = None
+                   ) -> np.ndarray:
+  """Each kept turn's reward at its last token -> [B, L]; with `per_frame` (row r, turn
+  t: (offsets in the turn, rewards)) also those rewards at those tokens of the turn."""
   out = np.zeros(ro.batch["tokens"].shape, np.float32)
   for r, rew in enumerate(per_turn):
     ends = np.nonzero(ro.batch["turn_end"][r])[0]
     assert len(ends) == len(rew), (len(ends), len(rew))
     out[r, ends] = rew
+    if per_frame is not None:
+      for end, ids, (offsets, frame_rew) in zip(ends, ro.turn_ids[r], per_frame[r]):
+        out[r, end - len(ids) + 1 + offsets] += frame_rew
   return out
+
+
+def speech_frame_starts(ids: np.ndarray, layout) -> np.ndarray:
+  """Offsets in a turn's tokens of each whole speech frame's first token (codebook 0):
+  with `rl.speech_action="stop"` the "continue speaking" decision that played it."""
+  speech = np.nonzero(np.asarray(ids) >= layout.speech_offset)[0]
+  q = int(layout.num_codebooks)
+  return speech[:len(speech) // q * q:q]
+
+
+def score_rollout(ro: rollout.Rollout, records, rc: rewards_lib.RewardConfig, layout
+                  ) -> tuple[np.ndarray, list[dict]]:
+  """The rewards of a rollout: (per-token rewards [B, L], each episode's logging metrics).
+  Each turn's reward (`rewards.score_episode`) goes to its last token; with
+  `rc.time_credit == "speech"` its w_time·r_time goes to its speech frames' first tokens
+  instead (`rewards.speech_time_rewards`)."""
+  per_turn, per_frame, logs = [], [], []
+  for ep, rec, turns in zip(ro.episodes, records, ro.turn_ids):
+    rew, log = rewards_lib.score_episode(ep, rewards_lib.Reference.from_record(rec), rc)
+    if rc.time_credit == "speech":
+      starts = [speech_frame_starts(ids, layout) for ids in turns]
+      frames = rewards_lib.speech_time_rewards(ep, [len(s) for s in starts], rc)
+      rew = rew - np.asarray([f.sum() for f in frames])
+      per_frame.append(list(zip(starts, frames)))
+    per_turn.append(rew)
+    logs.append(log)
+  return _place_rewards(ro, per_turn, per_frame if rc.time_credit == "speech" else None), logs
 
 
 def rollout_stats(ro: rollout.Rollout, logs: list[dict]) -> dict:
@@ -353,6 +398,28 @@ def rollout_stats(ro: rollout.Rollout, logs: list[dict]) -> dict:
   out["rl/cut_turns"] = float(ro.cut_turns)
   out["rl/malformed_turns"] = float(sum((~e.well_formed).sum() for e in ro.episodes))
   return out
+
+
+def load_reference(config, abstract: RLState):
+  """The reference policy `train.init_from` (also where a fresh run starts): (params,
+  model state) restored into `abstract`'s shapes and shardings; refuses a diverged run."""
+  loop._refuse_diverged(config.train.init_from)  # pylint: disable=protected-access
+  src = checkpointing.Checkpointer(os.path.join(config.train.init_from, "checkpoints"))
+  try:
+    return src.restore_params(abstract.params, abstract_model_state=abstract.model_state)
+  finally:
+    src.close()
+
+
+def rollout_decoder(config, model, tok) -> decoder_lib.StreamingDecoder:
+  """The decoder users run, sampling at `rl.temperature`; no codec (speech durations come
+  from frame counts)."""
+  codec = loading.random_model(lambda r: Codec(config, rngs=r), 1)
+  speaker = loading.random_model(lambda r: SpeakerEncoder(config, rngs=r), 2)
+  return decoder_lib.StreamingDecoder(
+      model, codec, speaker, tok, config, temperature=float(config.rl.temperature),
+      prompt_ids=decoder_lib.prompt_for(config, tok),
+      speech_turns=decoder_lib.speech_turns_for(config), decode_speech=False)
 
 
 def run(config, workdir: str, stop_at: int | None = None) -> dict:
@@ -376,14 +443,7 @@ def run(config, workdir: str, stop_at: int | None = None) -> dict:
   graphdef, abstract_rl, rl_shardings = abstract_state(model_fn, tx, mesh, rules)
   abstract = abstract_rl
 
-  # The reference policy (also where a fresh run starts): params + model state.
-  loop._refuse_diverged(config.train.init_from)  # pylint: disable=protected-access
-  src = checkpointing.Checkpointer(os.path.join(config.train.init_from, "checkpoints"))
-  try:
-    ref_params, ref_rest = src.restore_params(abstract.params,
-                                              abstract_model_state=abstract.model_state)
-  finally:
-    src.close()
+  ref_params, ref_rest = load_reference(config, abstract)
 
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
                                     keep=config.checkpoint.keep,
@@ -400,14 +460,7 @@ def run(config, workdir: str, stop_at: int | None = None) -> dict:
     reporting.console(f"[{name}] starting from {config.train.init_from} (also the KL "
                       f"reference)")
 
-  # The decoder users run, sampling; no codec (speech durations come from frame counts).
-  model0 = nnx.merge(graphdef, ref_params, ref_rest)
-  codec = loading.random_model(lambda r: Codec(config, rngs=r), 1)
-  speaker = loading.random_model(lambda r: SpeakerEncoder(config, rngs=r), 2)
-  decoder = decoder_lib.StreamingDecoder(
-      model0, codec, speaker, tok, config, temperature=float(config.rl.temperature),
-      prompt_ids=decoder_lib.prompt_for(config, tok),
-      speech_turns=decoder_lib.speech_turns_for(config), decode_speech=False)
+  decoder = rollout_decoder(config, nnx.merge(graphdef, ref_params, ref_rest), tok)
   grammar = decoder.spec.grammar
   detok = session_lib.Detokenizer(tok)
   temperature = float(config.rl.temperature)
@@ -445,13 +498,9 @@ def run(config, workdir: str, stop_at: int | None = None) -> dict:
       key = jax.random.fold_in(jax.random.fold_in(jax.random.key(int(config.seed)),
                                                   episodes_for.stage_index), it)
       ro = rollout.collect(decoder, recs, rs, key, detok)
-      per_turn, logs = [], []
-      for ep, rec in zip(ro.episodes, recs):
-        rew, log = rewards_lib.score_episode(ep, rewards_lib.Reference.from_record(rec), rc)
-        per_turn.append(rew)
-        logs.append(log)
+      turn_rewards, logs = score_rollout(ro, recs, rc, decoder.layout)
       t_roll = time.perf_counter() - t0
-      host = dict(ro.batch, turn_rewards=_place_rewards(ro, per_turn))
+      host = dict(ro.batch, turn_rewards=turn_rewards)
       with sharding.use_mesh(mesh, rules):
         batch = pipelines.make_global_batch(host, mesh, rules)
         old_logp, old_values, ref_logp, kl_exact = score_jit(

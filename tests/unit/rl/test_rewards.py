@@ -242,6 +242,60 @@ def test_time_reward_bad_credit():
     R.time_reward(episode(["we"]), 2000.0, "turn")
 
 
+# time_credit="speech" (issue #13): the increment spread over the speech frames causing it
+
+SPEECH = dataclasses.replace(RC, time_credit="speech", w_time=0.5)
+
+
+def frames_of(ep, frame_ms=100.0):
+  return np.round(ep.speech_ms / frame_ms).astype(int)
+
+
+def test_time_speech_frames_sum_to_the_increment():
+  ep = episode(["we", " see", " people", ""], speech_ms=[900, 900, 900, 0])
+  per = R.speech_frame_backlog_ms(ep, frames_of(ep), 1e9)
+  assert [len(p) for p in per] == [9, 9, 9, 0]
+  np.testing.assert_allclose([p.sum() for p in per], R.backlog_increment_ms(ep, 1e9))
+  # turn 0 plays [500, 1400] vs T_1 = 1000: its last 4 frames are over, 100 ms each
+  np.testing.assert_allclose(per[0], [0.0] * 5 + [100.0] * 4)
+  # turn 1 plays [1400, 2300] vs T_2 = 1500: 1400-1500 is in time, then 8 frames late
+  np.testing.assert_allclose(per[1], [0.0] + [100.0] * 8)
+  # the per-turn value is the increment's; the frame rewards sum to w_time times it
+  np.testing.assert_allclose(times(ep, SPEECH), times(ep, INC))
+  frame_rew = R.speech_time_rewards(ep, frames_of(ep), SPEECH)
+  np.testing.assert_allclose([f.sum() for f in frame_rew], 0.5 * times(ep, INC))
+  assert all(np.all(f <= 0.0) for f in frame_rew)
+
+
+def test_time_speech_frames_split_a_straddling_frame():
+  # 3 frames of 300 ms at [500, 1400] vs T_1 = 1000: the middle one straddles (100 ms)
+  ep = episode(["we", "", "", ""], speech_ms=[900, 0, 0, 0])
+  np.testing.assert_allclose(R.speech_frame_backlog_ms(ep, [3, 0, 0, 0], 1e9)[0],
+                             [0.0, 100.0, 300.0])
+
+
+def test_time_speech_frames_zero_without_backlog():
+  ep = episode(["we", "", " see people", ""], speech_ms=[300, 0, 400, 0])
+  per = R.speech_frame_backlog_ms(ep, frames_of(ep), 2000.0)
+  assert [len(p) for p in per] == [3, 0, 4, 0]
+  assert all(np.all(p == 0.0) for p in per)
+
+
+def test_time_speech_frames_clip_spread_alike():
+  ep = episode(["we see people", "", "", ""], speech_ms=[5000, 0, 0, 0])
+  per = R.speech_frame_backlog_ms(ep, [50, 0, 0, 0], 1000.0)[0]
+  # 4500 ms over T_1 = 1000 (the last 45 frames), clipped to 1000: each 1000/45
+  np.testing.assert_allclose(per, [0.0] * 5 + [1000.0 / 45] * 45)
+
+
+def test_time_speech_frames_bad_counts_named():
+  ep = episode(["we", "", "", ""], speech_ms=[900, 0, 0, 0])
+  with pytest.raises(ValueError, match="turn 0 has 0 frames"):
+    R.speech_frame_backlog_ms(ep, [0, 0, 0, 0], 2000.0)
+  with pytest.raises(ValueError, match="3 frame counts for 4 turns"):
+    R.speech_frame_backlog_ms(ep, [3, 0, 0], 2000.0)
+
+
 # ---- format ----------------------------------------------------------------------------
 
 def test_fmt_malformed_turn():
