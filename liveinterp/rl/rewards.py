@@ -53,10 +53,13 @@ Single-turn rewards, one value per turn (`turn_rewards`, unweighted):
        (`speech_frame_backlog_ms`; scaled down alike when the turn's total is clipped),
        and the trainer puts −w_time·charge/Δ on the frame's first token, the "continue
        speaking" decision that played it (`trainer.score_rollout`). Per turn the sum is
-       the "increment" value. Why: with the penalty on the stop `<eot>` and GAE's
-       λ-discount of the later penalties a "continue" brings (γ = 1, λ = 0.95, value
-       head untrained), stopping got a more negative advantage than continuing, which
-       lengthened speech (benchmarks/rl_credit.py measures it on runs/tiny_v3's SFT).
+       the "increment" value. Tried because with the penalty on the stop `<eot>` (GAE
+       γ = 1, λ = 0.95) stop has the most negative advantage per token; measured
+       (benchmarks/rl_credit.py, runs/tiny_v3 SFT, one batch) the push of all
+       decisions on the stop logit is toward shorter speech under every credit
+       (+7.8 backlog, +6.8 increment, +5.8 speech, whitened) and the larger bias is
+       the untrained value head's (text tokens +0.70 raw advantage from V alone), so
+       this credit is an ablation (`rl_time_only_speech`), not the default.
 - fmt  (format consistency): 0 when the turn parsed under the turn grammar and, if speech
        length bounds (lo, hi) in ms per target text token are configured, a wait turn or
        lo·n_text ≤ speech_ms ≤ hi·n_text; −1 otherwise (a text turn without speech is out
