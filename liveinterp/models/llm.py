@@ -269,12 +269,12 @@ class LLM(nnx.Module):
     row; the others are skipped (not attended, not written, `length` not advanced) and
     their outputs are meaningless. Cost is O(T (W + T)) whatever the stream position.
 
-    `layers` (from `layer_states()`, default: none) runs the layers unrolled over those
-    per-layer weights instead of a `lax.scan` over the stacked ones. A token loop
-    (`decode_step._decode_turn`) splits them once before the loop and passes them in:
-    inside a scan every layer's weights are sliced by a dynamic index, which XLA
-    materialises, a copy of all the weights per token (on CPU it cost as much as the
-    matmuls; issue #14). Same operations, same outputs.
+    `layers` (from `layer_states()`, default: none): the layer scan picks each layer's
+    weights from these per-layer states with `lax.switch` instead of slicing the stacked
+    weights. A token loop (`decode_step._decode_turn`) splits them once before the loop
+    and passes them in: inside the scan the stacked weights are sliced by a dynamic
+    index, which XLA materialises, a copy of every layer's weights per token (on CPU it
+    cost as much as the matmuls; issue #14). Same operations, same outputs.
     """
     x = self._as_embeddings(inputs)
     b, t = x.shape[:2]
@@ -284,52 +284,37 @@ class LLM(nnx.Module):
                                 self.sink_tokens)
     graphdef, state = nnx.split(self.blocks)
     if layers is None:
-      k_new, v_new, x = self._extend_scanned(graphdef, state, cache, plan, x)
+      def run(l, layer_state, *args):
+        return nnx.merge(graphdef, layer_state).extend(*args)
     elif len(layers) != self.num_layers:
       raise ValueError(f"layers: {len(layers)} per-layer states, expected num_layers="
                        f"{self.num_layers} (from LLM.layer_states())")
     else:
-      k_new, v_new, x = self._extend_switched(graphdef, layers, cache, plan, x)
+      branches = [lambda *args, s=s: nnx.merge(graphdef, s).extend(*args) for s in layers]
+      state = None
+
+      def run(l, _, *args):
+        return jax.lax.switch(l, branches, *args)
+
+    # The layers only read the cache (layer l by a dynamic index) and return the chunk's
+    # own keys/values [L, B, T, K, Dh]; one scatter after the loop writes them. So XLA
+    # updates the cache in place: no per-layer scan output stack (ys cannot alias the
+    # input), no [cache ; chunk] concatenation, no copy of the cache per token.
+    def layer(carry, layer_state):
+      x, l = carry
+      k_l = jax.lax.dynamic_index_in_dim(cache.k, l, axis=0, keepdims=False)
+      v_l = jax.lax.dynamic_index_in_dim(cache.v, l, axis=0, keepdims=False)
+      x, k_new, v_new = run(l, layer_state, x, plan, k_l, v_l)
+      return (x, l + 1), (k_new, v_new)
+
+    (x, _), (k_new, v_new) = jax.lax.scan(layer, (x, jnp.int32(0)), state,
+                                          length=self.num_layers)
     k = kv_cache.write(cache.k, k_new, plan.write_idx)
     v = kv_cache.write(cache.v, v_new, plan.write_idx)
     logits, values = self.heads(x)
     new_cache = kv_cache.constrain(kv_cache.KVCache(k=k, v=v, slot_pos=plan.slot_pos,
                                                     length=plan.length))
     return logits, values, new_cache
-
-  # The layers only read the cache and return the chunk's own keys/values
-  # [L, B, T, K, Dh]; one scatter after the layers writes them (`extend`). So XLA updates
-  # the cache in place: no per-layer output stack aliasing the input, no [cache ; chunk]
-  # concatenation, no copy of the cache per token.
-  @staticmethod
-  def _extend_scanned(graphdef, state, cache, plan, x):
-    """`lax.scan` over the stacked layers (compile time flat in depth)."""
-    def layer(carry, layer_state):
-      x, l = carry
-      k_l = jax.lax.dynamic_index_in_dim(cache.k, l, axis=0, keepdims=False)
-      v_l = jax.lax.dynamic_index_in_dim(cache.v, l, axis=0, keepdims=False)
-      x, k_new, v_new = nnx.merge(graphdef, layer_state).extend(x, plan, k_l, v_l)
-      return (x, l + 1), (k_new, v_new)
-
-    (x, _), (k_new, v_new) = jax.lax.scan(layer, (x, jnp.int32(0)), state)
-    return k_new, v_new, x
-
-  @staticmethod
-  def _extend_switched(graphdef, layers, cache, plan, x):
-    """The same scan, each iteration picking its layer's weights with `lax.switch` over
-    the per-layer states: the weights are read in place, only the cache is indexed."""
-    branches = [lambda x, k_l, v_l, s=s: nnx.merge(graphdef, s).extend(x, plan, k_l, v_l)
-                for s in layers]
-
-    def layer(carry, _):
-      x, l = carry
-      k_l = jax.lax.dynamic_index_in_dim(cache.k, l, axis=0, keepdims=False)
-      v_l = jax.lax.dynamic_index_in_dim(cache.v, l, axis=0, keepdims=False)
-      x, k_new, v_new = jax.lax.switch(l, branches, x, k_l, v_l)
-      return (x, l + 1), (k_new, v_new)
-
-    (x, _), (k_new, v_new) = jax.lax.scan(layer, (x, jnp.int32(0)), length=len(layers))
-    return k_new, v_new, x
 
   def decode_step(self, cache: kv_cache.KVCache, inputs: jax.Array,
                   valid_b: jax.Array | None = None, layers: tuple | None = None):
