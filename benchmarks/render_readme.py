@@ -159,8 +159,29 @@ def render_profile(data):
              if kinds else ""))
 
 
+def render_rl_credit(data):
+  """Whitened GAE advantage per action class of one rollout batch under each time credit
+  (`benchmarks/rl_credit.py`, issue #13), with the SFT value head and with V = 0; "push on
+  stop" > 0 means the update makes the policy stop speaking sooner."""
+  rows = []
+  for credit, by_value in data["results"].items():
+    for value, name in (("untrained", "SFT head"), ("zero", "V=0")):
+      r = by_value.get(value)
+      if r is None:
+        continue
+      cls = r["classes"]
+      rows.append({"credit": credit, "value head": name,
+                   **{f"A {c}": cls[c]["mean_adv"] for c in ("continue", "stop", "wait_eot",
+                                                             "text") if c in cls},
+                   "push on stop": r["stop_push"]["total"]})
+  cols = list(rows[0]) if rows else []
+  return (f"### rl_credit (`{data['command']}`)\n\n{data['turns']} turns, "
+          f"{_fmt(data['speech_s_per_turn'])} s speech per turn, warm-up {data['warmup']} "
+          f"value updates.\n\n" + table(rows, cols))
+
+
 RENDERERS = {"model_summary": render_model_summary, "evaluation": render_evaluation,
-             "rl_table": render_rl_table,
+             "rl_table": render_rl_table, "rl_credit": render_rl_credit,
              "serving_memory": lambda d: "### serving_memory\n\n" + render_serving_memory(d)}
 
 

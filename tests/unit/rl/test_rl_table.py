@@ -64,3 +64,18 @@ def test_rows_versus_sft_and_rendering(tmp_path, monkeypatch):
   assert "| *constant output* | 1 | 18 | — | — |" in text
   assert "\nrl2: 20 iterations" in text
   assert "| *offline (sft, whole source)* | 16.5 | 35.5 | — | 3272 |" in text
+
+
+def test_rl_credit_renders_one_row_per_credit_and_value_head():
+  classes = {c: {"mean_adv": v} for c, v in (("continue", -0.1), ("stop", -0.8),
+                                               ("wait_eot", -0.2), ("text", 0.9))}
+  res = {"classes": classes, "stop_push": {"total": 7.5}}
+  data = {"command": "python -m benchmarks.rl_credit", "turns": 48, "warmup": 0,
+          "speech_s_per_turn": 0.39,
+          "results": {"backlog": {"untrained": res, "zero": res},
+                      "speech": {"untrained": res}}}
+  text = render_readme.render_rl_credit(data)
+  rows = [l for l in text.splitlines() if l.startswith("| ")][1:]
+  assert [r.split(" | ")[:2] for r in rows] == [
+      ["| backlog", "SFT head"], ["| backlog", "V=0"], ["| speech", "SFT head"]]
+  assert "| -0.8 |" in rows[0] and rows[0].endswith("| 7.5 |")
