@@ -36,6 +36,17 @@ def main(argv=None):
             f"{c['trace_s'] + c['lower_s']:13.1f} {c['compiles']:8d} {c['cache_hits']:5d}")
   print(f"{'total (' + str(len(files)) + ' files)':58s} {tot['wall_s']:8.1f} {tot['xla_s']:7.1f} "
         f"{tot['trace_s'] + tot['lower_s']:13.1f} {tot['compiles']:8d} {tot['cache_hits']:5d}")
+  big = collections.defaultdict(lambda: [0, 0.0])  # (file, program) -> [compiles, seconds]
+  for r in rows:
+    for name, secs in r.get("big", ()):
+      b = big[(r["nodeid"].split("::", 1)[0], name)]
+      b[0] += 1
+      b[1] += secs
+  if big:
+    print(f"\nprograms compiled in >= 1 s, most seconds first:\n{'file':50s} {'program':28s} "
+          f"{'compiles':>8s} {'xla s':>7s}")
+    for (f, name), (n, secs) in sorted(big.items(), key=lambda kv: -kv[1][1])[:a.top]:
+      print(f"{f[-50:]:50s} {name[:28]:28s} {n:8d} {secs:7.1f}")
 
 
 if __name__ == "__main__":

@@ -96,7 +96,8 @@ def pytest_collection_modifyitems(session, config, items):
 # Where the suite's time goes (issue #11): with LIVEINTERP_TEST_COMPILE_LOG=<file>, every
 # test phase (setup/call/teardown) appends one JSON line: wall seconds, and the seconds this
 # process spent tracing, lowering and compiling with XLA (JAX's monitoring events), with the
-# number of XLA compiles and persistent-cache hits. Compiles inside subprocesses a test starts
+# number of XLA compiles and persistent-cache hits, and the names of the compiles of 1 s or
+# more ("big"). Compiles inside subprocesses a test starts
 # count as wall time only. `python -m tests.compile_report <file>` sums it per file.
 _COMPILE_LOG = os.environ.get("LIVEINTERP_TEST_COMPILE_LOG")
 _COMPILE_EVENTS = {"/jax/core/compile/backend_compile_duration": "xla_s",
@@ -105,12 +106,14 @@ _COMPILE_EVENTS = {"/jax/core/compile/backend_compile_duration": "xla_s",
 _phase_totals: dict = {}
 
 
-def _on_duration(event: str, secs: float, **_):
+def _on_duration(event: str, secs: float, fun_name: str = "?", **_):
   key = _COMPILE_EVENTS.get(event)
   if key is not None:
     _phase_totals[key] = _phase_totals.get(key, 0.0) + secs
     if key == "xla_s":
       _phase_totals["compiles"] = _phase_totals.get("compiles", 0) + 1
+      if secs >= 1.0:  # the programs worth a look, by name
+        _phase_totals.setdefault("big", []).append([fun_name, round(secs, 2)])
 
 
 def _on_event(event: str, **_):
