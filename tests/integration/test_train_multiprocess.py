@@ -32,18 +32,23 @@ def _losses(workdir):
   return {r["step"]: r["train/loss"] for r in rows}
 
 
+# The 2- and 1-process runs stop at step 4 of a 6-step run (`--stop_at`, checkpointed),
+# so neither runs the stage's end-of-run dev evaluation (one more compile in each
+# process); the resume re-runs the same 6-step command and evaluates once at the end.
+_SIX_STEPS = ("--config.train.steps=6",)
+
+
 def test_two_processes_match_one_and_resume_in_one(tmp_path):
   w2, w1 = str(tmp_path / "two"), str(tmp_path / "one")
   _run(["bash", "launch/local_multiprocess.sh", "2", sys.executable, *COMMON,
-        f"--workdir={w2}", "--cpu_devices=2", "--config.train.steps=4"])
-  _run([sys.executable, *COMMON, f"--workdir={w1}", "--cpu_devices=4",
-        "--config.train.steps=4"])
+        f"--workdir={w2}", "--cpu_devices=2", *_SIX_STEPS, "--stop_at=4"])
+  _run([sys.executable, *COMMON, f"--workdir={w1}", "--cpu_devices=4", *_SIX_STEPS,
+        "--stop_at=4"])
   l2, l1 = _losses(w2), _losses(w1)
   assert sorted(l2) == sorted(l1) == [1, 2, 3, 4]
   np.testing.assert_allclose([l2[s] for s in range(1, 5)], [l1[s] for s in range(1, 5)],
                              rtol=2e-5)
   # The 2-process (4-device) checkpoint continues in 1 process on 2 devices.
-  out = _run([sys.executable, *COMMON, f"--workdir={w2}", "--cpu_devices=2",
-              "--config.train.steps=6"])
+  out = _run([sys.executable, *COMMON, f"--workdir={w2}", "--cpu_devices=2", *_SIX_STEPS])
   assert "resumed from step 4" in out
   assert sorted(_losses(w2))[-1] == 6
