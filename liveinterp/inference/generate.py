@@ -29,6 +29,8 @@ def _generate(model: s2st.S2ST, tokens_bt, valid_bt, audio_slot_bt, audio_bn, st
   last = jnp.sum(valid_bt.astype(jnp.int32), axis=1) - 1
   first = jnp.take_along_axis(logits, last[:, None, None], axis=1)[:, 0]  # [B, V]
   out = jnp.zeros((b, max_new_tokens), jnp.int32)
+  # Per-layer weights split once outside the token loop (`LLM.extend`'s `layers`).
+  layers = model.llm.layer_states()
 
   def cond(c):
     i, _, done, _, _ = c
@@ -40,7 +42,7 @@ def _generate(model: s2st.S2ST, tokens_bt, valid_bt, audio_slot_bt, audio_bn, st
     tok = jnp.where(done, 0, tok)
     out = out.at[:, i].set(tok)
     now_done = done | jnp.isin(tok, stop_ids)
-    lg2, _, cache = model.llm.decode_step(cache, tok, ~done)
+    lg2, _, cache = model.llm.decode_step(cache, tok, ~done, layers)
     return i + 1, lg2, now_done, out, cache
 
   init = (jnp.int32(0), first, jnp.zeros((b,), bool), out, cache)

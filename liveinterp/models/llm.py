@@ -274,7 +274,9 @@ class LLM(nnx.Module):
     weights. A token loop (`decode_step._decode_turn`) splits them once before the loop
     and passes them in: inside the scan the stacked weights are sliced by a dynamic
     index, which XLA materialises, a copy of every layer's weights per token (on CPU it
-    cost as much as the matmuls; issue #14). Same operations, same outputs.
+    cost as much as the matmuls; issue #14). Branch l also reads its own layer of the
+    cache by a static index, fused into the attention (a dynamic index outside the
+    switch copied the layer's k and v per token). Same operations, same outputs.
     """
     x = self._as_embeddings(inputs)
     b, t = x.shape[:2]
@@ -284,27 +286,32 @@ class LLM(nnx.Module):
                                 self.sink_tokens)
     graphdef, state = nnx.split(self.blocks)
     if layers is None:
-      def run(l, layer_state, *args):
-        return nnx.merge(graphdef, layer_state).extend(*args)
+      def run(l, layer_state, x):
+        k_l = jax.lax.dynamic_index_in_dim(cache.k, l, axis=0, keepdims=False)
+        v_l = jax.lax.dynamic_index_in_dim(cache.v, l, axis=0, keepdims=False)
+        return nnx.merge(graphdef, layer_state).extend(x, plan, k_l, v_l)
     elif len(layers) != self.num_layers:
       raise ValueError(f"layers: {len(layers)} per-layer states, expected num_layers="
                        f"{self.num_layers} (from LLM.layer_states())")
     else:
-      branches = [lambda *args, s=s: nnx.merge(graphdef, s).extend(*args) for s in layers]
+      # Branch l reads its layer's cache by a static index: XLA fuses that slice into
+      # the attention's reads. A dynamic index outside the switch makes its result an
+      # operand of the switch, materialised: a copy of the layer's k and v per token.
+      def branch(s, l):
+        return lambda x, k, v: nnx.merge(graphdef, s).extend(x, plan, k[l], v[l])
+      branches = [branch(s, l) for l, s in enumerate(layers)]
       state = None
 
-      def run(l, _, *args):
-        return jax.lax.switch(l, branches, *args)
+      def run(l, _, x):
+        return jax.lax.switch(l, branches, x, cache.k, cache.v)
 
-    # The layers only read the cache (layer l by a dynamic index) and return the chunk's
-    # own keys/values [L, B, T, K, Dh]; one scatter after the loop writes them. So XLA
-    # updates the cache in place: no per-layer scan output stack (ys cannot alias the
-    # input), no [cache ; chunk] concatenation, no copy of the cache per token.
+    # The layers only read the cache (layer l) and return the chunk's own keys/values
+    # [L, B, T, K, Dh]; one scatter after the loop writes them. So XLA updates the cache
+    # in place: no per-layer scan output stack (ys cannot alias the input), no
+    # [cache ; chunk] concatenation, no copy of the cache per token.
     def layer(carry, layer_state):
       x, l = carry
-      k_l = jax.lax.dynamic_index_in_dim(cache.k, l, axis=0, keepdims=False)
-      v_l = jax.lax.dynamic_index_in_dim(cache.v, l, axis=0, keepdims=False)
-      x, k_new, v_new = run(l, layer_state, x, plan, k_l, v_l)
+      x, k_new, v_new = run(l, layer_state, x)
       return (x, l + 1), (k_new, v_new)
 
     (x, _), (k_new, v_new) = jax.lax.scan(layer, (x, jnp.int32(0)), state,

@@ -361,7 +361,8 @@ _VIEW_OPS = ("parameter", "get-tuple-element", "bitcast", "tuple", "while", "con
 def test_decode_loop_does_not_copy_the_cache(env, split_layers):
   """Compiled token-by-token loop with a donated cache: no copy of the stacked cache
   [L, B, W, K, Dh] or of a layer's cache, and no [cache ; chunk] concatenation (the
-  per-token cost is the attention read, not cache copies; issue #14). With the layers
+  per-token cost is the attention read, not cache copies; issue #14), and no layer's cache
+  [B, W, K, Dh] materialised in a loop body (a slice feeding the layer). With the layers
   split before the loop (`layer_states()`, as the streaming decoder does), nothing in
   any loop body produces a layer-weight-sized array either: the scan over stacked
   weights sliced (copied) every layer's weights once per token."""
@@ -389,6 +390,14 @@ def test_decode_loop_does_not_copy_the_cache(env, split_layers):
          and any(sh in ln.split("=", 1)[1].split("(", 1)[0] for sh in shapes)]
   assert not bad, "\n".join(bad)
   assert sum(" scatter(" in ln and shapes[0] in ln for ln in hlo.splitlines()) == 2  # k, v
+  bodies = _while_bodies(hlo)
+  assert bodies
+  # No layer's cache [B, W, K, Dh] materialised per layer per token (a dynamic slice of
+  # the stacked cache passed to the layer switch was: 2 per layer per token, issue #14).
+  sliced = [ln.strip()[:160] for lines in bodies.values() for ln in lines
+            if (op := re.match(r"\s*(?:ROOT )?%\S+ = (\S+) ([\w\-]+)\(", ln))
+            and op.group(2) not in _VIEW_OPS and op.group(1).split("{")[0].endswith(shapes[1])]
+  assert not sliced, "\n".join(sliced)
   if not split_layers:
     return
   # Every per-layer kernel shape, and its 2-D forms as the dots read it.
@@ -398,8 +407,6 @@ def test_decode_loop_does_not_copy_the_cache(env, split_layers):
     if len(s) >= 2:
       weights |= {s} | {(math.prod(s[:i]), math.prod(s[i:])) for i in range(1, len(s))}
   weights = {"f32[" + ",".join(map(str, s)) + "]" for s in weights}
-  bodies = _while_bodies(hlo)
-  assert bodies
   copied = [ln.strip()[:160] for lines in bodies.values() for ln in lines
             if (op := re.match(r"\s*(?:ROOT )?%\S+ = (\S+) ([\w\-]+)\(", ln))
             and op.group(2) not in _VIEW_OPS and op.group(1).split("{")[0] in weights]
