@@ -68,6 +68,7 @@ def encode_corpus(config, codec_workdir: str, out_path: str, batch: int = 8,
   hop = codec.hop
   encode = nnx.jit(lambda c, x: c.encode(x))
   table, stats = {}, {"records": 0, "frames": 0, "skipped_no_audio": 0}
+  shapes = set()  # distinct encoder input shapes = encoder compiles
   t0 = time.time()
   for split in splits:
     try:
@@ -78,8 +79,12 @@ def encode_corpus(config, codec_workdir: str, out_path: str, batch: int = 8,
     pending: dict[int, list] = {}
 
     def flush(length):
+      # Always `batch` rows (the rows past the last item are silence, dropped below): a
+      # bucket's leftovers at the end of a split then reuse the bucket's program instead
+      # of compiling one per leftover count (rows are encoded independently).
       items = pending.pop(length)
-      x = np.zeros((len(items), length), np.float32)
+      x = np.zeros((batch, length), np.float32)
+      shapes.add(x.shape)
       for i, (_, a) in enumerate(items):
         x[i, :a.size] = a
       codes = np.asarray(encode(codec, jnp.asarray(x)))
@@ -108,6 +113,7 @@ def encode_corpus(config, codec_workdir: str, out_path: str, batch: int = 8,
   tmp = out_path + ".tmp.npz"
   np.savez(tmp, **table)
   os.replace(tmp, out_path)
+  stats["encoder_shapes"] = len(shapes)
   stats["seconds"] = round(time.time() - t0, 1)
   stats["codes_per_second_of_speech"] = config.audio.sample_rate / hop
   return stats
