@@ -153,10 +153,14 @@ def render_profile(data):
           f"Step {_fmt(data['step_s'] * 1e3)} ms, op self time "
           f"{_fmt(data['op_ms_per_step'])} ms/step, {_fmt(data['model_GFLOP'])} model GFLOP.")
   kinds = data.get("kinds") or []
+  parts = data.get("parts") or []  # profile_decode: which part of the step each op is in
   return (head + "\n\n" + table(data["rows"], ["op", "kind", "ms_per_step", "share",
                                                  "calls_per_step"])
           + ("\n\nBy kind:\n\n" + table(kinds[:8], ["kind", "ms_per_step", "share"])
-             if kinds else ""))
+             if kinds else "")
+          + ("\n\nBy part of the step:\n\n" + table(parts[:10], ["part", "ms_per_step",
+                                                                  "share"])
+             if parts else ""))
 
 
 def render_rl_credit(data):

@@ -63,6 +63,23 @@ def test_profile_step_writes_top_ops_and_renders(tmp_path):
   assert "### profile: codec micro" in text and rows[0]["op"] in text
 
 
+def test_profile_render_shows_the_parts_of_a_decode_step():
+  """profile_decode's JSON also has `parts` (which part of the step each op is in)."""
+  sys.path.insert(0, ROOT)
+  from benchmarks import render_readme
+  data = {"model": "decode_step", "size": "tiny", "command": "c", "step_s": 0.1,
+          "op_ms_per_step": 90.0, "model_GFLOP": 0.5,
+          "rows": [{"op": "dot.1", "kind": "fusion[dot]", "ms_per_step": 50.0, "share": 0.55,
+                    "calls_per_step": 43}],
+          "parts": [{"part": "turn/attention", "ms_per_step": 30.0, "share": 0.33},
+                    {"part": "codec", "ms_per_step": 10.0, "share": 0.11}]}
+  text = render_readme.render_profile(data)
+  tail = text.split("By part of the step:")[1]
+  assert "| turn/attention | 30 | 0.33 |" in tail and "| codec | 10 | 0.11 |" in tail
+  del data["parts"]
+  assert "By part of the step" not in render_readme.render_profile(data)
+
+
 def test_profile_trace_parser_self_time():
   """Self time subtracts nested events on the same thread; other threads are separate."""
   import gzip
