@@ -272,7 +272,7 @@ def apply_size(c, size: str):
 #   w_lag=3, 20 it. at 2e-4 (runs/rl_tune_a): KL ran to 0.05-0.1, dev BLEU 29 -> 20;
 #   w_lag=w_seq=2, kl_kp=1, 20 it. at 1e-4 (runs/rl_tune_b): test LAAL -10 %, BLEU +2.7,
 #   speech backlog 1.6 -> 0.9 s; w_lag=4, w_seq=2, kl_kp=1, 20 it. at 1e-4
-#   (runs/rl_tune_c, iterations 13-20 with KL arming): test LAAL -12.4 %, BLEU +1.5,
+#   (runs/rl_tune_c, iterations 13-20 with KL arming): test LAAL -12.5 %, BLEU +1.4,
 #   backlog 1.33 s (the alignment policy's own targets are at -17.7 %: 1080 vs 1313 ms).
 #   The lag and sequence rewards are weighed alike so the
 #   policy cannot buy latency with skipped content; the faster controller (kl_kp=1)
