@@ -161,8 +161,7 @@ def main(argv):
   episodes_for = trainer._Episodes(pipelines.open_corpus(cfg, "train"), rs,  # pylint: disable=protected-access
                                    int(cfg.seed), cfg.stage)
   recs = episodes_for(0, int(F["episodes"]))
-  key = jax.random.fold_in(jax.random.fold_in(jax.random.key(int(cfg.seed)),
-                                              episodes_for.stage_index), 0)
+  key = episodes_for.sampling_key(0)
   t0 = time.perf_counter()
   ro = rollout.collect(decoder, recs, rs, key, session_lib.Detokenizer(tok))
   t_rollout = time.perf_counter() - t0

@@ -342,6 +342,11 @@ class _Episodes:
         self.too_long += 1
     return out
 
+  def sampling_key(self, iteration: int) -> jax.Array:
+    """The rollout's sampling key of iteration i, from (seed, stage, i) like its records."""
+    return jax.random.fold_in(jax.random.fold_in(jax.random.key(self.seed),
+                                                 self.stage_index), iteration)
+
 
 def _place_rewards(ro: rollout.Rollout, per_turn: list[np.ndarray],
                    per_frame: list[list[tuple[np.ndarray, np.ndarray]]] | None = None
@@ -495,8 +500,7 @@ def run(config, workdir: str, stop_at: int | None = None) -> dict:
       t0 = time.perf_counter()
       recs = episodes_for(it, int(config.train.batch_size))
       decoder.set_model(nnx.merge(graphdef, state.params, state.model_state))
-      key = jax.random.fold_in(jax.random.fold_in(jax.random.key(int(config.seed)),
-                                                  episodes_for.stage_index), it)
+      key = episodes_for.sampling_key(it)
       ro = rollout.collect(decoder, recs, rs, key, detok)
       turn_rewards, logs = score_rollout(ro, recs, rc, decoder.layout)
       t_roll = time.perf_counter() - t0
