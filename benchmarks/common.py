@@ -61,3 +61,22 @@ def write_json(path: str, payload: dict):
   with open(path, "w") as f:
     json.dump(payload, f, indent=1, default=lambda o: float(o) if np.isscalar(o) else str(o))
   print(f"wrote {path}")
+
+
+def talk_frames(dec, layout) -> int:
+  """Speech frames of the `talk` turn: one chunk's worth, within the turn budget."""
+  hop = dec.spec.hop
+  return min(dec.chunk_ms * dec.sample_rate // 1000 // hop,
+             dec.max_turn_tokens // layout.num_codebooks - 4)
+
+
+def forced_turn(layout, rng, n_words: int, n_frames: int, speech: bool = True) -> list:
+  """The token ids of a forced turn: `<text>` + n_words text ids [+ `<speech>` + n_frames
+  frames of random codes] + `<eot>` (streaming_batch's workloads, profile_decode's talk turn)."""
+  from liveinterp.common import token_layout  # pylint: disable=g-import-not-at-top
+  ids = [token_layout.TEXT] + [layout.text_offset + 1 + i % 50 for i in range(n_words)]
+  if speech:
+    ids += [token_layout.SPEECH] + [
+        layout.speech_offset + int(x)
+        for x in rng.integers(0, layout.codebook_size, n_frames * layout.num_codebooks)]
+  return ids + [token_layout.EOT]

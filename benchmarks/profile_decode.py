@@ -127,14 +127,9 @@ def main(argv):
   layout = token_layout.TokenLayout.from_config(cfg)
   dec = decoder_lib.StreamingDecoder(*models, layout, cfg,
                                      prompt_ids=decoder_lib.prompt_for(cfg))
-  m, q, hop = dec.max_turn_tokens, layout.num_codebooks, dec.spec.hop
-  frames = min(dec.chunk_ms * dec.sample_rate // 1000 // hop, m // q - 4)
+  m = dec.max_turn_tokens
   rng = np.random.default_rng(0)
-  ids = ([token_layout.TEXT] + [layout.text_offset + 1 + i % 50 for i in range(8)]
-         + [token_layout.SPEECH]
-         + [layout.speech_offset + int(x) for x in rng.integers(0, layout.codebook_size,
-                                                                frames * q)]
-         + [token_layout.EOT])
+  ids = common.forced_turn(layout, rng, 8, common.talk_frames(dec, layout))
   steps, top = _STEPS.value, _TOP.value
   # LLM FLOPs of the turn's tokens per stream (the encoder and codec not counted).
   gflop = llm.flops_per_token(cfg)["inference"] * len(ids) / 1e9

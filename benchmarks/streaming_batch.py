@@ -78,18 +78,13 @@ def main(argv):
                                          decode_speech=False)
   decs.update({(t, False): nocodec for t in tails})
   dec = decs[(tails[0], True)]
-  m, c, chunk_ms, hop = dec.max_turn_tokens, dec.chunk_samples, dec.chunk_ms, dec.spec.hop
+  m, c, chunk_ms = dec.max_turn_tokens, dec.chunk_samples, dec.chunk_ms
   q = layout.num_codebooks
-  frames = min(chunk_ms * dec.sample_rate // 1000 // hop, m // q - 4)
+  frames = common.talk_frames(dec, layout)
   rng = np.random.default_rng(0)
 
   def turn_ids(n_words, n_frames, speech=True):
-    ids = [token_layout.TEXT] + [layout.text_offset + 1 + i % 50 for i in range(n_words)]
-    if speech:
-      ids += [token_layout.SPEECH] + [
-          layout.speech_offset + int(x)
-          for x in rng.integers(0, layout.codebook_size, n_frames * q)]
-    return ids + [token_layout.EOT]
+    return common.forced_turn(layout, rng, n_words, n_frames, speech)
 
   def forced_for(b, rows):
     out = np.zeros((b, m), np.int32)
