@@ -47,6 +47,17 @@ def main(argv=None):
           f"{'compiles':>8s} {'xla s':>7s}")
     for (f, name), (n, secs) in sorted(big.items(), key=lambda kv: -kv[1][1])[:a.top]:
       print(f"{f[-50:]:50s} {name[:28]:28s} {n:8d} {secs:7.1f}")
+  dec = collections.defaultdict(lambda: [set(), 0, 0.0])  # settings -> [files, n, secs]
+  for r in rows:
+    for key, secs in r.get("decoder", ()):
+      d = dec[key]
+      d[0].add(r["nodeid"].split("::", 1)[0].rsplit("/", 1)[-1])
+      d[1] += 1
+      d[2] += secs
+  if dec:
+    print("\nstreaming decoder programs compiled, by decoder settings, most seconds first:")
+    for key, (files, n, secs) in sorted(dec.items(), key=lambda kv: -kv[1][2])[:a.top]:
+      print(f"{secs:7.1f} s {n:3d}x  {', '.join(sorted(files))}\n          {key}")
 
 
 if __name__ == "__main__":

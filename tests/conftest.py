@@ -112,8 +112,43 @@ def _on_duration(event: str, secs: float, fun_name: str = "?", **_):
     _phase_totals[key] = _phase_totals.get(key, 0.0) + secs
     if key == "xla_s":
       _phase_totals["compiles"] = _phase_totals.get("compiles", 0) + 1
+      _xla_events.append((fun_name, secs))
       if secs >= 1.0:  # the programs worth a look, by name
         _phase_totals.setdefault("big", []).append([fun_name, round(secs, 2)])
+
+
+_xla_events: list = []  # (program, seconds) of every XLA compile of this process
+
+
+def _decoder_key(dec, kind: str, batch: int, n: int = 0) -> str:
+  """What makes a streaming decoder program differ (DecodeSpec without the networks)."""
+  import dataclasses
+  spec = {f.name: getattr(dec.spec, f.name) for f in dataclasses.fields(dec.spec)
+          if f.name not in ("graphdef", "layout")}
+  g = spec.pop("grammar")
+  spec["grammar"] = None if g is None else (g.allow_src, g.speech)
+  return f"{kind}(B={batch}{f', N={n}' if n else ''}, donate={dec.donate}, {spec})"
+
+
+def _watch_decoder_compiles():
+  """Logs which decoder settings compile the streaming step / scan ("decoder" entries:
+  [settings, seconds]), so test files can be pointed at one shared setting."""
+  from liveinterp.inference import decoder as decoder_lib
+  cls = decoder_lib.StreamingDecoder
+
+  def watch(kind, method):
+    def wrapped(self, state, audio, *a, **kw):
+      start = len(_xla_events)
+      out = method(self, state, audio, *a, **kw)
+      secs = sum(s for name, s in _xla_events[start:] if "_pure" in name)
+      if secs:
+        n = int(getattr(audio, "shape", (0,))[0]) if kind == "scan" else 0
+        _phase_totals.setdefault("decoder", []).append(
+            [_decoder_key(self, kind, int(state.chunks.shape[0]), n), round(secs, 2)])
+      return out
+    return wrapped
+  cls.step = watch("step", cls.step)
+  cls.scan = watch("scan", cls.scan)
 
 
 def _on_event(event: str, **_):
@@ -125,6 +160,7 @@ if _COMPILE_LOG:
   import jax.monitoring as _monitoring
   _monitoring.register_event_duration_secs_listener(_on_duration)
   _monitoring.register_event_listener(_on_event)
+  _watch_decoder_compiles()
 
   def _timed_phase(item, phase):
     import json
