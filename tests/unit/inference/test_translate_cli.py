@@ -110,6 +110,10 @@ def test_cli_trained_workdir(tmp_path, trained, capsys):
   out = str(tmp_path / "o.wav")
   payload = translate.main([src, "--out", out, "--workdir", workdir, "--config",
                             os.path.join(ROOT, "configs", "micro.py"), "--concat", *SAMPLING,
+                            # speech turns, as the random-init run: the same compiled step
+                            # (`auto` would pick text turns for this run without codes;
+                            # test_text_decoding checks that choice)
+                            "--turns", "speech",
                             "--json", str(tmp_path / "segments.json")])
   assert payload["init"] == "trained" and payload["chunks"] == 2
   assert os.path.exists(str(tmp_path / "segments.json")) and os.path.exists(out)
