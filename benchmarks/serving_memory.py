@@ -144,7 +144,7 @@ def state_logical_axes(state) -> list[tuple]:
   out = []
   for path, x in jax.tree_util.tree_flatten_with_path(state)[0]:
     keys = _keys(path)
-    if keys[:2] == ["model", "cache"]:
+    if keys[:2] == ["model", "cache"]:  # k and v: one buffer per layer, same names
       out.append(cache_names[keys[2]])
     elif keys[:2] == ["model", "encoder"] and keys[-2:-1] == ["attn"] \
         and keys[-1] in _ENC_CACHE_KEYS and x.ndim == 4:
@@ -155,8 +155,9 @@ def state_logical_axes(state) -> list[tuple]:
 
 
 def is_kv_leaf(path) -> bool:
-  """The LLM ring cache's keys or values (`DecoderState.model.cache.k` / `.v`)."""
-  return _keys(path) in (["model", "cache", "k"], ["model", "cache", "v"])
+  """A layer's buffer of the LLM ring cache's keys or values (`DecoderState.model.cache
+  .k[l]` / `.v[l]`)."""
+  return _keys(path)[:3] in (["model", "cache", "k"], ["model", "cache", "v"])
 
 
 def _leaf_bytes(x, sharding) -> int:
@@ -222,7 +223,7 @@ def memory_rows(size: str, meshes, batches, stage: str = "sft", cfg=None) -> lis
       rows.append({
           "size": size, "mesh": f"{data}x{tensor}", "devices": data * tensor,
           "batch": int(batch), "weights_dtype": str(np.dtype(cfg.param_dtype)),
-          "kv_dtype": str(np.dtype(state.model.cache.k.dtype)),
+          "kv_dtype": str(np.dtype(state.model.cache.k[0].dtype)),
           "weights_GiB": gib["weights"], "weights_bf16_GiB": gib["weights_bf16"],
           "kv_cache_GiB": gib["kv_cache"], "other_state_GiB": gib["other_state"],
           "total_GiB": gib["weights"] + gib["kv_cache"] + gib["other_state"]})

@@ -1,8 +1,13 @@
 """Fixed-size ring-buffer KV cache with attention sinks (StreamingLLM-style sliding window).
 
-Layout (one stream per batch row, every layer stacked on a leading axis):
+Layout (one stream per batch row):
 
-  k, v       [L, B, W, K, Dh]  keys (rotary already applied) and values, compute dtype
+  k, v       L x [B, K, W, Dh] keys (rotary already applied) and values, compute dtype:
+                               one buffer per layer, heads-major, so a decode step's
+                               scores and value mix are matmuls batched over (B, K) that
+                               read the layer's buffer as it is (a slice of a stacked
+                               [L, ...] cache, or a [B, W, K, Dh] layout, is copied first;
+                               issue #14)
   slot_pos   [B, W] int32      absolute position held by each slot, -1 = empty
   length     [B] int32         tokens written so far = absolute position of the next token
 
@@ -47,16 +52,16 @@ EMPTY = -1
 
 class KVCache(NamedTuple):
   """Ring-buffer cache of all layers (see the module docstring for the layout)."""
-  k: jax.Array         # [L, B, W, K, Dh]
-  v: jax.Array         # [L, B, W, K, Dh]
+  k: tuple             # L x [B, K, W, Dh]
+  v: tuple             # L x [B, K, W, Dh]
   slot_pos: jax.Array  # [B, W] int32, -1 = empty
   length: jax.Array    # [B] int32
 
 
 def logical_axes() -> KVCache:
-  """Logical axis names of every cache leaf (for shardings of jitted inference steps)."""
-  kv = (axes.LAYERS, axes.CACHE_BATCH, axes.CACHE_LENGTH, axes.CACHE_KV_HEADS,
-        axes.CACHE_HEAD_DIM)
+  """Logical axis names of the cache's leaves (for shardings of jitted inference steps):
+  `k` and `v` give those of each layer's buffer."""
+  kv = (axes.CACHE_BATCH, axes.CACHE_KV_HEADS, axes.CACHE_LENGTH, axes.CACHE_HEAD_DIM)
   return KVCache(k=kv, v=kv, slot_pos=(axes.CACHE_BATCH, axes.CACHE_LENGTH),
                  length=(axes.CACHE_BATCH,))
 
@@ -64,14 +69,18 @@ def logical_axes() -> KVCache:
 def constrain(cache: KVCache) -> KVCache:
   """Applies `shard_logical` with the cache's logical axes to every leaf."""
   names = logical_axes()
-  return KVCache(*(shard_logical(x, n) for x, n in zip(cache, names)))
+  return KVCache(k=tuple(shard_logical(x, names.k) for x in cache.k),
+                 v=tuple(shard_logical(x, names.v) for x in cache.v),
+                 slot_pos=shard_logical(cache.slot_pos, names.slot_pos),
+                 length=shard_logical(cache.length, names.length))
 
 
 def init(num_layers: int, batch: int, window: int, num_kv_heads: int, head_dim: int,
          dtype=jnp.float32) -> KVCache:
   """An empty cache: zeros for k/v, every slot position -1, length 0."""
-  shape = (num_layers, batch, window, num_kv_heads, head_dim)
-  cache = KVCache(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
+  shape = (batch, num_kv_heads, window, head_dim)
+  cache = KVCache(k=tuple(jnp.zeros(shape, dtype) for _ in range(num_layers)),
+                  v=tuple(jnp.zeros(shape, dtype) for _ in range(num_layers)),
                   slot_pos=jnp.full((batch, window), EMPTY, jnp.int32),
                   length=jnp.zeros((batch,), jnp.int32))
   return constrain(cache)
@@ -154,19 +163,21 @@ def plan_extend(slot_pos_bw: jax.Array, length_b: jax.Array, valid_bt: jax.Array
                     length=new_length)
 
 
-def write(cache_lbwkd: jax.Array, new_lbtkd: jax.Array, write_idx_bt: jax.Array) -> jax.Array:
-  """Scatters the chunk's k or v of every layer [L, B, T, K, Dh] into the stacked cache
-  [L, B, W, K, Dh] (one scatter; in place when nothing reads the old cache afterwards).
+def write(cache_bkwd: tuple, new_lbtkd: jax.Array, write_idx_bt: jax.Array) -> tuple:
+  """Scatters the chunk's k or v of every layer [L, B, T, K, Dh] into the layers'
+  buffers L x [B, K, W, Dh] (one scatter per layer; in place when nothing reads the old
+  buffer afterwards).
 
   Indices equal to W (dropped tokens) are ignored; shapes never change.
   """
-  b = jnp.arange(cache_lbwkd.shape[1])[:, None]
-  return cache_lbwkd.at[:, b, write_idx_bt].set(new_lbtkd.astype(cache_lbwkd.dtype),
-                                                 mode="drop")
+  b = jnp.arange(new_lbtkd.shape[1])[:, None]
+  # (b, idx) index axes 0 and 2: numpy puts their broadcast [B, T] first -> [B, T, K, Dh]
+  return tuple(c.at[b, :, write_idx_bt].set(new_lbtkd[l].astype(c.dtype), mode="drop")
+               for l, c in enumerate(cache_bkwd))
 
 
-def attend(q_bthd: jax.Array, plan: ExtendPlan, k_cache_bwkd: jax.Array,
-           v_cache_bwkd: jax.Array, k_new_btkd: jax.Array,
+def attend(q_bthd: jax.Array, plan: ExtendPlan, k_cache_bkwd: jax.Array,
+           v_cache_bkwd: jax.Array, k_new_btkd: jax.Array,
            v_new_btkd: jax.Array) -> jax.Array:
   """Attention of the chunk's queries over [cache slots ; chunk keys] -> [B, T, H, Dh].
 
@@ -176,28 +187,30 @@ def attend(q_bthd: jax.Array, plan: ExtendPlan, k_cache_bwkd: jax.Array,
   value blocks are summed. Rows that see no key return zeros (as there).
   """
   b, t, h, d = q_bthd.shape
-  kh = k_cache_bwkd.shape[2]
+  kh = k_cache_bkwd.shape[1]
   if h % kh:
     raise ValueError(f"{h} query heads are not a multiple of {kh} key/value heads")
   qg = q_bthd.reshape(b, t, kh, h // kh, d)
   scale = jnp.sqrt(jnp.float32(d))
   if t == 1:
-    return _attend_one(qg, plan, k_cache_bwkd, v_cache_bwkd, k_new_btkd, v_new_btkd,
+    return _attend_one(qg, plan, k_cache_bkwd, v_cache_bkwd, k_new_btkd, v_new_btkd,
                        scale).reshape(b, t, h, d)
 
-  def scores(k, mask):  # [B, K, G, T, S] f32, masked entries NEG_INF
-    s = jnp.einsum("btkgd,bskd->bkgts", qg, k.astype(q_bthd.dtype),
+  def scores(k, mask, spec):  # [B, K, G, T, S] f32, masked entries NEG_INF
+    s = jnp.einsum(spec, qg, k.astype(q_bthd.dtype),
                    preferred_element_type=jnp.float32) / scale
     mask = mask[:, :, None]  # [B, 1, 1, T, S]
     return jnp.where(mask, s, NEG_INF), mask
 
-  p_c, p_n = _joint_softmax(*scores(k_cache_bwkd, plan.cache_mask),
-                            *scores(k_new_btkd, plan.new_mask), axis=-1)
+  p_c, p_n = _joint_softmax(*scores(k_cache_bkwd, plan.cache_mask, "btkgd,bksd->bkgts"),
+                            *scores(k_new_btkd, plan.new_mask, "btkgd,bskd->bkgts"),
+                            axis=-1)
 
-  def mix(p, v):
-    return jnp.einsum("bkgts,bskd->btkgd", p.astype(q_bthd.dtype), v.astype(q_bthd.dtype))
+  def mix(p, v, spec):
+    return jnp.einsum(spec, p.astype(q_bthd.dtype), v.astype(q_bthd.dtype))
 
-  out = mix(p_c, v_cache_bwkd) + mix(p_n, v_new_btkd)
+  out = (mix(p_c, v_cache_bkwd, "bkgts,bksd->btkgd")
+         + mix(p_n, v_new_btkd, "bkgts,bskd->btkgd"))
   return out.reshape(b, t, h, d)
 
 
@@ -211,23 +224,24 @@ def _joint_softmax(s_c, m_c, s_n, m_n, *, axis):
   return jnp.where(m_c, e_c / denom, 0.0), jnp.where(m_n, e_n / denom, 0.0)
 
 
-def _attend_one(qg_b1kgd, plan, k_cache_bwkd, v_cache_bwkd, k_new_b1kd, v_new_b1kd, scale):
-  """`attend` of one query per row (a decode step) -> [B, 1, K, G, Dh], as products and
-  sums in float32 over the cache in its own [B, W, K, Dh] layout: dots would first copy
-  every layer's cache into a heads-major layout at every token (issue #14)."""
+def _attend_one(qg_b1kgd, plan, k_cache_bkwd, v_cache_bkwd, k_new_b1kd, v_new_b1kd, scale):
+  """`attend` of one query per row (a decode step) -> [B, 1, K, G, Dh], in float32.
+
+  Over the cache: scores and value mix are matmuls batched over (B, K), read from the
+  heads-major cache in place (the [B, W, K, Dh] layout this replaced needed either a copy
+  of every layer's cache per token or products-and-sums that ran at a fraction of the
+  matmul rate; issue #14). The chunk's own key is one slot: a product and a sum."""
   f32 = jnp.float32
   q = qg_b1kgd[:, 0].astype(f32)                                  # [B, K, G, D]
-
-  def scores(k, mask):  # [B, S, K, G], masked entries NEG_INF
-    s = jnp.sum(q[:, None] * k.astype(f32)[:, :, :, None], axis=-1) / scale
-    mask = mask[:, 0, 0, :, None, None]                             # [B, S, 1, 1]
-    return jnp.where(mask, s, NEG_INF), mask
-
-  p_c, p_n = _joint_softmax(*scores(k_cache_bwkd, plan.cache_mask),
-                            *scores(k_new_b1kd, plan.new_mask), axis=1)
-
-  def mix(p, v):  # sum over S of p [B, S, K, G] * v [B, S, K, D] -> [B, K, G, D]
-    return jnp.sum(p[..., None] * v.astype(f32)[:, :, :, None], axis=1)
-
-  out = mix(p_c, v_cache_bwkd) + mix(p_n, v_new_b1kd)
+  s_c = jnp.einsum("bkgd,bkwd->bkgw", q, k_cache_bkwd.astype(f32),
+                   preferred_element_type=f32) / scale              # [B, K, G, W]
+  m_c = plan.cache_mask                   # [B, 1, T=1, W]: broadcasts over K, G
+  k_n = k_new_b1kd[:, 0].astype(f32)                                # [B, K, D]
+  s_n = jnp.sum(q * k_n[:, :, None], axis=-1, keepdims=True) / scale   # [B, K, G, 1]
+  m_n = plan.new_mask                     # [B, 1, 1, 1]
+  s_c, s_n = jnp.where(m_c, s_c, NEG_INF), jnp.where(m_n, s_n, NEG_INF)
+  p_c, p_n = _joint_softmax(s_c, m_c, s_n, m_n, axis=-1)
+  out = (jnp.einsum("bkgw,bkwd->bkgd", p_c, v_cache_bkwd.astype(f32),
+                    preferred_element_type=f32)
+         + p_n * v_new_b1kd[:, 0].astype(f32)[:, :, None])          # [B, K, G, D]
   return out.astype(qg_b1kgd.dtype)[:, None]

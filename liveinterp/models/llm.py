@@ -45,7 +45,7 @@ REMAT_POLICIES = {
 _BTD = (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_EMBED)
 _BTHD = (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_HEADS, axes.ACT_HEAD_DIM)
 _BTKD = (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_KV_HEADS, axes.ACT_HEAD_DIM)
-_BWKD = (axes.CACHE_BATCH, axes.CACHE_LENGTH, axes.CACHE_KV_HEADS, axes.CACHE_HEAD_DIM)
+_BKWD = (axes.CACHE_BATCH, axes.CACHE_KV_HEADS, axes.CACHE_LENGTH, axes.CACHE_HEAD_DIM)
 
 
 class Attention(nnx.Module):
@@ -79,17 +79,17 @@ class Attention(nnx.Module):
     o = shard_logical(dot_product_attention(q, k, v, mask), _BTHD)
     return self.o_proj(o)
 
-  def extend(self, x_btd: jax.Array, plan: kv_cache.ExtendPlan, k_bwkd: jax.Array,
-             v_bwkd: jax.Array):
-    """Chunk step against one layer's cache [B, W, K, Dh] -> (y [B, T, D], k, v [B, T, K, Dh]).
+  def extend(self, x_btd: jax.Array, plan: kv_cache.ExtendPlan, k_bkwd: jax.Array,
+             v_bkwd: jax.Array):
+    """Chunk step against one layer's cache [B, K, W, Dh] -> (y [B, T, D], k, v [B, T, K, Dh]).
 
     Queries attend to [cache slots ; chunk keys] under `plan`'s masks (`kv_cache.attend`,
     no concatenation); returns the chunk's own keys/values, which the caller writes into
     the stacked cache (`kv_cache.write`), so the cache is never copied.
     """
     q, k, v = self.qkv(x_btd, plan.positions)
-    k_bwkd, v_bwkd = shard_logical(k_bwkd, _BWKD), shard_logical(v_bwkd, _BWKD)
-    o = shard_logical(kv_cache.attend(q, plan, k_bwkd, v_bwkd, k, v), _BTHD)
+    k_bkwd, v_bkwd = shard_logical(k_bkwd, _BKWD), shard_logical(v_bkwd, _BKWD)
+    o = shard_logical(kv_cache.attend(q, plan, k_bkwd, v_bkwd, k, v), _BTHD)
     return self.o_proj(o), k, v
 
 
@@ -250,7 +250,7 @@ class LLM(nnx.Module):
 
   # ---- streaming ---------------------------------------------------------------------
   def init_cache(self, batch: int) -> kv_cache.KVCache:
-    """Empty ring-buffer cache: k/v [L, B, W, K, Dh] in the compute dtype."""
+    """Empty ring-buffer cache: k/v L x [B, K, W, Dh] in the compute dtype."""
     return kv_cache.init(self.num_layers, batch, self.window, self.num_kv_heads,
                          self.head_dim, self.dtype)
 
@@ -274,9 +274,8 @@ class LLM(nnx.Module):
     weights. A token loop (`decode_step._decode_turn`) splits them once before the loop
     and passes them in: inside the scan the stacked weights are sliced by a dynamic
     index, which XLA materialises, a copy of every layer's weights per token (on CPU it
-    cost as much as the matmuls; issue #14). Branch l also reads its own layer of the
-    cache by a static index, fused into the attention (a dynamic index outside the
-    switch copied the layer's k and v per token). Same operations, same outputs.
+    cost as much as the matmuls; issue #14). Every branch l reads its layer's own cache
+    buffers (`KVCache.k[l]`, `.v[l]`) as they are. Same operations, same outputs.
     """
     x = self._as_embeddings(inputs)
     b, t = x.shape[:2]
@@ -285,29 +284,28 @@ class LLM(nnx.Module):
     plan = kv_cache.plan_extend(cache.slot_pos, cache.length, valid_bt, self.window,
                                 self.sink_tokens)
     graphdef, state = nnx.split(self.blocks)
-    if layers is None:
-      def run(l, layer_state, x):
-        k_l = jax.lax.dynamic_index_in_dim(cache.k, l, axis=0, keepdims=False)
-        v_l = jax.lax.dynamic_index_in_dim(cache.v, l, axis=0, keepdims=False)
-        return nnx.merge(graphdef, layer_state).extend(x, plan, k_l, v_l)
-    elif len(layers) != self.num_layers:
+    if layers is not None and len(layers) != self.num_layers:
       raise ValueError(f"layers: {len(layers)} per-layer states, expected num_layers="
                        f"{self.num_layers} (from LLM.layer_states())")
-    else:
-      # Branch l reads its layer's cache by a static index: XLA fuses that slice into
-      # the attention's reads. A dynamic index outside the switch makes its result an
-      # operand of the switch, materialised: a copy of the layer's k and v per token.
-      def branch(s, l):
-        return lambda x, k, v: nnx.merge(graphdef, s).extend(x, plan, k[l], v[l])
-      branches = [branch(s, l) for l, s in enumerate(layers)]
+    # Branch l reads its layer's own cache buffers by a static index, as they are (a
+    # dynamic index, or a slice of a stacked cache, materialised a copy of the layer's k
+    # and v per token: issue #14), and its weights from `layers[l]` when given, else from
+    # the stacked weights the scan slices.
+    def branch(l):
+      def run_layer(x, layer_state, ks, vs):
+        s = layer_state if layers is None else layers[l]
+        return nnx.merge(graphdef, s).extend(x, plan, ks[l], vs[l])
+      return run_layer
+    branches = [branch(l) for l in range(self.num_layers)]
+    if layers is not None:
       state = None
 
-      def run(l, _, x):
-        return jax.lax.switch(l, branches, x, cache.k, cache.v)
+    def run(l, layer_state, x):
+      return jax.lax.switch(l, branches, x, layer_state, cache.k, cache.v)
 
     # The layers only read the cache (layer l) and return the chunk's own keys/values
-    # [L, B, T, K, Dh]; one scatter after the loop writes them. So XLA updates the cache
-    # in place: no per-layer scan output stack (ys cannot alias the input), no
+    # [L, B, T, K, Dh]; one scatter per layer after the loop writes them. So XLA updates
+    # the cache in place: no per-layer scan output stack (ys cannot alias the input), no
     # [cache ; chunk] concatenation, no copy of the cache per token.
     def layer(carry, layer_state):
       x, l = carry

@@ -53,16 +53,16 @@ def test_reported_bytes_equal_the_real_sharded_decoder(micro, mesh_shape):
   assert len(flat) == len(shards)
   kv = [(x, s) for (p, x), s in zip(flat, shards) if serving_memory.is_kv_leaf(p)]
   rest = [(x, s) for (p, x), s in zip(flat, shards) if not serving_memory.is_kv_leaf(p)]
-  assert len(kv) == 2
+  assert len(kv) == 2 * cfg.llm.num_layers           # k and v, one buffer per layer
   assert _device0_bytes(*zip(*kv)) == reported["kv_cache"]
   assert _device0_bytes(*zip(*rest)) == reported["other_state"]
-  # The KV cache is L x B x W x K x Dh x 2 (k and v) in the compute dtype, split over
+  # The KV cache is L x B x K x W x Dh x 2 (k and v) in the compute dtype, split over
   # the data axis (batch) and the tensor axis (kv heads) where they divide.
   llm = cfg.llm
   data, tensor = mesh_shape
   k = llm.num_kv_heads // tensor if llm.num_kv_heads % tensor == 0 else llm.num_kv_heads
   assert reported["kv_cache"] == (llm.num_layers * (BATCH // data) * llm.window * k
-                                  * llm.head_dim * 2 * real.model.cache.k.dtype.itemsize)
+                                  * llm.head_dim * 2 * real.model.cache.k[0].dtype.itemsize)
 
 
 def test_rows_sum_and_sharding_shrinks_weights_and_cache(micro):

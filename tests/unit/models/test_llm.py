@@ -121,7 +121,7 @@ def test_bfloat16_compute_switch(env):
   c.dtype = "bfloat16"
   model16 = _build(c)  # same seed, float32 params
   assert model16.blocks.mlp.gate.kernel[...].dtype == jnp.float32
-  assert model16.init_cache(1).k.dtype == jnp.bfloat16
+  assert {k.dtype for k in model16.init_cache(1).k} == {jnp.dtype(jnp.bfloat16)}
   with _one_device(c):
     lg, v = nnx.jit(lambda m, x: m(x))(model16, env["toks"][:, :16])
   assert lg.dtype == jnp.float32 and v.dtype == jnp.float32
@@ -245,7 +245,7 @@ def test_long_stream_keeps_shape_and_is_finite(env):
   dec_lg, dec_v, cache = env["stream"]
   fresh = env["model"].init_cache(B)
   assert jax.tree.map(jnp.shape, cache) == jax.tree.map(jnp.shape, fresh)
-  assert cache.k.shape == (2, B, W, 2, 8)
+  assert [k.shape for k in cache.k] == [(B, 2, W, 8)] * 2     # per layer, heads-major
   assert np.isfinite(np.asarray(dec_lg)).all() and np.isfinite(np.asarray(cache.k)).all()
   np.testing.assert_array_equal(cache.length, [T_LONG, T_LONG])
   held = np.sort(np.asarray(cache.slot_pos[0]))
@@ -283,8 +283,8 @@ def test_extend_with_ragged_valid_tokens(env):
 def test_attend_equals_attention_over_the_concatenation(t):
   """`kv_cache.attend` (two score blocks, one softmax) == `dot_product_attention` over
   [cache ; chunk] with the concatenated mask: GQA, random masks, a query row that sees
-  no key at all (zeros, not NaN), a bfloat16 cache under float32 queries. One query per
-  row (a decode step) runs without dots, on the cache in its own layout (issue #14)."""
+  no key at all (zeros, not NaN), a bfloat16 cache under float32 queries. The
+  heads-major cache is read in its own layout, never transposed (issue #14)."""
   from liveinterp.layers.attention import dot_product_attention
   b, w, h, kh, d = 2, 5, 4, 2, 8
   ks = jax.random.split(jax.random.key(3), 7)
@@ -297,17 +297,21 @@ def test_attend_equals_attention_over_the_concatenation(t):
   new_mask = new_mask.at[1, 0, t - 1].set(False)  # row 1, last query: nothing visible
   plan = kv_cache.ExtendPlan(positions=None, write_idx=None, cache_mask=cache_mask,
                              new_mask=new_mask, slot_pos=None, length=None)
-  got = kv_cache.attend(q, plan, kc, vc, kn, vn)
+  # the cache is heads-major [B, K, W, Dh]
+  kc_h, vc_h = (jnp.swapaxes(x, 1, 2) for x in (kc, vc))
+  got = kv_cache.attend(q, plan, kc_h, vc_h, kn, vn)
   ref = dot_product_attention(
       q, jnp.concatenate([kc.astype(q.dtype), kn], axis=1),
       jnp.concatenate([vc.astype(q.dtype), vn], axis=1),
       jnp.concatenate([cache_mask, new_mask], axis=-1))
   np.testing.assert_allclose(got, ref, atol=1e-6, rtol=1e-5)
   np.testing.assert_array_equal(got[1, t - 1], 0.0)
-  hlo = jax.jit(kv_cache.attend).lower(q, plan, kc, vc, kn, vn).as_text()
-  assert ("dot_general" in hlo) == (t > 1)
+  # the cache is read in its own layout: no transpose of it in the compiled program
+  hlo = jax.jit(kv_cache.attend).lower(q, plan, kc_h, vc_h, kn, vn).compile().as_text()
+  cache_shape = f"[{b},{kh},{w},{d}]"
+  assert not [ln for ln in hlo.splitlines() if " transpose(" in ln and cache_shape in ln]
   with pytest.raises(ValueError, match="3 query heads"):
-    kv_cache.attend(q[:, :, :3], plan, kc, vc, kn, vn)
+    kv_cache.attend(q[:, :, :3], plan, kc_h, vc_h, kn, vn)
 
 
 def test_split_layers_decode_equals_the_stacked_scan(env):
@@ -359,10 +363,10 @@ _VIEW_OPS = ("parameter", "get-tuple-element", "bitcast", "tuple", "while", "con
 
 @pytest.mark.parametrize("split_layers", [False, True])
 def test_decode_loop_does_not_copy_the_cache(env, split_layers):
-  """Compiled token-by-token loop with a donated cache: no copy of the stacked cache
-  [L, B, W, K, Dh] or of a layer's cache, and no [cache ; chunk] concatenation (the
+  """Compiled token-by-token loop with a donated cache: no copy (or transpose) of a
+  layer's cache buffer [B, K, W, Dh], and no [cache ; chunk] concatenation (the
   per-token cost is the attention read, not cache copies; issue #14), and no layer's cache
-  [B, W, K, Dh] materialised in a loop body (a slice feeding the layer). With the layers
+  [B, K, W, Dh] materialised in a loop body (a slice feeding the layer). With the layers
   split before the loop (`layer_states()`, as the streaming decoder does), nothing in
   any loop body produces a layer-weight-sized array either: the scan over stacked
   weights sliced (copied) every layer's weights once per token."""
@@ -383,21 +387,24 @@ def test_decode_loop_does_not_copy_the_cache(env, split_layers):
     cache = model.init_cache(B)
     hlo = jax.jit(loop, donate_argnums=(1,)).lower(
         params, cache, jnp.zeros((B,), jnp.int32)).compile().as_text()
-  kvd = f"{c.llm.num_kv_heads},{c.llm.head_dim}]"
-  shapes = (f"[{c.llm.num_layers},{B},{W},{kvd}", f"[{B},{W},{kvd}", f"[{B},{W + 1},{kvd}")
+  kh, d = c.llm.num_kv_heads, c.llm.head_dim
+  shapes = (f"[{B},{kh},{W},{d}]", f"[{B},{kh},{W + 1},{d}]")
   bad = [ln.strip() for ln in hlo.splitlines()
-         if (" copy(" in ln or " concatenate(" in ln)
+         if (" copy(" in ln or " concatenate(" in ln or " transpose(" in ln)
          and any(sh in ln.split("=", 1)[1].split("(", 1)[0] for sh in shapes)]
   assert not bad, "\n".join(bad)
-  assert sum(" scatter(" in ln and shapes[0] in ln for ln in hlo.splitlines()) == 2  # k, v
+  # k and v of every layer: one in-place scatter each
+  assert sum(" scatter(" in ln and shapes[0] in ln for ln in hlo.splitlines()) == (
+      2 * c.llm.num_layers)
   bodies = _while_bodies(hlo)
   assert bodies
-  # No layer's cache [(1,) B, W, K, Dh] materialised per layer per token (a dynamic slice of
+  # No layer's cache [(1,) B, K, W, Dh] materialised per layer per token (a dynamic slice of
   # the stacked cache passed to the layer switch was: 2 per layer per token, issue #14).
   sliced = [ln.strip()[:160] for lines in bodies.values() for ln in lines
             if (op := re.match(r"\s*(?:ROOT )?%\S+ = (\S+) ([\w\-]+)\(", ln))
             and op.group(2) not in _VIEW_OPS
-            and op.group(1).split("{")[0].endswith((shapes[1], "[1," + shapes[1][1:]))]
+            and "scatter" not in ln.split("=", 1)[0]  # the in-place writes (counted above)
+            and op.group(1).split("{")[0].endswith((shapes[0], "[1," + shapes[0][1:]))]
   assert not sliced, "\n".join(sliced)
   if not split_layers:
     return
@@ -462,7 +469,8 @@ def test_sharded_forward_backward_equals_unsharded_and_kernels_are_sharded(env):
     loss, g = step(model, jax.device_put(toks, x_sh), jax.device_put(seg, x_sh),
                    jax.device_put(ret, x_sh))
     got_ext, cache = two_chunks(model)  # streaming on the mesh too
-    assert cache.k.sharding.spec[:4] == (None, ("data", "fsdp"), None, "tensor")
+    assert (tuple(cache.k[0].sharding.spec) + (None,) * 4)[:4] == (
+        ("data", "fsdp"), "tensor", None, None)
   np.testing.assert_allclose(got_ext, ref_ext, atol=2e-5)
   np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
   flat, ref_flat = jax.tree.leaves(g), jax.tree.leaves(ref_g)
