@@ -120,14 +120,17 @@ def _on_duration(event: str, secs: float, fun_name: str = "?", **_):
 _xla_events: list = []  # (program, seconds) of every XLA compile of this process
 
 
-def _decoder_key(dec, kind: str, batch: int, n: int = 0) -> str:
-  """What makes a streaming decoder program differ (DecodeSpec without the networks)."""
+def _decoder_key(dec, kind: str, state, n: int = 0) -> str:
+  """What makes a streaming decoder program differ: DecodeSpec without the networks, the
+  batch, donation, and the state's key layout (one key, or one per row as servers use)."""
   import dataclasses
   spec = {f.name: getattr(dec.spec, f.name) for f in dataclasses.fields(dec.spec)
           if f.name not in ("graphdef", "layout")}
   g = spec.pop("grammar")
   spec["grammar"] = None if g is None else (g.allow_src, g.speech)
-  return f"{kind}(B={batch}{f', N={n}' if n else ''}, donate={dec.donate}, {spec})"
+  batch, keys = int(state.chunks.shape[0]), tuple(state.rng.shape)
+  return (f"{kind}(B={batch}{f', N={n}' if n else ''}, donate={dec.donate}, "
+          f"rng={keys}, {spec})")
 
 
 def _watch_decoder_compiles():
@@ -144,7 +147,7 @@ def _watch_decoder_compiles():
       if secs:
         n = int(getattr(audio, "shape", (0,))[0]) if kind == "scan" else 0
         _phase_totals.setdefault("decoder", []).append(
-            [_decoder_key(self, kind, int(state.chunks.shape[0]), n), round(secs, 2)])
+            [_decoder_key(self, kind, state, n), round(secs, 2)])
       return out
     return wrapped
   cls.step = watch("step", cls.step)
