@@ -12,7 +12,7 @@ are its `NamedSharding(mesh, spec).shard_shape` on a mesh of 8 fake CPU devices,
   weights          every variable of the decoder's networks (S2ST + codec + speaker
                    encoder), by its logical `out_sharding`, in the dtype the decoder
                    holds them in (`param_dtype`; the decoder never casts them)
-  kv_cache         the LLM ring cache k and v, [L, B, W, K, Dh] in the compute dtype, by
+  kv_cache         the LLM ring cache k and v, L x [B, K, W, Dh] in the compute dtype, by
                    `kv_cache.logical_axes()`
   other_state      the rest of the state: encoder caches and tails, codec tails, speaker
                    buffer and embedding, counters (encoder attention k/v by the cache

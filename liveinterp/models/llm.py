@@ -133,7 +133,7 @@ class DecoderBlock(nnx.Module):
     return self._mlp_residual(shard_logical(x_btd, _BTD))
 
   def extend(self, x_btd, plan, k_bwkd, v_bwkd):
-    """Cached chunk step: (x [B, T, D], cache k/v [B, W, K, Dh]) -> (x, chunk k, chunk v)."""
+    """Cached chunk step: (x [B, T, D], cache k/v [B, K, W, Dh]) -> (x, chunk k, chunk v)."""
     y, k_btkd, v_btkd = self.attn.extend(self.attn_norm(x_btd), plan, k_bwkd, v_bwkd)
     x_btd = shard_logical(x_btd + y.astype(x_btd.dtype), _BTD)
     return self._mlp_residual(x_btd), k_btkd, v_btkd
