@@ -132,9 +132,9 @@ class DecoderBlock(nnx.Module):
     x_btd = x_btd + self.attn(self.attn_norm(x_btd), positions_bt, mask).astype(x_btd.dtype)
     return self._mlp_residual(shard_logical(x_btd, _BTD))
 
-  def extend(self, x_btd, plan, k_bwkd, v_bwkd):
+  def extend(self, x_btd, plan, k_bkwd, v_bkwd):
     """Cached chunk step: (x [B, T, D], cache k/v [B, K, W, Dh]) -> (x, chunk k, chunk v)."""
-    y, k_btkd, v_btkd = self.attn.extend(self.attn_norm(x_btd), plan, k_bwkd, v_bwkd)
+    y, k_btkd, v_btkd = self.attn.extend(self.attn_norm(x_btd), plan, k_bkwd, v_bkwd)
     x_btd = shard_logical(x_btd + y.astype(x_btd.dtype), _BTD)
     return self._mlp_residual(x_btd), k_btkd, v_btkd
 
