@@ -57,6 +57,10 @@ def _parser() -> cli.ArgumentParser:
                    help="largest binary audio frame accepted")
   srv.add_argument("--max_buffer_s", type=float, default=5.0,
                    help="unprocessed audio buffered per session before back-pressure")
+  srv.add_argument("--batch_wait_ms", type=float, default=None,
+                   help="dynamic batching: once a session has a chunk, wait up to this "
+                   "long for the other sessions' chunks before the step (0: at once; "
+                   "default: ServerConfig.batch_wait_ms)")
   srv.add_argument("--static_dir", default=None, help="the page's directory (default: "
                    "liveinterp/serving/static)")
   p.add_argument("--verbose", action="store_true", help="tracebacks of user errors too")
@@ -143,6 +147,7 @@ def main(argv=None, on_ready=None):
       host=args.host, port=args.port, max_sessions=args.max_sessions,
       idle_timeout_s=args.idle_timeout_s, max_frame_bytes=args.max_frame_bytes,
       max_buffer_s=args.max_buffer_s, seed=args.seed,
+      **({} if args.batch_wait_ms is None else {"batch_wait_ms": args.batch_wait_ms}),
       static_dir=args.static_dir or server_lib.STATIC_DIR)
   try:
     config.check()

@@ -18,7 +18,9 @@ chunk buffered (or an ended stream's zero-padded last partial chunk), that chunk
 one `decoder.step` for all B slots (`valid_b` False for the rest, whose rows the step
 leaves untouched) in a worker thread (`asyncio.to_thread`), so the event loop keeps
 receiving audio meanwhile; then it queues each session's events. A session whose chunk
-arrives during a step goes into the next one. A new session's slot is reset to a fresh
+arrives during a step goes into the next one; with `batch_wait_ms` > 0 the ticker first
+waits up to that long for every other active session's chunk (dynamic batching: the step
+costs the same for 1 or B ready rows). A new session's slot is reset to a fresh
 stream first: `init_stream(B)` once gives a template state, and each leaf's rows of that
 slot are replaced (`jnp.where` along the leaf's batch axis). The batch axis of every leaf
 is found by comparing the state's shapes for B and B + 1 streams (abstractly,
@@ -104,6 +106,10 @@ class ServerConfig:
   max_buffer_s: float = 5.0   # unprocessed audio buffered per session before back-pressure
   static_dir: str = STATIC_DIR
   seed: int = 0               # server PRNG seed; session keys fold in the session's seed
+  # Dynamic batching: a step costs the same for 1 or B ready slots, so once one session
+  # has a chunk the ticker waits up to this long for the other active sessions' chunks
+  # (0: step at once with whoever is ready)
+  batch_wait_ms: float = 0.0
 
   def check(self):
     """ValueError naming the bad field."""
@@ -117,6 +123,8 @@ class ServerConfig:
       raise ValueError(f"max_buffer_s={self.max_buffer_s}: must be > 0")
     if not 0 <= int(self.port) <= 65535:
       raise ValueError(f"port={self.port}: expected 0..65535")
+    if not 0 <= float(self.batch_wait_ms) <= 60_000:
+      raise ValueError(f"batch_wait_ms={self.batch_wait_ms}: expected 0..60000")
 
 
 _CLOSE = object()
@@ -511,11 +519,12 @@ class StreamServer:
       try:
         while True:
           self._finish_ended()
-          rows = [s for s in self._slots if isinstance(s, _Session) and not s.closed
-                  and s.has_chunk(self.chunk_samples) and s.queued_chunks < _OUT_CHUNKS]
+          rows = self._ready_rows()
           if not rows:
             break
-          await self._tick(rows)
+          rows = await self._gather(rows)
+          if rows:
+            await self._tick(rows)
       except Exception as e:  # pylint: disable=broad-except
         # A bug in the bookkeeping: end the sessions it touched, keep serving new ones.
         log.exception("ticker failed")
@@ -523,6 +532,38 @@ class StreamServer:
           if isinstance(s, _Session):
             s.inflight = False
             self._fail(s, "internal", f"server error: {type(e).__name__}: {e}")
+
+  def _ready_rows(self) -> list:
+    """Sessions with a chunk to decode whose output queue has room."""
+    return [s for s in self._slots if isinstance(s, _Session) and not s.closed
+            and s.has_chunk(self.chunk_samples) and s.queued_chunks < _OUT_CHUNKS]
+
+  async def _gather(self, rows: list) -> list:
+    """Dynamic batching (`ServerConfig.batch_wait_ms`): waits until every active session
+    that could join the step has a chunk, or the wait is over -> the step's sessions.
+
+    Streams that started at different times reach their chunk boundaries at different
+    times; stepping at the first one runs a full-batch step for a few rows and makes the
+    rest wait for the next (each step costs the same whatever the number of ready rows).
+    """
+    wait_s = float(self.config.batch_wait_ms) / 1000.0
+    deadline = time.perf_counter() + wait_s
+    while wait_s > 0:
+      self._work.clear()  # before looking: a chunk arriving from here on wakes the wait
+      self._finish_ended()
+      rows = self._ready_rows()
+      ready = set(map(id, rows))
+      missing = [s for s in self._slots if isinstance(s, _Session) and not s.closed
+                 and not s.ended and id(s) not in ready and s.queued_chunks < _OUT_CHUNKS]
+      left = deadline - time.perf_counter()
+      if not missing or left <= 0:
+        break
+      try:
+        await asyncio.wait_for(self._work.wait(), left)
+      except TimeoutError:
+        pass
+    self._work.set()  # whatever arrived meanwhile is looked at after this step
+    return rows
 
   def _finish_ended(self):
     """Queues `done` + close for ended sessions whose audio has all been decoded."""

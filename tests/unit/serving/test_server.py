@@ -226,6 +226,43 @@ def test_fast_client_is_back_pressured_within_the_buffer_bound(serving_decoder, 
   assert wavs["b"].size > 2 * (srv.buffer_cap + frame)  # the bound was binding
 
 
+@pytest.mark.parametrize("wait_ms", [0.0, 600.0])
+def test_batch_wait_gathers_staggered_sessions_into_one_step(serving_decoder, refs,
+                                                             wait_ms):
+  """Two real-time streams started 150 ms apart: with `batch_wait_ms` above that offset
+  every chunk of the shorter stream is decoded in the same step as the longer stream's
+  chunk of that index (steps = the longer stream's chunks); without it they step apart.
+  Either way each session's output equals its audio decoded alone."""
+  wavs, ref = refs
+  srv = server_lib.StreamServer(serving_decoder, config=server_lib.ServerConfig(
+      port=0, max_sessions=SERVER_SLOTS, batch_wait_ms=wait_ms))
+
+  async def run(url):
+    async def late():
+      await asyncio.sleep(0.15)
+      return await client.stream(url, wavs["a"], 16000, speed=1.0, fmt="float32")
+    return await asyncio.gather(
+        client.stream(url, wavs["c"], 16000, speed=1.0, fmt="float32"), late())
+
+  with srv.start_in_thread() as r:
+    res_c, res_a = asyncio.run(run(r.url))
+    stats = srv.stats()
+  c = serving_decoder.chunk_samples
+  _check_equal(res_c, ref["c"], wavs["c"], c)
+  _check_equal(res_a, ref["a"], wavs["a"], c)
+  chunks = [-(-wavs[k].size // c) for k in ("c", "a")]
+  assert stats["counts"]["chunks"] == sum(chunks)
+  if wait_ms:
+    assert stats["counts"]["steps"] == max(chunks)
+  else:
+    assert stats["counts"]["steps"] > max(chunks)
+
+
+def test_batch_wait_is_checked():
+  with pytest.raises(ValueError, match="batch_wait_ms=-1"):
+    server_lib.ServerConfig(batch_wait_ms=-1).check()
+
+
 def test_idle_sessions_are_closed(serving_decoder):
   srv = server_lib.StreamServer(serving_decoder, config=server_lib.ServerConfig(
       port=0, max_sessions=SERVER_SLOTS, idle_timeout_s=0.3))
