@@ -245,6 +245,11 @@ def get_config():
                              # end the turn), "token" (the codec id), "none" (not one);
                              # liveinterp/rl/rollout.py SPEECH_ACTIONS
       value_warmup=5,       # first iterations train only the value head (policy frozen)
+      # ...and up to value_warmup_max more while the value head's explained variance on
+      # the iteration's own rollout, before its update, is below value_warmup_ev (the
+      # untrained head's EV was -5.4 after one iteration, -3.3 after three on runs/tiny_v3;
+      # benchmarks/rl_credit.py). 0 = exactly value_warmup iterations.
+      value_warmup_max=0, value_warmup_ev=0.0,
       # reward weights (DESIGN §4); multi_turn adds lag and seq at each episode's end
       w_det=0.2, w_init=1.0, w_qual=1.0, w_time=0.5, w_fmt=1.0, w_lag=1.0, w_seq=1.0,
       multi_turn=False, lag_metric="laal", seq_metric="chrf", quality_metric="chrf",

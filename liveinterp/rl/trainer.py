@@ -22,7 +22,10 @@ One iteration (`train.steps` of them):
    (reverse scan over generated tokens), whitened advantages, PPO epochs x minibatches
    (`ppo.make_update`), then the adaptive-KL controller moves log β (it may lower β
    only once armed: the KL has reached `rl.kl_arm_fraction` of its target, `kl.py`). The
-   first `rl.value_warmup` iterations train the value head only (SFT never trained it).
+   first `rl.value_warmup` iterations train the value head only (SFT never trained it);
+   with `rl.value_warmup_max` > 0, so does any of the next `value_warmup_max` iterations
+   whose rollout the head explains worse than `rl.value_warmup_ev` (explained variance
+   before the update, `in_value_warmup`).
 
 State: `RLState` (step, params, opt_state, model_state, log β, the controller's armed
 flag) in orbax checkpoints (`restore_state`: older ones without the flag resume armed); the
@@ -112,6 +115,8 @@ def check_config(c):
         f"rl.kl_target the KL must reach before β may fall; 0 = always)")
   if int(r.value_warmup) < 0 or int(r.seq_len) < 0:
     raise config_lib.ConfigError("rl.value_warmup and rl.seq_len must be >= 0")
+  if int(r.get("value_warmup_max", 0)) < 0:
+    raise config_lib.ConfigError(f"rl.value_warmup_max={r.value_warmup_max}: must be >= 0")
   if r.speech_action not in rollout.SPEECH_ACTIONS:
     raise config_lib.ConfigError(f"rl.speech_action={r.speech_action!r}: expected one of "
                                  f"{rollout.SPEECH_ACTIONS}")
@@ -221,6 +226,30 @@ def make_update(graphdef, grammar, tx, c):
     return new, metrics
 
   return update
+
+
+def value_explained_variance(batch, log_beta, speech_offset: int, c) -> jax.Array:
+  """Explained variance of the value head on a scored rollout before its update: the
+  batch's `old_values` against the returns the update would train them towards (same
+  rewards, KL penalty at β = exp(log_beta), GAE) over the policy's actions."""
+  mask = policy_mask(batch, speech_offset, str(c.rl.speech_action))
+  kl_tok = kl_lib.token_kl(batch["old_logp"], batch["ref_logp"], mask)
+  _, ret = advantages(batch, mask, jnp.exp(log_beta) * kl_tok, c)
+  return ppo.explained_variance(batch["old_values"], ret, mask)
+
+
+def in_value_warmup(it: int, ev_before: float | None, r) -> bool:
+  """Whether iteration `it` trains the value head only: the first `rl.value_warmup`
+  iterations, then up to `rl.value_warmup_max` more while the head's explained variance
+  on the iteration's rollout (`value_explained_variance`, None when not computed) is
+  below `rl.value_warmup_ev`. Depends only on the iteration and its rollout, so a
+  resumed run decides as an uninterrupted one."""
+  first = int(r.value_warmup)
+  if it < first:
+    return True
+  extra = int(r.get("value_warmup_max", 0))
+  return (extra > 0 and it < first + extra and ev_before is not None
+          and ev_before < float(r.get("value_warmup_ev", 0.0)))
 
 
 def advantages(batch, mask, kl_penalty, c) -> tuple[jax.Array, jax.Array]:
@@ -478,6 +507,9 @@ def run(config, workdir: str, stop_at: int | None = None) -> dict:
                                         grammar, temperature, speech_action)
 
   score_jit = jax.jit(score)
+  gated = int(config.rl.get("value_warmup_max", 0)) > 0
+  ev_jit = jax.jit(lambda b, lb: value_explained_variance(
+      b, lb, int(grammar.layout.speech_offset), config))
   update_jit = jit_update(make_update(graphdef, grammar, tx, config), rl_shardings)
   ones = jax.tree.map(lambda x: jnp.ones(x.shape, jnp.float32), abstract.params)
   value_only = value_only_mask(abstract.params)
@@ -511,7 +543,10 @@ def run(config, workdir: str, stop_at: int | None = None) -> dict:
             state.params, state.model_state, ref_params, ref_rest, batch)
         batch = dict(batch, old_logp=old_logp, old_values=old_values, ref_logp=ref_logp,
                      kl_exact=kl_exact)
-        warm = it < int(config.rl.value_warmup)
+        ev_before = None
+        if gated and it >= int(config.rl.value_warmup):
+          ev_before = float(ev_jit(batch, state.log_beta))
+        warm = in_value_warmup(it, ev_before, config.rl)
         args = (state, batch, jax.random.fold_in(key, 1), jnp.float32(0.0 if warm else 1.0),
                 value_only if warm else ones)
         if it == start:  # before the first update of this run: will it fit?
@@ -527,6 +562,8 @@ def run(config, workdir: str, stop_at: int | None = None) -> dict:
       m["rl/rollout_logp_gap"] = float(gap.max()) if gap.size else 0.0
       m.update(rollout_stats(ro, logs))
       m["rl/value_warmup"] = float(warm)
+      if ev_before is not None:
+        m["rl/value_ev_before"] = ev_before
       m["rl/too_long_skipped"] = float(episodes_for.too_long)
       m["rl/rollout_seconds"] = t_roll
       m["rl/iteration_seconds"] = time.perf_counter() - t0

@@ -53,7 +53,10 @@ def _cmd(root, data_dir, tok_prefix, workdir, *extra):
           "--config.train.steps=2", "--config.checkpoint.every_steps=1",
           "--config.train.batch_size=4", "--config.rl.eval_episodes=0",
           "--config.rl.value_warmup=1", "--config.train.learning_rate=1e-3",
-          "--config.stream.max_turn_tokens=16", *extra]
+          "--config.stream.max_turn_tokens=16",
+          # the explained-variance gate of the value warm-up measured at iteration 1
+          # (rl/value_ev_before, equal after a resume) but never binding (EV >= -1e9)
+          "--config.rl.value_warmup_max=1", "--config.rl.value_warmup_ev=-1e9", *extra]
 
 
 def _env(cache):
@@ -112,6 +115,7 @@ def test_rl1_cli_runs_and_resumes_bit_identically(sft_run, rl1_run, tmp_path):
             "rl/text_tokens_per_turn", "rl/speech_s_per_turn", "rl/rollout_logp_gap"):
     assert all(np.isfinite(r[k]) for r in rows), k
   assert rows[0]["rl/value_warmup"] == 1 and rows[1]["rl/value_warmup"] == 0
+  assert "rl/value_ev_before" not in rows[0] and rows[1]["rl/value_ev_before"] <= 1.0
   assert all(r["rl/rollout_logp_gap"] < 1e-3 for r in rows)  # train forward == decoder
   result = json.load(open(os.path.join(a, "result.json")))
   assert result["step"] == 2 and not result["stopped_early"]

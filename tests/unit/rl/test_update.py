@@ -122,3 +122,31 @@ def test_ppo_step_favours_tokens_with_positive_advantage(micro_rollout):
   # KL 0.05 >= kl_arm_fraction x kl_target: the controller armed (and β rose)
   assert float(s1.kl_armed) == 1.0 and m[0]["rl/kl_armed"] == 1.0
   assert float(s1.log_beta) > np.log(0.1)
+
+
+def test_value_warmup_extends_while_the_value_head_explains_little(micro_rollout):
+  """`in_value_warmup`: the first rl.value_warmup iterations always; then, within
+  rl.value_warmup_max more, the iterations whose rollout the value head explains below
+  rl.value_warmup_ev; never past that window. `value_explained_variance` is the update's
+  own explained variance of old values against its returns."""
+  import ml_collections
+  r = ml_collections.ConfigDict(dict(value_warmup=2, value_warmup_max=3,
+                                     value_warmup_ev=0.0))
+  assert trainer.in_value_warmup(0, None, r) and trainer.in_value_warmup(1, 5.0, r)
+  assert trainer.in_value_warmup(2, -3.0, r) and trainer.in_value_warmup(4, -0.1, r)
+  assert not trainer.in_value_warmup(3, 0.2, r)        # explained well enough: PPO
+  assert not trainer.in_value_warmup(5, -9.0, r)       # the window is over
+  assert not trainer.in_value_warmup(2, None, r)       # not measured: no extension
+  r.value_warmup_max = 0
+  assert not trainer.in_value_warmup(2, -9.0, r)       # off: exactly value_warmup
+  cfg, tok, model, decoder, rs, recs, ro = micro_rollout
+  s0, _, _, score, batch = _setup(micro_rollout, {}, iters=0)
+  logp, values, _ = score(s0.params, s0.model_state, batch)
+  full = dict(batch, old_logp=logp, old_values=values, ref_logp=logp - 0.05)
+  ev = float(jax.jit(lambda b, lb: trainer.value_explained_variance(
+      b, lb, decoder.layout.speech_offset, cfg))(full, s0.log_beta))
+  mask = trainer.policy_mask(full, decoder.layout.speech_offset, cfg.rl.speech_action)
+  kl = 0.05 * mask * np.exp(float(s0.log_beta))
+  _, ret = trainer.advantages(full, mask, kl, cfg)
+  assert ev == pytest.approx(float(ppo.explained_variance(values, ret, mask)), abs=1e-5)
+  assert ev < 1.0
