@@ -125,20 +125,20 @@ def test_serve_load_benchmark_runs_two_clients(tmp_path):
 
 
 def test_streaming_batch_benchmark_runs_batched_workloads(tmp_path):
-  """benchmarks/streaming_batch.py (the issue #14 per-stream cost table) on micro, B = 1
-  and 2: every workload and component timed, nothing recompiled after warm-up."""
+  """benchmarks/streaming_batch.py (the issue #14 per-stream cost table) on micro at B = 2
+  (one decoder compile; the B = 1 baseline is the same code at another batch): every
+  workload and component timed, nothing recompiled after warm-up."""
   out = tmp_path / "streaming_batch.json"
   r = subprocess.run([sys.executable, "-m", "benchmarks.streaming_batch", "--size=micro",
-                      "--batches=1,2", "--repeats=1", "--cores=0", f"--out={out}"],
+                      "--batches=2", "--repeats=1", "--cores=0", f"--out={out}"],
                      cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
   assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
   data = json.load(open(out))
-  assert data["zero_recompiles"] and set(data["recompiles_after_warmup"]) == {
-      "masked/B=1", "masked/B=2"}
+  assert data["zero_recompiles"] and set(data["recompiles_after_warmup"]) == {"masked/B=2"}
   rows = {(row["B"], row["workload"]): row for row in data["rows"]}
   assert {w for _, w in rows} >= {"wait", "text", "talk", "ragged"}
   for (b, _), row in rows.items():
-    assert row["step_ms"] > 0 and row["per_stream_ms"] == pytest.approx(row["step_ms"] / b,
-                                                                          rel=0.02)
-    assert b > 1 or row["x_vs_b1"] == 1
+    assert b == 2 and row["step_ms"] > 0
+    assert row["per_stream_ms"] == pytest.approx(row["step_ms"] / b, rel=0.02)
+  assert {c["component"] for c in data["components"]} >= {"speaker_embed", "codec_equal"}
   assert "per_stream_ms" in r.stdout  # the printed table
