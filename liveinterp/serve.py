@@ -107,20 +107,13 @@ def build_decoder(*, config: str | None = None, overrides=(), workdir: str | Non
   cfg, _ = cli.load_run_config(config, workdir, overrides)
   # pylint: disable=g-import-not-at-top
   from liveinterp import translate
-  from liveinterp.common import token_layout
-  from liveinterp.inference import decoder as decoder_lib, loading
+  from liveinterp.inference import loading
   # pylint: enable=g-import-not-at-top
   tokenizer = translate._load_tokenizer(tokenizer_path, cfg, workdir)  # pylint: disable=protected-access
-  model, codec, speaker = loading.build_models(
-      cfg, workdir=workdir if init == "trained" else None, seed=seed, llm_stage=stage)
-  layout = (token_layout.TokenLayout.from_tokenizer(tokenizer) if tokenizer is not None
-            else token_layout.TokenLayout.from_config(cfg))
-  speech_turns = {"speech": True, "text": False}.get(
-      turns, init == "random" or decoder_lib.speech_turns_for(cfg))
-  decoder = decoder_lib.StreamingDecoder(
-      model, codec, speaker, layout, cfg, temperature=temperature, top_p=top_p,
-      max_turn_tokens=max_turn_tokens, allow_src=allow_src,
-      prompt_ids=decoder_lib.prompt_for(cfg, tokenizer), speech_turns=speech_turns)
+  decoder = loading.run_decoder(
+      cfg, tokenizer, workdir=workdir, init=init, seed=seed, stage=stage,
+      temperature=temperature, top_p=top_p, max_turn_tokens=max_turn_tokens, turns=turns,
+      allow_src=allow_src)
   return decoder, tokenizer, cfg
 
 

@@ -110,8 +110,7 @@ def main(argv=None) -> dict:
   # Heavy imports after the checks, so `--help` and mistakes are instant.
   import jax  # pylint: disable=g-import-not-at-top
   # pylint: disable=g-import-not-at-top
-  from liveinterp.common import token_layout
-  from liveinterp.inference import audio_io, decoder as decoder_lib, loading
+  from liveinterp.inference import audio_io, loading
   from liveinterp.inference import session as session_lib
   # pylint: enable=g-import-not-at-top
 
@@ -122,18 +121,11 @@ def main(argv=None) -> dict:
   for message in input_report.messages:
     sys.stderr.write(f"[translate] warning: {message}\n")
   tokenizer = _load_tokenizer(args.tokenizer, cfg, args.workdir)
-  model, codec, speaker = loading.build_models(
-      cfg, workdir=args.workdir if args.init == "trained" else None, seed=args.seed,
-      llm_stage=args.stage)
-  layout = (token_layout.TokenLayout.from_tokenizer(tokenizer) if tokenizer is not None
-            else token_layout.TokenLayout.from_config(cfg))
-  speech_turns = {"speech": True, "text": False}.get(
-      args.turns, args.init == "random" or decoder_lib.speech_turns_for(cfg))
-  decoder = decoder_lib.StreamingDecoder(
-      model, codec, speaker, layout, cfg, temperature=args.temperature, top_p=args.top_p,
-      max_turn_tokens=args.max_turn_tokens, allow_src=args.allow_src,
-      prompt_ids=decoder_lib.prompt_for(cfg, tokenizer),  # the SFT prompt of cfg.data.pair
-      speech_turns=speech_turns)
+  decoder = loading.run_decoder(
+      cfg, tokenizer, workdir=args.workdir, init=args.init, seed=args.seed, stage=args.stage,
+      temperature=args.temperature, top_p=args.top_p, max_turn_tokens=args.max_turn_tokens,
+      turns=args.turns, allow_src=args.allow_src)
+  speech_turns = decoder.spec.grammar.speech
   n_chunks = -(-source.size // decoder.chunk_samples)
   compile_s = session_lib.warmup(decoder, 1)
   progress = {"compute_ms": 0.0}

@@ -1,6 +1,7 @@
 """Building the decoder's networks: random weights (`random_model`, smoke tests and
 benchmarks) or trained ones restored from a run's stage checkpoints (`build_models`,
-`restore_stage`, both through `liveinterp.common.checkpointing.restore_model`)."""
+`restore_stage`, both through `liveinterp.common.checkpointing.restore_model`), and the
+streaming decoder of a run as the CLIs build it (`run_decoder`)."""
 
 from __future__ import annotations
 
@@ -157,3 +158,26 @@ def restore_stage(workdir: str, stage: str, cfg, *, step: int | None = None,
 
 
 __all__ = ["random_model", "build_models", "restore_stage", "LLM_STAGES"]
+
+
+def run_decoder(cfg, tokenizer=None, *, workdir: str | None = None, init: str = "trained",
+                seed: int = 0, stage: str | None = None, temperature: float = 0.0,
+                top_p: float = 1.0, max_turn_tokens: int | None = None, turns: str = "auto",
+                allow_src: bool | None = None):
+  """The streaming decoder of a run, as `translate` and `serve` build it: the networks
+  (`build_models`: trained from `workdir`, or random with `init="random"`), the token
+  layout of `tokenizer` (else the config's), the SFT prompt of `cfg.data.pair`, and speech
+  or text turns (`turns`: "speech" | "text" | "auto" = speech for random weights, else
+  what the run was trained on, `decoder.speech_turns_for`)."""
+  from liveinterp.common import token_layout  # pylint: disable=g-import-not-at-top
+  from liveinterp.inference import decoder as decoder_lib  # pylint: disable=g-import-not-at-top
+  model, codec, speaker = build_models(
+      cfg, workdir=workdir if init == "trained" else None, seed=seed, llm_stage=stage)
+  layout = (token_layout.TokenLayout.from_tokenizer(tokenizer) if tokenizer is not None
+            else token_layout.TokenLayout.from_config(cfg))
+  speech_turns = {"speech": True, "text": False}.get(
+      turns, init == "random" or decoder_lib.speech_turns_for(cfg))
+  return decoder_lib.StreamingDecoder(
+      model, codec, speaker, layout, cfg, temperature=temperature, top_p=top_p,
+      max_turn_tokens=max_turn_tokens, allow_src=allow_src,
+      prompt_ids=decoder_lib.prompt_for(cfg, tokenizer), speech_turns=speech_turns)
