@@ -547,8 +547,10 @@ class StreamServer:
     rest wait for the next (each step costs the same whatever the number of ready rows).
     """
     wait_s = float(self.config.batch_wait_ms) / 1000.0
+    if wait_s <= 0:
+      return rows
     deadline = time.perf_counter() + wait_s
-    while wait_s > 0:
+    while True:
       self._work.clear()  # before looking: a chunk arriving from here on wakes the wait
       self._finish_ended()
       rows = self._ready_rows()
@@ -562,7 +564,7 @@ class StreamServer:
         await asyncio.wait_for(self._work.wait(), left)
       except TimeoutError:
         pass
-    self._work.set()  # whatever arrived meanwhile is looked at after this step
+    # chunks arriving from here on are picked up by the ticker's next look after the step
     return rows
 
   def _finish_ended(self):
