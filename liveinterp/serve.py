@@ -106,10 +106,9 @@ def build_decoder(*, config: str | None = None, overrides=(), workdir: str | Non
   them): -> (decoder, tokenizer or None, cfg)."""
   cfg, _ = cli.load_run_config(config, workdir, overrides)
   # pylint: disable=g-import-not-at-top
-  from liveinterp import translate
   from liveinterp.inference import loading
   # pylint: enable=g-import-not-at-top
-  tokenizer = translate._load_tokenizer(tokenizer_path, cfg, workdir)  # pylint: disable=protected-access
+  tokenizer = loading.load_tokenizer(tokenizer_path, cfg, workdir)
   decoder = loading.run_decoder(
       cfg, tokenizer, workdir=workdir, init=init, seed=seed, stage=stage,
       temperature=temperature, top_p=top_p, max_turn_tokens=max_turn_tokens, turns=turns,

@@ -65,20 +65,6 @@ def _parser() -> cli.ArgumentParser:
   return p
 
 
-def _load_tokenizer(path: str | None, cfg, workdir: str | None):
-  """The sentencepiece tokenizer: `--tokenizer`, else `tokenizer.model_path`, else the one
-  the recipe built next to a run (`<workdir>/../data/tokenizer/...`); None if none."""
-  from data_pipelines import build, tokenizer as tok_lib
-  path = path or cfg.tokenizer.get("model_path", "")
-  if not path and workdir:
-    guess = build.tokenizer_prefix_for(
-        os.path.join(os.path.dirname(os.path.abspath(workdir)), "data"), cfg)
-    path = guess if os.path.exists(guess + ".model") else ""
-  if not path:
-    return None
-  return tok_lib.Tokenizer.from_config(cfg, path)
-
-
 def _check_args(args):
   """UserError for flags that cannot work, before anything is loaded or computed."""
   if args.init == "trained" and not args.workdir:
@@ -120,7 +106,7 @@ def main(argv=None) -> dict:
                                report=input_report)
   for message in input_report.messages:
     sys.stderr.write(f"[translate] warning: {message}\n")
-  tokenizer = _load_tokenizer(args.tokenizer, cfg, args.workdir)
+  tokenizer = loading.load_tokenizer(args.tokenizer, cfg, args.workdir)
   decoder = loading.run_decoder(
       cfg, tokenizer, workdir=args.workdir, init=args.init, seed=args.seed, stage=args.stage,
       temperature=args.temperature, top_p=args.top_p, max_turn_tokens=args.max_turn_tokens,

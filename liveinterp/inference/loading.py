@@ -101,6 +101,20 @@ def _fill_init(model_fn: Callable[[nnx.Rngs], nnx.Module], seed: int) -> nnx.Mod
   return nnx.merge(graphdef, state)
 
 
+def load_tokenizer(path: str | None, cfg, workdir: str | None):
+  """The sentencepiece tokenizer: `path` (a `--tokenizer` flag), else `tokenizer.model_path`, else the one
+  the recipe built next to a run (`<workdir>/../data/tokenizer/...`); None if none."""
+  from data_pipelines import build, tokenizer as tok_lib
+  path = path or cfg.tokenizer.get("model_path", "")
+  if not path and workdir:
+    guess = build.tokenizer_prefix_for(
+        os.path.join(os.path.dirname(os.path.abspath(workdir)), "data"), cfg)
+    path = guess if os.path.exists(guess + ".model") else ""
+  if not path:
+    return None
+  return tok_lib.Tokenizer.from_config(cfg, path)
+
+
 def build_models(cfg, *, workdir: str | None = None, seed: int = 0,
                  llm_stage: str | None = None, codec_stage: str = "codec",
                  init: str = "fill"):

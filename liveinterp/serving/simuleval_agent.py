@@ -92,7 +92,6 @@ def load_decoder(workdir: str, *, stage: str | None = None, step: int | None = N
   """
   # Heavy imports here, so that `simuleval --help` and argument errors stay fast.
   # pylint: disable=g-import-not-at-top
-  from liveinterp import translate
   from liveinterp.common import cli, config as config_lib, token_layout
   from liveinterp.inference import decoder as decoder_lib, loading
   from liveinterp.models.voice import VoiceCodec
@@ -113,7 +112,7 @@ def load_decoder(workdir: str, *, stage: str | None = None, step: int | None = N
   model, _ = loading.restore_stage(workdir, stage, cfg, step=step)
   voice, _ = loading.restore_stage(workdir, "codec", cfg,
                                    model_fn=lambda r: VoiceCodec(cfg, rngs=r))
-  tok = translate._load_tokenizer(tokenizer, cfg, workdir)  # pylint: disable=protected-access
+  tok = loading.load_tokenizer(tokenizer, cfg, workdir)
   layout = (token_layout.TokenLayout.from_tokenizer(tok) if tok is not None
             else token_layout.TokenLayout.from_config(cfg))
   speech_turns = {"speech": True, "text": False}.get(turns,
