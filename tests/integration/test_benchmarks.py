@@ -142,3 +142,28 @@ def test_streaming_batch_benchmark_runs_batched_workloads(tmp_path):
     assert row["per_stream_ms"] == pytest.approx(row["step_ms"] / b, rel=0.02)
   assert {c["component"] for c in data["components"]} >= {"speaker_embed", "codec_equal"}
   assert "per_stream_ms" in r.stdout  # the printed table
+
+
+def test_main_job_times_table_from_a_run_and_merged_by_label(tmp_path):
+  """main_job_times reads a run's own records (recipe_times.json, each stage's
+  result.json) and keeps rows of other labels when it writes the JSON."""
+  run = tmp_path / "run"
+  (run / "codec").mkdir(parents=True)
+  json.dump({"data": 150.0, "codec": 450.0, "speech_tokens": 400.0},
+            open(run / "recipe_times.json", "w"))
+  json.dump({"step": 200, "steps_per_second": 0.5}, open(run / "codec" / "result.json", "w"))
+  out = tmp_path / "times.json"
+  json.dump({"rows": [{"label": "before", "step": "total", "seconds": 2000.0}]},
+            open(out, "w"))
+  r = subprocess.run([sys.executable, "-m", "benchmarks.main_job_times", f"--run_dir={run}",
+                      "--label=after", f"--out={out}"],
+                     cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+  assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+  rows = json.load(open(out))["rows"]
+  assert [(x["label"], x["step"]) for x in rows] == [
+      ("before", "total"), ("after", "data"), ("after", "codec"),
+      ("after", "speech_tokens"), ("after", "total")]
+  codec = rows[2]
+  assert (codec["seconds"], codec["steps"], codec["steps_per_s"], codec["s_per_step"],
+          codec["share"]) == (450.0, 200, 0.5, 2.0, 0.45)
+  assert rows[-1]["seconds"] == 1000.0 and "s_per_step" in r.stdout
