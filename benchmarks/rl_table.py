@@ -40,8 +40,10 @@ def _define_flags() -> dict:
 
 _FLAGS: dict = {}
 
-COLUMNS = ("stage", "bleu", "chrf", "asr_bleu", "laal_text", "flal_text", "laal_speech",
-           "flal_speech", "backlog_ms", "text_tok_per_turn", "speech_s_per_turn", "n")
+COLUMNS = ("stage", "bleu", "chrf", "len_ratio", "asr_bleu", "laal_text", "flal_text",
+           "laal_speech", "flal_speech", "backlog_ms", "text_tok_per_turn",
+           "speech_s_per_turn", "kl_last", "beta_last", "n")
+LAST_ITERATIONS = 5  # kl_last: the mean per-token KL of the stage's last iterations
 
 
 def report_path(run_dir: str, stage: str, split: str = "test") -> str:
@@ -55,19 +57,36 @@ def report_path(run_dir: str, stage: str, split: str = "test") -> str:
   return own if not os.path.exists(table) and os.path.exists(own) else table
 
 
-def row(stage: str, report: dict) -> dict:
-  """One table row from an evaluation report."""
+def training_stats(stage_dir: str) -> dict:
+  """From an RL stage's own `metrics.jsonl`: the mean KL to the reference policy over
+  its last LAST_ITERATIONS iterations and the final beta (the failure signature of a
+  fixed beta: KL run away, or no KL because the policy cannot move); {} for SFT."""
+  path = os.path.join(stage_dir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    ms = [json.loads(line) for line in f if line.strip()]
+  kls = [m["rl/kl"] for m in ms if "rl/kl" in m][-LAST_ITERATIONS:]
+  betas = [m["rl/beta"] for m in ms if "rl/beta" in m]
+  return {"kl_last": sum(kls) / len(kls) if kls else None,
+          "beta_last": betas[-1] if betas else None}
+
+
+def row(stage: str, report: dict, stats: dict | None = None) -> dict:
+  """One table row from an evaluation report (and the stage's `training_stats`)."""
   s = report["simul"]
   turns = s.get("turns", {})
   text, speech = s.get("text_latency", {}), s.get("speech_latency", {})
+  stats = stats or {}
   return {"stage": stage, "bleu": s["bleu"], "chrf": s["chrf"],
-          "asr_bleu": s.get("asr_bleu"),
+          "len_ratio": s.get("length_ratio"), "asr_bleu": s.get("asr_bleu"),
           "laal_text": text.get("LAAL"), "flal_text": text.get("FLAL"),
           "laal_speech": speech.get("LAAL") if report.get("speech") else None,
           "flal_speech": speech.get("FLAL") if report.get("speech") else None,
           "backlog_ms": turns.get("speech_backlog_ms"),
           "text_tok_per_turn": turns.get("text_tokens_per_turn"),
           "speech_s_per_turn": turns.get("speech_s_per_turn"),
+          "kl_last": stats.get("kl_last"), "beta_last": stats.get("beta_last"),
           "n": report["examples"]}
 
 
@@ -163,7 +182,7 @@ def main(argv):
       print(f"[rl_table] {stage}: no report at {path}, skipped")
       continue
     with open(path) as f:
-      rows.append(row(stage, json.load(f)))
+      rows.append(row(stage, json.load(f), training_stats(os.path.join(run_dir, stage))))
   if not rows:
     raise SystemExit(f"no evaluation reports under {run_dir}")
   main_report = main_report_path(run_dir)

@@ -84,8 +84,10 @@ def latency_scores(delays_per_utt, source_ms, ref_lens, starts, ends=None, **sco
 
 
 def simul_scores(results, records, sample_rate: int) -> dict:
-  """BLEU / chrF of the streamed text against the records' targets, text latency
-  (SimulEval, non- and computation-aware), empty outputs and real-time factor."""
+  """BLEU / chrF of the streamed text against the records' targets, the length ratio
+  (hypothesis words / reference words over the corpus: below 1, content was left out),
+  text latency (SimulEval, non- and computation-aware), empty outputs and real-time
+  factor."""
   tgt_lang = records[0]["tgt_lang"]
   hyps = [r.text.strip() for r in results]
   refs = [r["tgt_text"] for r in records]
@@ -97,6 +99,7 @@ def simul_scores(results, records, sample_rate: int) -> dict:
       "bleu": quality.corpus_bleu(hyps, refs, tgt_lang),
       "chrf": quality.corpus_chrf(hyps, refs),
       "empty_outputs": int(sum(not h for h in hyps)),
+      "length_ratio": (sum(len(words(h, tgt_lang)) for h in hyps) / max(1, sum(ref_lens))),
       "rtf": float(np.mean([r.rtf for r in results])),
       "text_latency": latency_scores([text_delays(r.segments, tgt_lang) for r in results],
                                source_ms, ref_lens, starts),

@@ -83,7 +83,7 @@ def test_simul_equals_whole_source_first_streaming(setup):
   assert [h for _, h in pairs] == [r.text.strip() for r in res]
   assert any(h for _, h in pairs)  # the random model writes: the comparison means something
   assert [a for a, _ in pairs] == [r["tgt_text"] for r in records]
-  for k in ("bleu", "chrf", "empty_outputs", "text_latency"):  # not rtf / timed latency
+  for k in ("bleu", "chrf", "empty_outputs", "length_ratio", "text_latency"):  # not rtf / timed
     assert scores[k] == want[k], k
   assert scores["policy"] == OE.SIMUL_POLICY
 

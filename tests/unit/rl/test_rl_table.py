@@ -8,7 +8,7 @@ from benchmarks import render_readme, rl_table
 
 def _report(bleu, laal, speech=False):
   return {"examples": 64, "speech": speech,
-          "simul": {"bleu": bleu, "chrf": 50.0, "asr_bleu": None,
+          "simul": {"bleu": bleu, "chrf": 50.0, "asr_bleu": None, "length_ratio": 0.9,
                     "text_latency": {"LAAL": laal, "FLAL": 800.0},
                     "speech_latency": {"LAAL": 2000.0, "FLAL": 900.0},
                     "turns": {"speech_backlog_ms": 1500.0, "text_tokens_per_turn": 1.3,
@@ -39,7 +39,8 @@ def test_a_stage_evaluated_by_the_recipe_is_not_evaluated_again(tmp_path):
 
 def test_rows_versus_sft_and_rendering(tmp_path, monkeypatch):
   rows = [rl_table.row("sft", _report(30.0, 1000.0)),
-          rl_table.row("rl2", _report(29.5, 750.0))]
+          rl_table.row("rl2", _report(29.5, 750.0), {"kl_last": 0.02, "beta_last": 0.1})]
+  assert rows[0]["kl_last"] is None and rows[1]["beta_last"] == 0.1
   assert rows[0]["laal_speech"] is None          # text-only report: no speech latency
   assert rl_table.row("x", _report(1.0, 1.0, speech=True))["laal_speech"] == 2000.0
   vs = rl_table.versus_sft(rows)
@@ -59,11 +60,22 @@ def test_rows_versus_sft_and_rendering(tmp_path, monkeypatch):
   monkeypatch.setattr(render_readme, "RESULTS", str(tmp_path))
   text = render_readme.render()
   assert "### rl_table (`python -m benchmarks.rl_table`)" in text
-  assert "| rl2 | 29.5 | 50 | — | 750 |" in text
+  assert "| rl2 | 29.5 | 50 | 0.9 | — | 750 |" in text
   assert "- rl2: LAAL -25.0% vs SFT, BLEU -0.50" in text
-  assert "| *constant output* | 1 | 18 | — | — |" in text
+  assert "| *constant output* | 1 | 18 | — | — | — |" in text
   assert "\nrl2: 20 iterations" in text
-  assert "| *offline (sft, whole source)* | 16.5 | 35.5 | — | 3272 |" in text
+  assert "| *offline (sft, whole source)* | 16.5 | 35.5 | — | — | 3272 |" in text
+
+
+def test_training_stats_of_a_stage(tmp_path):
+  """kl_last: the mean KL of the last iterations; beta_last: the final beta; none for a
+  stage without RL metrics (SFT)."""
+  assert rl_table.training_stats(str(tmp_path)) == {}
+  with open(tmp_path / "metrics.jsonl", "w") as f:
+    for i in range(8):
+      f.write(json.dumps({"step": i + 1, "rl/kl": float(i), "rl/beta": 0.05 * (i + 1)}) + "\n")
+  stats = rl_table.training_stats(str(tmp_path))
+  assert stats["kl_last"] == sum(range(3, 8)) / 5 and abs(stats["beta_last"] - 0.4) < 1e-12
 
 
 def test_rl_credit_renders_one_row_per_credit_and_value_head():
