@@ -6,7 +6,8 @@ Reads `RUN_DIR/recipe_times.json` (each step's wall time, written by `liveinterp
 and each trained stage's `result.json` (steps run, steps per second), prints the table
 and merges it into `benchmarks/results/main_job_times.json` under `--label`: rows of other
 labels stay, so runs before and after a change sit in one table (README results). A step
-the run has not timed is left out; `total` sums the timed steps.
+the run has not timed is left out; `total` sums the timed steps of the main job (the RL
+ablations, side branches the main job does not run, are listed but not summed).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import os
 from absl import app, flags
 
 from benchmarks import common
+from configs.base import RL_ABLATIONS
 
 COLUMNS = ("label", "step", "seconds", "share", "steps", "steps_per_s", "s_per_step")
 
@@ -29,11 +31,13 @@ def rows_for(run_dir: str, label: str) -> list[dict]:
     raise FileNotFoundError(f"{path}: no recipe_times.json (run liveinterp.recipe first)")
   with open(path) as f:
     times = json.load(f)
-  total = sum(times.values())
+  total = sum(t for step, t in times.items() if step not in RL_ABLATIONS)
   rows = []
   for step in times:
-    row = dict(label=label, step=step, seconds=times[step],
-               share=round(times[step] / total, 3) if total else None,
+    ablation = step in RL_ABLATIONS
+    row = dict(label=label, step=f"{step} (ablation)" if ablation else step,
+               seconds=times[step],
+               share=round(times[step] / total, 3) if total and not ablation else None,
                steps=None, steps_per_s=None, s_per_step=None)
     result = os.path.join(run_dir, step, "result.json")
     if os.path.exists(result):

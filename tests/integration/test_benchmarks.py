@@ -149,7 +149,7 @@ def test_main_job_times_table_from_a_run_and_merged_by_label(tmp_path):
   result.json) and keeps rows of other labels when it writes the JSON."""
   run = tmp_path / "run"
   (run / "codec").mkdir(parents=True)
-  json.dump({"data": 150.0, "codec": 450.0, "speech_tokens": 400.0},
+  json.dump({"data": 150.0, "codec": 450.0, "speech_tokens": 400.0, "rl_lag_only": 90.0},
             open(run / "recipe_times.json", "w"))
   json.dump({"step": 200, "steps_per_second": 0.5}, open(run / "codec" / "result.json", "w"))
   out = tmp_path / "times.json"
@@ -162,8 +162,9 @@ def test_main_job_times_table_from_a_run_and_merged_by_label(tmp_path):
   rows = json.load(open(out))["rows"]
   assert [(x["label"], x["step"]) for x in rows] == [
       ("before", "total"), ("after", "data"), ("after", "codec"),
-      ("after", "speech_tokens"), ("after", "total")]
+      ("after", "speech_tokens"), ("after", "rl_lag_only (ablation)"), ("after", "total")]
   codec = rows[2]
   assert (codec["seconds"], codec["steps"], codec["steps_per_s"], codec["s_per_step"],
           codec["share"]) == (450.0, 200, 0.5, 2.0, 0.45)
+  assert rows[-2]["share"] is None  # an ablation is not part of the main job's total
   assert rows[-1]["seconds"] == 1000.0 and "s_per_step" in r.stdout
