@@ -20,6 +20,8 @@ LAUNCH_START, LAUNCH_END = "<!-- launch-memory:start -->", "<!-- launch-memory:e
 
 
 def _fmt(v):
+  if v is None:  # not measured / not applicable
+    return "—"
   if isinstance(v, bool):
     return str(v)
   if isinstance(v, float):

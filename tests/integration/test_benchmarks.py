@@ -40,9 +40,11 @@ def test_readme_renderer_tables(tmp_path, monkeypatch):
   sys.path.insert(0, ROOT)
   from benchmarks import render_readme
   monkeypatch.setattr(render_readme, "RESULTS", str(tmp_path))
-  json.dump({"command": "x", "rows": [{"a": 1.5, "b": "y"}]}, open(tmp_path / "demo.json", "w"))
+  json.dump({"command": "x", "rows": [{"a": 1.5, "b": "y"}, {"a": None, "b": "z"}]},
+            open(tmp_path / "demo.json", "w"))
   text = render_readme.render()
   assert "| a | b |" in text and "| 1.5 | y |" in text
+  assert "| — | z |" in text  # a cell not measured
 
 
 def test_profile_step_writes_top_ops_and_renders(tmp_path):
