@@ -456,6 +456,38 @@ def rollout_decoder(config, model, tok) -> decoder_lib.StreamingDecoder:
       speech_turns=decoder_lib.speech_turns_for(config), decode_speech=False)
 
 
+START_EVAL = "start_eval.json"
+
+
+def starting_policy_eval(workdir: str, start: int, dev_eval, name: str, init_from: str,
+                         model_fn, writer) -> dict:
+  """The dev scores of the policy the stage starts from (its KL reference), measured once
+  before the first iteration with the evaluation every `train.eval_every` iterations uses,
+  so a stage's result holds both ends: `start/eval/simul_bleu` ... next to
+  `eval/simul_bleu` (an RL stage that lowers quality shows it in its own result, issue
+  #13). Written at TensorBoard step 0 and to `workdir/start_eval.json`, which a resumed
+  run reads back instead of evaluating again. {} without dev episodes."""
+  path = os.path.join(workdir, START_EVAL)
+  if dev_eval is None:
+    return {}
+  if start > 0 and os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  if start > 0:  # a checkpoint from before this file existed: nothing to compare with
+    return {}
+  ev, examples = dev_eval(model_fn())
+  writer.write_scalars(0, dict(ev))
+  reporting.console(f"[{name}] eval @ 0 (starting policy, {init_from}): "
+                    + " | ".join(f"{k} {v:.4g}" for k, v in ev.items()))
+  for ref, hyp in examples[:1]:
+    reporting.console(f"  simul ref: {ref}\n  simul hyp: {hyp}")
+  out = {f"start/{k}": float(v) for k, v in ev.items()}
+  with open(path + ".tmp", "w") as f:
+    json.dump(out, f)
+  os.replace(path + ".tmp", path)
+  return out
+
+
 def run(config, workdir: str, stop_at: int | None = None) -> dict:
   """Trains an RL stage to `train.steps` iterations, resuming from `workdir`."""
   config_lib.validate(config, num_devices=jax.device_count())
@@ -519,6 +551,9 @@ def run(config, workdir: str, stop_at: int | None = None) -> dict:
   writer = reporting.create_writer(os.path.join(workdir, "tensorboard"))
   if start == 0:
     writer.write_hparams(loop._flatten_config(config))  # pylint: disable=protected-access
+  start_eval = starting_policy_eval(workdir, start, dev_eval, name, config.train.init_from,
+                                    lambda: nnx.merge(graphdef, state.params,
+                                                      state.model_state), writer)
   progress = reporting.ProgressLine(total, start, prefix=f"[{name}] ")
   stop = loop._StopFlag()  # pylint: disable=protected-access
   stop.install()
@@ -599,7 +634,7 @@ def run(config, workdir: str, stop_at: int | None = None) -> dict:
     stop.restore()
     last_checkpoint = loop.close_outputs(ckpt, writer)
   return loop.finish_result(
-      dict(last), name=name, step=it, total=total,
+      dict(last, **start_eval), name=name, step=it, total=total,
       steps_per_second=(it - start) / max(time.perf_counter() - t_loop, 1e-9),
       stopped=stopped, last_checkpoint=last_checkpoint, guard=guard, workdir=workdir,
       learning_rate=config.train.learning_rate)

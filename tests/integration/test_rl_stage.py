@@ -51,7 +51,7 @@ def _cmd(root, data_dir, tok_prefix, workdir, *extra):
           f"--config.data.data_dir={data_dir}", f"--config.tokenizer.model_path={tok_prefix}",
           f"--config.train.init_from={os.path.join(root, 'sft')}",
           "--config.train.steps=2", "--config.checkpoint.every_steps=1",
-          "--config.train.batch_size=4", "--config.rl.eval_episodes=0",
+          "--config.train.batch_size=4", "--config.rl.eval_episodes=2",
           "--config.rl.value_warmup=1", "--config.train.learning_rate=1e-3",
           "--config.stream.max_turn_tokens=16",
           # the explained-variance gate of the value warm-up measured at iteration 1
@@ -119,6 +119,10 @@ def test_rl1_cli_runs_and_resumes_bit_identically(sft_run, rl1_run, tmp_path):
   assert all(r["rl/rollout_logp_gap"] < 1e-3 for r in rows)  # train forward == decoder
   result = json.load(open(os.path.join(a, "result.json")))
   assert result["step"] == 2 and not result["stopped_early"]
+  # Dev scores at both ends: the starting policy (before iteration 1) and the last one.
+  assert "eval @ 0 (starting policy" in full.stdout
+  for k in ("eval/simul_bleu", "eval/simul_chrf", "eval/simul_laal", "eval/simul_empty"):
+    assert np.isfinite(result[k]) and np.isfinite(result["start/" + k]), k
 
   first = run(b, "--stop_at=1")
   assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
@@ -126,6 +130,10 @@ def test_rl1_cli_runs_and_resumes_bit_identically(sft_run, rl1_run, tmp_path):
   second = run(b)
   assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
   assert "resumed from iteration 1" in second.stdout
+  assert "eval @ 0" not in second.stdout  # read back from start_eval.json, not redone
+  rb_result = json.load(open(os.path.join(b, "result.json")))
+  assert {k: v for k, v in rb_result.items() if k.startswith("start/")} == {
+      k: v for k, v in result.items() if k.startswith("start/")}
   ra, rb = _rows(a), _rows(b)
   for x, y in zip(ra, rb):
     for k in x:
