@@ -11,7 +11,6 @@ is encoded in length buckets (`_bucket`) so compiles stay few.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from typing import Callable, Mapping
@@ -64,7 +63,8 @@ def encode_corpus(config, codec_workdir: str, out_path: str, batch: int = 8,
   from data_pipelines import pipelines
   from liveinterp.common import reporting
   from liveinterp.models import voice
-  from liveinterp.common import checkpointing, mesh as mesh_lib, sharding
+  from liveinterp.common import checkpointing, config as config_lib, mesh as mesh_lib
+  from liveinterp.common import sharding
 
   # Inference, data-parallel: the weights replicated on every device, the batch split over
   # them. (Restored as trained, fsdp-sharded, with an unsharded batch, XLA split each small
@@ -82,8 +82,7 @@ def encode_corpus(config, codec_workdir: str, out_path: str, batch: int = 8,
   weights = jax.device_put(weights, jax.sharding.NamedSharding(mesh,
                                                               jax.sharding.PartitionSpec()))
   rows = sharding.data_sharding(mesh, 2, rules)
-  spec = rows.spec[0]
-  shards = math.prod(mesh.shape[a] for a in ((spec,) if isinstance(spec, str) else spec or ()))
+  shards = config_lib.data_parallel_size(config, mesh.size) or 1
   batch = -(-batch // shards) * shards  # every device gets whole rows
   encode = jax.jit(lambda w, x: nnx.merge(graphdef, w).encode(x))
   # encoded_frames: frames the encoder computed (batches x padded length), vs `frames`
