@@ -459,6 +459,17 @@ def rollout_decoder(config, model, tok) -> decoder_lib.StreamingDecoder:
 START_EVAL = "start_eval.json"
 
 
+def dev_scores(dev_eval, model, writer, step: int, label: str) -> dict:
+  """`dev_eval` of `model`: scores written at TensorBoard `step` and printed after
+  `label` with one example; -> the scores."""
+  ev, examples = dev_eval(model)
+  writer.write_scalars(step, dict(ev))
+  reporting.console(f"{label}: " + " | ".join(f"{k} {v:.4g}" for k, v in ev.items()))
+  for ref, hyp in examples[:1]:
+    reporting.console(f"  simul ref: {ref}\n  simul hyp: {hyp}")
+  return ev
+
+
 def starting_policy_eval(workdir: str, start: int, dev_eval, name: str, init_from: str,
                          model_fn, writer) -> dict:
   """The dev scores of the policy the stage starts from (its KL reference), measured once
@@ -475,12 +486,8 @@ def starting_policy_eval(workdir: str, start: int, dev_eval, name: str, init_fro
       return json.load(f)
   if start > 0:  # a checkpoint from before this file existed: nothing to compare with
     return {}
-  ev, examples = dev_eval(model_fn())
-  writer.write_scalars(0, dict(ev))
-  reporting.console(f"[{name}] eval @ 0 (starting policy, {init_from}): "
-                    + " | ".join(f"{k} {v:.4g}" for k, v in ev.items()))
-  for ref, hyp in examples[:1]:
-    reporting.console(f"  simul ref: {ref}\n  simul hyp: {hyp}")
+  ev = dev_scores(dev_eval, model_fn(), writer, 0,
+                  f"[{name}] eval @ 0 (starting policy, {init_from})")
   out = {f"start/{k}": float(v) for k, v in ev.items()}
   with open(path + ".tmp", "w") as f:
     json.dump(out, f)
@@ -615,12 +622,8 @@ def run(config, workdir: str, stop_at: int | None = None) -> dict:
       eval_now = dev_eval is not None and (it % int(config.train.eval_every) == 0
                                            or it == total)
       if eval_now:
-        ev, examples = dev_eval(nnx.merge(graphdef, state.params, state.model_state))
-        writer.write_scalars(it, dict(ev))
-        reporting.console(f"[{name}] eval @ {it}: "
-                          + " | ".join(f"{k} {v:.4g}" for k, v in ev.items()))
-        for ref, hyp in examples[:1]:
-          reporting.console(f"  simul ref: {ref}\n  simul hyp: {hyp}")
+        ev = dev_scores(dev_eval, nnx.merge(graphdef, state.params, state.model_state),
+                        writer, it, f"[{name}] eval @ {it}")
         last = dict(last, **ev)
       preempted = stop.agreed()
       stopping = preempted or (stop_at is not None and it >= stop_at)
