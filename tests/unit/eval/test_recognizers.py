@@ -43,9 +43,21 @@ def test_transcripts_match_their_sentences(speech):
 def test_any_rate_and_history_independent(speech):
   audios, res = speech
   r = R.get_recognizer("en")
-  # At 22.05 kHz: the same words as at 16 kHz.
-  hyp22 = r(soxr.resample(audios[0], 16000, 22050), 22050)
-  assert hyp22 == res["transcripts"][0]
+  # At 22.05 kHz: the decoder hears the same 16 kHz signal (to 40 dB; resampled, not
+  # mislabelled) and writes this sentence. Not "the same words": PocketSphinx flips
+  # words on this espeak speech for a 54 dB difference (espeak's state carried over
+  # from earlier syntheses in the process moves these 18.8k samples by up to 18, and
+  # over ten renderings 1 in 10 decoded differently at the two rates).
+  at22 = soxr.resample(audios[0], 16000, 22050)
+  x16 = R._to_int16_16k(audios[0], 16000).astype(np.float64)
+  x22 = R._to_int16_16k(at22, 22050).astype(np.float64)
+  assert abs(x22.size - x16.size) <= 1, (x22.size, x16.size)
+  n = min(x16.size, x22.size)
+  snr = 10 * np.log10(np.sum(x16 ** 2) / np.sum((x16[:n] - x22[:n]) ** 2))
+  assert snr > 40.0, snr
+  hyp22 = Q.asr_normalize(r(at22, 22050))
+  own, *others = [Q.sentence_chrf(hyp22, Q.asr_normalize(t)) for t in TEXTS]
+  assert own > max(others) + 15.0, (hyp22, own, others)
   # After loud noise / another voice: unchanged (PocketSphinx would otherwise carry its
   # cepstral mean over from the previous utterance and change these transcripts).
   r(np.random.default_rng(1).standard_normal(16000).astype(np.float32) * 0.1, 16000)
