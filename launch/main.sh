@@ -6,8 +6,8 @@
 # where it stopped (finished steps are skipped, an interrupted stage continues from its
 # last checkpoint, an up-to-date export and RL-table report are reused).
 # Outputs: runs/data (corpus), RUN_DIR/<stage> (checkpoints, TensorBoard, result.json),
-# RUN_DIR/eval_<stage> (report of the latest trained stage: markdown + plots; eval/ for
-# sft), RUN_DIR/export (the serving artifact), RUN_DIR/example_translation.wav (+ its
+# RUN_DIR/eval_<stage> (report of the selected stage, RUN_DIR/selected_stage.json:
+# markdown + plots; eval/ for sft), RUN_DIR/export (the serving artifact), RUN_DIR/example_translation.wav (+ its
 # source and JSON), benchmarks/results/rl_table.json + rl_latency_quality.png.
 # RUN_DIR=... overrides runs/tiny; extra args go to the recipe (e.g. --steps=..., or
 # --config.a.b=v overrides).
@@ -24,9 +24,9 @@ if [ -d "$RUN_DIR/sft/checkpoints" ]; then
   .venv/bin/python -m benchmarks.rl_table --run_dir="$RUN_DIR" --evaluate --stages=sft,rl1,rl2
 fi
 
-# Where everything is: the report of the latest trained stage, chosen as the recipe's
-# evaluate and export steps choose it.
-STAGE=$(.venv/bin/python -c "import sys; from liveinterp import recipe; print(recipe.latest_trained_stage(sys.argv[1]))" "$RUN_DIR" 2>/dev/null || true)
+# Where everything is: the report of the selected stage, chosen as the recipe's evaluate
+# and export steps choose it (recipe.select_stage: by dev score; RUN_DIR/selected_stage.json).
+STAGE=$(.venv/bin/python -c "import sys; from liveinterp import recipe; print(recipe.select_stage(sys.argv[1])[0])" "$RUN_DIR" 2>/dev/null || true)
 if [ -z "$STAGE" ]; then
   echo "[main] no trained LLM stage (sft, rl1, rl2) in $RUN_DIR yet: re-run to continue"
   exit 0

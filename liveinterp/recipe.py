@@ -6,8 +6,9 @@
 sft_text is the sft stage on text-only turns (what to say and when, without codec tokens,
 ~3x shorter streams); sft then adds the speech tokens, starting from it. rl1 and rl2 are
 the two RL stages (liveinterp/rl/), each starting from the one before. `evaluate` and
-`export` take the latest trained LLM stage (`latest_trained_stage`: rl2 if it finished,
-else rl1, else sft): `evaluate` writes its report to `RUN_DIR/eval_<stage>` (`RUN_DIR/eval`
+`export` take the selected LLM stage (`select_stage`: the latest of rl2, rl1, sft that
+finished and scores within 1 BLEU of the best on the RL stages' dev episodes; written to
+RUN_DIR/selected_stage.json): `evaluate` writes its report to `RUN_DIR/eval_<stage>` (`RUN_DIR/eval`
 for sft); `export` writes the serving artifact to `RUN_DIR/export` (`liveinterp.export`)
 and translates one test utterance through it into `RUN_DIR/example_translation.wav`
 (source: `example_source.wav`, text and timeline: `example_translation.json`).
@@ -89,6 +90,82 @@ def latest_trained_stage(run_dir: str, stages=TRAINED_STAGES) -> str:
   raise cli.UserError(f"{run_dir}: none of the stages {', '.join(stages)} has finished "
                       f"training (a result.json without 'stopped' and a checkpoints "
                       f"directory); run the recipe's sft step first")
+
+
+SELECTED_STAGE = "selected_stage.json"
+SELECT_METRIC = "eval/simul_bleu"  # the dev score the RL stages record at both ends
+# An RL stage's policy is taken over its starting policy's when it is at most this much
+# below the best dev score (the BLEU budget of issue #13's goal: latency bought for at
+# most 1 BLEU); a larger loss falls back to the policy it started from.
+SELECT_TOLERANCE = 1.0
+
+
+def select_stage(run_dir: str, tolerance: float = SELECT_TOLERANCE) -> tuple[str, dict]:
+  """The LLM stage the recipe evaluates and exports, chosen by dev score, not by age:
+  (stage, record with the scores and the reason).
+
+  Every RL stage scores its starting policy and its final policy on the same dev
+  episodes (`rl.trainer.starting_policy_eval`: `start/eval/simul_bleu` and
+  `eval/simul_bleu` in its result.json), so sft's score is rl1's start and rl2's start
+  must equal rl1's final score (to 0.01 BLEU: the same episodes, greedy decoding, the
+  same checkpoint) for rl2 to be compared with sft. The chosen stage is the latest whose
+  score is at most `tolerance` BLEU below the best score of the chain; a stage whose
+  evaluation does not chain (no start score, or a start that differs from its parent's
+  final) ends the comparison, and the stages after it are left out with that reason.
+  Without any RL dev scores (no RL stage finished, or results from before the starting
+  policy was scored) this is `latest_trained_stage`."""
+  latest = latest_trained_stage(run_dir)  # raises when no stage finished
+  scores: dict[str, float] = {}
+  notes: list[str] = []
+  parent = {"rl1": "sft", "rl2": "rl1"}
+  for stage in ("rl1", "rl2"):
+    workdir = os.path.join(run_dir, stage)
+    if not stage_finished(workdir):
+      break
+    with open(os.path.join(workdir, "result.json")) as f:
+      r = json.load(f)
+    start, final = r.get("start/" + SELECT_METRIC), r.get(SELECT_METRIC)
+    if start is None or final is None:
+      notes.append(f"{stage}: no dev score of its starting policy or of itself in its "
+                   f"result.json; not compared")
+      break
+    known = scores.get(parent[stage])
+    if known is None and parent[stage] == "sft":
+      scores["sft"] = known = float(start)
+    if known is None or abs(float(start) - known) > 0.01:
+      notes.append(f"{stage}: its starting policy scored {start:.2f}, not the "
+                   f"{parent[stage]} score {known} it should chain from (other dev "
+                   f"episodes?); not compared")
+      break
+    scores[stage] = float(final)
+  if not scores:
+    record = dict(stage=latest, metric=SELECT_METRIC, scores={}, notes=notes,
+                  reason=f"no RL dev scores to compare: the latest trained stage, {latest}")
+    return latest, record
+  best = max(scores.values())
+  stage = next(s for s in TRAINED_STAGES if s in scores and scores[s] >= best - tolerance)
+  left = [s for s in TRAINED_STAGES if s in scores and s != stage]
+  reason = (f"{stage}: dev {SELECT_METRIC} {scores[stage]:.2f}, the latest stage within "
+            f"{tolerance:g} of the best ({best:.2f})")
+  if latest in scores and TRAINED_STAGES.index(stage) > TRAINED_STAGES.index(latest):
+    reason += f"; {latest} trained later but scored lower"
+  record = dict(stage=stage, metric=SELECT_METRIC, tolerance=tolerance, scores=scores,
+                notes=notes, reason=reason, compared=[stage, *left])
+  return stage, record
+
+
+def write_selection(run_dir: str, tolerance: float = SELECT_TOLERANCE, log=None) -> str:
+  """`select_stage`, written to RUN_DIR/selected_stage.json and said; -> the stage."""
+  stage, record = select_stage(run_dir, tolerance)
+  with open(os.path.join(run_dir, SELECTED_STAGE + ".tmp"), "w") as f:
+    json.dump(record, f, indent=1)
+  os.replace(os.path.join(run_dir, SELECTED_STAGE + ".tmp"),
+             os.path.join(run_dir, SELECTED_STAGE))
+  scores = ", ".join(f"{k} {v:.2f}" for k, v in record["scores"].items())
+  (log or _say)(f"selected stage {record['reason']}"
+                + (f" (dev scores: {scores})" if scores else "")
+                + "".join(f"; {n}" for n in record["notes"]))
+  return stage
 
 
 def _newer(path: str, than: str) -> bool:
@@ -264,15 +341,15 @@ def main(argv):
         _say(f"speech tokens: {stats}")
     elif step == "evaluate":
       from liveinterp import evaluate
-      stage = latest_trained_stage(run_dir)
+      stage = write_selection(run_dir)
       cfg = stage_config(_RECIPE.value, "sft", run_dir, data_dir, tok_prefix,
                          overrides=overrides)
-      _say(f"evaluating {stage} (the latest trained stage)")
+      _say(f"evaluating {stage} (the selected stage)")
       report = evaluate.run(cfg, run_dir, split="test", publish=True, controls=True,
                             stage=stage)
       _say(f"evaluation report of {stage}: {report} (plots next to it)")
     elif step == "export":
-      stage = latest_trained_stage(run_dir)
+      stage = write_selection(run_dir)
       cfg = stage_config(_RECIPE.value, "sft", run_dir, data_dir, tok_prefix,
                          overrides=overrides)
       if jax.process_index() == 0:  # one writer (the export runs on one device)

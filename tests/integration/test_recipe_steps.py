@@ -58,6 +58,48 @@ def test_latest_trained_stage_is_the_latest_that_finished(tmp_path):
   assert recipe.latest_trained_stage(run, stages=("rl1", "sft")) == "rl1"
 
 
+def _rl(run, stage, start, final):
+  _result(run, stage, **{"start/eval/simul_bleu": start, "eval/simul_bleu": final})
+
+
+def test_selected_stage_is_chosen_by_dev_score(tmp_path):
+  """`select_stage`: the latest stage within 1 BLEU of the best dev score of the chain
+  sft (rl1's start) -> rl1 -> rl2 (whose start must be rl1's final score)."""
+  from liveinterp import recipe
+  run = str(tmp_path)
+  _result(run, "sft")
+  assert recipe.select_stage(run)[0] == "sft"  # nothing to compare: the latest
+  _rl(run, "rl1", 30.0, 25.9)                     # rl1 lost 4.1 BLEU: keep SFT
+  stage, rec = recipe.select_stage(run)
+  assert stage == "sft" and rec["scores"] == {"sft": 30.0, "rl1": 25.9}, rec
+  _rl(run, "rl1", 30.0, 29.2)                     # within the 1 BLEU budget: rl1
+  assert recipe.select_stage(run)[0] == "rl1"
+  assert recipe.select_stage(run, tolerance=0.5)[0] == "sft"
+  _rl(run, "rl2", 29.2, 20.1)                     # rl2 lost 9 BLEU: rl1
+  stage, rec = recipe.select_stage(run)
+  assert stage == "rl1" and "rl2 trained later but scored lower" in rec["reason"], rec
+  _rl(run, "rl2", 29.2, 31.0)                     # the best: rl2
+  assert recipe.select_stage(run)[0] == "rl2"
+  _rl(run, "rl1", 30.0, 25.0)                     # rl1 worse, rl2 (from it) best: rl2
+  _rl(run, "rl2", 25.0, 29.5)
+  assert recipe.select_stage(run)[0] == "rl2"
+  _rl(run, "rl2", 25.3, 35.0)                     # rl2's start is not rl1's final: not
+  stage, rec = recipe.select_stage(run)           # comparable, left out
+  assert stage == "sft" and "rl2" not in rec["scores"] and "rl2:" in rec["notes"][0], rec
+  _result(run, "rl2", stopped_early=True)         # unfinished: not a candidate
+  assert recipe.select_stage(run)[0] == "sft"
+  _result(run, "rl1", **{"eval/simul_bleu": 40.0})  # no start score (older run): latest
+  stage, rec = recipe.select_stage(run)
+  assert stage == "rl1" and "no RL dev scores" in rec["reason"], rec
+  # Written and said by the recipe's evaluate/export steps.
+  _rl(run, "rl1", 30.0, 25.9)
+  said = []
+  assert recipe.write_selection(run, log=said.append) == "sft"
+  written = json.load(open(os.path.join(run, recipe.SELECTED_STAGE)))
+  assert written["stage"] == "sft" and written["scores"]["rl1"] == 25.9
+  assert said and "sft" in said[0] and "25.90" in said[0]
+
+
 def test_one_stage_finished_rule_for_the_skip_and_the_latest_stage(tmp_path):
   """`run_stage`'s skip and `latest_trained_stage` share `stage_finished(workdir, steps)`:
   a whole budget (>= steps when given), not stopped, with a checkpoints directory."""
