@@ -261,6 +261,11 @@ def get_config():
       speech_bounds=True,   # format reward checks speech ms per text token against the
                             # bounds the corpus build recorded (speech_ms_per_token)
       eval_episodes=16,     # dev utterances scored greedily every train.eval_every
+      # advantages: "gae" (the value head's baseline) or "group" (the mean return of the
+      # other samples of the same utterance from the same source chunk on, per turn:
+      # rl/gae.py group_advantages; needs gamma=1); train.batch_size episodes are
+      # batch_size / group_size utterances, each sampled group_size times
+      advantage="gae", group_size=1,
   ))
   return c
 

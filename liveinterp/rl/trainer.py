@@ -63,6 +63,9 @@ from liveinterp.train import loop, optimizer, train_state
 from liveinterp.train.stages import stream_lm
 
 RL_STAGES = ("rl1", "rl2")
+# rl.advantage: "gae" (value head baseline, DESIGN §5) | "group" (leave-one-out baseline of
+# rl.group_size samples of each utterance, gae.group_advantages)
+ADVANTAGES = ("gae", "group")
 
 
 @flax.struct.dataclass
@@ -124,6 +127,18 @@ def check_config(c):
     raise config_lib.ConfigError(
         "rl.time_credit='speech' puts the time penalty on speech tokens, which "
         "rl.speech_action='none' leaves out of the actions; use 'stop' or 'token'")
+  adv, group = r.get("advantage", "gae"), r.get("group_size", 1)
+  if adv not in ADVANTAGES:
+    raise config_lib.ConfigError(f"rl.advantage={adv!r}: expected one of {ADVANTAGES}")
+  if (isinstance(group, bool) or not isinstance(group, int) or group < 1
+      or c.train.batch_size % group):
+    raise config_lib.ConfigError(
+        f"rl.group_size={group!r}: must be a positive integer dividing train.batch_size="
+        f"{c.train.batch_size} (episodes per iteration = utterances x group_size)")
+  if adv == "group" and (group < 2 or float(r.gamma) != 1.0):
+    raise config_lib.ConfigError(
+        f"rl.advantage='group' needs rl.group_size >= 2 (got {group}: the baseline is "
+        f"the other samples of the utterance) and rl.gamma = 1 (got {r.gamma})")
   if jax.process_count() > 1:
     raise config_lib.ConfigError("RL stages run in one process for now (the rollout decoder "
                                  "runs on one local device); use --cpu_devices / one host")
@@ -242,8 +257,11 @@ def in_value_warmup(it: int, ev_before: float | None, r) -> bool:
   """Whether iteration `it` trains the value head only: the first `rl.value_warmup`
   iterations, then up to `rl.value_warmup_max` more while the head's explained variance
   on the iteration's rollout (`value_explained_variance`, None when not computed) is
-  below `rl.value_warmup_ev`. Depends only on the iteration and its rollout, so a
-  resumed run decides as an uninterrupted one."""
+  below `rl.value_warmup_ev`. Never with `rl.advantage="group"` (its baseline is not the
+  value head, which trains alongside the policy). Depends only on the iteration and its
+  rollout, so a resumed run decides as an uninterrupted one."""
+  if r.get("advantage", "gae") == "group":
+    return False
   first = int(r.value_warmup)
   if it < first:
     return True
@@ -254,11 +272,17 @@ def in_value_warmup(it: int, ev_before: float | None, r) -> bool:
 
 def advantages(batch, mask, kl_penalty, c) -> tuple[jax.Array, jax.Array]:
   """(whitened advantages, returns) [B, L] of the update: per-token reward
-  `turn_rewards · mask − kl_penalty`, GAE (`rl.gamma`, `rl.lam`) over `old_values`,
-  advantages whitened over `mask`."""
+  `turn_rewards · mask − kl_penalty`; `rl.advantage="gae"`: GAE (`rl.gamma`, `rl.lam`)
+  over `old_values`; "group": the leave-one-out baseline of the episode's group
+  (`gae.group_advantages`, `rl.group_size` samples of one utterance); advantages
+  whitened over `mask`."""
   rew = batch["turn_rewards"] * mask - kl_penalty
-  adv, ret = gae_lib.gae(rew, batch["old_values"], mask, gamma=float(c.rl.gamma),
-                         lam=float(c.rl.lam))
+  if c.rl.get("advantage", "gae") == "group":
+    adv, ret = gae_lib.group_advantages(rew, mask, batch["turn_end"],
+                                        int(c.rl.group_size))
+  else:
+    adv, ret = gae_lib.gae(rew, batch["old_values"], mask, gamma=float(c.rl.gamma),
+                           lam=float(c.rl.lam))
   return ppo.whiten(adv, mask), ret
 
 
@@ -347,29 +371,33 @@ def jit_update(update_fn, rl_shardings: RLState):
 
 class _Episodes:
   """Which training utterances iteration i rolls out: a generator seeded by
-  (seed, stage, i) draws records until `n` fit the rollout geometry (too long ones are
-  counted). The stage is in the seed so rl2 does not replay rl1's episodes in order (an
-  ablation of rl1 sees rl1's: same data, other settings)."""
+  (seed, stage, i) draws records until `n / group_size` fit the rollout geometry (too
+  long ones are counted), each repeated `group_size` times in a row (the group's samples,
+  `rl.group_size`). The stage is in the seed so rl2 does not replay rl1's episodes in
+  order (an ablation of rl1 sees rl1's: same data, other settings)."""
 
-  def __init__(self, source, rs: rollout.RolloutSpec, seed: int, stage: str = "rl1"):
+  def __init__(self, source, rs: rollout.RolloutSpec, seed: int, stage: str = "rl1",
+               group_size: int = 1):
     self.source, self.rs, self.seed = source, rs, seed
     self.stage_index = RL_STAGES.index(stage)
+    self.group_size = int(group_size)
     self.too_long = 0
 
   def __call__(self, iteration: int, n: int) -> list:
     g = np.random.default_rng([self.seed, self.stage_index, iteration])
+    k = n // self.group_size
     out, tries = [], 0
-    while len(out) < n:
+    while len(out) < k:
       tries += 1
-      if tries > 50 * n:
-        raise ValueError(f"fewer than {n} of {tries} drawn training utterances fit "
+      if tries > 50 * k:
+        raise ValueError(f"fewer than {k} of {tries} drawn training utterances fit "
                          f"data.max_audio_slots={self.rs.max_chunks} chunks")
       rec = self.source[int(g.integers(len(self.source)))]
       if rollout.fits(rec, self.rs):
         out.append(rec)
       else:
         self.too_long += 1
-    return out
+    return [rec for rec in out for _ in range(self.group_size)]
 
   def sampling_key(self, iteration: int) -> jax.Array:
     """The rollout's sampling key of iteration i, from (seed, stage, i) like its records."""
@@ -432,6 +460,17 @@ def rollout_stats(ro: rollout.Rollout, logs: list[dict]) -> dict:
   out["rl/cut_turns"] = float(ro.cut_turns)
   out["rl/malformed_turns"] = float(sum((~e.well_formed).sum() for e in ro.episodes))
   return out
+
+
+def within_group_share(episode_rewards: np.ndarray, group_size: int) -> float:
+  """Share of the variance of the episodes' total rewards that lies within groups (the
+  samples of one utterance, consecutive rows): what a per-utterance baseline cannot
+  remove. 1.0 for groups of one or no spread at all."""
+  x = np.asarray(episode_rewards, np.float64)
+  total = x.var()
+  if group_size < 2 or total <= 0:
+    return 1.0
+  return float(x.reshape(-1, group_size).var(axis=1).mean() / total)
 
 
 def load_reference(config, abstract: RLState):
@@ -510,7 +549,8 @@ def run(config, workdir: str, stop_at: int | None = None) -> dict:
   rc = reward_config(config)
   train_src = pipelines.open_corpus(config, "train")
   dev = pipelines.open_corpus(config, "dev")
-  episodes_for = _Episodes(train_src, rs, int(config.seed), config.stage)
+  episodes_for = _Episodes(train_src, rs, int(config.seed), config.stage,
+                           int(config.rl.get("group_size", 1)))
 
   model_fn = lambda rngs: s2st.S2ST(config, rngs=rngs)  # noqa: E731
   graphdef, abstract_rl, rl_shardings = abstract_state(model_fn, tx, mesh, rules)
@@ -603,6 +643,8 @@ def run(config, workdir: str, stop_at: int | None = None) -> dict:
       gap = np.abs(np.asarray(old_logp)[gen] - host["rollout_logp"][gen])
       m["rl/rollout_logp_gap"] = float(gap.max()) if gap.size else 0.0
       m.update(rollout_stats(ro, logs))
+      m["rl/within_group_share"] = within_group_share(turn_rewards.sum(axis=1),
+                                                      episodes_for.group_size)
       m["rl/value_warmup"] = float(warm)
       if ev_before is not None:
         m["rl/value_ev_before"] = ev_before

@@ -49,6 +49,10 @@ def test_stages_and_ablations_resolve():
     ("rl.kl_arm_fraction", float("nan"), "rl.kl_arm_fraction=nan"),
     ("rl.kl_arm_fraction", float("inf"), "rl.kl_arm_fraction=inf"),
     ("rl.time_credit", "turn", "rl.time_credit='turn'"),
+    ("rl.advantage", "vtrace", "rl.advantage='vtrace': expected one of"),
+    ("rl.group_size", 3, "rl.group_size=3: must be a positive integer dividing"),
+    ("rl.group_size", 0, "rl.group_size=0"),
+    ("rl.advantage", "group", "rl.advantage='group' needs rl.group_size >= 2"),
 ])
 def test_rl_checks_name_the_field(field, value, match):
   c = micro.get_config("rl1")

@@ -168,3 +168,25 @@ def test_speech_tokens_as_stop_decisions(setup):
   # was exactly 0 in one full-suite run (both models certain to keep speaking) and > 0
   # when this file runs alone or after test_update; the order effect is not yet found.
   assert np.all(kl[gen] >= -1e-6) and kl[gen].max() > 0
+
+
+def test_group_episodes_repeat_an_utterance_and_sample_apart(setup):
+  """`rl.group_size`: the iteration's episodes are utterances each repeated group_size
+  times in a row (the same draw for the same iteration), and the samples of one
+  utterance differ (one sampling key per row), so the group baseline compares actions."""
+  from liveinterp.inference import session as session_lib
+  from liveinterp.rl import trainer
+  from tests.unit.data.test_formats_fixtures import micro_source
+  cfg, tok, model, decoder, rs, recs, ro = setup
+  src = micro_source("train")
+  grouped = trainer._Episodes(src, rs, 0, "rl1", group_size=2)  # pylint: disable=protected-access
+  eps = grouped(5, 4)
+  assert [e["id"] for e in eps] == [e["id"] for e in grouped(5, 4)]
+  assert eps[0]["id"] == eps[1]["id"] and eps[2]["id"] == eps[3]["id"]
+  assert [e["id"] for e in eps[::2]] == [e["id"] for e in
+                                         trainer._Episodes(src, rs, 0, "rl1")(5, 2)]  # pylint: disable=protected-access
+  pair = [recs[0], recs[0], recs[1], recs[1]]
+  out = rollout.collect(decoder, pair, rs, jax.random.key(4), session_lib.Detokenizer(tok))
+  gen = out.batch["gen_mask"] > 0
+  rows = [tuple(out.batch["tokens"][r][gen[r]]) for r in range(4)]
+  assert rows[0] != rows[1] or rows[2] != rows[3], "samples of one utterance are identical"

@@ -139,6 +139,8 @@ def test_value_warmup_extends_while_the_value_head_explains_little(micro_rollout
   assert not trainer.in_value_warmup(2, None, r)       # not measured: no extension
   r.value_warmup_max = 0
   assert not trainer.in_value_warmup(2, -9.0, r)       # off: exactly value_warmup
+  r.advantage = "group"                                # the baseline is not the head
+  assert not trainer.in_value_warmup(0, None, r)
   cfg, tok, model, decoder, rs, recs, ro = micro_rollout
   s0, _, _, score, batch = _setup(micro_rollout, {}, iters=0)
   logp, values, _ = score(s0.params, s0.model_state, batch)
@@ -150,3 +152,29 @@ def test_value_warmup_extends_while_the_value_head_explains_little(micro_rollout
   _, ret = trainer.advantages(full, mask, kl, cfg)
   assert ev == pytest.approx(float(ppo.explained_variance(values, ret, mask)), abs=1e-5)
   assert ev < 1.0
+
+
+def test_update_advantages_follow_rl_advantage(micro_rollout):
+  """`trainer.advantages` (what `make_update` trains on): GAE over the old values by
+  default; with rl.advantage="group" the group baseline (`gae.group_advantages`),
+  whitened alike, and the values play no part."""
+  cfg, tok, model, decoder, rs, recs, ro = micro_rollout
+  batch = {k: jnp.asarray(v) for k, v in _host_batch(ro).items()
+           if k in ("turn_rewards", "turn_end", "gen_mask")}
+  batch["old_values"] = jnp.asarray(
+      np.random.default_rng(1).normal(size=batch["gen_mask"].shape), jnp.float32)
+  mask = batch["gen_mask"].astype(jnp.float32)
+  kl = 0.01 * mask
+  c = cfg.copy_and_resolve_references()
+  adv, ret = trainer.advantages(batch, mask, kl, c)
+  want, _ = gae.gae(batch["turn_rewards"] * mask - kl, batch["old_values"], mask,
+                    gamma=float(c.rl.gamma), lam=float(c.rl.lam))
+  np.testing.assert_allclose(adv, ppo.whiten(want, mask), atol=1e-5)
+  c.rl.advantage, c.rl.group_size = "group", 2
+  adv, ret = trainer.advantages(batch, mask, kl, c)
+  want, want_ret = gae.group_advantages(batch["turn_rewards"] * mask - kl, mask,
+                                        batch["turn_end"], 2)
+  np.testing.assert_allclose(adv, ppo.whiten(want, mask), atol=1e-5)
+  np.testing.assert_allclose(ret, want_ret, atol=1e-6)
+  other = dict(batch, old_values=batch["old_values"] + 3.0)
+  np.testing.assert_array_equal(trainer.advantages(other, mask, kl, c)[0], adv)
