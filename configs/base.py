@@ -241,6 +241,10 @@ def get_config():
       # β may fall only once the KL has reached kl_arm_fraction x kl_target (in [0, 1];
       # 0 = from the start): before the policy moves KL ~ 0 would drive β down (issue #13)
       kl_arm_fraction=0.5,
+      # the tokens that KL is the mean over: "all" actions, or "text" (text and control
+      # tokens: what to say and when; the speech steps are near-certain "keep speaking"
+      # decisions, ~95% of the actions, that dilute the mean)
+      kl_tokens="all",
       speech_action="stop",  # a speech token as a PPO action: "stop" (keep speaking vs
                              # end the turn), "token" (the codec id), "none" (not one);
                              # liveinterp/rl/rollout.py SPEECH_ACTIONS

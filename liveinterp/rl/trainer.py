@@ -66,6 +66,9 @@ RL_STAGES = ("rl1", "rl2")
 # rl.advantage: "gae" (value head baseline, DESIGN §5) | "group" (leave-one-out baseline of
 # rl.group_size samples of each utterance, gae.group_advantages)
 ADVANTAGES = ("gae", "group")
+# rl.kl_tokens: the generated tokens whose mean exact KL the controller holds at
+# rl.kl_target: "all" actions, or "text" (text and control tokens, not speech)
+KL_TOKENS = ("all", "text")
 
 
 @flax.struct.dataclass
@@ -127,6 +130,9 @@ def check_config(c):
     raise config_lib.ConfigError(
         "rl.time_credit='speech' puts the time penalty on speech tokens, which "
         "rl.speech_action='none' leaves out of the actions; use 'stop' or 'token'")
+  if r.get("kl_tokens", "all") not in KL_TOKENS:
+    raise config_lib.ConfigError(f"rl.kl_tokens={r.kl_tokens!r}: expected one of "
+                                 f"{KL_TOKENS}")
   adv, group = r.get("advantage", "gae"), r.get("group_size", 1)
   if adv not in ADVANTAGES:
     raise config_lib.ConfigError(f"rl.advantage={adv!r}: expected one of {ADVANTAGES}")
@@ -203,6 +209,7 @@ def make_update(graphdef, grammar, tx, c):
   speech_offset = int(grammar.layout.speech_offset)
   speech_action = str(r.speech_action)
   arm_fraction = float(r.get("kl_arm_fraction", 0.0))
+  kl_tokens = str(r.get("kl_tokens", "all"))
 
   def update(state: RLState, batch, rng, policy_coef, grad_mask):
     mask = policy_mask(batch, speech_offset, speech_action)
@@ -223,7 +230,8 @@ def make_update(graphdef, grammar, tx, c):
     # one-sample estimate above is unbiased but noisy and often negative), and holds
     # still during the value warm-up, where the policy does not move.
     # β may fall only once the KL has reached the arm level (kl.py, issue #13).
-    kl = (batch["kl_exact"] * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+    kls = controller_kls(batch["kl_exact"], mask, batch["tokens"], speech_offset)
+    kl = kls["kl_text"] if kl_tokens == "text" else kls["kl_all"]
     armed = kl_lib.armed_after(state.kl_armed, kl, target=float(r.kl_target),
                                arm_fraction=arm_fraction)
     moved = kl_lib.update_log_beta(state.log_beta, kl, target=float(r.kl_target),
@@ -235,12 +243,26 @@ def make_update(graphdef, grammar, tx, c):
                   model_state=state.model_state, log_beta=log_beta, kl_armed=kl_armed)
     metrics = {f"rl/{k}": v for k, v in m.items()}
     metrics.update({"rl/kl": kl, "rl/beta": beta, "rl/kl_armed": kl_armed,
+                    **{f"rl/{k}": v for k, v in kls.items()},
                     "rl/kl_sample": kl_lib.mean_kl(batch["old_logp"], batch["ref_logp"], mask),
                     "rl/kl_reward": -(beta * kl_tok).sum() / jnp.maximum(mask.shape[0], 1),
                     "rl/return_mean": (ret * mask).sum() / jnp.maximum(mask.sum(), 1)})
     return new, metrics
 
   return update
+
+
+def controller_kls(kl_exact, mask, tokens, speech_offset: int) -> dict:
+  """Mean exact KL per action over all actions (`kl_all`), over the text and control
+  tokens (`kl_text`: what to say, when to wait or end a turn) and over the speech steps
+  (`kl_speech`: "keep speaking"), and the text tokens' share of the actions
+  (`text_action_share`). `rl.kl_tokens` picks which mean the controller holds at
+  `rl.kl_target`: the speech steps are many and near-certain, so "all" lets the text
+  decisions move much further than the target says."""
+  text = mask * (tokens < speech_offset).astype(jnp.float32)
+  over = lambda m: (kl_exact * m).sum() / jnp.maximum(m.sum(), 1.0)
+  return {"kl_all": over(mask), "kl_text": over(text), "kl_speech": over(mask - text),
+          "text_action_share": text.sum() / jnp.maximum(mask.sum(), 1.0)}
 
 
 def value_explained_variance(batch, log_beta, speech_offset: int, c) -> jax.Array:

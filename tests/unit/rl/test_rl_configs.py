@@ -53,6 +53,7 @@ def test_stages_and_ablations_resolve():
     ("rl.group_size", 3, "rl.group_size=3: must be a positive integer dividing"),
     ("rl.group_size", 0, "rl.group_size=0"),
     ("rl.advantage", "group", "rl.advantage='group' needs rl.group_size >= 2"),
+    ("rl.kl_tokens", "speech", "rl.kl_tokens=.speech.: expected one of"),
 ])
 def test_rl_checks_name_the_field(field, value, match):
   c = micro.get_config("rl1")

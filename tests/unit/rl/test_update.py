@@ -178,3 +178,16 @@ def test_update_advantages_follow_rl_advantage(micro_rollout):
   np.testing.assert_allclose(ret, want_ret, atol=1e-6)
   other = dict(batch, old_values=batch["old_values"] + 3.0)
   np.testing.assert_array_equal(trainer.advantages(other, mask, kl, c)[0], adv)
+
+
+def test_controller_kls_split_text_from_speech():
+  """`controller_kls`: text/control tokens (ids below the speech offset) and speech steps
+  averaged apart; masked positions count in neither."""
+  tokens = jnp.array([[5, 7, 120, 130, 140, 6], [9, 110, 111, 3, 0, 0]])
+  mask = jnp.array([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]], jnp.float32)
+  kl = jnp.array([[0.3, 0.1, 0.0, 0.02, 0.0, 0.2], [0.2, 0.02, 0.0, 0.2, 9.0, 9.0]])
+  k = trainer.controller_kls(kl, mask, tokens, speech_offset=100)
+  np.testing.assert_allclose(k["kl_text"], (0.3 + 0.1 + 0.2 + 0.2 + 0.2) / 5, rtol=1e-6)
+  np.testing.assert_allclose(k["kl_speech"], 0.04 / 5, rtol=1e-6)
+  np.testing.assert_allclose(k["kl_all"], 1.04 / 10, rtol=1e-6)
+  np.testing.assert_allclose(k["text_action_share"], 0.5)
