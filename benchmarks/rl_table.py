@@ -42,7 +42,8 @@ _FLAGS: dict = {}
 
 COLUMNS = ("stage", "bleu", "chrf", "len_ratio", "asr_bleu", "laal_text", "flal_text",
            "laal_speech", "flal_speech", "backlog_ms", "text_tok_per_turn",
-           "speech_s_per_turn", "kl_last", "beta_last", "n")
+           "speech_s_per_turn", "kl_last", "kl_text_last", "beta_last", "dev_bleu_start",
+           "dev_bleu", "dev_laal_start", "dev_laal", "n")
 LAST_ITERATIONS = 5  # kl_last: the mean per-token KL of the stage's last iterations
 
 
@@ -67,9 +68,20 @@ def training_stats(stage_dir: str) -> dict:
   with open(path) as f:
     ms = [json.loads(line) for line in f if line.strip()]
   kls = [m["rl/kl"] for m in ms if "rl/kl" in m][-LAST_ITERATIONS:]
+  text = [m["rl/kl_text"] for m in ms if "rl/kl_text" in m][-LAST_ITERATIONS:]
   betas = [m["rl/beta"] for m in ms if "rl/beta" in m]
-  return {"kl_last": sum(kls) / len(kls) if kls else None,
-          "beta_last": betas[-1] if betas else None}
+  out = {"kl_last": sum(kls) / len(kls) if kls else None,
+         "kl_text_last": sum(text) / len(text) if text else None,
+         "beta_last": betas[-1] if betas else None}
+  # The stage's own dev scores of its starting policy and of itself (same episodes):
+  # the RL stage's verdict on its own start, as the recipe's select_stage reads it.
+  result = os.path.join(stage_dir, "result.json")
+  if os.path.exists(result):
+    with open(result) as f:
+      r = json.load(f)
+    for key, name in (("eval/simul_bleu", "dev_bleu"), ("eval/simul_laal", "dev_laal")):
+      out[f"{name}_start"], out[name] = r.get(f"start/{key}"), r.get(key)
+  return out
 
 
 def row(stage: str, report: dict, stats: dict | None = None) -> dict:
@@ -86,14 +98,25 @@ def row(stage: str, report: dict, stats: dict | None = None) -> dict:
           "backlog_ms": turns.get("speech_backlog_ms"),
           "text_tok_per_turn": turns.get("text_tokens_per_turn"),
           "speech_s_per_turn": turns.get("speech_s_per_turn"),
-          "kl_last": stats.get("kl_last"), "beta_last": stats.get("beta_last"),
+          "kl_last": stats.get("kl_last"), "kl_text_last": stats.get("kl_text_last"),
+          "beta_last": stats.get("beta_last"),
+          "dev_bleu_start": stats.get("dev_bleu_start"), "dev_bleu": stats.get("dev_bleu"),
+          "dev_laal_start": stats.get("dev_laal_start"), "dev_laal": stats.get("dev_laal"),
           "n": report["examples"]}
 
 
 def main_report_path(run_dir: str, split: str = "test") -> str | None:
-  """The run's main evaluation report (the recipe's `evaluate` step evaluates the latest
-  trained stage: `eval_rl2/`, `eval_rl1/`, or `eval/` for sft), the first that exists."""
-  for sub in ("eval_rl2", "eval_rl1", "eval"):
+  """The run's main evaluation report (the recipe's `evaluate` step evaluates the
+  selected stage, RUN_DIR/selected_stage.json: `eval_<stage>/`, `eval/` for sft): that
+  stage's when the run records one, else the first of `eval_rl2/`, `eval_rl1/`, `eval/`
+  that exists."""
+  subs = ["eval_rl2", "eval_rl1", "eval"]
+  selected = os.path.join(run_dir, "selected_stage.json")
+  if os.path.exists(selected):
+    with open(selected) as f:
+      stage = json.load(f).get("stage")
+    subs.insert(0, "eval" if stage == "sft" else f"eval_{stage}")
+  for sub in subs:
     path = os.path.join(run_dir, sub, f"report_{split}.json")
     if os.path.exists(path):
       return path

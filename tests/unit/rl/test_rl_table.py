@@ -22,6 +22,10 @@ def test_main_report_is_the_latest_stage_evaluated(tmp_path):
     (tmp_path / sub / "report_test.json").write_text("{}")
   assert rl_table.main_report_path(str(tmp_path)) == str(tmp_path / "eval_rl1" /
                                                           "report_test.json")
+  # The recipe selected sft (recipe.select_stage): its report is the main one.
+  (tmp_path / "selected_stage.json").write_text(json.dumps({"stage": "sft"}))
+  assert rl_table.main_report_path(str(tmp_path)) == str(tmp_path / "eval" /
+                                                          "report_test.json")
 
 
 def test_a_stage_evaluated_by_the_recipe_is_not_evaluated_again(tmp_path):
@@ -76,6 +80,18 @@ def test_training_stats_of_a_stage(tmp_path):
       f.write(json.dumps({"step": i + 1, "rl/kl": float(i), "rl/beta": 0.05 * (i + 1)}) + "\n")
   stats = rl_table.training_stats(str(tmp_path))
   assert stats["kl_last"] == sum(range(3, 8)) / 5 and abs(stats["beta_last"] - 0.4) < 1e-12
+  assert stats["kl_text_last"] is None and "dev_bleu" not in stats  # older metrics
+  with open(tmp_path / "metrics.jsonl", "a") as f:
+    f.write(json.dumps({"step": 9, "rl/kl": 1.0, "rl/kl_text": 3.0, "rl/beta": 0.5}) + "\n")
+  with open(tmp_path / "result.json", "w") as f:
+    json.dump({"start/eval/simul_bleu": 40.0, "eval/simul_bleu": 32.0,
+               "start/eval/simul_laal": 1216.0, "eval/simul_laal": 1104.0}, f)
+  stats = rl_table.training_stats(str(tmp_path))
+  assert stats["kl_text_last"] == 3.0
+  assert (stats["dev_bleu_start"], stats["dev_bleu"]) == (40.0, 32.0)
+  assert (stats["dev_laal_start"], stats["dev_laal"]) == (1216.0, 1104.0)
+  row = rl_table.row("rl1", _report(30.0, 800.0), stats)
+  assert row["dev_bleu"] == 32.0 and row["kl_text_last"] == 3.0
 
 
 def test_rl_credit_renders_one_row_per_credit_and_value_head():
