@@ -186,8 +186,25 @@ def render_rl_credit(data):
           f"value updates.\n\n" + table(rows, cols))
 
 
+def render_rl_probes(data):
+  """RL variants judged by their own records (`python -m benchmarks.rl_probes`): each
+  stage's dev scores at its start and end, KL, sampled-reward trends."""
+  cols = ["stage", "changes", "iterations", "dev_bleu_start", "dev_bleu", "dev_chrf",
+          "dev_laal_start", "dev_laal", "kl_last", "kl_text_last", "reward_trend",
+          "seq_trend"]
+  body = [{c: ("—" if r.get(c) is None else r[c]) for c in cols} for r in data["rows"]]
+  note = ("\n\nchanges: against the first row; dev_*: the stage's own greedy scores of "
+          "its starting policy and its final policy on the same dev episodes; "
+          "reward_trend / seq_trend: last third minus first third of the iterations' "
+          "sampled total reward / sampled chrF (every variant draws the same utterances "
+          "in the same order, so a stage that barely moves shows the data's own trend).")
+  return (f"### rl_probes (`{data.get('command', 'python -m benchmarks.rl_probes')}`)\n\n"
+          + table(body, cols) + note + (f"\n\n{data['notes']}" if data.get("notes") else ""))
+
+
 RENDERERS = {"model_summary": render_model_summary, "evaluation": render_evaluation,
              "rl_table": render_rl_table, "rl_credit": render_rl_credit,
+             "rl_probes": render_rl_probes,
              "serving_memory": lambda d: "### serving_memory\n\n" + render_serving_memory(d)}
 
 

@@ -107,3 +107,35 @@ def test_rl_credit_renders_one_row_per_credit_and_value_head():
   assert [r.split(" | ")[:2] for r in rows] == [
       ["| backlog", "SFT head"], ["| backlog", "V=0"], ["| speech", "SFT head"]]
   assert "| -0.8 |" in rows[0] and rows[0].endswith("| 7.5 |")
+
+
+def test_rl_probes_rows_from_the_stages_own_records(tmp_path):
+  """benchmarks/rl_probes: the settings a variant changes against the baseline, its own
+  start/final dev scores, and the first-to-last-third trend of its sampled rewards."""
+  from benchmarks import rl_probes
+  base = {"rl": {"advantage": "gae", "temperature": 1.0}, "train": {"learning_rate": 5e-5,
+                                                                     "batch_size": 8}}
+  var = {"rl": {"advantage": "group", "temperature": 1.0, "group_size": 4},
+         "train": {"learning_rate": 5e-5, "batch_size": 16}}
+  assert rl_probes.changes(base, base) == "—"
+  assert rl_probes.changes(var, base) == "batch=16, advantage=group, group_size=4"
+  assert rl_probes.trend([{"r": x} for x in (1.0, 2.0, 3.0, 4.0, 5.0, 9.0)], "r") == 5.5
+  assert rl_probes.trend([{"r": 1.0}], "r") is None
+  d = tmp_path / "rl1_x"
+  d.mkdir()
+  assert rl_probes.probe_row(str(tmp_path), "rl1_x", base) is None  # not finished
+  (d / "config.json").write_text(json.dumps(var))
+  (d / "result.json").write_text(json.dumps({
+      "step": 3, "start/eval/simul_bleu": 40.0, "eval/simul_bleu": 35.0,
+      "start/eval/simul_chrf": 62.0, "eval/simul_chrf": 58.0}))
+  (d / "metrics.jsonl").write_text("".join(
+      json.dumps({"step": i, "reward/total": float(i), "reward/seq": 0.5 - 0.1 * i,
+                  "rl/kl": 0.01, "rl/beta": 0.05}) + "\n" for i in range(1, 4)))
+  row = rl_probes.probe_row(str(tmp_path), "rl1_x", base)
+  assert row["changes"].startswith("batch=16") and row["iterations"] == 3
+  assert (row["dev_bleu_start"], row["dev_bleu"], row["dev_chrf"]) == (40.0, 35.0, 58.0)
+  assert row["reward_trend"] == 2.0 and abs(row["seq_trend"] + 0.2) < 1e-12
+  from benchmarks import render_readme
+  text = render_readme.render_rl_probes({"rows": [row], "command": "python -m x"})
+  assert text.startswith("### rl_probes (`python -m x`)") and "| rl1_x |" in text
+  assert "| 40 | 35 | 58 |" in text.replace(".0 ", " ")
