@@ -211,6 +211,8 @@ RENDERERS = {"model_summary": render_model_summary, "evaluation": render_evaluat
 def _renderer(name):
   if name.startswith("profile_"):
     return render_profile
+  if name.startswith("rl_table"):
+    return render_rl_table
   return RENDERERS.get(name, lambda d, n=name: render_generic(n, d))
 
 

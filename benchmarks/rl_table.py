@@ -76,7 +76,7 @@ def training_stats(stage_dir: str) -> dict:
   # The stage's own dev scores of its starting policy and of itself (same episodes):
   # the RL stage's verdict on its own start, as the recipe's select_stage reads it.
   result = os.path.join(stage_dir, "result.json")
-  if os.path.exists(result):
+  if kls and os.path.exists(result):  # an RL stage (SFT's own eval is another set)
     with open(result) as f:
       r = json.load(f)
     for key, name in (("eval/simul_bleu", "dev_bleu"), ("eval/simul_laal", "dev_laal")):

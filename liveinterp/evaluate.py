@@ -303,7 +303,7 @@ def run(cfg, run_dir: str, split: str = "test", max_examples: int = 64,
             for r in records]
   report = {"run_dir": run_dir, "split": split, "examples": len(records),
             "pair": f"{src_lang}-{tgt_lang}", "chunk_ms": decoder.chunk_ms,
-            "speech": bool(speech)}
+            "speech": bool(speech), "stage": stage}
   report["simul"] = simul_scores(results, records, cfg.audio.sample_rate)
   report["simul"]["turns"] = turn_stats(
       results, decoder.chunk_ms, 1000.0 * decoder.spec.hop / cfg.audio.sample_rate,

@@ -109,9 +109,11 @@ def publish_payload(report) -> dict:
       "system": name, "BLEU": q["bleu"] if q else None, "chrF": q["chrf"] if q else None,
       "ASR-BLEU": asr, "LAAL_ms": lat.get("LAAL"), "AL_ms": lat.get("AL"),
       "FLAL_ms": lat.get("FLAL")}
-  rows = [row("SFT streaming, text", s, s["text_latency"])]
+  stage = report.get("stage", "sft")  # the evaluated stage names the model's rows
+  name = "SFT" if stage == "sft" else stage
+  rows = [row(f"{name} streaming, text", s, s["text_latency"])]
   if report.get("speech", True):  # text BLEU does not measure the speech: ASR-BLEU does
-    rows.append(row("SFT streaming, speech played", None, s["speech_latency"],
+    rows.append(row(f"{name} streaming, speech played", None, s["speech_latency"],
                     s.get("asr_bleu")))
   if report.get("asr_ceiling"):
     rows.append({"system": "reference speech (recogniser ceiling)", "BLEU": None,
@@ -133,6 +135,8 @@ def publish_payload(report) -> dict:
   run = report.get("run_dir", "runs/tiny")
   run = os.path.relpath(run, ROOT) if os.path.isabs(run) else run
   flags_used = " --controls" if report.get("controls") else ""
+  if stage != "sft":
+    flags_used = f" --stage={stage}" + flags_used
   payload = {"command": f"python -m liveinterp.evaluate --run_dir={run}{flags_used} --publish",
              "pair": report["pair"], "split": report["split"], "examples": report["examples"],
              "rtf": s["rtf"], "speaker_margin": v.get("margin"),

@@ -104,3 +104,16 @@ def test_legacy_layout_is_corrected_when_rendered(tmp_path, monkeypatch):
   text = _render(tmp_path, monkeypatch, legacy)
   assert EXPECTED_TABLE in text, text
   assert "before transcripts and references were normalised" in text
+
+
+def test_rows_and_command_name_the_evaluated_stage(tmp_path, monkeypatch):
+  """The recipe evaluates the selected stage: an rl2 report's rows say rl2, and its
+  command reproduces it (--stage=rl2)."""
+  monkeypatch.setattr(report_lib, "ROOT", str(tmp_path))
+  controls = {"x": {"bleu": 1.0, "chrf": 2.0}}
+  payload = report_lib.publish_payload(dict(REPORT, stage="rl2", controls=controls,
+                                            run_dir="runs/r"))
+  systems = [r["system"] for r in payload["rows"]]
+  assert systems[:2] == ["rl2 streaming, text", "rl2 streaming, speech played"], systems
+  assert payload["command"] == ("python -m liveinterp.evaluate --run_dir=runs/r "
+                                "--stage=rl2 --controls --publish")
