@@ -22,7 +22,7 @@ import os
 from absl import app, flags
 
 from benchmarks import common
-from benchmarks.rl_table import training_stats
+from benchmarks.rl_table import read_metrics, training_stats
 
 COLUMNS = ("stage", "changes", "iterations", "dev_bleu_start", "dev_bleu", "dev_chrf_start",
            "dev_chrf", "dev_laal_start", "dev_laal", "kl_last", "kl_text_last",
@@ -73,20 +73,11 @@ def probe_row(run_dir: str, stage: str, base_config: dict) -> dict | None:
     return None
   with open(os.path.join(d, "config.json")) as f:
     config = json.load(f)
-  with open(os.path.join(d, "result.json")) as f:
-    result = json.load(f)
-  metrics = []
-  if os.path.exists(os.path.join(d, "metrics.jsonl")):
-    with open(os.path.join(d, "metrics.jsonl")) as f:
-      metrics = [json.loads(line) for line in f if line.strip()]
+  metrics = read_metrics(d)
   stats = training_stats(d)
   return {"stage": stage, "changes": changes(config, base_config),
-          "iterations": result.get("step"),
-          "dev_bleu_start": stats.get("dev_bleu_start"), "dev_bleu": stats.get("dev_bleu"),
-          "dev_chrf_start": result.get("start/eval/simul_chrf"),
-          "dev_chrf": result.get("eval/simul_chrf"),
-          "dev_laal_start": stats.get("dev_laal_start"), "dev_laal": stats.get("dev_laal"),
-          "kl_last": stats.get("kl_last"), "kl_text_last": stats.get("kl_text_last"),
+          "iterations": metrics[-1]["step"] if metrics else None,
+          **{c: stats.get(c) for c in COLUMNS[3:11]},
           "reward_trend": trend(metrics, "reward/total"),
           "seq_trend": trend(metrics, "reward/seq")}
 

@@ -18,6 +18,7 @@ import os
 from absl import app, flags
 
 from benchmarks import common
+from liveinterp.eval.report import stage_report_subdir
 
 
 def _define_flags() -> dict:
@@ -53,20 +54,27 @@ def report_path(run_dir: str, stage: str, split: str = "test") -> str:
   recipe's `evaluate` step, greedy text identical with or without speech decoding), so
   a stage is never evaluated twice; else the `eval_table_<stage>/` path to write."""
   table = os.path.join(run_dir, f"eval_table_{stage}", f"report_{split}.json")
-  own = os.path.join(run_dir, "eval" if stage == "sft" else f"eval_{stage}",
+  own = os.path.join(run_dir, stage_report_subdir(stage),
                      f"report_{split}.json")
   return own if not os.path.exists(table) and os.path.exists(own) else table
+
+
+def read_metrics(stage_dir: str) -> list[dict]:
+  """A stage's `metrics.jsonl` rows ([] when it has none)."""
+  path = os.path.join(stage_dir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
 
 
 def training_stats(stage_dir: str) -> dict:
   """From an RL stage's own `metrics.jsonl`: the mean KL to the reference policy over
   its last LAST_ITERATIONS iterations and the final beta (the failure signature of a
   fixed beta: KL run away, or no KL because the policy cannot move); {} for SFT."""
-  path = os.path.join(stage_dir, "metrics.jsonl")
-  if not os.path.exists(path):
+  ms = read_metrics(stage_dir)
+  if not ms:
     return {}
-  with open(path) as f:
-    ms = [json.loads(line) for line in f if line.strip()]
   kls = [m["rl/kl"] for m in ms if "rl/kl" in m][-LAST_ITERATIONS:]
   text = [m["rl/kl_text"] for m in ms if "rl/kl_text" in m][-LAST_ITERATIONS:]
   betas = [m["rl/beta"] for m in ms if "rl/beta" in m]
@@ -79,7 +87,8 @@ def training_stats(stage_dir: str) -> dict:
   if kls and os.path.exists(result):  # an RL stage (SFT's own eval is another set)
     with open(result) as f:
       r = json.load(f)
-    for key, name in (("eval/simul_bleu", "dev_bleu"), ("eval/simul_laal", "dev_laal")):
+    for key, name in (("eval/simul_bleu", "dev_bleu"), ("eval/simul_chrf", "dev_chrf"),
+                      ("eval/simul_laal", "dev_laal")):
       out[f"{name}_start"], out[name] = r.get(f"start/{key}"), r.get(key)
   return out
 
@@ -115,7 +124,7 @@ def main_report_path(run_dir: str, split: str = "test") -> str | None:
   if os.path.exists(selected):
     with open(selected) as f:
       stage = json.load(f).get("stage")
-    subs.insert(0, "eval" if stage == "sft" else f"eval_{stage}")
+    subs.insert(0, stage_report_subdir(stage))
   for sub in subs:
     path = os.path.join(run_dir, sub, f"report_{split}.json")
     if os.path.exists(path):

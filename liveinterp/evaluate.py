@@ -266,8 +266,8 @@ def run(cfg, run_dir: str, split: str = "test", max_examples: int = 64,
 
   if int(multi_speaker_talks) < 0:
     raise ValueError(f"multi_speaker_talks={multi_speaker_talks}: must be >= 0")
-  out_dir = os.path.join(run_dir, out_subdir or ("eval" if stage == "sft"
-                                                  else f"eval_{stage}"))
+  from liveinterp.eval import report as report_lib
+  out_dir = os.path.join(run_dir, out_subdir or report_lib.stage_report_subdir(stage))
   os.makedirs(out_dir, exist_ok=True)
   tok = tokmod.Tokenizer.load(cfg.tokenizer.model_path)
   if speech:

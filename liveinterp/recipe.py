@@ -40,6 +40,7 @@ import warnings
 from absl import flags, logging
 
 from liveinterp.common import cli, config as config_lib, distributed
+from liveinterp.train import stage_configs
 from liveinterp.train.stage_configs import stage_config
 
 _RECIPE = flags.DEFINE_string("recipe", "tiny", "configs/<recipe>.py")
@@ -117,8 +118,8 @@ def select_stage(run_dir: str, tolerance: float = SELECT_TOLERANCE) -> tuple[str
   latest = latest_trained_stage(run_dir)  # raises when no stage finished
   scores: dict[str, float] = {}
   notes: list[str] = []
-  parent = {"rl1": "sft", "rl2": "rl1"}
   for stage in ("rl1", "rl2"):
+    parent = os.path.basename(stage_configs.init_from(stage, run_dir))  # its KL reference
     workdir = os.path.join(run_dir, stage)
     if not stage_finished(workdir):
       break
@@ -129,12 +130,12 @@ def select_stage(run_dir: str, tolerance: float = SELECT_TOLERANCE) -> tuple[str
       notes.append(f"{stage}: no dev score of its starting policy or of itself in its "
                    f"result.json; not compared")
       break
-    known = scores.get(parent[stage])
-    if known is None and parent[stage] == "sft":
+    known = scores.get(parent)
+    if known is None and parent == "sft":
       scores["sft"] = known = float(start)
     if known is None or abs(float(start) - known) > 0.01:
       notes.append(f"{stage}: its starting policy scored {start:.2f}, not the "
-                   f"{parent[stage]} score {known} it should chain from (other dev "
+                   f"{parent} score {known} it should chain from (other dev "
                    f"episodes?); not compared")
       break
     scores[stage] = float(final)
@@ -157,10 +158,8 @@ def select_stage(run_dir: str, tolerance: float = SELECT_TOLERANCE) -> tuple[str
 def write_selection(run_dir: str, tolerance: float = SELECT_TOLERANCE, log=None) -> str:
   """`select_stage`, written to RUN_DIR/selected_stage.json and said; -> the stage."""
   stage, record = select_stage(run_dir, tolerance)
-  with open(os.path.join(run_dir, SELECTED_STAGE + ".tmp"), "w") as f:
-    json.dump(record, f, indent=1)
-  os.replace(os.path.join(run_dir, SELECTED_STAGE + ".tmp"),
-             os.path.join(run_dir, SELECTED_STAGE))
+  from liveinterp.common import reporting
+  reporting.write_json_atomic(os.path.join(run_dir, SELECTED_STAGE), record, indent=1)
   scores = ", ".join(f"{k} {v:.2f}" for k, v in record["scores"].items())
   (log or _say)(f"selected stage {record['reason']}"
                 + (f" (dev scores: {scores})" if scores else "")
@@ -373,9 +372,8 @@ def _record_time(run_dir: str, step: str, seconds: float) -> None:
     with open(path) as f:
       times = json.load(f)
   times[step] = seconds
-  with open(path + ".tmp", "w") as f:
-    json.dump(times, f, indent=1)
-  os.replace(path + ".tmp", path)
+  from liveinterp.common import reporting
+  reporting.write_json_atomic(path, times, indent=1)
 
 
 if __name__ == "__main__":

@@ -95,6 +95,12 @@ def markdown(r) -> str:
   return "\n".join(lines) + "\n"
 
 
+def stage_report_subdir(stage: str) -> str:
+  """The run-directory subfolder of a stage's own evaluation (`liveinterp.evaluate`):
+  `eval` for sft, `eval_<stage>` otherwise."""
+  return "eval" if stage == "sft" else f"eval_{stage}"
+
+
 # Layout of benchmarks/results/evaluation.json: 2 = each quality metric on the row of the
 # output it measures (text BLEU/chrF on the text row, ASR-BLEU on the speech row, ASR
 # normalised); files without "layout" had ASR-BLEU on the text row and the text BLEU

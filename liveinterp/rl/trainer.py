@@ -550,9 +550,7 @@ def starting_policy_eval(workdir: str, start: int, dev_eval, name: str, init_fro
   ev = dev_scores(dev_eval, model_fn(), writer, 0,
                   f"[{name}] eval @ 0 (starting policy, {init_from})")
   out = {f"start/{k}": float(v) for k, v in ev.items()}
-  with open(path + ".tmp", "w") as f:
-    json.dump(out, f)
-  os.replace(path + ".tmp", path)
+  reporting.write_json_atomic(path, out)
   return out
 
 
