@@ -243,7 +243,7 @@ def get_config():
       kl_arm_fraction=0.5,
       # the tokens that KL is the mean over: "all" actions, or "text" (text and control
       # tokens: what to say and when; the speech steps are near-certain "keep speaking"
-      # decisions, ~95% of the actions, that dilute the mean)
+      # decisions, ~85% of the actions on tiny, that dilute the mean)
       kl_tokens="all",
       speech_action="stop",  # a speech token as a PPO action: "stop" (keep speaking vs
                              # end the turn), "token" (the codec id), "none" (not one);
