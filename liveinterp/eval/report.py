@@ -15,25 +15,32 @@ def _fmt(v):
   return "—" if v is None else (f"{v:.3g}" if isinstance(v, float) else str(v))
 
 
+def model_name(report) -> str:
+  """What the model's rows are called: the evaluated stage ("SFT" for sft)."""
+  stage = report.get("stage", "sft")
+  return "SFT" if stage == "sft" else stage
+
+
 def markdown(r) -> str:
   s, o = r["simul"], r.get("offline")
+  name = model_name(r)
   lines = [f"# Evaluation: {r['pair']} {r['split']} ({r['examples']} utterances, "
            f"{r['chunk_ms']} ms chunks)", "",
            "| system | BLEU | chrF | ASR-BLEU | LAAL | AL | FLAL | StartOffset | EndOffset |",
            "|---|---|---|---|---|---|---|---|---|"]
   tl = s["text_latency"]
-  lines.append(f"| SFT, streaming (text) | {_fmt(s['bleu'])} | {_fmt(s['chrf'])} | | "
+  lines.append(f"| {name}, streaming (text) | {_fmt(s['bleu'])} | {_fmt(s['chrf'])} | | "
                f"{_fmt(tl.get('LAAL'))} | {_fmt(tl.get('AL'))} | "
                f"{_fmt(tl.get('FLAL'))} | {_fmt(tl.get('StartOffset'))} | "
                f"{_fmt(tl.get('EndOffset'))} |")
   sl = s["speech_latency"]
   if r.get("speech", True):
-    lines.append(f"| SFT, streaming (speech played) | | | {_fmt(s.get('asr_bleu'))} | "
+    lines.append(f"| {name}, streaming (speech played) | | | {_fmt(s.get('asr_bleu'))} | "
                  f"{_fmt(sl.get('LAAL'))} | "
                  f"{_fmt(sl.get('AL'))} | {_fmt(sl.get('FLAL'))} | "
                  f"{_fmt(sl.get('StartOffset'))} | {_fmt(sl.get('EndOffset'))} |")
   ca = s["text_latency_ca"]
-  lines.append(f"| SFT, computation-aware (text) | | | | {_fmt(ca.get('LAAL'))} | "
+  lines.append(f"| {name}, computation-aware (text) | | | | {_fmt(ca.get('LAAL'))} | "
                f"{_fmt(ca.get('AL'))} | {_fmt(ca.get('FLAL'))} | | |")
   if r.get("asr_ceiling"):
     lines.append(f"| reference speech (recogniser ceiling) | | | "
@@ -115,8 +122,8 @@ def publish_payload(report) -> dict:
       "system": name, "BLEU": q["bleu"] if q else None, "chrF": q["chrf"] if q else None,
       "ASR-BLEU": asr, "LAAL_ms": lat.get("LAAL"), "AL_ms": lat.get("AL"),
       "FLAL_ms": lat.get("FLAL")}
-  stage = report.get("stage", "sft")  # the evaluated stage names the model's rows
-  name = "SFT" if stage == "sft" else stage
+  stage = report.get("stage", "sft")
+  name = model_name(report)  # the evaluated stage names the model's rows
   rows = [row(f"{name} streaming, text", s, s["text_latency"])]
   if report.get("speech", True):  # text BLEU does not measure the speech: ASR-BLEU does
     rows.append(row(f"{name} streaming, speech played", None, s["speech_latency"],

@@ -117,3 +117,16 @@ def test_rows_and_command_name_the_evaluated_stage(tmp_path, monkeypatch):
   assert systems[:2] == ["rl2 streaming, text", "rl2 streaming, speech played"], systems
   assert payload["command"] == ("python -m liveinterp.evaluate --run_dir=runs/r "
                                 "--stage=rl2 --controls --publish")
+
+
+def test_markdown_report_names_the_evaluated_stage():
+  """The run's report_<split>.md names the evaluated model like the published rows (it
+  said "SFT" for an rl2 evaluation)."""
+  simul = dict(REPORT["simul"], text_latency_ca={"LAAL": 2000.0}, empty_outputs=0)
+  full = dict(REPORT, simul=simul, chunk_ms=640, policies={}, codec={}, voice={},
+              examples_text=[])
+  for stage, name in (("sft", "SFT"), ("rl2", "rl2")):
+    md = report_lib.markdown(dict(full, stage=stage))
+    for row in ("streaming (text)", "streaming (speech played)", "computation-aware (text)"):
+      assert f"| {name}, {row} |" in md, md
+  assert "SFT" not in report_lib.markdown(dict(full, stage="rl2"))
