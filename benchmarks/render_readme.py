@@ -202,9 +202,24 @@ def render_rl_probes(data):
           + table(body, cols) + note + (f"\n\n{data['notes']}" if data.get("notes") else ""))
 
 
+def render_latency_bound(data):
+  """Issue #13's LAAL goal beside the test references' schedules
+  (`python -m benchmarks.latency_bound`)."""
+  note = ("\n\nmeasured: the RL table's test LAAL of each stage; references: the test "
+          "targets' own words on chunk-end schedules — *alignment* is how the SFT data "
+          "interleaves them (the evaluation's reference row), *source order* emits each "
+          "word once its own aligned source words are heard (a reordered translation), "
+          "*anticipate p* writes a random share p of the words one chunk before they are "
+          "heard (mean of 8 seeds). Without reordering, guessing or dropping words, LAAL "
+          "cannot go below the alignment row.")
+  return (f"### latency_bound (`{data['command']}`, {data['examples']} {data['split']} "
+          f"utterances, {_fmt(data['chunk_ms'])} ms chunks)\n\n"
+          + table(data["rows"], ["system", "LAAL_ms", "vs_sft_pct"]) + note)
+
+
 RENDERERS = {"model_summary": render_model_summary, "evaluation": render_evaluation,
              "rl_table": render_rl_table, "rl_credit": render_rl_credit,
-             "rl_probes": render_rl_probes,
+             "rl_probes": render_rl_probes, "latency_bound": render_latency_bound,
              "serving_memory": lambda d: "### serving_memory\n\n" + render_serving_memory(d)}
 
 

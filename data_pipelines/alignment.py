@@ -182,10 +182,14 @@ def align_corpus(src_words: Sequence[Sequence[str]], tgt_words: Sequence[Sequenc
 
 
 def ready_times(alignment: np.ndarray, n_tgt: int, src_word_end_ms: np.ndarray,
-                utterance_end_ms: float) -> np.ndarray:
+                utterance_end_ms: float, monotone: bool = True) -> np.ndarray:
   """Ready time float32[n_tgt] (ms in the source audio) of each target word.
 
   alignment: int32[k, 2] of (tgt_idx, src_idx); src_word_end_ms: float32[n_src].
+  A word is ready when the source words aligned to it have ended (an unaligned word:
+  when its nearest aligned neighbours are) and, with `monotone`, every earlier target
+  word is ready too (the target order is kept); `monotone=False` gives each word's own
+  time (benchmarks/latency_bound.py: a translation that follows the source order).
   """
   src_end = np.asarray(src_word_end_ms, np.float64)
   r = np.full(n_tgt, np.nan)
@@ -201,4 +205,4 @@ def ready_times(alignment: np.ndarray, n_tgt: int, src_word_end_ms: np.ndarray,
     d = np.abs(aligned - k)
     nearest = aligned[d == d.min()]
     r[k] = max(r[j] for j in nearest)
-  return np.maximum.accumulate(r).astype(np.float32)
+  return (np.maximum.accumulate(r) if monotone else r).astype(np.float32)
