@@ -7,7 +7,8 @@ only unless `--speech`, no controls or offline row) into `RUN_DIR/eval_table_<st
 with `--evaluate` the missing reports are made first. Prints the table (BLEU, chrF,
 ASR-BLEU, LAAL and FLAL of text and speech, speech backlog, text tokens and speech
 seconds per turn), writes `benchmarks/results/rl_table.json` and the latency–quality plot
-`benchmarks/results/rl_latency_quality.png` (each stage a point: LAAL vs BLEU).
+`benchmarks/results/rl_table_latency_quality.png` (each stage a point: LAAL vs BLEU; named
+after `--out`).
 """
 
 from __future__ import annotations
@@ -171,6 +172,12 @@ def versus_sft(rows: list[dict]) -> dict:
           for r in rows if r["stage"] != "sft" and r["laal_text"]}
 
 
+def plot_path(out_json: str) -> str:
+  """The plot beside a table's JSON, named after it (`rl_table.json` ->
+  `rl_table_latency_quality.png`): two tables never overwrite each other's plot."""
+  return os.path.splitext(out_json)[0] + "_latency_quality.png"
+
+
 def plot(rows: list[dict], path: str, references: list[dict] = ()):
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
@@ -233,7 +240,7 @@ def main(argv):
                          f"{' --evaluate' if F['evaluate'] else ''}"
                          f"{' --speech' if F['speech'] else ''}")}
   common.write_json(F["out"], payload)
-  plot(rows, os.path.join(os.path.dirname(F["out"]), "rl_latency_quality.png"), references)
+  plot(rows, plot_path(F["out"]), references)
   print(f"[rl_table] wrote {F['out']}")
 
 

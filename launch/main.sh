@@ -8,7 +8,7 @@
 # Outputs: runs/data (corpus), RUN_DIR/<stage> (checkpoints, TensorBoard, result.json),
 # RUN_DIR/eval_<stage> (report of the selected stage, RUN_DIR/selected_stage.json:
 # markdown + plots; eval/ for sft), RUN_DIR/export (the serving artifact), RUN_DIR/example_translation.wav (+ its
-# source and JSON), benchmarks/results/rl_table.json + rl_latency_quality.png.
+# source and JSON), benchmarks/results/rl_table.json + rl_table_latency_quality.png.
 # RUN_DIR=... overrides runs/tiny; extra args go to the recipe (e.g. --steps=..., or
 # --config.a.b=v overrides).
 set -euo pipefail
@@ -34,7 +34,7 @@ fi
 REPORT_DIR="$RUN_DIR/eval_$STAGE"
 [ "$STAGE" = sft ] && REPORT_DIR="$RUN_DIR/eval"
 echo "[main] report ($STAGE): $REPORT_DIR/report_test.md (plots: $REPORT_DIR/*.png)"
-echo "[main] RL table: benchmarks/results/rl_table.json, plot benchmarks/results/rl_latency_quality.png"
+echo "[main] RL table: benchmarks/results/rl_table.json, plot benchmarks/results/rl_table_latency_quality.png"
 echo "[main] exported artifact: $RUN_DIR/export"
 echo "[main] example translation: $RUN_DIR/example_translation.wav (source $RUN_DIR/example_source.wav, text and timeline $RUN_DIR/example_translation.json)"
 echo "[main] serve it: .venv/bin/python -m liveinterp.serve --export=$RUN_DIR/export   then open http://127.0.0.1:8765/"

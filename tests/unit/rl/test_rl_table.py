@@ -139,3 +139,28 @@ def test_rl_probes_rows_from_the_stages_own_records(tmp_path):
   text = render_readme.render_rl_probes({"rows": [row], "command": "python -m x"})
   assert text.startswith("### rl_probes (`python -m x`)") and "| rl1_x |" in text
   assert "| 40 | 35 | 58 |" in text.replace(".0 ", " ")
+
+
+def test_each_table_writes_its_own_plot(tmp_path):
+  """Two tables (e.g. rl_table.json and rl_table_recipe.json) each get the plot named
+  after their JSON; they wrote the same rl_latency_quality.png before."""
+  import os
+  import subprocess
+  import sys
+  assert rl_table.plot_path("/r/rl_table_recipe.json") == \
+      "/r/rl_table_recipe_latency_quality.png"
+  run = tmp_path / "run"
+  for stage, (bleu, laal) in {"sft": (30.0, 1200.0), "rl2": (29.5, 1100.0)}.items():
+    (run / f"eval_table_{stage}").mkdir(parents=True)
+    (run / f"eval_table_{stage}" / "report_test.json").write_text(
+        json.dumps(_report(bleu, laal)))
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__)))))
+  for name in ("a.json", "b.json"):
+    subprocess.run([sys.executable, "-m", "benchmarks.rl_table", f"--run_dir={run}",
+                    "--stages=sft,rl2", f"--out={tmp_path / name}"], cwd=root, check=True,
+                   capture_output=True, env=dict(os.environ, PYTHONPATH=root))
+  assert (tmp_path / "a_latency_quality.png").stat().st_size > 1000
+  assert (tmp_path / "b_latency_quality.png").stat().st_size > 1000
+  got = json.loads((tmp_path / "b.json").read_text())["versus_sft"]["rl2"]
+  assert abs(got["laal_change_pct"] + 100 / 12) < 1e-9 and got["bleu_change"] == -0.5
