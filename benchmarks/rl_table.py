@@ -179,16 +179,19 @@ def plot_path(out_json: str) -> str:
 
 
 def plot(rows: list[dict], path: str, references: list[dict] = ()):
+  """Left: every stage with the scale (constant output, offline ceiling, reference-text
+  policies). Right: the stages close up, with SFT's LAAL, issue #13's goal (0.8 x SFT,
+  at most 1 BLEU below SFT) and the SFT data's own alignment-policy LAAL."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(5.5, 4))
-  for r in rows:
-    if r["laal_text"] is None:
-      continue
-    ax.scatter(r["laal_text"], r["bleu"])
-    ax.annotate(r["stage"], (r["laal_text"], r["bleu"]), textcoords="offset points",
-                xytext=(4, 4), fontsize=8)
+  fig, (ax, zoom) = plt.subplots(1, 2, figsize=(11, 4.2))
+  timed = [r for r in rows if r["laal_text"] is not None and r["bleu"] is not None]
+  for a in (ax, zoom):
+    for i, r in enumerate(timed):
+      a.scatter(r["laal_text"], r["bleu"], color=f"C{i % 10}", zorder=3)
+      a.annotate(r["stage"], (r["laal_text"], r["bleu"]), textcoords="offset points",
+                 xytext=(4, 4 + 7 * (i % 2)), fontsize=7 if a is ax else 8)
   for r in references:  # grey: the scale (constant output has no latency: a line)
     if r["laal_text"] is None:
       ax.axhline(r["bleu"], color="0.6", ls=":", lw=1)
@@ -197,11 +200,33 @@ def plot(rows: list[dict], path: str, references: list[dict] = ()):
     else:
       ax.scatter(r["laal_text"], r["bleu"], color="0.6", marker="x")
       ax.annotate(r["stage"], (r["laal_text"], r["bleu"]), textcoords="offset points",
-                  xytext=(4, -8), fontsize=7, color="0.4")
-  ax.set_xlabel("LAAL, text (ms of source)")
-  ax.set_ylabel("BLEU (test)")
-  ax.set_title("latency-quality: SFT and RL stages")
-  ax.grid(alpha=0.3)
+                  xytext=(4, -10 if "wait" in r["stage"] else -20), fontsize=7,
+                  color="0.4")
+  sft = next((r for r in timed if r["stage"] == "sft"), None)
+  if sft is not None:
+    goal = 0.8 * sft["laal_text"]
+    zoom.axvline(sft["laal_text"], color="0.5", lw=1, ls="--")
+    zoom.axvline(goal, color="C3", lw=1, ls="--")
+    zoom.axhline(sft["bleu"] - 1.0, color="C3", lw=1, ls="--")
+    zoom.fill_between([goal - 1e4, goal], sft["bleu"] - 1.0, sft["bleu"] + 1e3,
+                      color="C3", alpha=0.08, label="goal: LAAL <= 0.8 x SFT, BLEU >= SFT - 1")
+    for r in references:
+      if r["stage"].endswith("alignment policy") and r["laal_text"] is not None:
+        zoom.axvline(r["laal_text"], color="0.3", lw=1, ls=":",
+                     label=f"SFT data's alignment policy ({r['laal_text']:.0f} ms)")
+    lo = min([goal] + [r["laal_text"] for r in timed]) - 40
+    hi = max(r["laal_text"] for r in timed) + 60
+    blo = min(min(r["bleu"] for r in timed), sft["bleu"] - 1) - 2
+    bhi = max(r["bleu"] for r in timed) + 3
+    zoom.set_xlim(lo, hi)
+    zoom.set_ylim(blo, bhi)
+    zoom.legend(fontsize=7, loc="lower left")
+  for a, title in ((ax, "latency-quality: stages and references"),
+                   (zoom, "the RL stages close up")):
+    a.set_xlabel("LAAL, text (ms of source)")
+    a.set_ylabel("BLEU (test)")
+    a.set_title(title, fontsize=10)
+    a.grid(alpha=0.3)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
