@@ -62,6 +62,8 @@ from typing import Any, Callable
 
 from absl import flags
 
+from liveinterp.common import files
+
 FLAGS = flags.FLAGS
 
 
@@ -479,9 +481,7 @@ def run(pair: str, size: str, data_dir: str, *, model: str | None = None,
 
 
 def _write_json(path: str, data):
-  with open(path + ".tmp", "w", encoding="utf-8") as f:
-    json.dump(data, f, indent=1, ensure_ascii=False)
-  os.replace(path + ".tmp", path)
+  files.write_json_atomic(path, data, indent=1, ensure_ascii=False)
 
 
 def _mb(n: int) -> str:

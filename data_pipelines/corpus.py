@@ -61,7 +61,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import threading
 from typing import Callable, Iterator, NamedTuple, Sequence
 
@@ -77,6 +76,7 @@ from data_pipelines.synthesis import (SAMPLE_RATE, SynthesisConfig, SynthesisErr
                                       synthesize, word_times)
 from data_pipelines.text_cleaning import CleaningConfig, CleaningReport, clean_pairs
 from data_pipelines.text_cleaning import tokenize_words
+from liveinterp.common import files
 
 logger = logging.getLogger(__name__)
 
@@ -198,11 +198,7 @@ def _parse(pair: str, size: str) -> tuple[str, bool]:
 
 def _write_json(path: str, data) -> None:
   """Atomic write (temp file + rename) so concurrent builders never read half a file."""
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-  with os.fdopen(fd, "w", encoding="utf-8") as f:
-    json.dump(data, f, ensure_ascii=False)
-  os.replace(tmp, path)
+  files.write_json_atomic(path, data, ensure_ascii=False)
 
 
 def _pair_key(p) -> str:

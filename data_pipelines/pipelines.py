@@ -43,7 +43,7 @@ import numpy as np
 
 from data_pipelines import stream_format as sfmt
 from data_pipelines.tfds_builders import common as tfds_common
-from liveinterp.common import sharding as shard_lib
+from liveinterp.common import files, sharding as shard_lib
 
 STAGES = ("codec", "pretrain", "sft")
 PRETRAIN_TASKS = ("asr", "st", "tts", "s2st")
@@ -330,10 +330,8 @@ def speaker_index(source: Sequence[Mapping[str, Any]], cache_path: str | None = 
   if drops is not None:
     drops.add("speaker_single_utterance", left_out)
   if cache_path:
-    os.makedirs(os.path.dirname(os.path.abspath(cache_path)), exist_ok=True)
-    with open(cache_path + ".tmp", "w") as f:
-      json.dump(dict(num_records=len(source), speakers=out, left_out=left_out), f)
-    os.replace(cache_path + ".tmp", cache_path)
+    files.write_json_atomic(
+        cache_path, dict(num_records=len(source), speakers=out, left_out=left_out))
   return out
 
 

@@ -34,6 +34,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import sentencepiece as spm
 
+from liveinterp.common import files
 from liveinterp.common.config import NUM_SPECIAL_TOKENS
 from liveinterp.common.token_layout import (AUDIO, BOS, EOS, EOT, PAD, SPEECH, SRC, TEXT,
                                             TokenLayout)
@@ -209,17 +210,12 @@ class Tokenizer:
     """Writes PREFIX.model (sentencepiece) and PREFIX.json (layout); returns both paths."""
     os.makedirs(os.path.dirname(os.path.abspath(model_prefix)), exist_ok=True)
     model_path, meta_path = model_prefix + ".model", model_prefix + ".json"
-    tmp = model_path + ".tmp"
-    with open(tmp, "wb") as f:
-      f.write(self._proto)
-    os.replace(tmp, model_path)
+    files.write_atomic(model_path, self._proto)
     meta = dict(text_vocab_size=self.text_vocab_size, num_codebooks=self.num_codebooks,
                 codebook_size=self.codebook_size, llm_vocab_size=self.llm_vocab_size,
                 num_pieces=self.num_pieces, model_type=self.model_type,
                 control_tokens=list(CONTROL_TOKENS))
-    with open(meta_path + ".tmp", "w") as f:
-      json.dump(meta, f, indent=1)
-    os.replace(meta_path + ".tmp", meta_path)
+    files.write_json_atomic(meta_path, meta, indent=1)
     return model_path, meta_path
 
   @classmethod

@@ -76,7 +76,7 @@ import shutil
 import sys
 import time
 
-from liveinterp.common import cli
+from liveinterp.common import cli, files
 from liveinterp.serving.loader import file_sha256
 
 FORMAT = "liveinterp-export"
@@ -156,13 +156,6 @@ def _tokenizer_prefix(path: str | None, cfg, workdir: str) -> str | None:
   return path.removesuffix(".model") or None
 
 
-def _write_atomic(path: str, data: bytes):
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "wb") as f:
-    f.write(data)
-  os.replace(tmp, path)
-
-
 def state_paths(state) -> list[str]:
   """The flat names of a `DecoderState`'s leaves ("model/cache/k", ..., "rng"), in the
   order of `jax.tree.leaves`."""
@@ -228,9 +221,8 @@ def export_decoder(decoder, out_dir: str, *, cfg=None, tokenizer_prefix: str | N
     params_meta.append({"path": path, "shape": list(a.shape), "dtype": dtype,
                         "stored": str(stored.dtype), "model_dtype": str(model_dtypes[i])})
   npz = os.path.join(out_dir, "params.npz")
-  tmp = npz + f".tmp-{os.getpid()}.npz"
-  np.savez(tmp, **arrays)
-  os.replace(tmp, npz)
+  with files.replaced_on_success(npz, ".npz") as tmp:
+    np.savez(tmp, **arrays)
 
   # ---- the functions: flat state dict, raw key data, symbolic batch ---------------------
   key_impl = str(jax.random.key_impl(jax.random.key(0)))
@@ -279,8 +271,8 @@ def export_decoder(decoder, out_dir: str, *, cfg=None, tokenizer_prefix: str | N
       p_specs, state_specs, jax.ShapeDtypeStruct((b, c), jnp.float32),
       jax.ShapeDtypeStruct((b,), jnp.bool_), jax.ShapeDtypeStruct((b, m), jnp.int32),
       jax.ShapeDtypeStruct((b,), jnp.int32))
-  _write_atomic(os.path.join(out_dir, "init.bin"), bytes(exp_init.serialize()))
-  _write_atomic(os.path.join(out_dir, "step.bin"), bytes(exp_step.serialize()))
+  files.write_atomic(os.path.join(out_dir, "init.bin"), bytes(exp_init.serialize()))
+  files.write_atomic(os.path.join(out_dir, "step.bin"), bytes(exp_step.serialize()))
   out_names = [k for k, v in jax.tree.unflatten(exp_step.out_tree,
                                                 exp_step.out_avals)[1].items()]
 
@@ -338,7 +330,7 @@ def export_decoder(decoder, out_dir: str, *, cfg=None, tokenizer_prefix: str | N
       "config": config_dict,
       **(info or {}),
   }
-  _write_atomic(os.path.join(out_dir, "manifest.json"),
+  files.write_atomic(os.path.join(out_dir, "manifest.json"),
                 (json.dumps(manifest, indent=1) + "\n").encode())
   return manifest
 

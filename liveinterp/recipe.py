@@ -39,7 +39,7 @@ import warnings
 
 from absl import flags, logging
 
-from liveinterp.common import cli, config as config_lib, distributed
+from liveinterp.common import cli, config as config_lib, distributed, files
 from liveinterp.train import stage_configs
 from liveinterp.train.stage_configs import stage_config
 
@@ -158,8 +158,7 @@ def select_stage(run_dir: str, tolerance: float = SELECT_TOLERANCE) -> tuple[str
 def write_selection(run_dir: str, tolerance: float = SELECT_TOLERANCE, log=None) -> str:
   """`select_stage`, written to RUN_DIR/selected_stage.json and said; -> the stage."""
   stage, record = select_stage(run_dir, tolerance)
-  from liveinterp.common import reporting
-  reporting.write_json_atomic(os.path.join(run_dir, SELECTED_STAGE), record, indent=1)
+  files.write_json_atomic(os.path.join(run_dir, SELECTED_STAGE), record, indent=1)
   scores = ", ".join(f"{k} {v:.2f}" for k, v in record["scores"].items())
   (log or _say)(f"selected stage {record['reason']}"
                 + (f" (dev scores: {scores})" if scores else "")
@@ -372,8 +371,7 @@ def _record_time(run_dir: str, step: str, seconds: float) -> None:
     with open(path) as f:
       times = json.load(f)
   times[step] = seconds
-  from liveinterp.common import reporting
-  reporting.write_json_atomic(path, times, indent=1)
+  files.write_json_atomic(path, times, indent=1)
 
 
 if __name__ == "__main__":

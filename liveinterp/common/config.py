@@ -673,10 +673,5 @@ def save(c, path: str) -> str:
       elif isinstance(v, list):
         lists.append(prefix + k)
   walk(d, "")
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w") as f:
-    json.dump({**d, _LISTS: lists}, f, indent=1)
-    f.write("\n")
-  os.replace(tmp, path)
-  return path
+  from liveinterp.common import files  # pylint: disable=g-import-not-at-top
+  return files.write_json_atomic(path, {**d, _LISTS: lists}, indent=1, newline=True)

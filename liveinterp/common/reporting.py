@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from typing import Mapping
 
@@ -61,9 +59,3 @@ class ProgressLine:
     console(self.format(step, metrics))
 
 
-def write_json_atomic(path: str, payload, indent: int | None = None) -> None:
-  """`payload` as JSON at `path`, written to `path.tmp` and renamed over it, so a reader
-  (or a run killed mid-write) never sees half a file."""
-  with open(path + ".tmp", "w") as f:
-    json.dump(payload, f, indent=indent)
-  os.replace(path + ".tmp", path)

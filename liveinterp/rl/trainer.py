@@ -53,7 +53,7 @@ from flax import nnx
 
 from data_pipelines import build as build_lib, pipelines
 from liveinterp.common import checkpointing, config as config_lib, mesh as mesh_lib
-from liveinterp.common import memory, reporting, sharding
+from liveinterp.common import files, memory, reporting, sharding
 from liveinterp.inference import decoder as decoder_lib, session as session_lib, loading
 from liveinterp.models import s2st
 from liveinterp.models.codec import Codec
@@ -550,7 +550,7 @@ def starting_policy_eval(workdir: str, start: int, dev_eval, name: str, init_fro
   ev = dev_scores(dev_eval, model_fn(), writer, 0,
                   f"[{name}] eval @ 0 (starting policy, {init_from})")
   out = {f"start/{k}": float(v) for k, v in ev.items()}
-  reporting.write_json_atomic(path, out)
+  files.write_json_atomic(path, out)
   return out
 
 

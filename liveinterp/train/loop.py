@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import io
 import json
 import os
 import signal
@@ -40,7 +41,7 @@ from jax.experimental import multihost_utils
 
 from data_pipelines import pipelines
 from liveinterp.common import checkpointing, config as config_lib, mesh as mesh_lib
-from liveinterp.common import memory, reporting, sharding
+from liveinterp.common import files, memory, reporting, sharding
 from liveinterp.train import optimizer, step as step_lib, train_state
 
 EXIT_DIVERGED = 3
@@ -351,9 +352,7 @@ def _drop_metrics_after(workdir: str, step: int):
         else:
           dropped += 1
     if dropped:
-      with open(path + ".tmp", "w") as f:
-        f.writelines(keep)
-      os.replace(path + ".tmp", path)
+      files.write_atomic(path, "".join(keep))
       reporting.console(f"metrics: dropped {dropped} row(s) after step {step} from {path} "
                         f"(those steps are replayed from the checkpoint)")
   for events in sorted(glob.glob(os.path.join(workdir, "tensorboard", "events.out.tfevents.*"))):
@@ -379,12 +378,12 @@ def _drop_events_after(path: str, step: int):
     dropped += 1
   if not dropped:
     return
-  with open(path + ".tmp", "wb") as f:
-    w = record_writer.RecordWriter(f)
-    for raw in records:
-      w.write(raw)
-    w.flush()
-  os.replace(path + ".tmp", path)
+  buf = io.BytesIO()
+  w = record_writer.RecordWriter(buf)
+  for raw in records:
+    w.write(raw)
+  w.flush()
+  files.write_atomic(path, buf.getvalue())
 
 
 def _refuse_diverged(run_dir: str):

@@ -61,7 +61,7 @@ def encode_corpus(config, codec_workdir: str, out_path: str, batch: int = 8,
                   splits=SPLITS) -> dict:
   """Encodes every record's target speech; writes `out_path`; returns statistics."""
   from data_pipelines import pipelines
-  from liveinterp.common import reporting
+  from liveinterp.common import files, reporting
   from liveinterp.models import voice
   from liveinterp.common import checkpointing, config as config_lib, mesh as mesh_lib
   from liveinterp.common import sharding
@@ -130,10 +130,8 @@ def encode_corpus(config, codec_workdir: str, out_path: str, batch: int = 8,
         reporting.console(f"[speech_tokens] {split}: {i + 1}/{len(source)} records")
     for length in list(pending):
       flush(length)
-  os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-  tmp = out_path + ".tmp.npz"
-  np.savez(tmp, **table)
-  os.replace(tmp, out_path)
+  with files.replaced_on_success(out_path, ".npz") as tmp:
+    np.savez(tmp, **table)
   stats["encoder_shapes"] = len(shapes)
   stats["seconds"] = round(time.time() - t0, 1)
   stats["codes_per_second_of_speech"] = config.audio.sample_rate / hop
