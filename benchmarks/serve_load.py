@@ -1,15 +1,19 @@
 r"""Server load: N concurrent websocket clients streaming in real time on localhost.
 
     python -m benchmarks.serve_load [--clients=16] [--seconds=30] [--speed=1]
-        [--size=tiny | --workdir=RUN] [--out=benchmarks/results/serve_load.json]
+        [--size=tiny | --workdir=RUN [--source=test]]
+        [--out=benchmarks/results/serve_load.json]
 
 Starts `liveinterp.serving.server.StreamServer` in-process (port 0, 127.0.0.1, one slot
 per client, an in-process decoder: random weights of `configs/<size>.py`, or the trained
 run of `--workdir`) and N clients (`liveinterp.client.stream`, pcm16 frames of
 `--frame_ms`) in this process's event loop, each streaming `--seconds` of its own test
-signal (a chirp with noise) at `--speed` times real time; starts are staggered over one
-chunk, as independent users are. Greedy decoding; with random weights the policy writes
-whatever it writes (the table says how many turns and how much speech).
+signal (a chirp with noise) or, with `--source=test`, the trained run's test-split speech
+(utterances back to back, each client from its own), at `--speed` times real time; starts
+are staggered over one chunk, as independent users are. Greedy decoding; with random
+weights the policy writes whatever it writes (the table says how many turns and how much
+speech); a trained model on test speech translates, so its speaking turns are the
+realistic load.
 
 Reported:
 - per-chunk latency (server side: from the moment a session's chunk is complete in the
@@ -47,6 +51,10 @@ _FRAME_MS = flags.DEFINE_float("frame_ms", 100.0, "audio per client frame")
 _SLOTS = flags.DEFINE_integer("max_sessions", None, "server slots (default: --clients)")
 _WAIT = flags.DEFINE_float("batch_wait_ms", None, "server's dynamic batching wait "
                            "(default: ServerConfig's)")
+_SOURCE = flags.DEFINE_enum("source", "signal", ["signal", "test"], "what clients stream: "
+                            "'signal' (a chirp with noise per client) or 'test' (the "
+                            "--workdir run's test-split speech, utterances back to back "
+                            "with 300 ms pauses, each client from its own utterance)")
 _OUT = flags.DEFINE_string("out", None, "JSON output (default benchmarks/results/"
                            "serve_load.json)")
 
@@ -69,6 +77,26 @@ def _signal(seconds: float, seed: int, rate: int):
   return (x + 0.03 * rng.standard_normal(n)).astype(np.float32)
 
 
+def _test_speech(workdir: str, seconds: float, client: int, rate: int):
+  """`seconds` of the run's test-split source speech for one client: utterances back to
+  back (300 ms pauses), starting at utterance 7 x client, float32 at `rate`."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from data_pipelines import pipelines  # pylint: disable=g-import-not-at-top
+  from liveinterp.common import config as config_lib  # pylint: disable=g-import-not-at-top
+  cfg = config_lib.load(os.path.join(workdir, "config.json"), check=False)
+  if int(cfg.audio.sample_rate) != rate:
+    raise ValueError(f"{workdir}: corpus at {cfg.audio.sample_rate} Hz, decoder at {rate}")
+  test = pipelines.open_corpus(cfg, "test")
+  pause = np.zeros(int(0.3 * rate), np.float32)
+  parts, n, i = [], 0, 7 * client
+  while n < seconds * rate:
+    a = np.asarray(test[i % len(test)]["src_audio"], np.float32) / 32768.0
+    parts += [a, pause]
+    n += a.size + pause.size
+    i += 1
+  return np.concatenate(parts)[:int(seconds * rate)]
+
+
 async def _loop_lag(period_s: float, out: dict, key: str):
   """Records the largest delay of this event loop's timers (a starved loop delays the
   websockets keepalive and every send)."""
@@ -78,13 +106,13 @@ async def _loop_lag(period_s: float, out: dict, key: str):
     out[key] = max(out.get(key, 0.0), time.perf_counter() - t - period_s)
 
 
-async def _load(url, n, seconds, speed, frame_ms, chunk_ms, rate, lag):
+async def _load(url, n, seconds, speed, frame_ms, chunk_ms, rate, lag, audio_for):
   from liveinterp import client  # pylint: disable=g-import-not-at-top
   monitor = asyncio.create_task(_loop_lag(0.05, lag, "client_loop_lag_max_s"))
 
   async def one(i):
     await asyncio.sleep(i * chunk_ms / 1000 / n)  # staggered over one chunk
-    audio = _signal(seconds, i, rate)
+    audio = audio_for(i)
     t0 = time.perf_counter()
     try:
       res = await client.stream(url, audio, rate, speed=speed, frame_ms=frame_ms)
@@ -128,6 +156,8 @@ def main(argv):
   n = _CLIENTS.value
   if n < 1 or _SECONDS.value <= 0 or _SPEED.value < 0:
     sys.exit("serve_load: --clients >= 1, --seconds > 0 and --speed >= 0 are required")
+  if _SOURCE.value == "test" and not _WORKDIR.value:
+    sys.exit("serve_load: --source=test streams a trained run's test split: give --workdir")
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   t0 = time.perf_counter()
   if _WORKDIR.value:
@@ -150,10 +180,13 @@ def main(argv):
     lag = {}
     server_monitor = asyncio.run_coroutine_threadsafe(
         _loop_lag(0.05, lag, "server_loop_lag_max_s"), running.loop)
+    rate = decoder.sample_rate
+    audio = [_test_speech(_WORKDIR.value, _SECONDS.value, i, rate) if _SOURCE.value == "test"
+             else _signal(_SECONDS.value, i, rate) for i in range(n)]
     t_load = time.perf_counter()
     clients = asyncio.run(_load(running.url, n, _SECONDS.value, _SPEED.value,
-                                _FRAME_MS.value, decoder.chunk_ms, decoder.sample_rate,
-                                lag))
+                                _FRAME_MS.value, decoder.chunk_ms, rate, lag,
+                                audio.__getitem__))
     wall_s = time.perf_counter() - t_load
     server_monitor.cancel()
     stats = srv.stats()
@@ -191,11 +224,13 @@ def main(argv):
   env = common.environment()
   env["load_avg_1m"] = round(os.getloadavg()[0], 2)
   payload = {"benchmark": "serve_load", "size": _SIZE.value, "workdir": _WORKDIR.value,
-             "weights": "trained" if _WORKDIR.value else "random", "rows": [row],
+             "weights": "trained" if _WORKDIR.value else "random", "source": _SOURCE.value,
+             "rows": [row],
              "clients": clients, "server": {k: v for k, v in stats.items()
                                             if k != "sessions"},
              "step_ms_each": step_ms, "build_s": build_s, "warmup_s": srv.warmup_s, "wall_s": wall_s,
              "max_turn_tokens": decoder.max_turn_tokens,
+             "command": "python -m benchmarks.serve_load " + " ".join(sys.argv[1:]),
              "goal": "p99 per-chunk latency < chunk_ms with zero failed/refused sessions",
              "env": env}
   common.write_json(_OUT.value or os.path.join(common.RESULTS_DIR, "serve_load.json"),

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -124,6 +125,32 @@ def test_serve_load_benchmark_runs_two_clients(tmp_path):
   assert 0 < row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]
   assert row["rtf"] > 0 and row["peak_rss_mb"] > 0
   assert "p99_ms" in r.stdout  # the printed table
+
+
+def test_serve_load_streams_a_runs_test_speech(tmp_path):
+  """serve_load --source=test: each client streams the run's test-split utterances back to
+  back from its own starting utterance (a trained model's realistic load)."""
+  from liveinterp.common import config as config_lib
+  from tests.integration import micro_corpus
+  data_dir, tok = micro_corpus.micro_corpus()
+  c = config_lib.load("configs/micro.py:sft", lock=False, check=False)
+  c.data.data_dir, c.tokenizer.model_path = data_dir, tok
+  config_lib.save(c, str(tmp_path / "config.json"))
+  code = ("import numpy as np, sys\n"
+          "from benchmarks import serve_load\n"
+          f"a = serve_load._test_speech({str(tmp_path)!r}, 3.0, 1, 16000)\n"
+          "np.save(sys.argv[1], a)\n")
+  r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "a.npy")], cwd=ROOT,
+                     env=_env(), capture_output=True, text=True, timeout=300)
+  assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+  a = np.load(tmp_path / "a.npy")
+  from data_pipelines import pipelines
+  test = pipelines.open_corpus(c, "test")
+  first = np.asarray(test[7 % len(test)]["src_audio"], np.float32) / 32768.0
+  assert a.dtype == np.float32 and a.size == 3 * 16000
+  np.testing.assert_array_equal(a[:min(first.size, a.size)], first[:a.size])
+  if first.size < a.size:  # a 300 ms pause, then the next utterance
+    assert not a[first.size:first.size + 4800].any()
 
 
 def test_streaming_batch_benchmark_runs_batched_workloads(tmp_path):
