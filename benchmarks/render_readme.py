@@ -129,6 +129,17 @@ def _voice_note(data) -> str:
           if parts else "")
 
 
+def _versus_sft_line(stage: str, v: dict) -> str:
+  """'- rl2: LAAL -4.1% [-6.0, -2.2] vs SFT, BLEU -0.61 [-2.9, +1.6], chrF ...'."""
+  ci = lambda k, f: (f" [{v[k][0]:{f}}, {v[k][1]:{f}}]"  # noqa: E731
+                     if v.get(k) else "")
+  line = (f"- {stage}: LAAL {v['laal_change_pct']:+.1f}%{ci('laal_change_pct_ci95', '+.1f')}"
+          f" vs SFT, BLEU {v['bleu_change']:+.2f}{ci('bleu_change_ci95', '+.2f')}")
+  if v.get("chrf_change") is not None:
+    line += f", chrF {v['chrf_change']:+.2f}{ci('chrf_change_ci95', '+.2f')}"
+  return line
+
+
 def render_rl_table(data):
   """SFT -> RL stages -> ablations (`python -m benchmarks.rl_table`), with each stage's
   LAAL and BLEU change against SFT (issue #13's goal: rl2 LAAL >= 20% lower at <= 1 BLEU
@@ -140,8 +151,11 @@ def render_rl_table(data):
   if refs:  # the scale: constant output, offline ceiling, reference-text policies
     body += [{c: ("—" if r.get(c) is None else r[c]) for c in cols}
              for r in ({**r, "stage": f"*{r['stage']}*"} for r in refs)]
-  lines = [f"- {stage}: LAAL {v['laal_change_pct']:+.1f}% vs SFT, BLEU "
-           f"{v['bleu_change']:+.2f}" for stage, v in data.get("versus_sft", {}).items()]
+  lines = [_versus_sft_line(stage, v) for stage, v in data.get("versus_sft", {}).items()]
+  if any("bleu_change_ci95" in v for v in data.get("versus_sft", {}).values()):
+    lines.append("\n[lo, hi]: 95% paired-bootstrap interval over the test utterances "
+                 "(1,000 resamples; an interval holding 0 is a change the test set cannot "
+                 "tell from none).")
   if data.get("notes"):  # how the stages were run, when not the recipe's defaults
     lines.append(f"\n{data['notes']}")
   return (f"### rl_table (`{data.get('command', 'python -m benchmarks.rl_table')}`)\n\n"

@@ -4,7 +4,10 @@
 
 Every stage is evaluated the same way (`liveinterp.evaluate.run` with `stage=`, text
 only unless `--speech`, no controls or offline row) into `RUN_DIR/eval_table_<stage>/`;
-with `--evaluate` the missing reports are made first. Prints the table (BLEU, chrF,
+with `--evaluate` the missing reports are made first (and remade when they are on other
+than the first `--max_examples` utterances or lack per-utterance outputs). Against SFT each
+stage gets its BLEU, chrF and LAAL change with 95% paired-bootstrap intervals over the
+test utterances (`quality.paired_bootstrap`). Prints the table (BLEU, chrF,
 ASR-BLEU, LAAL and FLAL of text and speech, speech backlog, text tokens and speech
 seconds per turn), writes `benchmarks/results/rl_table.json` and the latency–quality plot
 `benchmarks/results/rl_table_latency_quality.png` (each stage a point: LAAL vs BLEU; named
@@ -36,6 +39,8 @@ def _define_flags() -> dict:
       speech=flags.DEFINE_bool("speech", False, "with --evaluate: decode speech too (codec, "
                                "ASR-BLEU, speech latency)"),
       n=flags.DEFINE_integer("max_examples", 64, "test utterances per stage"),
+      notes=flags.DEFINE_string("notes", "", "how the stages were run, when not the "
+                                "recipe's defaults (rendered under the table)"),
       out=flags.DEFINE_string("out", os.path.join(common.RESULTS_DIR, "rl_table.json"),
                               "JSON output"))
 
@@ -161,15 +166,49 @@ def reference_rows(report: dict) -> list[dict]:
   return rows
 
 
-def versus_sft(rows: list[dict]) -> dict:
+def versus_sft(rows: list[dict], reports: dict | None = None) -> dict:
   """Each stage's LAAL change (%) and BLEU change against SFT (issue #13's goal: stage 2
-  LAAL >= 20% lower at <= 1 BLEU loss)."""
+  LAAL >= 20% lower at <= 1 BLEU loss). With the stages' `reports` holding per-utterance
+  outputs of the same utterances (`simul.utterances`), also the chrF change and 95%
+  paired-bootstrap intervals of the three changes (`paired_intervals`)."""
   base = next((r for r in rows if r["stage"] == "sft"), None)
   if base is None or not base["laal_text"]:
     return {}
-  return {r["stage"]: {"laal_change_pct": 100.0 * (r["laal_text"] / base["laal_text"] - 1.0),
+  out = {}
+  for r in rows:
+    if r["stage"] == "sft" or not r["laal_text"]:
+      continue
+    out[r["stage"]] = {"laal_change_pct": 100.0 * (r["laal_text"] / base["laal_text"] - 1.0),
                        "bleu_change": r["bleu"] - base["bleu"]}
-          for r in rows if r["stage"] != "sft" and r["laal_text"]}
+    if reports:
+      out[r["stage"]].update(paired_intervals(reports.get(r["stage"]), reports.get("sft")))
+  return out
+
+
+def paired_intervals(report: dict | None, sft: dict | None) -> dict:
+  """95% paired-bootstrap intervals (utterances resampled, `quality.paired_bootstrap`)
+  of a stage's BLEU, chrF and LAAL (%) change against SFT on the same test utterances;
+  {} when either report lacks per-utterance outputs or they are other utterances."""
+  from liveinterp.eval import quality  # pylint: disable=g-import-not-at-top
+  a = (report or {}).get("simul", {}).get("utterances")
+  b = (sft or {}).get("simul", {}).get("utterances")
+  if not a or not b or a["ids"] != b["ids"]:
+    return {}
+  lang = report.get("pair", "zh-en").split("-")[-1]
+  q = quality.paired_bootstrap(a["hyps"], b["hyps"], b["refs"], lang)
+  lat = quality.paired_bootstrap_ratio(a["laal"], b["laal"])
+  return {"chrf_change": q["chrf"]["delta"],
+          "bleu_change_ci95": [q["bleu"]["lo"], q["bleu"]["hi"]],
+          "chrf_change_ci95": [q["chrf"]["lo"], q["chrf"]["hi"]],
+          "laal_change_pct_ci95": [lat["lo"], lat["hi"]]}
+
+
+def needs_evaluation(report: dict | None, n: int) -> bool:
+  """Whether `--evaluate` (re-)evaluates a stage: no report, one on other than the first
+  `n` utterances, or one without per-utterance outputs (made before they were kept)."""
+  if report is None:
+    return True
+  return report.get("examples") != n or "utterances" not in report.get("simul", {})
 
 
 def plot_path(out_json: str) -> str:
@@ -236,17 +275,24 @@ def main(argv):
   del argv
   F = {k: v.value for k, v in _FLAGS.items()}
   run_dir = os.path.abspath(F["run_dir"])
-  rows = []
+  rows, reports = [], {}
   for stage in F["stages"]:
     path = report_path(run_dir, stage)
-    if not os.path.exists(path) and F["evaluate"] and os.path.isdir(
+    report = None
+    if os.path.exists(path):
+      with open(path) as f:
+        report = json.load(f)
+    if F["evaluate"] and needs_evaluation(report, F["n"]) and os.path.isdir(
         os.path.join(run_dir, stage, "checkpoints")):
       _evaluate(run_dir, stage, F["n"], F["speech"])
-    if not os.path.exists(path):
+      path = report_path(run_dir, stage)  # eval_table_<stage>/ now exists
+      with open(path) as f:
+        report = json.load(f)
+    if report is None:
       print(f"[rl_table] {stage}: no report at {path}, skipped")
       continue
-    with open(path) as f:
-      rows.append(row(stage, json.load(f), training_stats(os.path.join(run_dir, stage))))
+    reports[stage] = report
+    rows.append(row(stage, report, training_stats(os.path.join(run_dir, stage))))
   if not rows:
     raise SystemExit(f"no evaluation reports under {run_dir}")
   main_report = main_report_path(run_dir)
@@ -258,12 +304,16 @@ def main(argv):
     print(f"[rl_table] no main evaluation report under {run_dir} (liveinterp.evaluate "
           "--controls): no constant-output, offline or reference-policy rows")
   common.print_table(rows + references, COLUMNS)
+  max_flag = f" --max_examples={F['n']}" if F["n"] != 64 else ""
   payload = {"run_dir": run_dir, "rows": rows, "references": references,
-             "versus_sft": versus_sft(rows),
+             "versus_sft": versus_sft(rows, reports),
              "command": (f"python -m benchmarks.rl_table --run_dir={F['run_dir']} "
                          f"--stages={','.join(F['stages'])}"
                          f"{' --evaluate' if F['evaluate'] else ''}"
-                         f"{' --speech' if F['speech'] else ''}")}
+                         f"{' --speech' if F['speech'] else ''}"
+                         f"{max_flag}")}
+  if F["notes"]:
+    payload["notes"] = F["notes"]
   common.write_json(F["out"], payload)
   plot(rows, plot_path(F["out"]), references)
   print(f"[rl_table] wrote {F['out']}")

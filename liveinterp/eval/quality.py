@@ -53,6 +53,58 @@ def sentence_bleu(hyp: str, ref: str, lang: str = "en") -> float:
   return float(sacrebleu.sentence_bleu(hyp, [ref], tokenize=bleu_tokenizer(lang)).score)
 
 
+# ---- paired significance: two systems on the same utterances -------------------------------
+
+def _sentence_stats(metric, hyps: Sequence[str], refs: Sequence[str]) -> np.ndarray:
+  """Per-sentence sufficient statistics [N, K] of a sacrebleu corpus metric (BLEU: lengths,
+  n-gram matches and totals; chrF: character/word n-gram counts): summed over any subset
+  they give that subset's corpus score (`_compute_score_from_stats`)."""
+  # pylint: disable=protected-access
+  return np.asarray(metric._extract_corpus_statistics(list(hyps), [list(refs)]), np.int64)
+
+
+def _interval(values: np.ndarray, point: float, alpha: float) -> dict:
+  lo, hi = np.percentile(values, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+  return {"delta": float(point), "lo": float(lo), "hi": float(hi)}
+
+
+def paired_bootstrap(hyps_a: Sequence[str], hyps_b: Sequence[str], refs: Sequence[str],
+                     lang: str = "en", n_boot: int = 1000, seed: int = 0,
+                     alpha: float = 0.05) -> dict:
+  """Paired bootstrap resampling (Koehn, 2004) of corpus BLEU and chrF, system a minus
+  system b, both on the same utterances with the same references: the utterances are
+  resampled with replacement `n_boot` times, the same draw for both systems, and the
+  (1 - alpha) percentile interval of the difference is returned with the difference on
+  the full set: {"bleu": {"delta", "lo", "hi"}, "chrf": {...}}. An interval that holds 0
+  means the test set cannot tell the two apart."""
+  from sacrebleu.metrics import BLEU, CHRF  # pylint: disable=g-import-not-at-top
+  if not (len(hyps_a) == len(hyps_b) == len(refs)) or not refs:
+    raise ValueError(f"paired bootstrap: {len(hyps_a)} / {len(hyps_b)} hypotheses for "
+                     f"{len(refs)} references (need the same, non-empty, utterances)")
+  idx = np.random.default_rng(seed).integers(0, len(refs), (n_boot, len(refs)))
+  out = {}
+  for name, metric in (("bleu", BLEU(tokenize=bleu_tokenizer(lang))), ("chrf", CHRF())):
+    sa, sb = _sentence_stats(metric, hyps_a, refs), _sentence_stats(metric, hyps_b, refs)
+    # pylint: disable=protected-access
+    score = lambda s: metric._compute_score_from_stats([int(x) for x in s]).score  # noqa: E731
+    diffs = np.asarray([score(sa[i].sum(0)) - score(sb[i].sum(0)) for i in idx])
+    out[name] = _interval(diffs, score(sa.sum(0)) - score(sb.sum(0)), alpha)
+  return out
+
+
+def paired_bootstrap_ratio(a: Sequence[float], b: Sequence[float], n_boot: int = 1000,
+                           seed: int = 0, alpha: float = 0.05) -> dict:
+  """Paired bootstrap of mean(a) / mean(b) - 1, in percent (e.g. per-utterance LAAL of
+  two systems on the same utterances): {"delta", "lo", "hi"} as `paired_bootstrap`."""
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  if a.shape != b.shape or not a.size:
+    raise ValueError(f"paired bootstrap: {a.size} vs {b.size} values (need the same "
+                     "utterances)")
+  idx = np.random.default_rng(seed).integers(0, a.size, (n_boot, a.size))
+  ratios = 100.0 * (a[idx].mean(1) / b[idx].mean(1) - 1.0)
+  return _interval(ratios, 100.0 * (a.mean() / b.mean() - 1.0), alpha)
+
+
 # ---- ASR-BLEU text normalisation ----------------------------------------------------------
 # English numbers are spelled the way espeak-ng (the TTS voice of every reference and, via
 # the codec trained on it, of the model's speech) reads them, which is what a perfect

@@ -72,15 +72,22 @@ def oracle_delays(rec, policy: str, chunk_ms: int, k: int = 3) -> list[float]:
   return [float((t + 1) * chunk_ms) for t in turns]
 
 
-def latency_scores(delays_per_utt, source_ms, ref_lens, starts, ends=None, **score_kw):
-  """SimulEval-exact latency (`latency.score`) per utterance, averaged; `ends` (speech)
-  are the end times of the last played sample, for EndOffset."""
+def utterance_latencies(delays_per_utt, source_ms, ref_lens, starts, ends=None,
+                        **score_kw) -> list:
+  """SimulEval-exact latency (`latency.score`) of each utterance; `ends` (speech) are
+  the end times of the last played sample, for EndOffset."""
   scores = []
   for i, (d, src, n, st) in enumerate(zip(delays_per_utt, source_ms, ref_lens, starts)):
     d = list(np.maximum.accumulate(np.asarray(d, np.float64))) if len(d) else []
     end = {"output_end_ms": ends[i]} if ends and ends[i] is not None else {}
     scores.append(L.score(d, src, n, [st], [n], **score_kw, **end))
-  return L.corpus_scores(scores)
+  return scores
+
+
+def latency_scores(delays_per_utt, source_ms, ref_lens, starts, ends=None, **score_kw):
+  """`utterance_latencies`, averaged (`latency.corpus_scores`)."""
+  return L.corpus_scores(utterance_latencies(delays_per_utt, source_ms, ref_lens, starts,
+                                             ends, **score_kw))
 
 
 def simul_scores(results, records, sample_rate: int) -> dict:
@@ -95,14 +102,20 @@ def simul_scores(results, records, sample_rate: int) -> dict:
   ref_lens = [len(words(t, tgt_lang)) for t in refs]
   starts = [float(r["src_word_start_ms"][0]) if len(r["src_word_start_ms"]) else 0.0
             for r in records]
+  per_utt = utterance_latencies([text_delays(r.segments, tgt_lang) for r in results],
+                                source_ms, ref_lens, starts)
   return {
       "bleu": quality.corpus_bleu(hyps, refs, tgt_lang),
       "chrf": quality.corpus_chrf(hyps, refs),
       "empty_outputs": int(sum(not h for h in hyps)),
       "length_ratio": (sum(len(words(h, tgt_lang)) for h in hyps) / max(1, sum(ref_lens))),
       "rtf": float(np.mean([r.rtf for r in results])),
-      "text_latency": latency_scores([text_delays(r.segments, tgt_lang) for r in results],
-                               source_ms, ref_lens, starts),
+      "text_latency": L.corpus_scores(per_utt),
+      # per utterance, for paired comparisons of two systems on the same utterances
+      # (`quality.paired_bootstrap`, benchmarks/rl_table.py)
+      "utterances": {"ids": [str(r.get("id", i)) for i, r in enumerate(records)],
+                     "hyps": hyps, "refs": refs,
+                     "laal": [float(s.LAAL) for s in per_utt]},
       "text_latency_ca": latency_scores(
           [text_delays(r.segments, tgt_lang, True, compute_ms=r.compute_ms, source_ms=x)
            for r, x in zip(results, source_ms)], source_ms, ref_lens, starts,

@@ -42,3 +42,11 @@ def test_simul_scores_length_ratio_counts_left_out_content():
   assert full["length_ratio"] == 1.0
   assert cut["length_ratio"] == pytest.approx(5 / 11)  # "we meet" + "he goes ." of 5 + 6 words
   assert cut["bleu"] < full["bleu"]
+  # Per-utterance outputs for paired comparisons: the texts, references and LAAL whose
+  # mean is the corpus LAAL.
+  u = full["utterances"]
+  assert u["ids"] == ["0", "1"] and u["hyps"] == ["we meet at three .",
+                                                  "he goes to beijing today ."]
+  assert u["refs"] == [r["tgt_text"] for r in records]
+  assert np.mean(u["laal"]) == pytest.approx(full["text_latency"]["LAAL"])
+  assert u["laal"][0] > u["laal"][1]  # written over two chunks vs all in the first

@@ -44,3 +44,48 @@ def test_asr_bleu_labels_the_recogniser():
 def test_length_mismatch_is_an_error():
   with pytest.raises(ValueError, match="1 hypotheses vs 2 references"):
     Q.corpus_bleu(["a"], ["a", "b"])
+
+
+def _sentences(n, seed):
+  rng = np.random.default_rng(seed)
+  vocab = "the a cat dog sat ran on under mat table red big small old new".split()
+  return [" ".join(rng.choice(vocab, size=int(rng.integers(4, 10)))) for _ in range(n)]
+
+
+def test_paired_bootstrap_point_is_the_corpus_difference_and_interval_behaves():
+  """The difference on the full set equals the two corpus scores' difference (the summed
+  sentence statistics reproduce sacrebleu's corpus BLEU/chrF); a system against itself
+  has the interval [0, 0]; a clearly better system's interval excludes 0; the same seed
+  gives the same interval."""
+  refs = _sentences(60, 0)
+  good = [r if i % 4 else _sentences(1, 100 + i)[0] for i, r in enumerate(refs)]
+  bad = _sentences(60, 1)
+  got = Q.paired_bootstrap(good, bad, refs, n_boot=300)
+  assert got["bleu"]["delta"] == pytest.approx(Q.corpus_bleu(good, refs) -
+                                               Q.corpus_bleu(bad, refs))
+  assert got["chrf"]["delta"] == pytest.approx(Q.corpus_chrf(good, refs) -
+                                               Q.corpus_chrf(bad, refs))
+  for m in ("bleu", "chrf"):
+    assert 0 < got[m]["lo"] <= got[m]["delta"] <= got[m]["hi"]
+  same = Q.paired_bootstrap(good, good, refs, n_boot=50)
+  assert same["bleu"] == {"delta": 0.0, "lo": 0.0, "hi": 0.0}
+  assert Q.paired_bootstrap(good, bad, refs, n_boot=300) == got
+  # Two systems that differ on one utterance in 60: the interval holds 0.
+  near = list(good)
+  near[3] = bad[3]
+  close = Q.paired_bootstrap(good, near, refs, n_boot=300)["bleu"]
+  assert close["lo"] <= 0.0 <= close["hi"]
+  with pytest.raises(ValueError, match="same, non-empty"):
+    Q.paired_bootstrap(good[:5], bad, refs)
+
+
+def test_paired_bootstrap_ratio():
+  a, b = np.full(50, 900.0), np.full(50, 1000.0)
+  assert Q.paired_bootstrap_ratio(a, b) == pytest.approx(
+      {"delta": -10.0, "lo": -10.0, "hi": -10.0})
+  rng = np.random.default_rng(0)
+  b = rng.uniform(800, 1600, 80)
+  a = b * 0.9 + rng.normal(0, 30, 80)
+  r = Q.paired_bootstrap_ratio(a, b)
+  assert r["lo"] < r["delta"] < r["hi"] < 0 and r["delta"] == pytest.approx(
+      100 * (a.mean() / b.mean() - 1))

@@ -3,6 +3,8 @@ against SFT is computed, and the README renders the JSON (never typed)."""
 
 import json
 
+import numpy as np
+
 from benchmarks import render_readme, rl_table
 
 
@@ -164,3 +166,32 @@ def test_each_table_writes_its_own_plot(tmp_path):
   assert (tmp_path / "b_latency_quality.png").stat().st_size > 1000
   got = json.loads((tmp_path / "b.json").read_text())["versus_sft"]["rl2"]
   assert abs(got["laal_change_pct"] + 100 / 12) < 1e-9 and got["bleu_change"] == -0.5
+
+
+def test_changes_against_sft_get_paired_intervals():
+  """With per-utterance outputs of the same utterances, each stage's change against SFT
+  gets 95% paired-bootstrap intervals; other utterances (or none kept): no intervals."""
+  refs = [f"we meet at {w} today ." for w in "one two three four five six seven eight".split()]
+
+  def rep(hyps, laal, ids=None):
+    r = _report(30.0, float(np.mean(laal)))
+    r["pair"] = "zh-en"
+    r["simul"]["utterances"] = {"ids": ids or [str(i) for i in range(8)], "hyps": hyps,
+                                "refs": refs, "laal": list(laal)}
+    return r
+  sft = rep(refs, [1000.0] * 8)
+  worse = rep(["we meet today ."] * 8, [900.0, 800.0] * 4)
+  rows = [rl_table.row("sft", sft), rl_table.row("rl2", worse), rl_table.row("x", worse)]
+  reports = {"sft": sft, "rl2": worse, "x": rep(refs, [900.0] * 8, ids=list("abcdefgh"))}
+  v = rl_table.versus_sft(rows, reports)
+  lo, hi = v["rl2"]["laal_change_pct_ci95"]
+  assert lo <= -15.0 <= hi and -20.0 <= lo and hi <= -10.0
+  assert v["rl2"]["bleu_change_ci95"][1] < 0 and v["rl2"]["chrf_change"] < 0
+  assert "bleu_change_ci95" not in v["x"]  # other utterances: not paired
+  text = render_readme.render_rl_table({"rows": rows, "versus_sft": v})
+  assert "- rl2: LAAL -15.0% [" in text and "paired-bootstrap" in text
+  # --evaluate remakes reports on other utterance counts or without per-utterance outputs
+  assert rl_table.needs_evaluation(None, 64)
+  assert not rl_table.needs_evaluation(sft, 64 if sft["examples"] == 64 else 0)
+  assert rl_table.needs_evaluation(sft, 150)
+  assert rl_table.needs_evaluation(_report(30.0, 1000.0), 64)
