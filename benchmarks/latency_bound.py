@@ -45,7 +45,8 @@ def _define_flags() -> dict:
       run_dir=flags.DEFINE_string("run_dir", "runs/tiny2", "trained run (its config.json "
                                   "names the corpus)"),
       split=flags.DEFINE_string("split", "test", "corpus split"),
-      n=flags.DEFINE_integer("max_examples", 64, "utterances (the evaluation's first n)"),
+      n=flags.DEFINE_integer("max_examples", 0, "utterances (the evaluation's first n; 0: "
+                             "as many as the RL table's rows were measured on)"),
       rl_table=flags.DEFINE_string("rl_table", "rl_table_recipe.json", "RL table JSON "
                                    "(benchmarks/results) with the stages' measured LAAL"),
       out=flags.DEFINE_string("out", "benchmarks/results/latency_bound.json", "JSON out"),
@@ -116,15 +117,19 @@ def main(argv):
   from data_pipelines import pipelines  # pylint: disable=g-import-not-at-top
   F = {k: v.value for k, v in _FLAGS.items()}
   cfg = config_lib.load(os.path.join(F["run_dir"], "config.json"), check=False)
-  source = pipelines.open_corpus(cfg, F["split"])
-  records = [source[i] for i in range(min(len(source), F["n"]))]
-  chunk_ms, sr = float(cfg.stream.chunk_ms), int(cfg.audio.sample_rate)
-  bounds = measure(records, chunk_ms, sr)
   with open(os.path.join(common.RESULTS_DIR, F["rl_table"])) as f:
     table = json.load(f)
+  n = F["n"] or int(table["rows"][0]["n"])
+  if any(int(r["n"]) != n for r in table["rows"]):
+    raise SystemExit(f"{F['rl_table']}: stages measured on {[r['n'] for r in table['rows']]}"
+                     f" utterances, not all {n}: their LAAL would not compare")
+  source = pipelines.open_corpus(cfg, F["split"])
+  records = [source[i] for i in range(min(len(source), n))]
+  chunk_ms, sr = float(cfg.stream.chunk_ms), int(cfg.audio.sample_rate)
+  bounds = measure(records, chunk_ms, sr)
   measured = {r["stage"]: r["laal_text"] for r in table["rows"]}
   ref_row = [r["laal_text"] for r in table.get("references", [])
-             if r["stage"] == "reference text, alignment policy"]
+             if r["stage"] == "reference text, alignment policy" and int(r["n"]) == n]
   if ref_row and abs(ref_row[0] - bounds["alignment"]) > 0.5:
     raise SystemExit(f"alignment policy LAAL {bounds['alignment']:.1f} here but "
                      f"{ref_row[0]:.1f} in {F['rl_table']}: not the same utterances")
