@@ -76,7 +76,7 @@ import shutil
 import sys
 import time
 
-from liveinterp.common import cli, files
+from liveinterp.common import cli, files as files_lib
 from liveinterp.serving.loader import file_sha256
 
 FORMAT = "liveinterp-export"
@@ -221,7 +221,7 @@ def export_decoder(decoder, out_dir: str, *, cfg=None, tokenizer_prefix: str | N
     params_meta.append({"path": path, "shape": list(a.shape), "dtype": dtype,
                         "stored": str(stored.dtype), "model_dtype": str(model_dtypes[i])})
   npz = os.path.join(out_dir, "params.npz")
-  with files.replaced_on_success(npz, ".npz") as tmp:
+  with files_lib.replaced_on_success(npz, ".npz") as tmp:
     np.savez(tmp, **arrays)
 
   # ---- the functions: flat state dict, raw key data, symbolic batch ---------------------
@@ -271,8 +271,8 @@ def export_decoder(decoder, out_dir: str, *, cfg=None, tokenizer_prefix: str | N
       p_specs, state_specs, jax.ShapeDtypeStruct((b, c), jnp.float32),
       jax.ShapeDtypeStruct((b,), jnp.bool_), jax.ShapeDtypeStruct((b, m), jnp.int32),
       jax.ShapeDtypeStruct((b,), jnp.int32))
-  files.write_atomic(os.path.join(out_dir, "init.bin"), bytes(exp_init.serialize()))
-  files.write_atomic(os.path.join(out_dir, "step.bin"), bytes(exp_step.serialize()))
+  files_lib.write_atomic(os.path.join(out_dir, "init.bin"), bytes(exp_init.serialize()))
+  files_lib.write_atomic(os.path.join(out_dir, "step.bin"), bytes(exp_step.serialize()))
   out_names = [k for k, v in jax.tree.unflatten(exp_step.out_tree,
                                                 exp_step.out_avals)[1].items()]
 
@@ -330,7 +330,7 @@ def export_decoder(decoder, out_dir: str, *, cfg=None, tokenizer_prefix: str | N
       "config": config_dict,
       **(info or {}),
   }
-  files.write_atomic(os.path.join(out_dir, "manifest.json"),
+  files_lib.write_atomic(os.path.join(out_dir, "manifest.json"),
                 (json.dumps(manifest, indent=1) + "\n").encode())
   return manifest
 
