@@ -217,15 +217,30 @@ def plot_path(out_json: str) -> str:
   return os.path.splitext(out_json)[0] + "_latency_quality.png"
 
 
-def plot(rows: list[dict], path: str, references: list[dict] = ()):
+def plot(rows: list[dict], path: str, references: list[dict] = (),
+         versus: dict | None = None):
   """Left: every stage with the scale (constant output, offline ceiling, reference-text
   policies). Right: the stages close up, with SFT's LAAL, issue #13's goal (0.8 x SFT,
-  at most 1 BLEU below SFT) and the SFT data's own alignment-policy LAAL."""
+  at most 1 BLEU below SFT), the SFT data's own alignment-policy LAAL and, where `versus`
+  (`versus_sft`) has them, each stage's 95% paired-bootstrap intervals of its BLEU and
+  LAAL change as error bars around SFT's values."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   fig, (ax, zoom) = plt.subplots(1, 2, figsize=(11, 4.2))
   timed = [r for r in rows if r["laal_text"] is not None and r["bleu"] is not None]
+  base = next((r for r in timed if r["stage"] == "sft"), None)
+  spans = []  # the error bars' ends, so the close-up shows them whole
+  for i, r in enumerate(timed):
+    v = (versus or {}).get(r["stage"], {})
+    if base is not None and v.get("bleu_change_ci95") and v.get("laal_change_pct_ci95"):
+      x = [base["laal_text"] * (1 + c / 100.0) for c in v["laal_change_pct_ci95"]]
+      y = [base["bleu"] + c for c in v["bleu_change_ci95"]]
+      spans.append((x, y))
+      zoom.errorbar(r["laal_text"], r["bleu"], color=f"C{i % 10}", alpha=0.45, lw=1,
+                    xerr=[[max(r["laal_text"] - x[0], 0)], [max(x[1] - r["laal_text"], 0)]],
+                    yerr=[[max(r["bleu"] - y[0], 0)], [max(y[1] - r["bleu"], 0)]],
+                    capsize=2, zorder=2)
   for a in (ax, zoom):
     for i, r in enumerate(timed):
       a.scatter(r["laal_text"], r["bleu"], color=f"C{i % 10}", zorder=3)
@@ -252,11 +267,12 @@ def plot(rows: list[dict], path: str, references: list[dict] = ()):
     for r in references:
       if r["stage"].endswith("alignment policy") and r["laal_text"] is not None:
         zoom.axvline(r["laal_text"], color="0.3", lw=1, ls=":",
-                     label=f"SFT data's alignment policy ({r['laal_text']:.0f} ms)")
-    lo = min([goal] + [r["laal_text"] for r in timed]) - 40
-    hi = max(r["laal_text"] for r in timed) + 60
-    blo = min(min(r["bleu"] for r in timed), sft["bleu"] - 1) - 2
-    bhi = max(r["bleu"] for r in timed) + 3
+                     label=f"SFT data's alignment policy ({r['laal_text']:.0f} ms, "
+                     f"{r['n']} utt.)")
+    lo = min([goal] + [r["laal_text"] for r in timed] + [x[0] for x, _ in spans]) - 40
+    hi = max([r["laal_text"] for r in timed] + [x[1] for x, _ in spans]) + 60
+    blo = min([r["bleu"] for r in timed] + [sft["bleu"] - 1] + [y[0] for _, y in spans]) - 2
+    bhi = max([r["bleu"] for r in timed] + [y[1] for _, y in spans]) + 3
     zoom.set_xlim(lo, hi)
     zoom.set_ylim(blo, bhi)
     zoom.legend(fontsize=7, loc="lower left")
@@ -315,7 +331,7 @@ def main(argv):
   if F["notes"]:
     payload["notes"] = F["notes"]
   common.write_json(F["out"], payload)
-  plot(rows, plot_path(F["out"]), references)
+  plot(rows, plot_path(F["out"]), references, payload["versus_sft"])
   print(f"[rl_table] wrote {F['out']}")
 
 
