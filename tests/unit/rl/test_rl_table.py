@@ -168,7 +168,7 @@ def test_each_table_writes_its_own_plot(tmp_path):
   assert abs(got["laal_change_pct"] + 100 / 12) < 1e-9 and got["bleu_change"] == -0.5
 
 
-def test_changes_against_sft_get_paired_intervals():
+def test_changes_against_sft_get_paired_intervals(tmp_path):
   """With per-utterance outputs of the same utterances, each stage's change against SFT
   gets 95% paired-bootstrap intervals; other utterances (or none kept): no intervals."""
   refs = [f"we meet at {w} today ." for w in "one two three four five six seven eight".split()]
@@ -190,6 +190,8 @@ def test_changes_against_sft_get_paired_intervals():
   assert "bleu_change_ci95" not in v["x"]  # other utterances: not paired
   text = render_readme.render_rl_table({"rows": rows, "versus_sft": v})
   assert "- rl2: LAAL -15.0% [" in text and "paired-bootstrap" in text
+  rl_table.plot(rows, str(tmp_path / "p.png"), [], v)  # with the intervals' error bars
+  assert (tmp_path / "p.png").stat().st_size > 1000
   # --evaluate remakes reports on other utterance counts or without per-utterance outputs
   assert rl_table.needs_evaluation(None, 64)
   assert not rl_table.needs_evaluation(sft, 64 if sft["examples"] == 64 else 0)
