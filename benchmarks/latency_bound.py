@@ -89,25 +89,21 @@ def policies(records, chunk_ms: float, sample_rate: int) -> dict[str, list[np.nd
   return out
 
 
-def laal(delays_per_utt, records, tgt_lang: str, sample_rate: int) -> float:
+def laal(delays_per_utt, records, sample_rate: int) -> float:
   """SimulEval-exact corpus LAAL (`streaming_metrics.latency_scores`) of reference-length
   outputs with these delays, exactly as the evaluation scores its reference policies."""
-  source_ms = [1000.0 * len(r["src_audio"]) / sample_rate for r in records]
-  ref_lens = [len(sm.words(r["tgt_text"], tgt_lang)) for r in records]
-  starts = [float(r["src_word_start_ms"][0]) if len(r["src_word_start_ms"]) else 0.0
-            for r in records]
+  source_ms, ref_lens, starts = sm.record_timing(records, sample_rate)
   return float(sm.latency_scores(delays_per_utt, source_ms, ref_lens, starts)["LAAL"])
 
 
 def measure(records, chunk_ms: float, sample_rate: int) -> dict[str, float]:
-  tgt_lang = records[0]["tgt_lang"]
   out = {}
   for name, per_utt in policies(records, chunk_ms, sample_rate).items():
     if name.startswith("anticipate"):
-      out[name] = float(np.mean([laal([runs[s] for runs in per_utt], records, tgt_lang,
-                                       sample_rate) for s in range(SEEDS)]))
+      out[name] = float(np.mean([laal([runs[s] for runs in per_utt], records, sample_rate)
+                                 for s in range(SEEDS)]))
     else:
-      out[name] = laal(per_utt, records, tgt_lang, sample_rate)
+      out[name] = laal(per_utt, records, sample_rate)
   return out
 
 

@@ -166,6 +166,24 @@ def reference_rows(report: dict) -> list[dict]:
   return rows
 
 
+def policy_rows(run_dir: str, n: int, split: str = "test") -> list[dict]:
+  """The reference-text policy rows (`reference_rows`) computed on the first `n`
+  utterances of the run's split (`streaming_metrics.reference_policies`), for stage rows
+  measured on other utterances than the main evaluation's; [] without the run's
+  config.json."""
+  path = os.path.join(run_dir, "config.json")
+  if not os.path.exists(path):
+    return []
+  from data_pipelines import pipelines  # pylint: disable=g-import-not-at-top
+  from liveinterp.common import config as config_lib  # pylint: disable=g-import-not-at-top
+  from liveinterp.eval import streaming_metrics as sm  # pylint: disable=g-import-not-at-top
+  cfg = config_lib.load(path, check=False)
+  source = pipelines.open_corpus(cfg, split)
+  records = [source[i] for i in range(min(len(source), n))]
+  pol = sm.reference_policies(records, int(cfg.stream.chunk_ms), int(cfg.audio.sample_rate))
+  return reference_rows({"policies": pol, "examples": len(records)})
+
+
 def versus_sft(rows: list[dict], reports: dict | None = None) -> dict:
   """Each stage's LAAL change (%) and BLEU change against SFT (issue #13's goal: stage 2
   LAAL >= 20% lower at <= 1 BLEU loss). With the stages' `reports` holding per-utterance
@@ -316,6 +334,14 @@ def main(argv):
   if main_report:
     with open(main_report) as f:
       references = reference_rows(json.load(f))
+    counts = {r["n"] for r in rows}
+    if len(counts) == 1 and references and references[0]["n"] not in counts:
+      # stages on other utterances than the main evaluation: its policy rows remade on
+      # theirs (constant output and offline stay on the main evaluation's, column n)
+      remade = policy_rows(run_dir, counts.pop())
+      if remade:
+        references = [r for r in references if not r["stage"].startswith(
+            "reference text,")] + remade
   else:
     print(f"[rl_table] no main evaluation report under {run_dir} (liveinterp.evaluate "
           "--controls): no constant-output, offline or reference-policy rows")

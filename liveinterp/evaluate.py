@@ -297,10 +297,7 @@ def run(cfg, run_dir: str, split: str = "test", max_examples: int = 64,
   results = translate_records(decoder, records, tok, batch=batch, log=log)
   hyps = [r.text.strip() for r in results]
   refs = [r["tgt_text"] for r in records]
-  source_ms = [1000.0 * len(r["src_audio"]) / cfg.audio.sample_rate for r in records]
-  ref_lens = [len(sm.words(t, tgt_lang)) for t in refs]
-  starts = [float(r["src_word_start_ms"][0]) if len(r["src_word_start_ms"]) else 0.0
-            for r in records]
+  source_ms, ref_lens, starts = sm.record_timing(records, cfg.audio.sample_rate)
   report = {"run_dir": run_dir, "split": split, "examples": len(records),
             "pair": f"{src_lang}-{tgt_lang}", "chunk_ms": decoder.chunk_ms,
             "speech": bool(speech), "stage": stage}
@@ -394,11 +391,8 @@ def run(cfg, run_dir: str, split: str = "test", max_examples: int = 64,
   report["constant"] = sm.constant_baseline(
       [train[i]["tgt_text"] for i in range(min(len(train), 400))], refs, tgt_lang)
   # ---- reference policies (training targets) -----------------------------------------
-  report["policies"] = {}
-  for name, policy, k in (("alignment", "alignment", 3), ("wait-3", "wait_k", 3)):
-    delays = [sm.oracle_delays(r, policy, decoder.chunk_ms, k) for r in records]
-    report["policies"][name] = {"bleu": 100.0, "text_latency": sm.latency_scores(
-        delays, source_ms, ref_lens, starts)}
+  report["policies"] = sm.reference_policies(records, decoder.chunk_ms,
+                                             cfg.audio.sample_rate)
   report["examples_text"] = [
       {"ref": a, "simul": b, "offline": offline_hyps[j] if j < len(offline_hyps) else None}
       for j, (a, b) in enumerate(zip(refs[:5], hyps[:5]))]

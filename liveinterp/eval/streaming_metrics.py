@@ -84,6 +84,31 @@ def utterance_latencies(delays_per_utt, source_ms, ref_lens, starts, ends=None,
   return scores
 
 
+REFERENCE_POLICIES = (("alignment", "alignment", 3), ("wait-3", "wait_k", 3))
+
+
+def record_timing(records, sample_rate: int):
+  """What SimulEval scores each record's latency against: (source durations ms,
+  reference lengths in target words, first source word start ms)."""
+  tgt_lang = records[0]["tgt_lang"] if records else "en"
+  source_ms = [1000.0 * len(r["src_audio"]) / sample_rate for r in records]
+  ref_lens = [len(words(r["tgt_text"], tgt_lang)) for r in records]
+  starts = [float(r["src_word_start_ms"][0]) if len(r["src_word_start_ms"]) else 0.0
+            for r in records]
+  return source_ms, ref_lens, starts
+
+
+def reference_policies(records, chunk_ms: int, sample_rate: int) -> dict:
+  """The reference translations written under the corpus's data policies
+  (`REFERENCE_POLICIES`: the alignment policy the SFT data interleaves with, and wait-3),
+  emitted at chunk ends: {name: {"bleu": 100, "text_latency": SimulEval latency}} — the
+  latency a model writing the references themselves would have."""
+  source_ms, ref_lens, starts = record_timing(records, sample_rate)
+  return {name: {"bleu": 100.0, "text_latency": latency_scores(
+      [oracle_delays(r, policy, chunk_ms, k) for r in records], source_ms, ref_lens, starts)}
+          for name, policy, k in REFERENCE_POLICIES}
+
+
 def latency_scores(delays_per_utt, source_ms, ref_lens, starts, ends=None, **score_kw):
   """`utterance_latencies`, averaged (`latency.corpus_scores`)."""
   return L.corpus_scores(utterance_latencies(delays_per_utt, source_ms, ref_lens, starts,
@@ -98,10 +123,7 @@ def simul_scores(results, records, sample_rate: int) -> dict:
   tgt_lang = records[0]["tgt_lang"]
   hyps = [r.text.strip() for r in results]
   refs = [r["tgt_text"] for r in records]
-  source_ms = [1000.0 * len(r["src_audio"]) / sample_rate for r in records]
-  ref_lens = [len(words(t, tgt_lang)) for t in refs]
-  starts = [float(r["src_word_start_ms"][0]) if len(r["src_word_start_ms"]) else 0.0
-            for r in records]
+  source_ms, ref_lens, starts = record_timing(records, sample_rate)
   per_utt = utterance_latencies([text_delays(r.segments, tgt_lang) for r in results],
                                 source_ms, ref_lens, starts)
   return {

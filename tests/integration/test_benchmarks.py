@@ -151,6 +151,16 @@ def test_serve_load_streams_a_runs_test_speech(tmp_path):
   np.testing.assert_array_equal(a[:min(first.size, a.size)], first[:a.size])
   if first.size < a.size:  # a 300 ms pause, then the next utterance
     assert not a[first.size:first.size + 4800].any()
+  # The same run dir gives the RL table its reference-policy rows on any utterance count
+  # (benchmarks/rl_table.policy_rows), equal to latency_bound's alignment schedule.
+  from benchmarks import latency_bound, rl_table
+  n = min(3, len(test))
+  rows = {r["stage"]: r for r in rl_table.policy_rows(str(tmp_path), n)}
+  assert set(rows) == {"reference text, alignment policy", "reference text, wait-3 policy"}
+  recs = [test[i] for i in range(n)]
+  bound = latency_bound.measure(recs, float(c.stream.chunk_ms), 16000)["alignment"]
+  assert rows["reference text, alignment policy"]["laal_text"] == pytest.approx(bound)
+  assert all(r["n"] == n for r in rows.values())
 
 
 def test_streaming_batch_benchmark_runs_batched_workloads(tmp_path):
