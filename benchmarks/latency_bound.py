@@ -17,7 +17,7 @@ benchmark puts that target next to what the test references allow, with no model
   heard (kept monotone): what guessing would buy.
 
 It reads SFT's and the RL stages' measured LAAL from the RL table JSON
-(`benchmarks.rl_table`, same 64 test utterances) and reports the goal, 0.8 x SFT, in
+(`benchmarks.rl_table`, on as many test utterances as its rows) and reports the goal, 0.8 x SFT, in
 these units. Prints a table and writes benchmarks/results/latency_bound.json.
 
   python -m benchmarks.latency_bound --run_dir=runs/tiny2
@@ -32,7 +32,7 @@ import numpy as np
 from absl import app, flags
 
 from benchmarks import common
-from data_pipelines import alignment, stream_format as sfmt
+from data_pipelines import alignment
 from liveinterp.eval import streaming_metrics as sm
 
 _FLAGS = {}
@@ -61,23 +61,16 @@ def own_ready_ms(rec) -> np.ndarray:
                                monotone=False).astype(np.float64)
 
 
-def chunk_delays(ready_ms, n_chunks: int, chunk_ms: float) -> np.ndarray:
-  """Each word's delay: the end of the chunk that first has it ready (capped at the
-  last chunk), as the streaming decoder emits at chunk ends."""
-  turns = sfmt.turn_schedule(np.asarray(ready_ms, np.float64), n_chunks, chunk_ms)
-  return (turns.astype(np.float64) + 1.0) * chunk_ms
-
-
 def policies(records, chunk_ms: float, sample_rate: int) -> dict[str, list[np.ndarray]]:
   """Per policy name, one delay list per record (module docstring)."""
   out = {"alignment": [], "source order": []}
   out.update({f"anticipate {p:.0%} by one chunk": [] for p in SHARES})
-  spec = sfmt.StreamSpec(chunk_ms=int(chunk_ms), sample_rate=sample_rate)
   for i, rec in enumerate(records):
-    n_chunks = sfmt.num_chunks(len(rec["src_audio"]), spec)
-    align = chunk_delays(sfmt.ready_times(rec, "alignment"), n_chunks, chunk_ms)
+    align = np.asarray(sm.oracle_delays(rec, "alignment", int(chunk_ms),
+                                        sample_rate=sample_rate))
     out["alignment"].append(align)
-    out["source order"].append(np.sort(chunk_delays(own_ready_ms(rec), n_chunks, chunk_ms)))
+    out["source order"].append(np.sort(sm.chunk_end_delays(rec, own_ready_ms(rec),
+                                                           int(chunk_ms), sample_rate)))
     for p in SHARES:
       runs = []
       for seed in range(SEEDS):
@@ -89,21 +82,22 @@ def policies(records, chunk_ms: float, sample_rate: int) -> dict[str, list[np.nd
   return out
 
 
-def laal(delays_per_utt, records, sample_rate: int) -> float:
+def laal(delays_per_utt, timing) -> float:
   """SimulEval-exact corpus LAAL (`streaming_metrics.latency_scores`) of reference-length
-  outputs with these delays, exactly as the evaluation scores its reference policies."""
-  source_ms, ref_lens, starts = sm.record_timing(records, sample_rate)
-  return float(sm.latency_scores(delays_per_utt, source_ms, ref_lens, starts)["LAAL"])
+  outputs with these delays, exactly as the evaluation scores its reference policies;
+  `timing` = `streaming_metrics.record_timing(records, sample_rate)`."""
+  return float(sm.latency_scores(delays_per_utt, *timing)["LAAL"])
 
 
 def measure(records, chunk_ms: float, sample_rate: int) -> dict[str, float]:
+  timing = sm.record_timing(records, sample_rate)
   out = {}
   for name, per_utt in policies(records, chunk_ms, sample_rate).items():
     if name.startswith("anticipate"):
-      out[name] = float(np.mean([laal([runs[s] for runs in per_utt], records, sample_rate)
+      out[name] = float(np.mean([laal([runs[s] for runs in per_utt], timing)
                                  for s in range(SEEDS)]))
     else:
-      out[name] = laal(per_utt, records, sample_rate)
+      out[name] = laal(per_utt, timing)
   return out
 
 

@@ -274,7 +274,7 @@ def plot(rows: list[dict], path: str, references: list[dict] = (),
       ax.annotate(r["stage"], (r["laal_text"], r["bleu"]), textcoords="offset points",
                   xytext=(4, -10 if "wait" in r["stage"] else -20), fontsize=7,
                   color="0.4")
-  sft = next((r for r in timed if r["stage"] == "sft"), None)
+  sft = base
   if sft is not None:
     goal = 0.8 * sft["laal_text"]
     zoom.axvline(sft["laal_text"], color="0.5", lw=1, ls="--")
@@ -335,13 +335,12 @@ def main(argv):
     with open(main_report) as f:
       references = reference_rows(json.load(f))
     counts = {r["n"] for r in rows}
-    if len(counts) == 1 and references and references[0]["n"] not in counts:
-      # stages on other utterances than the main evaluation: its policy rows remade on
-      # theirs (constant output and offline stay on the main evaluation's, column n)
-      remade = policy_rows(run_dir, counts.pop())
-      if remade:
-        references = [r for r in references if not r["stage"].startswith(
-            "reference text,")] + remade
+    # The reference-text policies on the stages' own utterances (constant output and
+    # offline need a model: they stay the main evaluation's, column n says on how many).
+    remade = policy_rows(run_dir, counts.pop()) if len(counts) == 1 else []
+    if remade:
+      references = [r for r in references
+                    if not r["stage"].startswith("reference text,")] + remade
   else:
     print(f"[rl_table] no main evaluation report under {run_dir} (liveinterp.evaluate "
           "--controls): no constant-output, offline or reference-policy rows")

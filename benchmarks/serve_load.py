@@ -77,9 +77,10 @@ def _signal(seconds: float, seed: int, rate: int):
   return (x + 0.03 * rng.standard_normal(n)).astype(np.float32)
 
 
-def _test_speech(workdir: str, seconds: float, client: int, rate: int):
-  """`seconds` of the run's test-split source speech for one client: utterances back to
-  back (300 ms pauses), starting at utterance 7 x client, float32 at `rate`."""
+def _test_speech(workdir: str, seconds: float, clients: int, rate: int) -> list:
+  """Per client, `seconds` of the run's test-split source speech: utterances back to
+  back (300 ms pauses), client i starting at utterance 7 x i, float32 at `rate` (the
+  corpus opened once for all)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   from data_pipelines import pipelines  # pylint: disable=g-import-not-at-top
   from liveinterp.common import config as config_lib  # pylint: disable=g-import-not-at-top
@@ -88,13 +89,16 @@ def _test_speech(workdir: str, seconds: float, client: int, rate: int):
     raise ValueError(f"{workdir}: corpus at {cfg.audio.sample_rate} Hz, decoder at {rate}")
   test = pipelines.open_corpus(cfg, "test")
   pause = np.zeros(int(0.3 * rate), np.float32)
-  parts, n, i = [], 0, 7 * client
-  while n < seconds * rate:
-    a = np.asarray(test[i % len(test)]["src_audio"], np.float32) / 32768.0
-    parts += [a, pause]
-    n += a.size + pause.size
-    i += 1
-  return np.concatenate(parts)[:int(seconds * rate)]
+  out = []
+  for client in range(clients):
+    parts, n, i = [], 0, 7 * client
+    while n < seconds * rate:
+      a = np.asarray(test[i % len(test)]["src_audio"], np.float32) / 32768.0
+      parts += [a, pause]
+      n += a.size + pause.size
+      i += 1
+    out.append(np.concatenate(parts)[:int(seconds * rate)])
+  return out
 
 
 async def _loop_lag(period_s: float, out: dict, key: str):
@@ -181,8 +185,8 @@ def main(argv):
     server_monitor = asyncio.run_coroutine_threadsafe(
         _loop_lag(0.05, lag, "server_loop_lag_max_s"), running.loop)
     rate = decoder.sample_rate
-    audio = [_test_speech(_WORKDIR.value, _SECONDS.value, i, rate) if _SOURCE.value == "test"
-             else _signal(_SECONDS.value, i, rate) for i in range(n)]
+    audio = (_test_speech(_WORKDIR.value, _SECONDS.value, n, rate) if _SOURCE.value == "test"
+             else [_signal(_SECONDS.value, i, rate) for i in range(n)])
     t_load = time.perf_counter()
     clients = asyncio.run(_load(running.url, n, _SECONDS.value, _SPEED.value,
                                 _FRAME_MS.value, decoder.chunk_ms, rate, lag,

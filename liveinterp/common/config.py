@@ -23,7 +23,7 @@ import os
 import re
 import warnings
 
-from liveinterp.common import axes
+from liveinterp.common import axes, files
 
 STAGES = ("demo", "codec", "pretrain", "sft", "rl1", "rl2")
 DTYPES = ("float32", "bfloat16")
@@ -673,5 +673,4 @@ def save(c, path: str) -> str:
       elif isinstance(v, list):
         lists.append(prefix + k)
   walk(d, "")
-  from liveinterp.common import files  # pylint: disable=g-import-not-at-top
   return files.write_json_atomic(path, {**d, _LISTS: lists}, indent=1, newline=True)

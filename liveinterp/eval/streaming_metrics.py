@@ -64,12 +64,19 @@ def speech_word_delays(result, lang: str, source_ms: float,
   return delays, (spans[-1][1] if spans else None)
 
 
-def oracle_delays(rec, policy: str, chunk_ms: int, k: int = 3) -> list[float]:
-  """Delays of the reference words under a data policy, emitted at chunk ends."""
-  ready = sfmt.ready_times(rec, policy, k)
-  n_chunks = sfmt.num_chunks(len(rec["src_audio"]), sfmt.StreamSpec(chunk_ms=chunk_ms))
-  turns = sfmt.turn_schedule(ready, n_chunks, chunk_ms)
+def chunk_end_delays(rec, ready_ms, chunk_ms: int, sample_rate: int = 16000) -> list[float]:
+  """Delays of words ready at `ready_ms` (ms of `rec`'s source) when each is written at
+  the end of the first chunk that has it (capped at the record's last chunk)."""
+  spec = sfmt.StreamSpec(chunk_ms=int(chunk_ms), sample_rate=int(sample_rate))
+  n_chunks = sfmt.num_chunks(len(rec["src_audio"]), spec)
+  turns = sfmt.turn_schedule(np.asarray(ready_ms, np.float64), n_chunks, chunk_ms)
   return [float((t + 1) * chunk_ms) for t in turns]
+
+
+def oracle_delays(rec, policy: str, chunk_ms: int, k: int = 3,
+                  sample_rate: int = 16000) -> list[float]:
+  """Delays of the reference words under a data policy, emitted at chunk ends."""
+  return chunk_end_delays(rec, sfmt.ready_times(rec, policy, k), chunk_ms, sample_rate)
 
 
 def utterance_latencies(delays_per_utt, source_ms, ref_lens, starts, ends=None,
@@ -105,7 +112,8 @@ def reference_policies(records, chunk_ms: int, sample_rate: int) -> dict:
   latency a model writing the references themselves would have."""
   source_ms, ref_lens, starts = record_timing(records, sample_rate)
   return {name: {"bleu": 100.0, "text_latency": latency_scores(
-      [oracle_delays(r, policy, chunk_ms, k) for r in records], source_ms, ref_lens, starts)}
+      [oracle_delays(r, policy, chunk_ms, k, sample_rate) for r in records], source_ms,
+      ref_lens, starts)}
           for name, policy, k in REFERENCE_POLICIES}
 
 

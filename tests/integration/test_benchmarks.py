@@ -138,7 +138,7 @@ def test_serve_load_streams_a_runs_test_speech(tmp_path):
   config_lib.save(c, str(tmp_path / "config.json"))
   code = ("import numpy as np, sys\n"
           "from benchmarks import serve_load\n"
-          f"a = serve_load._test_speech({str(tmp_path)!r}, 3.0, 1, 16000)\n"
+          f"a = serve_load._test_speech({str(tmp_path)!r}, 3.0, 2, 16000)[1]\n"
           "np.save(sys.argv[1], a)\n")
   r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "a.npy")], cwd=ROOT,
                      env=_env(), capture_output=True, text=True, timeout=300)
