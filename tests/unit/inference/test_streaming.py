@@ -316,6 +316,7 @@ def _scan_compiles() -> int:
   return decode_step._scan_donate._cache_size() + decode_step._scan_keep._cache_size()
 
 
+@pytest.mark.xla_optimized  # runs 10,000 chunks: optimizing its one scan pays back
 def test_long_stream_keeps_state_flat(decoder):
   """10,000 chunks (mostly waits, a content turn every 7th chunk) in jitted scans."""
   layout = decoder.layout
