@@ -7,14 +7,12 @@ import sys
 
 import numpy as np
 import pytest
+from tests.subprocess_env import subprocess_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _env():
-  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
-  env.pop("XLA_FLAGS", None)
-  return env
+_env = subprocess_env  # each command asks for its own CPU devices
 
 
 # model_flops and profile_step (which profiles model_flops' own `_case`) run at the same

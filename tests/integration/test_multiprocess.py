@@ -8,17 +8,12 @@ import sys
 import pytest
 
 from liveinterp.common import distributed
+from tests.subprocess_env import subprocess_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _env():
-  env = dict(os.environ)
-  env.pop("XLA_FLAGS", None)  # each process asks for its own 2 CPU devices
-  env["PYTHONPATH"] = ROOT
-  env["JAX_PLATFORMS"] = "cpu"
-  env["PYTHON"] = sys.executable
-  return env
+_env = subprocess_env  # each command asks for its own CPU devices
 
 
 @pytest.mark.parametrize("dcn_data", [1, 2])

@@ -26,8 +26,6 @@ import pytest
 from configs import micro
 from liveinterp.train import loop, stages
 
-# Trains for hundreds of steps: the run, not the compile, is this file's cost.
-pytestmark = pytest.mark.xla_optimized
 
 STEPS, LR = 200, 1e-2
 

@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+from tests.subprocess_env import subprocess_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -19,10 +20,7 @@ def _cmd(workdir, *extra):
           f"--workdir={workdir}", "--cpu_devices=2", *extra]
 
 
-def _env():
-  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
-  env.pop("XLA_FLAGS", None)
-  return env
+_env = subprocess_env  # each command asks for its own CPU devices
 
 
 def _steps(workdir):

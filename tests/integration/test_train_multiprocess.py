@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+from tests.subprocess_env import subprocess_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COMMON = ["-m", "liveinterp.train", "--config=configs/micro.py:demo",
@@ -14,11 +15,7 @@ COMMON = ["-m", "liveinterp.train", "--config=configs/micro.py:demo",
           "--config.train.log_every=1", "--config.data.seq_len=64"]
 
 
-def _env():
-  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
-             PYTHON=sys.executable)
-  env.pop("XLA_FLAGS", None)
-  return env
+_env = subprocess_env  # each command asks for its own CPU devices
 
 
 def _run(cmd):
