@@ -6,20 +6,21 @@ import shutil
 import sys
 import tempfile
 
-# --xla_cpu_use_fusion_emitters=false: XLA:CPU's older elemental emitter compiles the
-# suite's programs in about two thirds of the time (micro S2ST sharded fwd+bwd test 16.7 ->
-# 10.1 s), same results; with the switch below, what the suite compiles is what it checks,
-# not how fast XLA's best code runs (benchmarks/ measure that, with the defaults).
+# The suite compiles far more than it runs (issue #11: about half of its worker time was XLA
+# compiling), so it compiles for compile speed, the same results:
+# - JAX's own "disable most optimizations" switch (XLA backend optimization level 0, no
+#   expensive LLVM passes): full suite 928 -> 669 s on 2 idle cores;
+# - XLA:CPU's elemental emitter instead of its fusion emitters
+#   (--xla_cpu_use_fusion_emitters=false; micro S2ST sharded fwd+bwd test 16.7 -> 10.1 s,
+#   and kept by the processes tests start, tests/subprocess_env.py): 669 -> 510 s.
+# Both are set before JAX is imported, in the environment that test subprocesses inherit.
+# A file or test whose cost is running compiled steps, not compiling them, or that reads the
+# compiled program, opts back in to XLA's optimizations with the `xla_optimized` marker
+# (the fixtures below); benchmarks/ measure with the defaults.
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                            + " --xla_cpu_use_fusion_emitters=false"
                            + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# The suite compiles far more than it runs (issue #11: about half of its worker time was XLA
-# compiling), so it compiles with JAX's own "disable most optimizations" switch (XLA backend
-# optimization level 0, no expensive LLVM passes): 928 -> 728 s for the whole suite, same
-# results. Set here, before JAX is imported, so the subprocesses tests start inherit it.
-# Files whose cost is running, not compiling (training many steps), opt back in with
-# `pytestmark = pytest.mark.xla_optimized` (the fixture `_xla_optimized` below).
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -361,6 +361,13 @@ _VIEW_OPS = ("parameter", "get-tuple-element", "bitcast", "tuple", "while", "con
              "call", "dot")
 
 
+# This test reads the compiled program, so it compiles as users do: XLA's optimizations
+# and XLA:CPU's default fusion emitters, not the suite's faster-compiling settings
+# (tests/conftest.py).
+PRODUCTION_XLA = {"xla_cpu_use_fusion_emitters": True}
+
+
+@pytest.mark.xla_optimized
 @pytest.mark.parametrize("split_layers", [False, True])
 def test_decode_loop_does_not_copy_the_cache(env, split_layers):
   """Compiled token-by-token loop with a donated cache: no copy (or transpose) of a
@@ -386,7 +393,7 @@ def test_decode_loop_does_not_copy_the_cache(env, split_layers):
   with _one_device(c):
     cache = model.init_cache(B)
     hlo = jax.jit(loop, donate_argnums=(1,)).lower(
-        params, cache, jnp.zeros((B,), jnp.int32)).compile().as_text()
+        params, cache, jnp.zeros((B,), jnp.int32)).compile(PRODUCTION_XLA).as_text()
   kh, d = c.llm.num_kv_heads, c.llm.head_dim
   shapes = (f"[{B},{kh},{W},{d}]", f"[{B},{kh},{W + 1},{d}]")
   bad = [ln.strip() for ln in hlo.splitlines()
