@@ -15,9 +15,6 @@ from liveinterp.common import checkpointing, mesh as mesh_lib
 from liveinterp.train import loop, stages
 from liveinterp.train.stages import stream_lm
 
-# Trains for hundreds of steps: the run, not the compile, is this file's cost.
-pytestmark = pytest.mark.xla_optimized
-
 
 def test_asr_training_opens_the_audio_gap(tmp_path):
   from tests.integration import micro_corpus
