@@ -3,9 +3,12 @@
     python -m benchmarks.rl_table --run_dir=runs/tiny [--evaluate] [--stages=sft,rl1,rl2]
 
 Every stage is evaluated the same way (`liveinterp.evaluate.run` with `stage=`, text
-only unless `--speech`, no controls or offline row) into `RUN_DIR/eval_table_<stage>/`;
-with `--evaluate` the missing reports are made first (and remade when they are on other
-than the first `--max_examples` utterances or lack per-utterance outputs). Against SFT each
+only unless `--speech`, no controls) into `RUN_DIR/eval_table_<stage>/`, SFT with its
+offline ceiling; with `--evaluate` the missing reports are made first (and remade when
+they are on other than the first `--max_examples` utterances or lack per-utterance
+outputs, or SFT's its offline row). The scale rows (constant output, offline ceiling,
+reference-text policies) come from SFT's report, so they are on the stages' utterances
+(`scale_rows`). Against SFT each
 stage gets its BLEU, chrF and LAAL change with 95% paired-bootstrap intervals over the
 test utterances (`quality.paired_bootstrap`). Prints the table (BLEU, chrF,
 ASR-BLEU, LAAL and FLAL of text and speech, speech backlog, text tokens and speech
@@ -221,12 +224,36 @@ def paired_intervals(report: dict | None, sft: dict | None) -> dict:
           "laal_change_pct_ci95": [lat["lo"], lat["hi"]]}
 
 
-def needs_evaluation(report: dict | None, n: int) -> bool:
+def needs_evaluation(report: dict | None, n: int, stage: str = "") -> bool:
   """Whether `--evaluate` (re-)evaluates a stage: no report, one on other than the first
-  `n` utterances, or one without per-utterance outputs (made before they were kept)."""
+  `n` utterances, one without per-utterance outputs (made before they were kept), or
+  SFT's without its offline ceiling (the table's scale row on the same utterances)."""
   if report is None:
     return True
-  return report.get("examples") != n or "utterances" not in report.get("simul", {})
+  return (report.get("examples") != n or "utterances" not in report.get("simul", {})
+          or (stage == "sft" and "offline" not in report))
+
+
+def scale_rows(rows: list[dict], reports: dict, main_report: dict | None,
+               run_dir: str) -> list[dict]:
+  """The rows that give the stages their scale (`reference_rows`: constant output,
+  offline ceiling, reference-text policies), on the stages' own utterances where they can
+  be: from SFT's stage report when every stage row has its utterance count (the
+  evaluation computes the constant output and policies on the records it streams, the
+  offline ceiling when asked); otherwise the policies recomputed on that count
+  (`policy_rows`) and the rest from the run's main evaluation (its count in column n)."""
+  counts = {r["n"] for r in rows}
+  n = counts.pop() if len(counts) == 1 else None
+  main = reference_rows(main_report) if main_report else []
+  sft = reports.get("sft")
+  if n is not None and sft is not None and sft.get("examples") == n and "constant" in sft:
+    own = reference_rows(sft)
+    kinds = {r["stage"] for r in own}
+    return own + [r for r in main if r["stage"] not in kinds]  # e.g. no offline in sft's
+  remade = policy_rows(run_dir, n) if n is not None else []
+  if remade:
+    main = [r for r in main if not r["stage"].startswith("reference text,")] + remade
+  return main
 
 
 def plot_path(out_json: str) -> str:
@@ -316,7 +343,7 @@ def main(argv):
     if os.path.exists(path):
       with open(path) as f:
         report = json.load(f)
-    if F["evaluate"] and needs_evaluation(report, F["n"]) and os.path.isdir(
+    if F["evaluate"] and needs_evaluation(report, F["n"], stage) and os.path.isdir(
         os.path.join(run_dir, stage, "checkpoints")):
       _evaluate(run_dir, stage, F["n"], F["speech"])
       path = report_path(run_dir, stage)  # eval_table_<stage>/ now exists
@@ -329,21 +356,15 @@ def main(argv):
     rows.append(row(stage, report, training_stats(os.path.join(run_dir, stage))))
   if not rows:
     raise SystemExit(f"no evaluation reports under {run_dir}")
-  main_report = main_report_path(run_dir)
-  references = []
-  if main_report:
-    with open(main_report) as f:
-      references = reference_rows(json.load(f))
-    counts = {r["n"] for r in rows}
-    # The reference-text policies on the stages' own utterances (constant output and
-    # offline need a model: they stay the main evaluation's, column n says on how many).
-    remade = policy_rows(run_dir, counts.pop()) if len(counts) == 1 else []
-    if remade:
-      references = [r for r in references
-                    if not r["stage"].startswith("reference text,")] + remade
-  else:
-    print(f"[rl_table] no main evaluation report under {run_dir} (liveinterp.evaluate "
-          "--controls): no constant-output, offline or reference-policy rows")
+  main_path = main_report_path(run_dir)
+  main_report = None
+  if main_path:
+    with open(main_path) as f:
+      main_report = json.load(f)
+  references = scale_rows(rows, reports, main_report, run_dir)
+  if not references:
+    print(f"[rl_table] no SFT stage report and no main evaluation report under {run_dir}:"
+          " no constant-output, offline or reference-policy rows")
   common.print_table(rows + references, COLUMNS)
   max_flag = f" --max_examples={F['n']}" if F["n"] != 64 else ""
   payload = {"run_dir": run_dir, "rows": rows, "references": references,
@@ -369,7 +390,7 @@ def _evaluate(run_dir: str, stage: str, n: int, speech: bool):
   base = config_lib.load("tiny:pretrain")
   tok = build.tokenizer_prefix_for(data_dir, base)
   cfg = stage_config("tiny", "sft", run_dir, data_dir, tok)
-  evaluate.run(cfg, run_dir, "test", n, speech=speech, offline=False,
+  evaluate.run(cfg, run_dir, "test", n, speech=speech, offline=stage == "sft",
                stage=stage, out_subdir=f"eval_table_{stage}")
 
 

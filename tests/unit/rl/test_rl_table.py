@@ -197,3 +197,41 @@ def test_changes_against_sft_get_paired_intervals(tmp_path):
   assert not rl_table.needs_evaluation(sft, 64 if sft["examples"] == 64 else 0)
   assert rl_table.needs_evaluation(sft, 150)
   assert rl_table.needs_evaluation(_report(30.0, 1000.0), 64)
+
+
+def test_scale_rows_are_on_the_stages_utterances(tmp_path):
+  """Constant output, offline ceiling and reference policies come from SFT's stage report
+  when it is on the stages' utterance count (150 here), not from the main evaluation's
+  64; what SFT's report lacks (offline) falls back to the main report's row."""
+  def with_scale(rep, n, const_bleu, offline_bleu=None):
+    rep = dict(rep, examples=n, constant={"bleu": const_bleu, "chrf": 20.0},
+               policies={"alignment": {"bleu": 100.0, "text_latency": {"LAAL": 1100.0}}})
+    if offline_bleu is not None:
+      rep["offline"] = {"bleu": offline_bleu, "chrf": 60.0, "text_latency": {"LAAL": 3000.0}}
+    return rep
+  main = with_scale(_report(31.0, 1200.0), 64, 2.0, offline_bleu=40.0)
+  sft = with_scale(_report(30.0, 1200.0), 150, 3.0, offline_bleu=42.0)
+  rl2 = dict(_report(29.0, 1100.0), examples=150)
+  rows = [rl_table.row("sft", sft), rl_table.row("rl2", rl2)]
+  got = {r["stage"]: r for r in rl_table.scale_rows(rows, {"sft": sft, "rl2": rl2}, main,
+                                                    str(tmp_path))}
+  assert got["constant output"]["bleu"] == 3.0 and got["constant output"]["n"] == 150
+  assert got["offline (sft, whole source)"]["bleu"] == 42.0
+  assert got["reference text, alignment policy"]["n"] == 150
+  # SFT's report without the offline row: that one row from the main report, n = 64
+  del sft["offline"]
+  got = {r["stage"]: r for r in rl_table.scale_rows(rows, {"sft": sft, "rl2": rl2}, main,
+                                                    str(tmp_path))}
+  assert got["constant output"]["n"] == 150
+  assert got["offline (sft, whole source)"]["bleu"] == 40.0
+  assert got["offline (sft, whole source)"]["n"] == 64
+  # stage rows on other counts: the main report's rows (no config.json to recompute)
+  rows[1]["n"] = 64
+  got = {r["stage"]: r for r in rl_table.scale_rows(rows, {"sft": sft, "rl2": rl2}, main,
+                                                    str(tmp_path))}
+  assert got["constant output"]["bleu"] == 2.0 and got["constant output"]["n"] == 64
+  assert rl_table.scale_rows(rows, {}, None, str(tmp_path)) == []
+  # --evaluate remakes SFT's report when it lacks the offline ceiling
+  sft["simul"]["utterances"] = {"ids": []}
+  assert rl_table.needs_evaluation(sft, 150, "sft")
+  assert not rl_table.needs_evaluation(sft, 150, "rl2")
