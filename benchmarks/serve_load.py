@@ -51,6 +51,8 @@ _FRAME_MS = flags.DEFINE_float("frame_ms", 100.0, "audio per client frame")
 _SLOTS = flags.DEFINE_integer("max_sessions", None, "server slots (default: --clients)")
 _WAIT = flags.DEFINE_float("batch_wait_ms", None, "server's dynamic batching wait "
                            "(default: ServerConfig's)")
+_CODEC_ROWS = flags.DEFINE_integer("codec_rows", 0, "codec on the speaking slots only, "
+                                   "this many at a time (0: every slot)")
 _SOURCE = flags.DEFINE_enum("source", "signal", ["signal", "test"], "what clients stream: "
                             "'signal' (a chirp with noise per client) or 'test' (the "
                             "--workdir run's test-split speech, utterances back to back "
@@ -166,11 +168,12 @@ def main(argv):
   t0 = time.perf_counter()
   if _WORKDIR.value:
     decoder, tokenizer, _ = serve.build_decoder(workdir=_WORKDIR.value,
-                                                max_turn_tokens=_MAX_TURN.value)
+                                                max_turn_tokens=_MAX_TURN.value,
+                                                codec_rows=_CODEC_ROWS.value)
   else:
     decoder, tokenizer, _ = serve.build_decoder(
         config=os.path.join(root, "configs", f"{_SIZE.value}.py"), init="random",
-        max_turn_tokens=_MAX_TURN.value)
+        max_turn_tokens=_MAX_TURN.value, codec_rows=_CODEC_ROWS.value)
   build_s = time.perf_counter() - t0
   slots = _SLOTS.value or n
   srv = server_lib.StreamServer(decoder, tokenizer=tokenizer, config=server_lib.ServerConfig(
@@ -204,7 +207,7 @@ def main(argv):
   chunks = stats["counts"].get("chunks", 0)
   row = {
       "clients": n, "speed": _SPEED.value, "seconds": _SECONDS.value,
-      "chunk_ms": decoder.chunk_ms, "p50_ms": lat["p50"], "p95_ms": lat["p95"],
+      "codec_rows": _CODEC_ROWS.value, "chunk_ms": decoder.chunk_ms, "p50_ms": lat["p50"], "p95_ms": lat["p95"],
       "p99_ms": lat["p99"], "max_ms": lat["max"],
       # steady state: the chunks sent after the first STEADY_AFTER_S of every stream
       # (warm-up transients: the first steps after start-up run slower)
@@ -221,7 +224,7 @@ def main(argv):
       "goal_met": bool(lat["p99"] is not None and lat["p99"] < decoder.chunk_ms
                        and failed == 0 and refused == 0),
   }
-  common.print_table([row], ["clients", "speed", "chunk_ms", "p50_ms", "p95_ms", "p99_ms",
+  common.print_table([row], ["clients", "speed", "codec_rows", "chunk_ms", "p50_ms", "p95_ms", "p99_ms",
                              "p99_steady_ms",
                              "max_ms", "rtf", "sessions_per_step", "lag_p99_s", "turns",
                              "peak_rss_mb", "refused", "failed", "goal_met"])

@@ -57,6 +57,9 @@ def _parser() -> cli.ArgumentParser:
                    help="largest binary audio frame accepted")
   srv.add_argument("--max_buffer_s", type=float, default=5.0,
                    help="unprocessed audio buffered per session before back-pressure")
+  srv.add_argument("--codec_rows", type=int, default=0,
+                   help="in-process decoder: run the codec on the speaking slots only, "
+                   "this many at a time (0: on every slot)")
   srv.add_argument("--batch_wait_ms", type=float, default=None,
                    help="dynamic batching: once a session has a chunk, wait up to this "
                    "long for the other sessions' chunks before the step (0: at once; "
@@ -78,7 +81,8 @@ def _check_args(args, overrides):
       raise cli.UserError(f"--export={args.export}: no such directory")
     bad = [n for n, v in (("--config", args.config), ("--stage", args.stage),
                           ("--tokenizer", args.tokenizer),
-                          ("--max_turn_tokens", args.max_turn_tokens)) if v is not None]
+                          ("--max_turn_tokens", args.max_turn_tokens),
+                          ("--codec_rows", args.codec_rows or None)) if v is not None]
     if bad or overrides:
       what = ", ".join(bad) or "--config.* overrides"
       raise cli.UserError(f"--export serves the artifact as exported; {what} cannot "
@@ -89,6 +93,9 @@ def _check_args(args, overrides):
     raise cli.UserError("--init=random needs --config (e.g. configs/tiny.py)")
   if not 0 <= args.port <= 65535:
     raise cli.UserError(f"--port={args.port}: expected 0..65535")
+  if args.codec_rows < 0:
+    raise cli.UserError(f"--codec_rows={args.codec_rows}: must be >= 0 (0 = the codec "
+                        "runs on every slot)")
   if args.max_sessions < 1:
     raise cli.UserError(f"--max_sessions={args.max_sessions}: must be >= 1")
   if not args.idle_timeout_s > 0:
@@ -101,7 +108,8 @@ def build_decoder(*, config: str | None = None, overrides=(), workdir: str | Non
                   init: str = "trained", seed: int = 0, stage: str | None = None,
                   tokenizer_path: str | None = None, temperature: float = 0.0,
                   top_p: float = 1.0, max_turn_tokens: int | None = None,
-                  turns: str = "auto", allow_src: bool | None = None):
+                  turns: str = "auto", allow_src: bool | None = None,
+                  codec_rows: int = 0):
   """The in-process streaming decoder and tokenizer of a run (as `translate` builds
   them): -> (decoder, tokenizer or None, cfg)."""
   cfg, _ = cli.load_run_config(config, workdir, overrides)
@@ -112,7 +120,7 @@ def build_decoder(*, config: str | None = None, overrides=(), workdir: str | Non
   decoder = loading.run_decoder(
       cfg, tokenizer, workdir=workdir, init=init, seed=seed, stage=stage,
       temperature=temperature, top_p=top_p, max_turn_tokens=max_turn_tokens, turns=turns,
-      allow_src=allow_src)
+      allow_src=allow_src, codec_rows=codec_rows)
   return decoder, tokenizer, cfg
 
 
@@ -133,7 +141,8 @@ def main(argv=None, on_ready=None):
         config=args.config, overrides=overrides, workdir=args.workdir, init=args.init,
         seed=args.seed, stage=args.stage, tokenizer_path=args.tokenizer,
         temperature=args.temperature, top_p=args.top_p,
-        max_turn_tokens=args.max_turn_tokens, turns=args.turns, allow_src=args.allow_src)
+        max_turn_tokens=args.max_turn_tokens, turns=args.turns, allow_src=args.allow_src,
+        codec_rows=args.codec_rows)
   from liveinterp.serving import server as server_lib  # pylint: disable=g-import-not-at-top
   config = server_lib.ServerConfig(
       host=args.host, port=args.port, max_sessions=args.max_sessions,

@@ -94,6 +94,7 @@ class DecodeSpec:
   decode_speech: bool = True
   codec_tail: str = "masked"  # "masked" | "frames": how `_decode_speech` runs ragged rows
   voice_lag_chunks: int = 0   # d: the speaker window ends d chunks back (module docstring)
+  codec_rows: int = 0         # 0: codec on every row; k: on speaking rows, k at a time
 
   @property
   def max_frames(self) -> int:
@@ -329,6 +330,52 @@ def _decode_speech(spec: DecodeSpec, codec, codec_state, speech_bm, n_frames_b, 
   """Speech ids `[B, M]` -> audio `[B, F * hop]`; each row's codec tails advance over
   exactly its `n_frames` frames.
 
+  With `spec.codec_rows = k` (0 < k < B) only the speaking rows run the codec, gathered
+  k at a time, speaking rows first (`_decode_speaking_rows`); otherwise all B rows do
+  (`_decode_rows`).
+  """
+  b, q, f = speech_bm.shape[0], spec.num_codebooks, spec.max_frames
+  codes = spec.layout.frame_codes(speech_bm[:, :f * q], xp=jnp)       # [B, F, Q]
+  if 0 < spec.codec_rows < b:
+    return _decode_speaking_rows(spec, codec, codec_state, codes, n_frames_b, spk_be)
+  return _decode_rows(spec, codec, codec_state, codes, n_frames_b, spk_be)
+
+
+def _decode_speaking_rows(spec: DecodeSpec, codec, codec_state, codes, n_frames_b, spk_be):
+  """`_decode_rows` on the rows with frames only, k = `spec.codec_rows` at a time.
+
+  Rows are ordered speaking first (a stable sort: row order kept); group g decodes the
+  k rows at positions [g k, g k + k) of that order, the last group shifted back to end at
+  B, its rows that an earlier group decoded given 0 frames (state unchanged) and their
+  audio kept. Groups run while g k < the number of speaking rows, so a chunk where at
+  most k rows speak costs one codec call on k rows, and one where none speaks, none.
+  """
+  b, k = codes.shape[0], spec.codec_rows
+  order = jnp.argsort(n_frames_b == 0, stable=True).astype(jnp.int32)  # speaking first
+  n_speaking = jnp.sum(n_frames_b > 0)
+  audio = jnp.zeros((b, spec.max_frames * spec.hop), jnp.float32)
+
+  def group(c):
+    g, state, audio = c
+    start = jnp.minimum(g * k, b - k)
+    rows = jax.lax.dynamic_slice_in_dim(order, start, k)               # [k]
+    fresh = start + jnp.arange(k) >= g * k  # not decoded by an earlier group
+    n_k = jnp.where(fresh, n_frames_b[rows], 0)
+    spk = None if spk_be is None else spk_be[rows]
+    y, new = _decode_rows(spec, codec, jax.tree.map(lambda x: x[rows], state),
+                          codes[rows], n_k, spk)
+    state = jax.tree.map(lambda full, x: full.at[rows].set(x), state, new)
+    audio = audio.at[rows].set(jnp.where(fresh[:, None], y, audio[rows]))
+    return g + 1, state, audio
+
+  _, state, audio = jax.lax.while_loop(lambda c: c[0] * k < n_speaking, group,
+                                       (jnp.int32(0), codec_state, audio))
+  return audio, state
+
+
+def _decode_rows(spec: DecodeSpec, codec, codec_state, codes, n_frames_b, spk_be):
+  """Frame codes `[B, F, Q]` -> audio `[B, F * hop]` for every row.
+
   Frames every row has are decoded in blocks (`spec.codec_blocks`, largest first: one
   codec call on k frames costs far less than k calls on one). The rest, frames only some
   rows have, with `spec.codec_tail == "masked"` in the same blocks over the union, each
@@ -337,8 +384,7 @@ def _decode_speech(spec: DecodeSpec, codec, codec_state, speech_bm, n_frames_b, 
   benchmark's before/after). All give the same audio (the codec decoder is causal with
   exact streaming state).
   """
-  b, q, f = speech_bm.shape[0], spec.num_codebooks, spec.max_frames
-  codes = spec.layout.frame_codes(speech_bm[:, :f * q], xp=jnp)       # [B, F, Q]
+  b, f = codes.shape[0], spec.max_frames
   hop = spec.hop
   audio = jnp.zeros((b, f * hop), jnp.float32)
   n_common = jnp.min(n_frames_b)

@@ -172,6 +172,11 @@ class StreamingDecoder:
       the same blocks as the common frames, each row's codec state advancing over
       exactly its own frames (`Codec.decode_step(..., n_valid_b)`); "frames" (the
       previous path) one frame per `while_loop` iteration at full batch. Same audio.
+    codec_rows: 0 (default) = the codec runs on every row of the batch, speaking or
+      not; k > 0 = on the speaking rows only, gathered k at a time (as many groups of k
+      as there are speaking rows, one when at most k speak): a server's batch of B
+      streams, of which a few speak per chunk, pays the codec for k rows, not B.
+      Same audio and codec state (each row's codec is independent of the others).
     donate: donate the input state to `step`/`scan` (in-place cache updates; a state
       passed in must not be used again).
   """
@@ -183,7 +188,8 @@ class StreamingDecoder:
                return_logits: bool = False, codec_blocks: Sequence[int] = (16, 4),
                donate: bool = True, prompt_ids: Sequence[int] | None = None,
                decode_speech: bool = True, speech_turns: bool = True,
-               voice_lag_chunks: int | None = None, codec_tail: str = "masked"):
+               voice_lag_chunks: int | None = None, codec_tail: str = "masked",
+               codec_rows: int = 0):
     layout = tokenizer_layout
     if not isinstance(layout, TokenLayout):
       layout = TokenLayout.from_tokenizer(layout)
@@ -206,6 +212,10 @@ class StreamingDecoder:
                        "(chunks the speaker window ends before the current one)")
     if codec_tail not in ("masked", "frames"):
       raise ValueError(f"codec_tail={codec_tail!r}: expected 'masked' or 'frames'")
+    if (isinstance(codec_rows, bool) or not isinstance(codec_rows, (int, np.integer))
+        or codec_rows < 0):
+      raise ValueError(f"codec_rows={codec_rows!r}: expected an integer >= 0 (0 = the "
+                       "codec runs on every row; k = on the speaking rows, k at a time)")
     _check_compatible(model, codec, speaker_encoder, layout, self.sample_rate)
     graphdef, params = nnx.split(_Models(model, codec, speaker_encoder))
     # Weights committed to one device, however they were made (random, restored): jit
@@ -223,7 +233,7 @@ class StreamingDecoder:
         codec_blocks=tuple(sorted({int(k) for k in codec_blocks if int(k) > 1},
                                   reverse=True)),
         decode_speech=bool(decode_speech), voice_lag_chunks=int(lag),
-        codec_tail=str(codec_tail))
+        codec_tail=str(codec_tail), codec_rows=int(codec_rows))
     self.donate = bool(donate)
     self.layout = layout
     self.chunk_samples = self.spec.chunk_samples

@@ -5,6 +5,7 @@ path (`codec_tail="frames"`)."""
 
 import jax
 import numpy as np
+import pytest
 
 from liveinterp.common import token_layout
 from liveinterp.inference import decoder as decoder_lib
@@ -43,12 +44,17 @@ def test_decode_step_rows_matches_each_row_decoded_alone(models):
 
 
 def test_masked_tail_equals_frame_by_frame_tail(cfg, models):
+  """... and the codec on the speaking rows only (`codec_rows=3` of 4 rows: one group
+  with 3, 3 or 2 speaking rows, none with 0, and with 4 two groups, the second shifted
+  back over two decoded rows) gives the same audio and codec state as on every row."""
   model, codec, speaker = models
   layout = token_layout.TokenLayout.from_config(cfg)
   kw = dict(max_turn_tokens=TURN_TOKENS, speaker_window_ms=cfg.stream.chunk_ms,
             codec_blocks=(4,), prompt_ids=())
   decs = {t: decoder_lib.StreamingDecoder(model, codec, speaker, layout, cfg,
                                           codec_tail=t, **kw) for t in ("masked", "frames")}
+  decs["rows"] = decoder_lib.StreamingDecoder(model, codec, speaker, layout, cfg,
+                                              codec_rows=3, **kw)
   dec = decs["masked"]
   rng = np.random.default_rng(1)
   b, q = 4, layout.num_codebooks
@@ -59,7 +65,7 @@ def test_masked_tail_equals_frame_by_frame_tail(cfg, models):
                for x in rng.integers(0, layout.codebook_size, n_frames * q)]
             + [token_layout.EOT])
   # Per chunk, the rows' speech frame counts: common blocks, ragged ends, silent rows.
-  plan = [[9, 2, 0, 5], [1, 12, 6, 0], [0, 0, 3, 7]]
+  plan = [[9, 2, 0, 5], [1, 12, 6, 0], [0, 0, 3, 7], [0, 0, 0, 0], [2, 5, 1, 4]]
   states = {t: d.init_stream(b, 0) for t, d in decs.items()}
   for c, counts in enumerate(plan):
     forced = np.zeros((b, TURN_TOKENS), np.int32)
@@ -72,10 +78,21 @@ def test_masked_tail_equals_frame_by_frame_tail(cfg, models):
     for t, d in decs.items():
       states[t], outs[t] = d.step(states[t], audio, forced_tokens_bm=forced,
                                   forced_len_b=n)
-    m, f = jax.device_get(outs["masked"]), jax.device_get(outs["frames"])
+    m = jax.device_get(outs["masked"])
     np.testing.assert_array_equal(m.n_samples, np.asarray(counts) * codec.hop)
-    np.testing.assert_array_equal(m.n_samples, f.n_samples)
-    np.testing.assert_allclose(m.audio, f.audio, atol=1e-5, rtol=1e-5, err_msg=f"chunk {c}")
-    jax.tree.map(lambda a, e: np.testing.assert_allclose(a, e, atol=1e-5, rtol=1e-5,
-                                                         err_msg=f"codec state chunk {c}"),
-                 states["masked"].codec, states["frames"].codec)
+    assert (np.abs(m.audio).max() > 0) == any(counts)
+    for other in ("frames", "rows"):
+      f = jax.device_get(outs[other])
+      np.testing.assert_array_equal(m.n_samples, f.n_samples)
+      np.testing.assert_allclose(m.audio, f.audio, atol=1e-5, rtol=1e-5,
+                                 err_msg=f"{other}: chunk {c}")
+      jax.tree.map(lambda a, e, other=other: np.testing.assert_allclose(
+          a, e, atol=1e-5, rtol=1e-5, err_msg=f"{other}: codec state chunk {c}"),
+                   states["masked"].codec, states[other].codec)
+
+
+def test_codec_rows_must_be_a_non_negative_integer(cfg, models):
+  layout = token_layout.TokenLayout.from_config(cfg)
+  for bad in (-1, 1.5, True):
+    with pytest.raises(ValueError, match=r"codec_rows=.*expected an integer >= 0"):
+      decoder_lib.StreamingDecoder(*models, layout, cfg, prompt_ids=(), codec_rows=bad)

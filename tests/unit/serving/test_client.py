@@ -91,3 +91,7 @@ def test_serve_cli_mistakes_are_one_line(tmp_path):
     serve.main(["--init=random"])
   with pytest.raises(cli.UserError, match="--max_sessions=0"):
     serve.main(["--init=random", "--config=configs/micro.py", "--max_sessions=0"])
+  with pytest.raises(cli.UserError, match="--codec_rows=-1: must be >= 0"):
+    serve.main(["--init=random", "--config=configs/micro.py", "--codec_rows=-1"])
+  with pytest.raises(cli.UserError, match="--codec_rows cannot change it"):
+    serve.main(["--export", str(tmp_path), "--codec_rows=4"])
