@@ -246,7 +246,7 @@ def scale_rows(rows: list[dict], reports: dict, main_report: dict | None,
   n = counts.pop() if len(counts) == 1 else None
   main = reference_rows(main_report) if main_report else []
   sft = reports.get("sft")
-  if n is not None and sft is not None and sft.get("examples") == n and "constant" in sft:
+  if n is not None and sft is not None and "constant" in sft:  # sft's row is among them
     own = reference_rows(sft)
     kinds = {r["stage"] for r in own}
     return own + [r for r in main if r["stage"] not in kinds]  # e.g. no offline in sft's
@@ -301,13 +301,12 @@ def plot(rows: list[dict], path: str, references: list[dict] = (),
       ax.annotate(r["stage"], (r["laal_text"], r["bleu"]), textcoords="offset points",
                   xytext=(4, -10 if "wait" in r["stage"] else -20), fontsize=7,
                   color="0.4")
-  sft = base
-  if sft is not None:
-    goal = 0.8 * sft["laal_text"]
-    zoom.axvline(sft["laal_text"], color="0.5", lw=1, ls="--")
+  if base is not None:
+    goal = 0.8 * base["laal_text"]
+    zoom.axvline(base["laal_text"], color="0.5", lw=1, ls="--")
     zoom.axvline(goal, color="C3", lw=1, ls="--")
-    zoom.axhline(sft["bleu"] - 1.0, color="C3", lw=1, ls="--")
-    zoom.fill_between([goal - 1e4, goal], sft["bleu"] - 1.0, sft["bleu"] + 1e3,
+    zoom.axhline(base["bleu"] - 1.0, color="C3", lw=1, ls="--")
+    zoom.fill_between([goal - 1e4, goal], base["bleu"] - 1.0, base["bleu"] + 1e3,
                       color="C3", alpha=0.08, label="goal: LAAL <= 0.8 x SFT, BLEU >= SFT - 1")
     for r in references:
       if r["stage"].endswith("alignment policy") and r["laal_text"] is not None:
@@ -316,7 +315,7 @@ def plot(rows: list[dict], path: str, references: list[dict] = (),
                      f"{r['n']} utt.)")
     lo = min([goal] + [r["laal_text"] for r in timed] + [x[0] for x, _ in spans]) - 40
     hi = max([r["laal_text"] for r in timed] + [x[1] for x, _ in spans]) + 60
-    blo = min([r["bleu"] for r in timed] + [sft["bleu"] - 1] + [y[0] for _, y in spans]) - 2
+    blo = min([r["bleu"] for r in timed] + [base["bleu"] - 1] + [y[0] for _, y in spans]) - 2
     bhi = max([r["bleu"] for r in timed] + [y[1] for _, y in spans]) + 3
     zoom.set_xlim(lo, hi)
     zoom.set_ylim(blo, bhi)

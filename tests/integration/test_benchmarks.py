@@ -12,9 +12,6 @@ from tests.subprocess_env import subprocess_env
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-_env = subprocess_env  # each command asks for its own CPU devices
-
-
 # model_flops and profile_step (which profiles model_flops' own `_case`) run at the same
 # micro shapes: the codec fwd+bwd program compiled by the first is a hit in the suite's
 # persistent compilation cache (tests/conftest.py) for the second, instead of a second
@@ -26,7 +23,7 @@ def test_model_flops_benchmark_writes_a_table(tmp_path):
   out = tmp_path / "flops.json"
   r = subprocess.run([sys.executable, "benchmarks/model_flops.py", "--sizes=micro",
                       "--models=llm,s2st_step,codec", "--repeats=1", *_SHAPES, f"--out={out}"],
-                     cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
+                     cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=900)
   assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
   data = json.load(open(out))
   assert {row["model"] for row in data["rows"]} == {"llm", "s2st_step", "codec"}
@@ -54,7 +51,7 @@ def test_profile_step_writes_top_ops_and_renders(tmp_path):
   r = subprocess.run([sys.executable, "benchmarks/profile_step.py", "--model=codec",
                       "--size=micro", "--steps=1", "--top=5", *_SHAPES,
                       f"--profile_out={out}"],
-                     cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900)
+                     cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=900)
   assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
   data = json.load(open(out))
   rows = data["rows"]
@@ -115,7 +112,7 @@ def test_serve_load_benchmark_runs_two_clients(tmp_path):
   r = subprocess.run([sys.executable, "-m", "benchmarks.serve_load", "--size=micro",
                       "--clients=2", "--seconds=2", "--speed=4", "--max_turn_tokens=16",
                       f"--out={out}"],
-                     cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+                     cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600)
   assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
   data = json.load(open(out))
   (row,) = data["rows"]
@@ -141,7 +138,7 @@ def test_serve_load_streams_a_runs_test_speech(tmp_path):
           f"a = serve_load._test_speech({str(tmp_path)!r}, 3.0, 2, 16000)[1]\n"
           "np.save(sys.argv[1], a)\n")
   r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "a.npy")], cwd=ROOT,
-                     env=_env(), capture_output=True, text=True, timeout=300)
+                     env=subprocess_env(), capture_output=True, text=True, timeout=300)
   assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
   a = np.load(tmp_path / "a.npy")
   from data_pipelines import pipelines
@@ -170,7 +167,7 @@ def test_streaming_batch_benchmark_runs_batched_workloads(tmp_path):
   out = tmp_path / "streaming_batch.json"
   r = subprocess.run([sys.executable, "-m", "benchmarks.streaming_batch", "--size=micro",
                       "--batches=2", "--repeats=1", "--cores=0", f"--out={out}"],
-                     cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+                     cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600)
   assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
   data = json.load(open(out))
   assert data["zero_recompiles"] and set(data["recompiles_after_warmup"]) == {"masked/B=2"}
@@ -196,7 +193,7 @@ def test_main_job_times_table_from_a_run_and_merged_by_label(tmp_path):
             open(out, "w"))
   r = subprocess.run([sys.executable, "-m", "benchmarks.main_job_times", f"--run_dir={run}",
                       "--label=after", f"--out={out}"],
-                     cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+                     cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=300)
   assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
   rows = json.load(open(out))["rows"]
   assert [(x["label"], x["step"]) for x in rows] == [

@@ -13,15 +13,12 @@ from tests.subprocess_env import subprocess_env
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-_env = subprocess_env  # each command asks for its own CPU devices
-
-
 @pytest.mark.parametrize("dcn_data", [1, 2])
 def test_two_processes_psum_and_matmul(dcn_data):
   cmd = ["bash", os.path.join(ROOT, "launch", "local_multiprocess.sh"), "2", sys.executable,
          "-m", "liveinterp.common.distributed_check", "--cpu_devices=2",
          f"--dcn_data={dcn_data}"]
-  out = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=240)
+  out = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=240)
   assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
   rows = [json.loads(line.split("] ", 1)[1]) for line in out.stdout.splitlines()
           if "] {" in line]

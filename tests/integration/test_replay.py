@@ -26,7 +26,6 @@ import pytest
 from configs import micro
 from liveinterp.train import loop, stages
 
-
 STEPS, LR = 200, 1e-2
 
 

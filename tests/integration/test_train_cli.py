@@ -20,9 +20,6 @@ def _cmd(workdir, *extra):
           f"--workdir={workdir}", "--cpu_devices=2", *extra]
 
 
-_env = subprocess_env  # each command asks for its own CPU devices
-
-
 def _steps(workdir):
   return sorted(int(os.path.basename(p)) for p in glob.glob(os.path.join(workdir, "checkpoints", "*"))
                 if os.path.basename(p).isdigit())
@@ -39,7 +36,7 @@ _PREEMPTED_RUN = ("--config.train.steps=100000", "--config.checkpoint.every_step
 def test_sigterm_saves_exits_preempted_and_rerun_resumes(tmp_path):
   w = str(tmp_path / "run")
   proc = subprocess.Popen(_cmd(w, *_PREEMPTED_RUN),
-                          cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+                          cwd=ROOT, env=subprocess_env(), stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
   seen = []
   # A hang guard, not a speed bound: start-up, compile and 3 steps take ~1 min on an idle
@@ -61,7 +58,7 @@ def test_sigterm_saves_exits_preempted_and_rerun_resumes(tmp_path):
   assert result["stopped_early"] and result["step"] == saved[0]
   assert result["stopped"] == "preempted"
   out = subprocess.run(_cmd(w, *_PREEMPTED_RUN, f"--stop_at={saved[0] + 2}"),
-                       cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=240)
+                       cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=240)
   assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
   assert f"resumed from step {saved[0]}" in out.stdout
   assert _steps(w)[-1] == saved[0] + 2
@@ -101,7 +98,7 @@ def _bad_run(tmp_path, stage, extra):
   cmd = [a for a in _cmd(w, *args)
          if not (a == f"--workdir={w}" and any(x.startswith("--workdir=") for x in args))]
   cmd[3] = f"--config=configs/micro.py:{stage}"
-  return w, subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True,
+  return w, subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True,
                            timeout=120)
 
 

@@ -15,11 +15,8 @@ COMMON = ["-m", "liveinterp.train", "--config=configs/micro.py:demo",
           "--config.train.log_every=1", "--config.data.seq_len=64"]
 
 
-_env = subprocess_env  # each command asks for its own CPU devices
-
-
 def _run(cmd):
-  out = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=400)
+  out = subprocess.run(cmd, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=400)
   assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
   return out.stdout
 
