@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from tests.integration.test_train_cli import ROOT, _env
+from tests.integration.test_train_cli import ROOT
+from tests.subprocess_env import subprocess_env
 
 CASES = [
     ("liveinterp.evaluate", ["--run_dir={tmp}/none"],
@@ -40,7 +41,7 @@ def test_user_error_is_one_line_and_exit_code_2(tmp_path, module, args, msg):
   (tmp_path / "file").write_text("")
   fmt = dict(tmp=tmp_path)
   out = subprocess.run([sys.executable, "-m", module, *[a.format(**fmt) for a in args]],
-                       cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+                       cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=120)
   assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-3000:]
   assert out.stderr.startswith(f"python -m {module}: error: {msg.format(**fmt)}"), out.stderr
   assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
@@ -69,7 +70,7 @@ def test_unknown_config_override_is_one_line_naming_it(tmp_path, module, args):
   (tmp_path / "file").write_text("")
   out = subprocess.run([sys.executable, "-m", module,
                         *[a.format(tmp=tmp_path) for a in args]],
-                       cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+                       cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=120)
   assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-3000:]
   assert out.stderr.startswith(f"python -m {module}: error: config spec "), out.stderr
   assert "override no_such.field: unknown field 'no_such'" in out.stderr, out.stderr
@@ -94,7 +95,7 @@ def test_build_config_override_is_applied_and_checked(tmp_path, args, msg):
   naming the field, exit code 2, before anything is written."""
   out = subprocess.run([sys.executable, "-m", "data_pipelines.build", "--size=micro",
                         f"--data_dir={tmp_path}/d", *args],
-                       cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+                       cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=120)
   assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-3000:]
   assert out.stderr.startswith("python -m data_pipelines.build: error: "), out.stderr
   assert msg in out.stderr, out.stderr

@@ -13,14 +13,15 @@ import pytest
 
 from tests.integration.test_rl_stage import _cmd as _rl_cmd, _env as _rl_env
 from tests.integration.test_rl_stage import sft_run  # noqa: F401  # pylint: disable=unused-import
-from tests.integration.test_train_cli import ROOT, _cmd, _env
+from tests.integration.test_train_cli import ROOT, _cmd
+from tests.subprocess_env import subprocess_env
 
 
 def test_step_that_does_not_fit_is_one_line_and_exit_code_2(tmp_path):
   w = str(tmp_path / "run")
   out = subprocess.run(_cmd(w, "--config.train.memory_limit_gb=0.001",
                             "--config.train.steps=2"),
-                       cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+                       cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600)
   assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-3000:]
   assert "Traceback" not in out.stderr and out.stderr.count("\n") == 1, out.stderr
   prefix = ("python -m liveinterp.train: error: [demo] not enough memory: the compiled "
