@@ -45,6 +45,7 @@ REMAT_POLICIES = {
 _BTD = (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_EMBED)
 _BTHD = (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_HEADS, axes.ACT_HEAD_DIM)
 _BTKD = (axes.ACT_BATCH, axes.ACT_LENGTH, axes.ACT_KV_HEADS, axes.ACT_HEAD_DIM)
+_BKDW = (axes.CACHE_BATCH, axes.CACHE_KV_HEADS, axes.CACHE_HEAD_DIM, axes.CACHE_LENGTH)
 _BKWD = (axes.CACHE_BATCH, axes.CACHE_KV_HEADS, axes.CACHE_LENGTH, axes.CACHE_HEAD_DIM)
 
 
@@ -79,17 +80,18 @@ class Attention(nnx.Module):
     o = shard_logical(dot_product_attention(q, k, v, mask), _BTHD)
     return self.o_proj(o)
 
-  def extend(self, x_btd: jax.Array, plan: kv_cache.ExtendPlan, k_bkwd: jax.Array,
+  def extend(self, x_btd: jax.Array, plan: kv_cache.ExtendPlan, k_bkdw: jax.Array,
              v_bkwd: jax.Array):
-    """Chunk step against one layer's cache [B, K, W, Dh] -> (y [B, T, D], k, v [B, T, K, Dh]).
+    """Chunk step against one layer's cache (keys [B, K, Dh, W], values [B, K, W, Dh])
+    -> (y [B, T, D], k, v [B, T, K, Dh]).
 
     Queries attend to [cache slots ; chunk keys] under `plan`'s masks (`kv_cache.attend`,
     no concatenation); returns the chunk's own keys/values, which the caller writes into
     the stacked cache (`kv_cache.write`), so the cache is never copied.
     """
     q, k, v = self.qkv(x_btd, plan.positions)
-    k_bkwd, v_bkwd = shard_logical(k_bkwd, _BKWD), shard_logical(v_bkwd, _BKWD)
-    o = shard_logical(kv_cache.attend(q, plan, k_bkwd, v_bkwd, k, v), _BTHD)
+    k_bkdw, v_bkwd = shard_logical(k_bkdw, _BKDW), shard_logical(v_bkwd, _BKWD)
+    o = shard_logical(kv_cache.attend(q, plan, k_bkdw, v_bkwd, k, v), _BTHD)
     return self.o_proj(o), k, v
 
 
@@ -250,7 +252,8 @@ class LLM(nnx.Module):
 
   # ---- streaming ---------------------------------------------------------------------
   def init_cache(self, batch: int) -> kv_cache.KVCache:
-    """Empty ring-buffer cache: k/v L x [B, K, W, Dh] in the compute dtype."""
+    """Empty ring-buffer cache: k L x [B, K, Dh, W], v L x [B, K, W, Dh] in the compute
+    dtype."""
     return kv_cache.init(self.num_layers, batch, self.window, self.num_kv_heads,
                          self.head_dim, self.dtype)
 
@@ -314,8 +317,8 @@ class LLM(nnx.Module):
 
     (x, _), (k_new, v_new) = jax.lax.scan(layer, (x, jnp.int32(0)), state,
                                           length=self.num_layers)
-    k = kv_cache.write(cache.k, k_new, plan.write_idx)
-    v = kv_cache.write(cache.v, v_new, plan.write_idx)
+    k = kv_cache.write(cache.k, k_new, plan.write_idx, keys=True)
+    v = kv_cache.write(cache.v, v_new, plan.write_idx, keys=False)
     logits, values = self.heads(x)
     new_cache = kv_cache.constrain(kv_cache.KVCache(k=k, v=v, slot_pos=plan.slot_pos,
                                                     length=plan.length))
