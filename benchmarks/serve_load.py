@@ -53,6 +53,10 @@ _WAIT = flags.DEFINE_float("batch_wait_ms", None, "server's dynamic batching wai
                            "(default: ServerConfig's)")
 _CODEC_ROWS = flags.DEFINE_integer("codec_rows", 0, "codec on the speaking slots only, "
                                    "this many at a time (0: every slot)")
+_TURN_ROWS = flags.DEFINE_list("turn_rows", ["auto"], "the turn's token loop on at most "
+                                "this many slots once no more are writing, e.g. 8,4; "
+                                "auto (serve's default): halvings of the slots down to 1; "
+                                "none: every slot")
 _SOURCE = flags.DEFINE_enum("source", "signal", ["signal", "test"], "what clients stream: "
                             "'signal' (a chirp with noise per client) or 'test' (the "
                             "--workdir run's test-split speech, utterances back to back "
@@ -166,14 +170,17 @@ def main(argv):
     sys.exit("serve_load: --source=test streams a trained run's test split: give --workdir")
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   t0 = time.perf_counter()
+  turn_rows = {"auto": "auto", "none": ()}.get(",".join(_TURN_ROWS.value))
+  if turn_rows is None:
+    turn_rows = tuple(int(k) for k in _TURN_ROWS.value)
+  batching = dict(max_turn_tokens=_MAX_TURN.value, codec_rows=_CODEC_ROWS.value,
+                  turn_rows=turn_rows)
   if _WORKDIR.value:
-    decoder, tokenizer, _ = serve.build_decoder(workdir=_WORKDIR.value,
-                                                max_turn_tokens=_MAX_TURN.value,
-                                                codec_rows=_CODEC_ROWS.value)
+    decoder, tokenizer, _ = serve.build_decoder(workdir=_WORKDIR.value, **batching)
   else:
     decoder, tokenizer, _ = serve.build_decoder(
         config=os.path.join(root, "configs", f"{_SIZE.value}.py"), init="random",
-        max_turn_tokens=_MAX_TURN.value, codec_rows=_CODEC_ROWS.value)
+        **batching)
   build_s = time.perf_counter() - t0
   slots = _SLOTS.value or n
   srv = server_lib.StreamServer(decoder, tokenizer=tokenizer, config=server_lib.ServerConfig(
@@ -207,7 +214,9 @@ def main(argv):
   chunks = stats["counts"].get("chunks", 0)
   row = {
       "clients": n, "speed": _SPEED.value, "seconds": _SECONDS.value,
-      "codec_rows": _CODEC_ROWS.value, "chunk_ms": decoder.chunk_ms, "p50_ms": lat["p50"],
+      "codec_rows": _CODEC_ROWS.value, "turn_rows": (turn_rows if isinstance(turn_rows, str)
+                                            else ",".join(map(str, turn_rows)) or "none"),
+      "chunk_ms": decoder.chunk_ms, "p50_ms": lat["p50"],
       "p95_ms": lat["p95"],
       "p99_ms": lat["p99"], "max_ms": lat["max"],
       # steady state: the chunks sent after the first STEADY_AFTER_S of every stream
@@ -225,7 +234,8 @@ def main(argv):
       "goal_met": bool(lat["p99"] is not None and lat["p99"] < decoder.chunk_ms
                        and failed == 0 and refused == 0),
   }
-  common.print_table([row], ["clients", "speed", "codec_rows", "chunk_ms", "p50_ms",
+  common.print_table([row], ["clients", "speed", "codec_rows", "turn_rows", "chunk_ms",
+                             "p50_ms",
                              "p95_ms", "p99_ms", "p99_steady_ms",
                              "max_ms", "rtf", "sessions_per_step", "lag_p99_s", "turns",
                              "peak_rss_mb", "refused", "failed", "goal_met"])

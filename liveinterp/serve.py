@@ -60,6 +60,11 @@ def _parser() -> cli.ArgumentParser:
   srv.add_argument("--codec_rows", type=int, default=0,
                    help="in-process decoder: run the codec on the speaking slots only, "
                    "this many at a time (0: on every slot)")
+  srv.add_argument("--turn_rows", default="auto",
+                   help="in-process decoder: comma-separated sizes (e.g. 8,4): once at most "
+                   "that many slots are still writing their turn, the token loop runs on "
+                   "those slots only; 'auto' (default): halvings of --max_sessions down to "
+                   "1; 'none': every slot until the last turn ends")
   srv.add_argument("--batch_wait_ms", type=float, default=None,
                    help="dynamic batching: once a session has a chunk, wait up to this "
                    "long for the other sessions' chunks before the step (0: at once; "
@@ -82,7 +87,9 @@ def _check_args(args, overrides):
     bad = [n for n, v in (("--config", args.config), ("--stage", args.stage),
                           ("--tokenizer", args.tokenizer),
                           ("--max_turn_tokens", args.max_turn_tokens),
-                          ("--codec_rows", args.codec_rows or None)) if v is not None]
+                          ("--codec_rows", args.codec_rows or None),
+                          ("--turn_rows", None if args.turn_rows == "auto"
+                           else args.turn_rows)) if v is not None]
     if bad or overrides:
       what = ", ".join(bad) or "--config.* overrides"
       raise cli.UserError(f"--export serves the artifact as exported; {what} cannot "
@@ -96,6 +103,7 @@ def _check_args(args, overrides):
   if args.codec_rows < 0:
     raise cli.UserError(f"--codec_rows={args.codec_rows}: must be >= 0 (0 = the codec "
                         "runs on every slot)")
+  args.turn_rows = _turn_rows(args.turn_rows)
   if args.max_sessions < 1:
     raise cli.UserError(f"--max_sessions={args.max_sessions}: must be >= 1")
   if not args.idle_timeout_s > 0:
@@ -104,12 +112,27 @@ def _check_args(args, overrides):
     raise cli.UserError(f"--static_dir={args.static_dir}: no such directory")
 
 
+def _turn_rows(text: str) -> tuple[int, ...] | str:
+  """`--turn_rows=8,4` -> (8, 4), `auto` -> "auto", `none` -> (); a clear error for
+  anything else."""
+  if text in ("auto", "none"):
+    return "auto" if text == "auto" else ()
+  try:
+    sizes = tuple(int(x) for x in str(text).split(",") if x.strip())
+  except ValueError:
+    sizes = (0,)
+  if any(k < 1 for k in sizes):
+    raise cli.UserError(f"--turn_rows={text}: expected 'auto', 'none' or comma-separated "
+                        "integers >= 1 (e.g. 8,4)")
+  return sizes
+
+
 def build_decoder(*, config: str | None = None, overrides=(), workdir: str | None = None,
                   init: str = "trained", seed: int = 0, stage: str | None = None,
                   tokenizer_path: str | None = None, temperature: float = 0.0,
                   top_p: float = 1.0, max_turn_tokens: int | None = None,
                   turns: str = "auto", allow_src: bool | None = None,
-                  codec_rows: int = 0):
+                  codec_rows: int = 0, turn_rows=()):
   """The in-process streaming decoder and tokenizer of a run (as `translate` builds
   them): -> (decoder, tokenizer or None, cfg)."""
   cfg, _ = cli.load_run_config(config, workdir, overrides)
@@ -120,7 +143,7 @@ def build_decoder(*, config: str | None = None, overrides=(), workdir: str | Non
   decoder = loading.run_decoder(
       cfg, tokenizer, workdir=workdir, init=init, seed=seed, stage=stage,
       temperature=temperature, top_p=top_p, max_turn_tokens=max_turn_tokens, turns=turns,
-      allow_src=allow_src, codec_rows=codec_rows)
+      allow_src=allow_src, codec_rows=codec_rows, turn_rows=turn_rows)
   return decoder, tokenizer, cfg
 
 
@@ -142,7 +165,7 @@ def main(argv=None, on_ready=None):
         seed=args.seed, stage=args.stage, tokenizer_path=args.tokenizer,
         temperature=args.temperature, top_p=args.top_p,
         max_turn_tokens=args.max_turn_tokens, turns=args.turns, allow_src=args.allow_src,
-        codec_rows=args.codec_rows)
+        codec_rows=args.codec_rows, turn_rows=args.turn_rows)
   from liveinterp.serving import server as server_lib  # pylint: disable=g-import-not-at-top
   config = server_lib.ServerConfig(
       host=args.host, port=args.port, max_sessions=args.max_sessions,

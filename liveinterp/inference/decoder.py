@@ -132,6 +132,26 @@ def voice_lag_for(cfg):
   return lag
 
 
+def check_turn_rows(turn_rows) -> tuple[int, ...] | str:
+  """`turn_rows` as the decoder keeps it: "auto", or distinct sizes >= 1, largest first;
+  a clear error for anything else (a bool, a non-integer, a size < 1)."""
+  if isinstance(turn_rows, str) and turn_rows == "auto":
+    return "auto"
+  if isinstance(turn_rows, str):
+    turn_rows = [turn_rows]
+  try:
+    sizes = list(turn_rows)
+  except TypeError:
+    sizes = [turn_rows]
+  bad = [k for k in sizes if isinstance(k, bool) or not isinstance(k, (int, np.integer))
+         or k < 1]
+  if bad:
+    raise ValueError(f"turn_rows={turn_rows!r}: expected 'auto' or integers >= 1 (e.g. "
+                     "(8, 4): the turn's token loop on at most that many rows once no more "
+                     "write)")
+  return tuple(sorted({int(k) for k in sizes}, reverse=True))
+
+
 class StreamingDecoder:
   """Chunk-by-chunk S2ST (module docstring).
 
@@ -177,6 +197,14 @@ class StreamingDecoder:
       as there are speaking rows, one when at most k speak): a server's batch of B
       streams, of which a few speak per chunk, pays the codec for k rows, not B.
       Same audio and codec state (each row's codec is independent of the others).
+    turn_rows: () (default) = the turn's token loop runs on every row until the last
+      one ends its turn; e.g. (8, 4) = once at most 8 rows are still writing, the loop
+      goes on over those 8 only (their cache rows gathered, written back at the end),
+      then over 4: a chunk where one stream speaks a long turn and the others wait
+      pays the long turn's token steps for 4 rows, not B (`decode_step._decode_turn`).
+      Sizes >= the batch are skipped; "auto" = B/2, B/4, ..., 1. Same tokens,
+      log-probabilities and values (each level compiles one more copy of the token
+      step: worth it for batches of several streams, a no-op for one).
     donate: donate the input state to `step`/`scan` (in-place cache updates; a state
       passed in must not be used again).
   """
@@ -189,7 +217,7 @@ class StreamingDecoder:
                donate: bool = True, prompt_ids: Sequence[int] | None = None,
                decode_speech: bool = True, speech_turns: bool = True,
                voice_lag_chunks: int | None = None, codec_tail: str = "masked",
-               codec_rows: int = 0):
+               codec_rows: int = 0, turn_rows: Sequence[int] = ()):
     layout = tokenizer_layout
     if not isinstance(layout, TokenLayout):
       layout = TokenLayout.from_tokenizer(layout)
@@ -216,6 +244,7 @@ class StreamingDecoder:
         or codec_rows < 0):
       raise ValueError(f"codec_rows={codec_rows!r}: expected an integer >= 0 (0 = the "
                        "codec runs on every row; k = on the speaking rows, k at a time)")
+    turn_rows = check_turn_rows(turn_rows)
     _check_compatible(model, codec, speaker_encoder, layout, self.sample_rate)
     graphdef, params = nnx.split(_Models(model, codec, speaker_encoder))
     # Weights committed to one device, however they were made (random, restored): jit
@@ -233,7 +262,7 @@ class StreamingDecoder:
         codec_blocks=tuple(sorted({int(k) for k in codec_blocks if int(k) > 1},
                                   reverse=True)),
         decode_speech=bool(decode_speech), voice_lag_chunks=int(lag),
-        codec_tail=str(codec_tail), codec_rows=int(codec_rows))
+        codec_tail=str(codec_tail), codec_rows=int(codec_rows), turn_rows=turn_rows)
     self.donate = bool(donate)
     self.layout = layout
     self.chunk_samples = self.spec.chunk_samples

@@ -177,13 +177,14 @@ __all__ = ["random_model", "build_models", "restore_stage", "LLM_STAGES"]
 def run_decoder(cfg, tokenizer=None, *, workdir: str | None = None, init: str = "trained",
                 seed: int = 0, stage: str | None = None, temperature: float = 0.0,
                 top_p: float = 1.0, max_turn_tokens: int | None = None, turns: str = "auto",
-                allow_src: bool | None = None, codec_rows: int = 0):
+                allow_src: bool | None = None, codec_rows: int = 0, turn_rows=()):
   """The streaming decoder of a run, as `translate` and `serve` build it: the networks
   (`build_models`: trained from `workdir`, or random with `init="random"`), the token
   layout of `tokenizer` (else the config's), the SFT prompt of `cfg.data.pair`, and speech
   or text turns (`turns`: "speech" | "text" | "auto" = speech for random weights, else
   what the run was trained on, `decoder.speech_turns_for`); `codec_rows`: the codec on
-  the speaking rows only, k at a time (`StreamingDecoder`; 0 = every row)."""
+  the speaking rows only, k at a time (`StreamingDecoder`; 0 = every row); `turn_rows`:
+  the turn's token loop compacted to these many rows (`StreamingDecoder`; () = never)."""
   from liveinterp.common import token_layout  # pylint: disable=g-import-not-at-top
   from liveinterp.inference import decoder as decoder_lib  # pylint: disable=g-import-not-at-top
   model, codec, speaker = build_models(
@@ -196,4 +197,4 @@ def run_decoder(cfg, tokenizer=None, *, workdir: str | None = None, init: str = 
       model, codec, speaker, layout, cfg, temperature=temperature, top_p=top_p,
       max_turn_tokens=max_turn_tokens, allow_src=allow_src,
       prompt_ids=decoder_lib.prompt_for(cfg, tokenizer), speech_turns=speech_turns,
-      codec_rows=codec_rows)
+      codec_rows=codec_rows, turn_rows=turn_rows)

@@ -95,12 +95,15 @@ def sampling_log_probs(logits_bv: jax.Array, temperature: float = 0.0, top_p: fl
 
 def sample_with_log_probs(logits_bv: jax.Array, key: jax.Array | None = None, *,
                           temperature: float = 0.0, top_p: float = 1.0,
-                          mask_bv: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+                          mask_bv: jax.Array | None = None, rows: jax.Array | None = None,
+                          batch: int | None = None) -> tuple[jax.Array, jax.Array]:
   """`(ids [B] int32, logp [B, V] float32)`: `sample`'s ids (same key -> same ids) and
   `sampling_log_probs(...)`, the distribution they were drawn from.
 
   `log_prob_of(logp, ids)` is the sampled token's log-probability under it; a PAD from a
-  row with nothing allowed gets -inf.
+  row with nothing allowed gets -inf. `rows` [B] / `batch`: the logits are these rows of
+  a batch of `batch` rows and `key` is one key: the ids are those rows' ids of a draw
+  over the whole batch (the noise of all `batch` rows is drawn, these rows' kept).
   """
   check_params(temperature, top_p)
   logp = sampling_log_probs(logits_bv, temperature, top_p, mask_bv)
@@ -111,6 +114,9 @@ def sample_with_log_probs(logits_bv: jax.Array, key: jax.Array | None = None, *,
       raise ValueError("sample: temperature > 0 needs a PRNG key")
     if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) and key.ndim == 1:
       ids = jax.vmap(jax.random.categorical)(key, logp)  # one key per row: row b's alone
+    elif rows is not None:  # jax.random.categorical's Gumbel-max over the whole batch
+      noise = jax.random.gumbel(key, (batch, logp.shape[-1]), logp.dtype)[rows]
+      ids = jnp.argmax(noise + logp, axis=-1)
     else:
       ids = jax.random.categorical(key, logp, axis=-1)
   if mask_bv is not None:
