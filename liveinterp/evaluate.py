@@ -229,7 +229,8 @@ def turn_stats(results, chunk_ms: int, frame_ms: float, num_codebooks: int) -> d
 def text_decoder(cfg, model, tokenizer, seed: int = 0, max_turn_tokens: int | None = None):
   """A greedy, text-only `StreamingDecoder` of `model` (the codec does not run, so its
   weights cannot change the text: random codec and speaker encoder). Its turn grammar
-  matches how `model` was trained (`streaming.speech_turns_for(cfg)`)."""
+  matches how `model` was trained (`streaming.speech_turns_for(cfg)`); its turn loop
+  compacts to the rows still writing (`turn_rows="auto"`: same tokens, less work)."""
   from liveinterp.inference import decoder as decoder_lib, loading
   from liveinterp.models.codec import Codec
   from liveinterp.models.voice import SpeakerEncoder
@@ -238,7 +239,8 @@ def text_decoder(cfg, model, tokenizer, seed: int = 0, max_turn_tokens: int | No
   return decoder_lib.StreamingDecoder(model, codec, speaker, tokenizer, cfg,
                                     prompt_ids=decoder_lib.prompt_for(cfg, tokenizer),
                                     speech_turns=decoder_lib.speech_turns_for(cfg),
-                                    decode_speech=False, max_turn_tokens=max_turn_tokens)
+                                    decode_speech=False, max_turn_tokens=max_turn_tokens,
+                                    turn_rows="auto")
 
 
 def run(cfg, run_dir: str, split: str = "test", max_examples: int = 64,
@@ -274,7 +276,8 @@ def run(cfg, run_dir: str, split: str = "test", max_examples: int = 64,
     model, codec, speaker = loading.build_models(cfg, workdir=run_dir, llm_stage=stage)
     decoder = decoder_lib.StreamingDecoder(model, codec, speaker, tok, cfg,
                                          prompt_ids=decoder_lib.prompt_for(cfg, tok),
-                                         speech_turns=decoder_lib.speech_turns_for(cfg))
+                                         speech_turns=decoder_lib.speech_turns_for(cfg),
+                                         turn_rows="auto")
   else:
     model, _ = loading.restore_stage(run_dir, stage, cfg)
     decoder = text_decoder(cfg, model, tok)

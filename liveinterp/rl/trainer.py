@@ -508,13 +508,16 @@ def load_reference(config, abstract: RLState):
 
 def rollout_decoder(config, model, tok) -> decoder_lib.StreamingDecoder:
   """The decoder users run, sampling at `rl.temperature`; no codec (speech durations come
-  from frame counts)."""
+  from frame counts). Its turn loop compacts to the rows still writing (`turn_rows=
+  "auto"`: the same episodes; 32 trained test-split streams, 18 chunks, 2 cores: 23.3 ->
+  13.1 s, compile 9.8 -> 20.0 s)."""
   codec = loading.random_model(lambda r: Codec(config, rngs=r), 1)
   speaker = loading.random_model(lambda r: SpeakerEncoder(config, rngs=r), 2)
   return decoder_lib.StreamingDecoder(
       model, codec, speaker, tok, config, temperature=float(config.rl.temperature),
       prompt_ids=decoder_lib.prompt_for(config, tok),
-      speech_turns=decoder_lib.speech_turns_for(config), decode_speech=False)
+      speech_turns=decoder_lib.speech_turns_for(config), decode_speech=False,
+      turn_rows="auto")
 
 
 START_EVAL = "start_eval.json"
