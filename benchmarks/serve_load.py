@@ -49,6 +49,8 @@ _MAX_TURN = flags.DEFINE_integer("max_turn_tokens", None, "decode budget per chu
                                  "(default: the config's)")
 _FRAME_MS = flags.DEFINE_float("frame_ms", 100.0, "audio per client frame")
 _SLOTS = flags.DEFINE_integer("max_sessions", None, "server slots (default: --clients)")
+_LANES = flags.DEFINE_integer("lanes", 1, "server's decoder lanes (batches stepped "
+                              "concurrently; must divide the slots)")
 _WAIT = flags.DEFINE_float("batch_wait_ms", None, "server's dynamic batching wait "
                            "(default: ServerConfig's)")
 _CODEC_ROWS = flags.DEFINE_integer("codec_rows", 0, "codec on the speaking slots only, "
@@ -185,6 +187,7 @@ def main(argv):
   slots = _SLOTS.value or n
   srv = server_lib.StreamServer(decoder, tokenizer=tokenizer, config=server_lib.ServerConfig(
       port=0, max_sessions=slots, idle_timeout_s=60.0,
+      lanes=_LANES.value,
       **({} if _WAIT.value is None else {"batch_wait_ms": _WAIT.value})))
   print(f"[serve_load] {_SIZE.value if not _WORKDIR.value else _WORKDIR.value}: built in "
         f"{build_s:.1f} s; compiling the step for {slots} slots...", flush=True)
@@ -214,7 +217,7 @@ def main(argv):
   chunks = stats["counts"].get("chunks", 0)
   row = {
       "clients": n, "speed": _SPEED.value, "seconds": _SECONDS.value,
-      "codec_rows": _CODEC_ROWS.value, "turn_rows": (turn_rows if isinstance(turn_rows, str)
+      "lanes": _LANES.value, "codec_rows": _CODEC_ROWS.value, "turn_rows": (turn_rows if isinstance(turn_rows, str)
                                             else ",".join(map(str, turn_rows)) or "none"),
       "chunk_ms": decoder.chunk_ms, "p50_ms": lat["p50"],
       "p95_ms": lat["p95"],
@@ -234,7 +237,8 @@ def main(argv):
       "goal_met": bool(lat["p99"] is not None and lat["p99"] < decoder.chunk_ms
                        and failed == 0 and refused == 0),
   }
-  common.print_table([row], ["clients", "speed", "codec_rows", "turn_rows", "chunk_ms",
+  common.print_table([row], ["clients", "speed", "lanes", "codec_rows", "turn_rows",
+                             "chunk_ms",
                              "p50_ms",
                              "p95_ms", "p99_ms", "p99_steady_ms",
                              "max_ms", "rtf", "sessions_per_step", "lag_p99_s", "turns",

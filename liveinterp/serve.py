@@ -65,6 +65,9 @@ def _parser() -> cli.ArgumentParser:
                    "that many slots are still writing their turn, the token loop runs on "
                    "those slots only; 'auto' (default): halvings of --max_sessions down to "
                    "1; 'none': every slot until the last turn ends")
+  srv.add_argument("--lanes", type=int, default=1,
+                   help="decoder batches stepped concurrently, --max_sessions / lanes "
+                   "slots each (about one per CPU core; must divide --max_sessions)")
   srv.add_argument("--batch_wait_ms", type=float, default=None,
                    help="dynamic batching: once a session has a chunk, wait up to this "
                    "long for the other sessions' chunks before the step (0: at once; "
@@ -151,6 +154,19 @@ def main(argv=None, on_ready=None):
   """Runs the CLI until interrupted. `on_ready(running_url)` is called once listening."""
   overrides, args = cli.parse_args(_parser(), argv)
   _check_args(args, overrides)
+  from liveinterp.serving import server as server_lib  # pylint: disable=g-import-not-at-top
+  # settings checked before the (slow) decoder is built
+  config = server_lib.ServerConfig(
+      host=args.host, port=args.port, max_sessions=args.max_sessions,
+      idle_timeout_s=args.idle_timeout_s, max_frame_bytes=args.max_frame_bytes,
+      max_buffer_s=args.max_buffer_s, seed=args.seed,
+      lanes=args.lanes,
+      **({} if args.batch_wait_ms is None else {"batch_wait_ms": args.batch_wait_ms}),
+      static_dir=args.static_dir or server_lib.STATIC_DIR)
+  try:
+    config.check()
+  except ValueError as e:
+    raise cli.UserError(str(e)) from None
   if args.export:
     try:
       from liveinterp.serving import loader  # pylint: disable=g-import-not-at-top
@@ -166,20 +182,9 @@ def main(argv=None, on_ready=None):
         temperature=args.temperature, top_p=args.top_p,
         max_turn_tokens=args.max_turn_tokens, turns=args.turns, allow_src=args.allow_src,
         codec_rows=args.codec_rows, turn_rows=args.turn_rows)
-  from liveinterp.serving import server as server_lib  # pylint: disable=g-import-not-at-top
-  config = server_lib.ServerConfig(
-      host=args.host, port=args.port, max_sessions=args.max_sessions,
-      idle_timeout_s=args.idle_timeout_s, max_frame_bytes=args.max_frame_bytes,
-      max_buffer_s=args.max_buffer_s, seed=args.seed,
-      **({} if args.batch_wait_ms is None else {"batch_wait_ms": args.batch_wait_ms}),
-      static_dir=args.static_dir or server_lib.STATIC_DIR)
-  try:
-    config.check()
-  except ValueError as e:
-    raise cli.UserError(str(e)) from None
   srv = server_lib.StreamServer(decoder, tokenizer=tokenizer, config=config)
-  sys.stderr.write(f"[serve] compiling the decoder step for {args.max_sessions} "
-                   "session slot(s)...\n")
+  sys.stderr.write(f"[serve] compiling the decoder step for {srv.lane_batch} session "
+                   f"slot(s) x {srv.lanes} lane(s)...\n")
   sys.stderr.flush()
 
   def ready(port):

@@ -12,12 +12,17 @@ The protocol (messages, error codes, flow control) is `liveinterp.serving.protoc
 of `liveinterp.serving.loader.load_export` (whose `.tokenizer` is used when no tokenizer
 is given).
 
-Batching. The server holds ONE decoder state of B = `max_sessions` slots. Each session
-owns a slot for its lifetime. A ticker task takes, from every active session with a full
-chunk buffered (or an ended stream's zero-padded last partial chunk), that chunk, and runs
-one `decoder.step` for all B slots (`valid_b` False for the rest, whose rows the step
-leaves untouched) in a worker thread (`asyncio.to_thread`), so the event loop keeps
-receiving audio meanwhile; then it queues each session's events. A session whose chunk
+Batching. The server holds one decoder state of B = `max_sessions / lanes` slots per
+*lane* (`ServerConfig.lanes`, default 1). Each session owns a slot for its lifetime (a new
+one goes to the lane with the fewest sessions). Each lane's ticker task takes, from every
+active session of its lane with a full chunk buffered (or an ended stream's zero-padded
+last partial chunk), that chunk, and runs one `decoder.step` for the lane's B slots
+(`valid_b` False for the rest, whose rows the step leaves untouched) in a worker thread
+(`asyncio.to_thread`), so the event loop keeps receiving audio meanwhile; then it queues
+each session's events. Lanes step concurrently (XLA runs each step in its worker thread
+without the GIL): on a machine with several cores, two lanes of 8 use both cores where
+one batch of 16 mostly runs on one (16 trained test-split streams, 2 cores: one batch of
+16 takes 612 ms per chunk of all streams, two lanes of 8 372 ms; issue #15). A session whose chunk
 arrives during a step goes into the next one; with `batch_wait_ms` > 0 the ticker first
 waits up to that long for every other active session's chunk (dynamic batching: the step
 costs the same for 1 or B ready rows). A new session's slot is reset to a fresh
@@ -110,6 +115,9 @@ class ServerConfig:
   # has a chunk the ticker waits up to this long for the other active sessions' chunks
   # (0: step at once with whoever is ready)
   batch_wait_ms: float = 0.0
+  # Decoder batches stepped concurrently, max_sessions / lanes slots each (about one per
+  # CPU core; module docstring)
+  lanes: int = 1
 
   def check(self):
     """ValueError naming the bad field."""
@@ -125,6 +133,11 @@ class ServerConfig:
       raise ValueError(f"port={self.port}: expected 0..65535")
     if not 0 <= float(self.batch_wait_ms) <= 60_000:
       raise ValueError(f"batch_wait_ms={self.batch_wait_ms}: expected 0..60000")
+    lanes = self.lanes
+    if (isinstance(lanes, bool) or not isinstance(lanes, (int, np.integer)) or lanes < 1
+        or int(self.max_sessions) % lanes):
+      raise ValueError(f"lanes={lanes!r}: expected an integer >= 1 that divides "
+                       f"max_sessions={self.max_sessions}")
 
 
 _CLOSE = object()
@@ -287,6 +300,8 @@ class StreamServer:
     self.tokenizer = tokenizer if tokenizer is not None else getattr(decoder, "tokenizer",
                                                                      None)
     self.batch = int(self.config.max_sessions)
+    self.lanes = int(self.config.lanes)
+    self.lane_batch = self.batch // self.lanes  # slots of one decoder state
     self.chunk_samples = int(decoder.chunk_samples)
     self.chunk_ms = int(decoder.chunk_ms)
     self.sample_rate = int(decoder.sample_rate)
@@ -294,18 +309,18 @@ class StreamServer:
                                           decoder.sample_rate))
     self.buffer_cap = max(self.chunk_samples,
                           int(self.config.max_buffer_s * self.sample_rate))
-    self._axes = _batch_axes(decoder, self.batch)
+    self._axes = _batch_axes(decoder, self.lane_batch)
     self._reset = _make_reset(self._axes)
-    self._template = decoder.init_stream(self.batch, self.config.seed)
+    self._template = decoder.init_stream(self.lane_batch, self.config.seed)
     # One key per slot when the state has a `rng` field or leaf (module docstring).
     self._row_keys = _row_rng(self._template) is not None
     self._base_key = jax.random.key(int(self.config.seed),
                                     impl=getattr(decoder, "key_impl", None))
     self._next_seed = 0         # the seed of a session that sends none
-    self._state = None
+    self._states: list = [None] * self.lanes    # lane l: slots l * lane_batch + row
     self._slots: list[_Session | None] = [None] * self.batch
-    self._work: asyncio.Event | None = None
-    self._ticker_task: asyncio.Task | None = None
+    self._works: list[asyncio.Event] = []       # per lane: a chunk or room arrived
+    self._ticker_tasks: list[asyncio.Task] = []
     self._counts = collections.Counter()
     self._latencies: collections.deque = collections.deque(maxlen=_LATENCY_RING)
     self._step_ms: collections.deque = collections.deque(maxlen=_LATENCY_RING)
@@ -317,26 +332,29 @@ class StreamServer:
     """Builds the state and compiles `step` and the slot reset (a step with no valid row
     leaves the state as it is); returns seconds taken."""
     t0 = time.perf_counter()
-    if self._state is None:
-      self._state = self._init_state()
-      b = self.batch
-      self._state = self._reset(self._state, self._template, np.zeros(b, bool))
+    b = self.lane_batch
+    for lane in range(self.lanes):  # lanes share the compiled programs (same shapes)
+      if self._states[lane] is not None:
+        continue
+      state = self._init_state()
+      state = self._reset(state, self._template, np.zeros(b, bool))
       if self._row_keys:  # compiles the per-row key update too
-        self._state = _with_rng(self._state, _seed_rows(
-            _row_rng(self._state), self._base_key, np.zeros(b, np.uint32),
-            np.zeros(b, bool)))
-      self._state, out = self.decoder.step(
-          self._state, np.zeros((b, self.chunk_samples), np.float32), np.zeros(b, bool))
+        state = _with_rng(state, _seed_rows(_row_rng(state), self._base_key,
+                                            np.zeros(b, np.uint32), np.zeros(b, bool)))
+      state, out = self.decoder.step(
+          state, np.zeros((b, self.chunk_samples), np.float32), np.zeros(b, bool))
       jax.block_until_ready(out)
+      self._states[lane] = state
     self.warmup_s = time.perf_counter() - t0
     return self.warmup_s
 
   async def start(self):
     """Warms up, starts the ticker and listens; returns the websockets server."""
-    if self._state is None:
+    if any(st is None for st in self._states):
       await asyncio.to_thread(self.warmup)
-    self._work = asyncio.Event()
-    self._ticker_task = asyncio.create_task(self._ticker())
+    self._works = [asyncio.Event() for _ in range(self.lanes)]
+    self._ticker_tasks = [asyncio.create_task(self._ticker(lane))
+                          for lane in range(self.lanes)]
     frame = int(self.config.max_frame_bytes)
     # Keepalive pings find dead peers (a client that vanished while back-pressured or
     # not reading would otherwise hold its slot); the timeout is generous because a
@@ -355,8 +373,8 @@ class StreamServer:
       await ws_server.serve_forever()
     finally:
       ws_server.close()
-      if self._ticker_task is not None:
-        self._ticker_task.cancel()
+      for task in self._ticker_tasks:
+        task.cancel()
 
   def start_in_thread(self) -> "RunningServer":
     """Runs the server on its own event loop in a daemon thread (tests, benchmarks)."""
@@ -391,7 +409,7 @@ class StreamServer:
 
   # ---- sessions --------------------------------------------------------------------------
   async def _handler(self, conn: ServerConnection):
-    slot = next((i for i, s in enumerate(self._slots) if s is None), None)
+    slot = self._free_slot()
     if slot is None:
       self._counts["refused"] += 1
       await _send_error_and_close(conn, "busy", f"all {self.batch} session slots are in "
@@ -471,7 +489,22 @@ class StreamServer:
       else:
         x = protocol.decode_frame(msg, sess.fmt, cfg.max_frame_bytes)
         sess.add(x, self.chunk_samples, time.perf_counter())
-      self._work.set()
+      self._wake(sess)
+
+  def _wake(self, sess: _Session):
+    """Wakes the ticker of the session's lane."""
+    self._works[sess.slot // self.lane_batch].set()
+
+  def _free_slot(self) -> int | None:
+    """A free slot in the lane with the fewest sessions (None: all in use)."""
+    lb = self.lane_batch
+    best = None
+    for lane in range(self.lanes):
+      slots = self._slots[lane * lb:(lane + 1) * lb]
+      free = [i for i, s in enumerate(slots) if s is None]
+      if free and (best is None or len(free) > best[0]):
+        best = (len(free), lane * lb + free[0])
+    return None if best is None else best[1]
 
   def _fail(self, sess: _Session, code: str, message: str):
     """Ends a session with an error (queued after what was already queued)."""
@@ -500,7 +533,7 @@ class StreamServer:
           self._latencies.append(ms)
           sess.queued_chunks -= 1
           if sess.queued_chunks == _OUT_CHUNKS - 1:
-            self._work.set()  # the ticker skipped this session while its queue was full
+            self._wake(sess)  # the ticker skipped this session while its queue was full
           continue
         await sess.conn.send(item)
     except ConnectionClosed:
@@ -512,33 +545,37 @@ class StreamServer:
       sess.finished.set()
 
   # ---- the batched ticker ----------------------------------------------------------------
-  async def _ticker(self):
+  async def _ticker(self, lane: int):
+    work = self._works[lane]
     while True:
-      await self._work.wait()
-      self._work.clear()
+      await work.wait()
+      work.clear()
       try:
         while True:
           self._finish_ended()
-          rows = self._ready_rows()
+          rows = self._ready_rows(lane)
           if not rows:
             break
-          rows = await self._gather(rows)
+          rows = await self._gather(lane, rows)
           if rows:
-            await self._tick(rows)
+            await self._tick(lane, rows)
       except Exception as e:  # pylint: disable=broad-except
         # A bug in the bookkeeping: end the sessions it touched, keep serving new ones.
         log.exception("ticker failed")
-        for s in self._slots:
+        for s in self._lane_slots(lane):
           if isinstance(s, _Session):
             s.inflight = False
             self._fail(s, "internal", f"server error: {type(e).__name__}: {e}")
 
-  def _ready_rows(self) -> list:
-    """Sessions with a chunk to decode whose output queue has room."""
-    return [s for s in self._slots if isinstance(s, _Session) and not s.closed
+  def _lane_slots(self, lane: int) -> list:
+    return self._slots[lane * self.lane_batch:(lane + 1) * self.lane_batch]
+
+  def _ready_rows(self, lane: int) -> list:
+    """The lane's sessions with a chunk to decode whose output queue has room."""
+    return [s for s in self._lane_slots(lane) if isinstance(s, _Session) and not s.closed
             and s.has_chunk(self.chunk_samples) and s.queued_chunks < _OUT_CHUNKS]
 
-  async def _gather(self, rows: list) -> list:
+  async def _gather(self, lane: int, rows: list) -> list:
     """Dynamic batching (`ServerConfig.batch_wait_ms`): waits until every active session
     that could join the step has a chunk, or the wait is over -> the step's sessions.
 
@@ -550,18 +587,20 @@ class StreamServer:
     if wait_s <= 0:
       return rows
     deadline = time.perf_counter() + wait_s
+    work = self._works[lane]
     while True:
-      self._work.clear()  # before looking: a chunk arriving from here on wakes the wait
+      work.clear()  # before looking: a chunk arriving from here on wakes the wait
       self._finish_ended()
-      rows = self._ready_rows()
+      rows = self._ready_rows(lane)
       ready = set(map(id, rows))
-      missing = [s for s in self._slots if isinstance(s, _Session) and not s.closed
-                 and not s.ended and id(s) not in ready and s.queued_chunks < _OUT_CHUNKS]
+      missing = [s for s in self._lane_slots(lane) if isinstance(s, _Session)
+                 and not s.closed and not s.ended and id(s) not in ready
+                 and s.queued_chunks < _OUT_CHUNKS]
       left = deadline - time.perf_counter()
       if not missing or left <= 0:
         break
       try:
-        await asyncio.wait_for(self._work.wait(), left)
+        await asyncio.wait_for(work.wait(), left)
       except TimeoutError:
         pass
     # chunks arriving from here on are picked up by the ticker's next look after the step
@@ -579,31 +618,32 @@ class StreamServer:
                                         s.audio_samples / self.output_sample_rate))
         s.outq.put_nowait((_CLOSE, protocol.CLOSE_NORMAL, "done"))
 
-  async def _tick(self, rows: list[_Session]):
-    b, c = self.batch, self.chunk_samples
+  async def _tick(self, lane: int, rows: list[_Session]):
+    b, c = self.lane_batch, self.chunk_samples
     audio = np.zeros((b, c), np.float32)
     valid = np.zeros(b, bool)
     reset = np.zeros(b, bool)
     seeds = np.zeros(b, np.uint32)
     complete_at = {}
     for s in rows:
-      audio[s.slot], complete_at[s.slot] = s.take(c)
-      valid[s.slot] = True
-      reset[s.slot] = s.needs_reset
-      seeds[s.slot] = s.seed
+      r = s.slot % b  # the session's row in its lane's state
+      audio[r], complete_at[r] = s.take(c)
+      valid[r] = True
+      reset[r] = s.needs_reset
+      seeds[r] = s.seed
       s.needs_reset = False
       s.inflight = True
       if s.buffered < self.buffer_cap:
         s.drained.set()
     t0 = time.perf_counter()
     try:
-      self._state, host = await asyncio.to_thread(self._run_step, self._state, audio,
-                                                  valid, reset, seeds)
+      self._states[lane], host = await asyncio.to_thread(
+          self._run_step, self._states[lane], audio, valid, reset, seeds)
     except Exception as e:  # pylint: disable=broad-except
       log.exception("decoder step failed")
-      # The state may have been donated: start over with a fresh one for everybody.
-      self._state = self._init_state()
-      for s in self._slots:
+      # The state may have been donated: start over with a fresh one for the lane.
+      self._states[lane] = self._init_state()
+      for s in self._lane_slots(lane):
         if isinstance(s, _Session):
           s.inflight = False
           self._fail(s, "internal", f"decoder step failed: {type(e).__name__}: {e}")
@@ -611,19 +651,20 @@ class StreamServer:
     compute_ms = (time.perf_counter() - t0) * 1000.0
     self._step_ms.append(compute_ms)
     self._counts["steps"] += 1
+    self._counts[f"steps:lane{lane}"] += 1
     self._counts["chunks"] += len(rows)
     for s in rows:
       s.inflight = False
       if not s.closed:
-        self._emit(s, host, s.slot, compute_ms, complete_at[s.slot])
+        self._emit(s, host, s.slot % b, compute_ms, complete_at[s.slot % b])
       if s.buffered < self.buffer_cap:
         s.drained.set()
 
   def _init_state(self):
-    """A fresh state for every slot (per-row keys when the state has a `rng` field)."""
-    state = self.decoder.init_stream(self.batch, self.config.seed)
+    """A fresh state for a lane's slots (per-row keys when the state has a `rng` field)."""
+    state = self.decoder.init_stream(self.lane_batch, self.config.seed)
     if self._row_keys:
-      state = _with_rng(state, jax.random.split(self._base_key, self.batch))
+      state = _with_rng(state, jax.random.split(self._base_key, self.lane_batch))
     return state
 
   def _run_step(self, state, audio, valid, reset, seeds):
@@ -689,7 +730,7 @@ class StreamServer:
             "step_ms": {"n": int(step.size), "p50": pct(step, 50), "p99": pct(step, 99),
                         "total": float(step.sum())},
             "sessions": list(self._sessions_done), "warmup_s": self.warmup_s,
-            "batch": self.batch, "chunk_ms": self.chunk_ms}
+            "batch": self.batch, "lanes": self.lanes, "chunk_ms": self.chunk_ms}
 
   def latencies_ms(self) -> np.ndarray:
     """Every recorded per-chunk latency (ms, the last 100,000) over all sessions."""

@@ -98,5 +98,8 @@ def test_serve_cli_mistakes_are_one_line(tmp_path):
   for bad in ("0", "8,x", "-2"):
     with pytest.raises(cli.UserError, match=f"--turn_rows={bad}: expected 'auto', 'none'"):
       serve.main(["--init=random", "--config=configs/micro.py", f"--turn_rows={bad}"])
+  with pytest.raises(cli.UserError, match="lanes=3: expected an integer >= 1 that divides "
+                     "max_sessions=16"):
+    serve.main(["--init=random", "--config=configs/micro.py", "--lanes=3"])
   with pytest.raises(cli.UserError, match="--turn_rows cannot change it"):
     serve.main(["--export", str(tmp_path), "--turn_rows=4,2"])

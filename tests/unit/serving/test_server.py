@@ -112,6 +112,33 @@ def test_concurrent_sessions_are_independent_and_slots_reused(running, refs,
   _check_equal(long, ref["b"], wavs["b"], c)
 
 
+def test_lanes_step_concurrently_and_each_session_equals_its_stream_alone(
+    serving_decoder, refs):
+  """Two lanes of SERVER_SLOTS slots (max_sessions 4): new sessions go to the emptier
+  lane, both lanes step, and every session still equals its stream decoded alone."""
+  wavs, ref = refs
+  srv = server_lib.StreamServer(serving_decoder, config=server_lib.ServerConfig(
+      port=0, max_sessions=2 * SERVER_SLOTS, lanes=2, max_frame_bytes=FRAME_BYTES,
+      idle_timeout_s=20))
+  assert srv.lane_batch == SERVER_SLOTS
+  with srv.start_in_thread() as r:
+
+    async def three():
+      return await asyncio.gather(*(client.stream(r.url, wavs[k], 16000, speed=4,
+                                                   fmt="float32") for k in "abc"))
+    results = asyncio.run(three())
+    stats = srv.stats()
+  for k, res in zip("abc", results):
+    _check_equal(res, ref[k], wavs[k], serving_decoder.chunk_samples)
+  assert stats["lanes"] == 2
+  assert stats["counts"]["steps:lane0"] > 0 and stats["counts"]["steps:lane1"] > 0
+  with pytest.raises(ValueError, match="lanes=3: expected an integer >= 1 that divides "
+                     "max_sessions=4"):
+    server_lib.ServerConfig(max_sessions=4, lanes=3).check()
+  with pytest.raises(ValueError, match="lanes=0"):
+    server_lib.ServerConfig(lanes=0).check()
+
+
 async def _violate(url, first, then=()):
   """Opens a session, sends `first` then `then`; returns (error message, close code)."""
   async with connect(url) as ws:
