@@ -53,8 +53,8 @@ _LANES = flags.DEFINE_integer("lanes", 1, "server's decoder lanes (batches stepp
                               "concurrently; must divide the slots)")
 _WAIT = flags.DEFINE_float("batch_wait_ms", None, "server's dynamic batching wait "
                            "(default: ServerConfig's)")
-_CODEC_ROWS = flags.DEFINE_integer("codec_rows", 0, "codec on the speaking slots only, "
-                                   "this many at a time (0: every slot)")
+_CODEC_ROWS = flags.DEFINE_integer("codec_rows", 1, "codec on the speaking slots only, "
+                                   "this many at a time (serve's default 1; 0: every slot)")
 _TURN_ROWS = flags.DEFINE_list("turn_rows", ["auto"], "the turn's token loop on at most "
                                 "this many slots once no more are writing, e.g. 8,4; "
                                 "auto (serve's default): halvings of the slots down to 1; "

@@ -57,9 +57,9 @@ def _parser() -> cli.ArgumentParser:
                    help="largest binary audio frame accepted")
   srv.add_argument("--max_buffer_s", type=float, default=5.0,
                    help="unprocessed audio buffered per session before back-pressure")
-  srv.add_argument("--codec_rows", type=int, default=0,
+  srv.add_argument("--codec_rows", type=int, default=None,
                    help="in-process decoder: run the codec on the speaking slots only, "
-                   "this many at a time (0: on every slot)")
+                   "this many at a time (default 1: measured fastest; 0: on every slot)")
   srv.add_argument("--turn_rows", default="auto",
                    help="in-process decoder: comma-separated sizes (e.g. 8,4): once at most "
                    "that many slots are still writing their turn, the token loop runs on "
@@ -90,7 +90,7 @@ def _check_args(args, overrides):
     bad = [n for n, v in (("--config", args.config), ("--stage", args.stage),
                           ("--tokenizer", args.tokenizer),
                           ("--max_turn_tokens", args.max_turn_tokens),
-                          ("--codec_rows", args.codec_rows or None),
+                          ("--codec_rows", args.codec_rows),
                           ("--turn_rows", None if args.turn_rows == "auto"
                            else args.turn_rows)) if v is not None]
     if bad or overrides:
@@ -103,6 +103,8 @@ def _check_args(args, overrides):
     raise cli.UserError("--init=random needs --config (e.g. configs/tiny.py)")
   if not 0 <= args.port <= 65535:
     raise cli.UserError(f"--port={args.port}: expected 0..65535")
+  if args.codec_rows is None:
+    args.codec_rows = 1
   if args.codec_rows < 0:
     raise cli.UserError(f"--codec_rows={args.codec_rows}: must be >= 0 (0 = the codec "
                         "runs on every slot)")
