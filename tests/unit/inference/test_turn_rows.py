@@ -1,8 +1,9 @@
 """Row compaction of the turn's token loop (`StreamingDecoder(turn_rows=...)`, issue #15):
 once at most k rows are still writing, the loop goes on over k gathered rows. Every row's
-tokens, log-probabilities, values, audio and state must be those of the uncompacted loop,
-with one sampling key for the batch (the full batch's noise, these rows' kept) and with
-one key per row (the server's sessions)."""
+tokens, log-probabilities, logits, values and state must be those of the uncompacted
+loop, with one sampling key for the batch (the full batch's noise, these rows' kept) and
+with one key per row (the server's sessions). Text-only decoding (`decode_speech=False`):
+the codec runs after the loop on its tokens (compile time; `test_codec_tail` covers it)."""
 
 import jax
 import numpy as np
@@ -35,11 +36,14 @@ def test_compacted_turn_loop_equals_the_full_batch_loop(cfg, models, per_row_key
   layout = token_layout.TokenLayout.from_config(cfg)
   kw = dict(temperature=1.0, max_turn_tokens=TURN_TOKENS,
             speaker_window_ms=cfg.stream.chunk_ms, codec_blocks=(4,), prompt_ids=(),
-            return_logits=True)
-  decs = {rows: decoder_lib.StreamingDecoder(model, codec, speaker, layout, cfg,
-                                             turn_rows=rows, **kw)
-          for rows in ((), "auto", (B, 4, 2))}
-  assert decs[(B, 4, 2)].spec.turn_rows == (B, 4, 2)
+            return_logits=True, decode_speech=False)
+  # "auto" here: B/2 = 3 rows, then 1; the per-row-key run uses explicit sizes (one
+  # skipped: not < B).
+  rows = (B, 4, 2) if per_row_keys else "auto"
+  decs = {k: decoder_lib.StreamingDecoder(model, codec, speaker, layout, cfg,
+                                          turn_rows=k, **kw) for k in ((), rows)}
+  assert decoder_lib.StreamingDecoder(model, codec, speaker, layout, cfg,
+                                      turn_rows=[2, 4, 4]).spec.turn_rows == (4, 2)
   assert decode_step.turn_sizes("auto", B) == (3, 1)
   assert decode_step.turn_sizes("auto", 16) == (8, 4, 2, 1)
   assert decode_step.turn_sizes((B, 4, 2), B) == (4, 2)  # B: skipped (not < B)
