@@ -80,3 +80,38 @@ def forced_turn(layout, rng, n_words: int, n_frames: int, speech: bool = True) -
         layout.speech_offset + int(x)
         for x in rng.integers(0, layout.codebook_size, n_frames * layout.num_codebooks)]
   return ids + [token_layout.EOT]
+
+
+# ---- streams of audio (serve_load, stream_replay) ------------------------------------
+def chirp(seconds: float, seed: int, rate: int) -> np.ndarray:
+  """A chirp with noise, one per seed (a stream the random-weight model writes to now and
+  then): float32 [seconds * rate]."""
+  n = int(seconds * rate)
+  t = np.arange(n) / rate
+  rng = np.random.default_rng(seed)
+  f0 = 150 + 40 * (seed % 8)
+  x = 0.3 * np.sin(2 * np.pi * (f0 + 200 * np.sin(0.5 * t)) * t) * (0.6 + 0.4 * np.sin(3 * t))
+  return (x + 0.03 * rng.standard_normal(n)).astype(np.float32)
+
+
+def corpus_speech(workdir: str, seconds: float, streams: int, rate: int) -> list:
+  """Per stream, `seconds` of the run's test-split source speech: utterances back to
+  back (300 ms pauses), stream i starting at utterance 7 x i, float32 at `rate` (the
+  corpus opened once for all)."""
+  from data_pipelines import pipelines  # pylint: disable=g-import-not-at-top
+  from liveinterp.common import config as config_lib  # pylint: disable=g-import-not-at-top
+  cfg = config_lib.load(os.path.join(workdir, "config.json"), check=False)
+  if int(cfg.audio.sample_rate) != rate:
+    raise ValueError(f"{workdir}: corpus at {cfg.audio.sample_rate} Hz, decoder at {rate}")
+  test = pipelines.open_corpus(cfg, "test")
+  pause = np.zeros(int(0.3 * rate), np.float32)
+  out = []
+  for stream in range(streams):
+    parts, n, i = [], 0, 7 * stream
+    while n < seconds * rate:
+      a = np.asarray(test[i % len(test)]["src_audio"], np.float32) / 32768.0
+      parts += [a, pause]
+      n += a.size + pause.size
+      i += 1
+    out.append(np.concatenate(parts)[:int(seconds * rate)])
+  return out

@@ -75,40 +75,6 @@ def _rss_mb() -> float:
   return float("nan")
 
 
-def _signal(seconds: float, seed: int, rate: int):
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  n = int(seconds * rate)
-  t = np.arange(n) / rate
-  rng = np.random.default_rng(seed)
-  f0 = 150 + 40 * (seed % 8)
-  x = 0.3 * np.sin(2 * np.pi * (f0 + 200 * np.sin(0.5 * t)) * t) * (0.6 + 0.4 * np.sin(3 * t))
-  return (x + 0.03 * rng.standard_normal(n)).astype(np.float32)
-
-
-def _test_speech(workdir: str, seconds: float, clients: int, rate: int) -> list:
-  """Per client, `seconds` of the run's test-split source speech: utterances back to
-  back (300 ms pauses), client i starting at utterance 7 x i, float32 at `rate` (the
-  corpus opened once for all)."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from data_pipelines import pipelines  # pylint: disable=g-import-not-at-top
-  from liveinterp.common import config as config_lib  # pylint: disable=g-import-not-at-top
-  cfg = config_lib.load(os.path.join(workdir, "config.json"), check=False)
-  if int(cfg.audio.sample_rate) != rate:
-    raise ValueError(f"{workdir}: corpus at {cfg.audio.sample_rate} Hz, decoder at {rate}")
-  test = pipelines.open_corpus(cfg, "test")
-  pause = np.zeros(int(0.3 * rate), np.float32)
-  out = []
-  for client in range(clients):
-    parts, n, i = [], 0, 7 * client
-    while n < seconds * rate:
-      a = np.asarray(test[i % len(test)]["src_audio"], np.float32) / 32768.0
-      parts += [a, pause]
-      n += a.size + pause.size
-      i += 1
-    out.append(np.concatenate(parts)[:int(seconds * rate)])
-  return out
-
-
 async def _loop_lag(period_s: float, out: dict, key: str):
   """Records the largest delay of this event loop's timers (a starved loop delays the
   websockets keepalive and every send)."""
@@ -198,8 +164,8 @@ def main(argv):
     server_monitor = asyncio.run_coroutine_threadsafe(
         _loop_lag(0.05, lag, "server_loop_lag_max_s"), running.loop)
     rate = decoder.sample_rate
-    audio = (_test_speech(_WORKDIR.value, _SECONDS.value, n, rate) if _SOURCE.value == "test"
-             else [_signal(_SECONDS.value, i, rate) for i in range(n)])
+    audio = (common.corpus_speech(_WORKDIR.value, _SECONDS.value, n, rate) if _SOURCE.value == "test"
+             else [common.chirp(_SECONDS.value, i, rate) for i in range(n)])
     t_load = time.perf_counter()
     clients = asyncio.run(_load(running.url, n, _SECONDS.value, _SPEED.value,
                                 _FRAME_MS.value, decoder.chunk_ms, rate, lag,

@@ -268,9 +268,9 @@ def _choose(spec: DecodeSpec, i, logits_bv, gram: grammar_lib.GrammarState, key,
 
 def turn_sizes(turn_rows: tuple | str, batch: int) -> tuple[int, ...]:
   """The compacted batch sizes of the turn loop for `batch` rows: the given sizes below
-  the batch, or with "auto" the halvings B/2, B/4, ..., 1 (measured on 16 trained
-  streams of the test split, 1 core: mean step 1,201 ms without, 765 ms with (8, 4, 2, 1),
-  940 ms with (8, 4, 2); issue #15)."""
+  the batch, or with "auto" the halvings B/2, B/4, ..., 1 (16 trained streams of the
+  test split, 1 core, `benchmarks/stream_replay.py`: mean step 1,570 ms without, 1,240 ms
+  with, 657 ms with the codec on the speaking rows too; issue #15)."""
   if turn_rows == "auto":
     sizes, k = [], batch // 2
     while k >= 1:

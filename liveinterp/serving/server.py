@@ -20,9 +20,10 @@ last partial chunk), that chunk, and runs one `decoder.step` for the lane's B sl
 (`valid_b` False for the rest, whose rows the step leaves untouched) in a worker thread
 (`asyncio.to_thread`), so the event loop keeps receiving audio meanwhile; then it queues
 each session's events. Lanes step concurrently (XLA runs each step in its worker thread
-without the GIL): on a machine with several cores, two lanes of 8 use both cores where
-one batch of 16 mostly runs on one (16 trained test-split streams, 2 cores: one batch of
-16 takes 612 ms per chunk of all streams, two lanes of 8 372 ms; issue #15). A session whose chunk
+without the GIL): on a machine with several cores, lanes use them where one batch mostly
+runs on one (16 trained test-split streams, 2 cores, `benchmarks/stream_replay.py`, every
+lane finishing a chunk before the next: 692 ms per chunk of all streams as one batch,
+534 ms as two lanes of 8; served, `benchmarks/serve_load.py`, issue #15). A session whose chunk
 arrives during a step goes into the next one; with `batch_wait_ms` > 0 the ticker first
 waits up to that long for every other active session's chunk (dynamic batching: the step
 costs the same for 1 or B ready rows). A new session's slot is reset to a fresh

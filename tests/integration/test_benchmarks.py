@@ -124,6 +124,31 @@ def test_serve_load_benchmark_runs_two_clients(tmp_path):
   assert "p99_ms" in r.stdout  # the printed table
 
 
+def test_stream_replay_compares_the_server_settings_on_the_same_streams(tmp_path):
+  """benchmarks/stream_replay.py: the micro model's streams under the plain batch, the
+  compacted turn loop with per-row codec, and two lanes; every setting writes the same
+  tokens; the one-stream row carries issue #14's goal columns."""
+  out = tmp_path / "stream_replay.json"
+  r = subprocess.run([sys.executable, "-m", "benchmarks.stream_replay", "--size=micro",
+                      "--batch=2", "--seconds=3", "--settings=plain,turn_codec,lanes2",
+                      "--single", "--max_turn_tokens=16", "--cores=0", f"--out={out}"],
+                     cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600)
+  assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+  data = json.load(open(out))
+  rows = data["rows"]
+  assert [(x["setting"], x["B"], x["lanes"]) for x in rows] == [
+      ("plain", 2, 1), ("turn_codec", 2, 1), ("lanes2", 2, 2), ("single", 1, 1)]
+  assert [x["same_tokens"] for x in rows] == [None, True, True, None]
+  assert all(x["chunks"] == 3000 // data["chunk_ms"] and 0 < x["step_p50_ms"] <= x["step_p99_ms"]
+             for x in rows)
+  assert {"speaking_rtf", "p99_over_chunk", "goals_met"} <= set(rows[-1])
+  assert "same_tokens" in r.stdout  # the printed table
+  bad = subprocess.run([sys.executable, "-m", "benchmarks.stream_replay", "--size=micro",
+                        "--settings=lanes0"], cwd=ROOT, env=subprocess_env(),
+                       capture_output=True, text=True, timeout=600)
+  assert bad.returncode != 0 and "'lanes0' is not plain" in bad.stderr
+
+
 def test_serve_load_streams_a_runs_test_speech(tmp_path):
   """serve_load --source=test: each client streams the run's test-split utterances back to
   back from its own starting utterance (a trained model's realistic load)."""
@@ -134,8 +159,8 @@ def test_serve_load_streams_a_runs_test_speech(tmp_path):
   c.data.data_dir, c.tokenizer.model_path = data_dir, tok
   config_lib.save(c, str(tmp_path / "config.json"))
   code = ("import numpy as np, sys\n"
-          "from benchmarks import serve_load\n"
-          f"a = serve_load._test_speech({str(tmp_path)!r}, 3.0, 2, 16000)[1]\n"
+          "from benchmarks import common\n"
+          f"a = common.corpus_speech({str(tmp_path)!r}, 3.0, 2, 16000)[1]\n"
           "np.save(sys.argv[1], a)\n")
   r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "a.npy")], cwd=ROOT,
                      env=subprocess_env(), capture_output=True, text=True, timeout=300)
