@@ -125,20 +125,21 @@ def test_serve_load_benchmark_runs_two_clients(tmp_path):
 
 
 def test_stream_replay_compares_the_server_settings_on_the_same_streams(tmp_path):
-  """benchmarks/stream_replay.py: the micro model's streams under the plain batch, the
-  compacted turn loop with per-row codec, and two lanes; every setting writes the same
-  tokens; the one-stream row carries issue #14's goal columns."""
+  """benchmarks/stream_replay.py: the micro model's streams as one plain batch and as two
+  lanes with the compacted turn loop and per-row codec; both write the same tokens; the
+  one-stream row carries issue #14's goal columns."""
   out = tmp_path / "stream_replay.json"
   r = subprocess.run([sys.executable, "-m", "benchmarks.stream_replay", "--size=micro",
-                      "--batch=2", "--seconds=3", "--settings=plain,turn_codec,lanes2",
+                      "--batch=2", "--seconds=3", "--settings=plain,lanes2",
                       "--single", "--max_turn_tokens=16", "--cores=0", f"--out={out}"],
                      cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=600)
   assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
   data = json.load(open(out))
   rows = data["rows"]
   assert [(x["setting"], x["B"], x["lanes"]) for x in rows] == [
-      ("plain", 2, 1), ("turn_codec", 2, 1), ("lanes2", 2, 2), ("single", 1, 1)]
-  assert [x["same_tokens"] for x in rows] == [None, True, True, None]
+      ("plain", 2, 1), ("lanes2", 2, 2), ("single", 1, 1)]
+  assert [x["same_tokens"] for x in rows] == [None, True, None]
+  assert (rows[1]["turn_rows"], rows[1]["codec_rows"]) == ("auto", 1)
   assert all(x["chunks"] == 3000 // data["chunk_ms"] and 0 < x["step_p50_ms"] <= x["step_p99_ms"]
              for x in rows)
   assert {"speaking_rtf", "p99_over_chunk", "goals_met"} <= set(rows[-1])
