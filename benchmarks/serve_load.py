@@ -138,9 +138,7 @@ def main(argv):
     sys.exit("serve_load: --source=test streams a trained run's test split: give --workdir")
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   t0 = time.perf_counter()
-  turn_rows = {"auto": "auto", "none": ()}.get(",".join(_TURN_ROWS.value))
-  if turn_rows is None:
-    turn_rows = tuple(int(k) for k in _TURN_ROWS.value)
+  turn_rows = serve.parse_turn_rows(",".join(_TURN_ROWS.value))
   batching = dict(max_turn_tokens=_MAX_TURN.value, codec_rows=_CODEC_ROWS.value,
                   turn_rows=turn_rows)
   if _WORKDIR.value:
@@ -183,8 +181,7 @@ def main(argv):
   chunks = stats["counts"].get("chunks", 0)
   row = {
       "clients": n, "speed": _SPEED.value, "seconds": _SECONDS.value,
-      "lanes": _LANES.value, "codec_rows": _CODEC_ROWS.value, "turn_rows": (turn_rows if isinstance(turn_rows, str)
-                                            else ",".join(map(str, turn_rows)) or "none"),
+      "lanes": _LANES.value, "codec_rows": _CODEC_ROWS.value, "turn_rows": ",".join(_TURN_ROWS.value),
       "chunk_ms": decoder.chunk_ms, "p50_ms": lat["p50"],
       "p95_ms": lat["p95"],
       "p99_ms": lat["p99"], "max_ms": lat["max"],

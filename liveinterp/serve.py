@@ -108,7 +108,7 @@ def _check_args(args, overrides):
   if args.codec_rows < 0:
     raise cli.UserError(f"--codec_rows={args.codec_rows}: must be >= 0 (0 = the codec "
                         "runs on every slot)")
-  args.turn_rows = _turn_rows(args.turn_rows)
+  args.turn_rows = parse_turn_rows(args.turn_rows)
   if args.max_sessions < 1:
     raise cli.UserError(f"--max_sessions={args.max_sessions}: must be >= 1")
   if not args.idle_timeout_s > 0:
@@ -117,7 +117,7 @@ def _check_args(args, overrides):
     raise cli.UserError(f"--static_dir={args.static_dir}: no such directory")
 
 
-def _turn_rows(text: str) -> tuple[int, ...] | str:
+def parse_turn_rows(text: str) -> tuple[int, ...] | str:
   """`--turn_rows=8,4` -> (8, 4), `auto` -> "auto", `none` -> (); a clear error for
   anything else."""
   if text in ("auto", "none"):

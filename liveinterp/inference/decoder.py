@@ -135,17 +135,11 @@ def voice_lag_for(cfg):
 def check_turn_rows(turn_rows) -> tuple[int, ...] | str:
   """`turn_rows` as the decoder keeps it: "auto", or distinct sizes >= 1, largest first;
   a clear error for anything else (a bool, a non-integer, a size < 1)."""
-  if isinstance(turn_rows, str) and turn_rows == "auto":
+  if turn_rows == "auto":
     return "auto"
-  if isinstance(turn_rows, str):
-    turn_rows = [turn_rows]
-  try:
-    sizes = list(turn_rows)
-  except TypeError:
-    sizes = [turn_rows]
-  bad = [k for k in sizes if isinstance(k, bool) or not isinstance(k, (int, np.integer))
-         or k < 1]
-  if bad:
+  sizes = [turn_rows] if isinstance(turn_rows, (str, int, float)) else list(turn_rows)
+  if any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1
+         for k in sizes):
     raise ValueError(f"turn_rows={turn_rows!r}: expected 'auto' or integers >= 1 (e.g. "
                      "(8, 4): the turn's token loop on at most that many rows once no more "
                      "write)")
@@ -217,7 +211,7 @@ class StreamingDecoder:
                donate: bool = True, prompt_ids: Sequence[int] | None = None,
                decode_speech: bool = True, speech_turns: bool = True,
                voice_lag_chunks: int | None = None, codec_tail: str = "masked",
-               codec_rows: int = 0, turn_rows: Sequence[int] = ()):
+               codec_rows: int = 0, turn_rows: Sequence[int] | str = ()):
     layout = tokenizer_layout
     if not isinstance(layout, TokenLayout):
       layout = TokenLayout.from_tokenizer(layout)
