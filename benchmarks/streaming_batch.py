@@ -149,8 +149,9 @@ def main(argv):
 
       def codec_fn(p, s, n, spk=spk, spec=spec):
         mm = nnx.merge(spec.graphdef, p)
+        # the codec alone: the speaker embeddings given (`embed` returns them)
         return decode_step._decode_speech(spec, mm.codec, mm.codec.init_decode_state(
-            s.shape[0]), s, n, spk)
+            s.shape[0]), s, n, lambda rows=None: spk if rows is None else spk[rows], spk)
       codec_jit = jax.jit(codec_fn)
       n_eq = jnp.full((b,), frames, jnp.int32)
       n_rag = jnp.asarray([frames - (i % 4) for i in range(b)], jnp.int32)

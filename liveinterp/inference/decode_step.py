@@ -205,22 +205,25 @@ def _step_models(spec: DecodeSpec, m: _Models, st: DecoderState, audio_bc, valid
                    st.speaker_fill)
   n_frames = turn["n_speech"] // spec.num_codebooks
 
-  def embed():
+  def embed(rows=None):
+    """Speaker embeddings `[k, E]` of rows `rows` (`[k]`; every row when None)."""
+    buf, fill_k = (spk_audio, fill) if rows is None else (spk_audio[rows], fill[rows])
     if n_buf == n_win:  # d = 0: the whole buffer (the rule before the voice span)
-      win, start = spk_audio, jnp.zeros_like(fill)
+      win, start = buf, jnp.zeros_like(fill_k)
     else:
-      lag = jnp.clip(fill - n_win, 0, n_buf - n_win)                     # [B] samples
-      start = n_buf - n_win - lag                                        # [B]
+      lag = jnp.clip(fill_k - n_win, 0, n_buf - n_win)                   # [k] samples
+      start = n_buf - n_win - lag                                        # [k]
       win = jax.vmap(lambda a, s: jax.lax.dynamic_slice_in_dim(a, s, n_win))(
-          spk_audio, start)                                              # [B, S]
+          buf, start)                                                    # [k, S]
     # Window sample j is buffer sample start + j: real when it is among the last `fill`.
-    mask = (start[:, None] + jnp.arange(n_win)[None, :]) >= (n_buf - fill)[:, None]
+    mask = (start[:, None] + jnp.arange(n_win)[None, :]) >= (n_buf - fill_k)[:, None]
     return m.speaker.embed_audio(win, mask).astype(jnp.float32)
   if spec.decode_speech:
-    spk = jax.lax.cond(jnp.any(n_frames > 0), embed, lambda: st.speaker)
-    # 5. codec: one frame per iteration; tails advance only on real frames.
-    audio_out, codec_state = _decode_speech(spec, m.codec, st.codec, turn["speech"],
-                                            n_frames, spk)
+    # 5. codec: one frame per iteration; tails advance only on real frames. A row's
+    # speaker embedding is computed when it speaks (with the codec's rows); a row that
+    # does not speak this chunk keeps its last one.
+    audio_out, codec_state, spk = _decode_speech(spec, m.codec, st.codec, turn["speech"],
+                                                 n_frames, embed, st.speaker)
     n_samples = n_frames * spec.hop
   else:  # text only: no speaker embedding, no codec (silent audio, 0 samples)
     spk, codec_state = st.speaker, st.codec
@@ -385,29 +388,41 @@ def _decode_turn(spec: DecodeSpec, llm, layers, cache, logits_bv, value_b, valid
   return bufs, cache
 
 
-def _decode_speech(spec: DecodeSpec, codec, codec_state, speech_bm, n_frames_b, spk_be):
-  """Speech ids `[B, M]` -> audio `[B, F * hop]`; each row's codec tails advance over
-  exactly its `n_frames` frames.
+def _decode_speech(spec: DecodeSpec, codec, codec_state, speech_bm, n_frames_b, embed,
+                   speaker_be):
+  """Speech ids `[B, M]` -> (audio `[B, F * hop]`, codec state, speaker embeddings `[B, E]`);
+  each row's codec tails advance over exactly its `n_frames` frames.
 
-  With `spec.codec_rows = k` (0 < k < B) only the speaking rows run the codec, gathered
-  k at a time, speaking rows first (`_decode_speaking_rows`); otherwise all B rows do
-  (`_decode_rows`).
+  `embed(rows)` computes the speaker embeddings of rows `rows` (all rows when None); a
+  speaking row (`n_frames > 0`) gets its new one, the others keep theirs (`speaker_be`),
+  so a row's embedding does not depend on which other rows speak.
+  With `spec.codec_rows = k` (0 < k < B) only the speaking rows embed and run the codec,
+  gathered k at a time, speaking rows first (`_decode_speaking_rows`); otherwise all B
+  rows do (`_decode_rows`), when any row speaks.
   """
   b, q, f = speech_bm.shape[0], spec.num_codebooks, spec.max_frames
   codes = spec.layout.frame_codes(speech_bm[:, :f * q], xp=jnp)       # [B, F, Q]
   if 0 < spec.codec_rows < b:
-    return _decode_speaking_rows(spec, codec, codec_state, codes, n_frames_b, spk_be)
-  return _decode_rows(spec, codec, codec_state, codes, n_frames_b, spk_be)
+    return _decode_speaking_rows(spec, codec, codec_state, codes, n_frames_b, embed,
+                                 speaker_be)
+  speaking = n_frames_b > 0
+  new = jax.lax.cond(jnp.any(speaking), embed, lambda: speaker_be)
+  spk = jnp.where(speaking[:, None], new, speaker_be)
+  audio, state = _decode_rows(spec, codec, codec_state, codes, n_frames_b, spk)
+  return audio, state, spk
 
 
-def _decode_speaking_rows(spec: DecodeSpec, codec, codec_state, codes, n_frames_b, spk_be):
-  """`_decode_rows` on the rows with frames only, k = `spec.codec_rows` at a time.
+def _decode_speaking_rows(spec: DecodeSpec, codec, codec_state, codes, n_frames_b, embed,
+                          speaker_be):
+  """`_decode_rows` (and the speaker embedding) on the rows with frames only,
+  k = `spec.codec_rows` at a time.
 
   Rows are ordered speaking first (a stable sort: row order kept); group g decodes the
   k rows at positions [g k, g k + k) of that order, the last group shifted back to end at
   B, its rows that an earlier group decoded given 0 frames (state unchanged) and their
-  audio kept. Groups run while g k < the number of speaking rows, so a chunk where at
-  most k rows speak costs one codec call on k rows, and one where none speaks, none.
+  audio and embedding kept. Groups run while g k < the number of speaking rows, so a
+  chunk where at most k rows speak costs one embedding and codec call on k rows, and one
+  where none speaks, none.
   """
   b, k = codes.shape[0], spec.codec_rows
   order = jnp.argsort(n_frames_b == 0, stable=True).astype(jnp.int32)  # speaking first
@@ -415,21 +430,21 @@ def _decode_speaking_rows(spec: DecodeSpec, codec, codec_state, codes, n_frames_
   audio = jnp.zeros((b, spec.max_frames * spec.hop), jnp.float32)
 
   def group(c):
-    g, state, audio = c
+    g, state, audio, spk = c
     start = jnp.minimum(g * k, b - k)
     rows = jax.lax.dynamic_slice_in_dim(order, start, k)               # [k]
     fresh = start + jnp.arange(k) >= g * k  # not decoded by an earlier group
     n_k = jnp.where(fresh, n_frames_b[rows], 0)
-    spk = None if spk_be is None else spk_be[rows]
+    spk_k = jnp.where((n_k > 0)[:, None], embed(rows), spk[rows])
     y, new = _decode_rows(spec, codec, jax.tree.map(lambda x: x[rows], state),
-                          codes[rows], n_k, spk)
+                          codes[rows], n_k, spk_k)
     state = jax.tree.map(lambda full, x: full.at[rows].set(x), state, new)
     audio = audio.at[rows].set(jnp.where(fresh[:, None], y, audio[rows]))
-    return g + 1, state, audio
+    return g + 1, state, audio, spk.at[rows].set(spk_k)
 
-  _, state, audio = jax.lax.while_loop(lambda c: c[0] * k < n_speaking, group,
-                                       (jnp.int32(0), codec_state, audio))
-  return audio, state
+  _, state, audio, spk = jax.lax.while_loop(lambda c: c[0] * k < n_speaking, group,
+                                            (jnp.int32(0), codec_state, audio, speaker_be))
+  return audio, state, spk
 
 
 def _decode_rows(spec: DecodeSpec, codec, codec_state, codes, n_frames_b, spk_be):

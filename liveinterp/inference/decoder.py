@@ -27,9 +27,9 @@ One `step` (a single XLA computation, compiled once) does, for every stream in t
   4. speaker embedding of `speaker_window_ms` of *source* audio ending
      `voice_lag_chunks` chunks before this one (a rolling buffer in the state, so it
      follows speaker changes; the lag voices a turn from the audio its words were spoken
-     in, see the voice span rule in `liveinterp.inference.decode_step`); computed only on
-     chunks where some row speaks, which gives the same result as computing it every
-     chunk;
+     in, see the voice span rule in `liveinterp.inference.decode_step`); computed for the
+     rows that speak this chunk (with `codec_rows`, on those rows only); a row that
+     waits keeps its last embedding, so a row's embedding never depends on the others;
   5. codec streaming decode of the turn's speech frames (conditioned on that embedding):
      frames every row has go through the codec in blocks (`codec_blocks`), the rest
      (rows of different lengths) in the same blocks with per-row frame counts
@@ -186,11 +186,11 @@ class StreamingDecoder:
       the same blocks as the common frames, each row's codec state advancing over
       exactly its own frames (`Codec.decode_step(..., n_valid_b)`); "frames" (the
       previous path) one frame per `while_loop` iteration at full batch. Same audio.
-    codec_rows: 0 (default) = the codec runs on every row of the batch, speaking or
-      not; k > 0 = on the speaking rows only, gathered k at a time (as many groups of k
+    codec_rows: 0 (default) = the codec and speaker encoder run on every row of the
+      batch, speaking or not; k > 0 = on the speaking rows only, gathered k at a time (as many groups of k
       as there are speaking rows, one when at most k speak): a server's batch of B
       streams, of which a few speak per chunk, pays the codec for k rows, not B.
-      Same audio and codec state (each row's codec is independent of the others).
+      Same audio, codec state and speaker embeddings (rows are independent).
     turn_rows: () (default) = the turn's token loop runs on every row until the last
       one ends its turn; e.g. (8, 4) = once at most 8 rows are still writing, the loop
       goes on over those 8 only (their cache rows gathered, written back at the end),

@@ -26,7 +26,7 @@ class DecoderState(NamedTuple):
   speaker_audio: jax.Array     # [B, L] last L = S + d * chunk_samples source samples
                                # (oldest first; S = speaker_samples, d = voice lag)
   speaker_fill: jax.Array      # [B] int32 how many of them are real (<= L)
-  speaker: jax.Array           # [B, E] latest speaker embedding
+  speaker: jax.Array           # [B, E] speaker embedding of the row's last speaking chunk
   pending_eot: jax.Array       # [B] bool: the last turn's <eot> is not in the cache yet
   chunks: jax.Array            # [B] int32 chunks consumed
   rng: jax.Array               # PRNG key
@@ -56,7 +56,8 @@ class StepOutputs(NamedTuple):
                               # top-p; greedy: 0, a point mass). Forced tokens: what that
                               # distribution gives them (-inf outside its support).
   values: jax.Array       # [B, M] float32 value-head output where each token was chosen
-  speaker: jax.Array      # [B, E] speaker embedding used for this chunk's speech
+  speaker: jax.Array      # [B, E] speaker embedding of this chunk's speech (a row that
+                          # does not speak: its last one)
   logits: Any = None      # [B, M, V] float32 logits each token was chosen from (optional)
 
   @property

@@ -46,7 +46,8 @@ def test_decode_step_rows_matches_each_row_decoded_alone(models):
 def test_masked_tail_equals_frame_by_frame_tail(cfg, models):
   """... and the codec on the speaking rows only (`codec_rows=3` of 4 rows: one group
   with 3, 3 or 2 speaking rows, none with 0, and with 4 two groups, the second shifted
-  back over two decoded rows) gives the same audio and codec state as on every row."""
+  back over two decoded rows) gives the same audio, codec state and speaker embeddings as
+  on every row; a row that does not speak keeps its last embedding."""
   model, codec, speaker = models
   layout = token_layout.TokenLayout.from_config(cfg)
   kw = dict(max_turn_tokens=TURN_TOKENS, speaker_window_ms=cfg.stream.chunk_ms,
@@ -67,6 +68,7 @@ def test_masked_tail_equals_frame_by_frame_tail(cfg, models):
   # Per chunk, the rows' speech frame counts: common blocks, ragged ends, silent rows.
   plan = [[9, 2, 0, 5], [1, 12, 6, 0], [0, 0, 3, 7], [0, 0, 0, 0], [2, 5, 1, 4]]
   states = {t: d.init_stream(b, 0) for t, d in decs.items()}
+  last_speaker = np.asarray(states["masked"].speaker)
   for c, counts in enumerate(plan):
     forced = np.zeros((b, TURN_TOKENS), np.int32)
     n = np.zeros((b,), np.int32)
@@ -81,11 +83,17 @@ def test_masked_tail_equals_frame_by_frame_tail(cfg, models):
     m = jax.device_get(outs["masked"])
     np.testing.assert_array_equal(m.n_samples, np.asarray(counts) * codec.hop)
     assert (np.abs(m.audio).max() > 0) == any(counts)
+    silent = np.asarray(counts) == 0
+    np.testing.assert_array_equal(m.speaker[silent], last_speaker[silent])
+    assert not np.any(np.all(m.speaker[~silent] == last_speaker[~silent], axis=-1)), c
+    last_speaker = m.speaker
     for other in ("frames", "rows"):
       f = jax.device_get(outs[other])
       np.testing.assert_array_equal(m.n_samples, f.n_samples)
       np.testing.assert_allclose(m.audio, f.audio, atol=1e-5, rtol=1e-5,
                                  err_msg=f"{other}: chunk {c}")
+      np.testing.assert_allclose(m.speaker, f.speaker, atol=1e-6, rtol=1e-6,
+                                 err_msg=f"{other}: speaker chunk {c}")
       jax.tree.map(lambda a, e, other=other: np.testing.assert_allclose(
           a, e, atol=1e-5, rtol=1e-5, err_msg=f"{other}: codec state chunk {c}"),
                    states["masked"].codec, states[other].codec)
