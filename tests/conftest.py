@@ -93,37 +93,34 @@ def skip_if_not_enough_devices(n: int):
   return pytest.mark.skipif(jax.device_count() < n, reason=f"needs {n} devices")
 
 
-# Scheduling (issue #11). launch/test.sh runs `-n 2 --dist=loadfile --no-loadscope-reorder`:
+# Scheduling (issue #11). launch/test.sh runs `-n 3 --dist=loadfile --no-loadscope-reorder`:
 # a file stays on one worker (module-scoped fixtures such as test_stages.py's stage chain
 # run once), and files are handed out in collection order. Without the flag xdist orders
 # files by their number of tests, so a file of many quick parametrized cases goes first and
-# the 20-minute stage chain could start last and leave one worker idle at the end. Here the
-# files that cost most (seconds of the last full run, 2 loaded cores) are collected first,
+# the stage chain could start last and leave the other workers idle at the end. Here the
+# files that cost most (seconds of the last full run) are collected first,
 # longest first; every other file keeps its place after them.
-LONGEST_FIRST = (
-    "tests/integration/test_stages.py",              # ~1300 s: codec→pretrain→sft→eval chain
-    "tests/integration/test_rl_stage.py",            # ~400 s
-    "tests/unit/rl/test_update.py",                  # ~300 s
-    "tests/integration/test_replay.py",              # ~220 s
-    "tests/unit/models/test_s2st.py",                # ~230 s
-    "tests/integration/test_train_cli.py",           # ~190 s
-    "tests/integration/test_train_multiprocess.py",  # ~165 s
-    "tests/integration/test_benchmarks.py",          # ~160 s
-    "tests/integration/test_audio_reliance.py",      # ~150 s
-    "tests/unit/serving/test_export.py",             # ~110 s CPU (serving, session 7)
-    "tests/unit/serving/test_server.py",
-    "tests/unit/serving/test_server_sampling.py",     # ~110 s CPU (session 8)
-    "tests/unit/test_serving_memory.py",              # ~75 s (session 8)
-    "tests/integration/test_browser.py",             # ~55 s CPU, compiles the decoder
-    "tests/integration/test_recipe_steps.py",        # ~75 s CPU
-    "tests/integration/test_notebooks.py",
-    "tests/unit/serving/test_client.py",
-    "tests/unit/inference/test_streaming.py",        # ~130 s
-    "tests/integration/test_memory_check.py",        # ~100 s
-    "tests/integration/test_recipe_exit.py",
-    "tests/integration/test_multiprocess.py",
-    "tests/unit/eval/test_voice_control.py",         # ~60 s
-    "tests/unit/data/test_pipeline_drops.py",        # ~50 s
+LONGEST_FIRST = (  # seconds: full suite at 3 workers, 2 cores, 2026-12-01
+    "tests/integration/test_stages.py",              # 231: codec→pretrain→sft→eval chain
+    "tests/integration/test_rl_stage.py",            # 155
+    "tests/integration/test_benchmarks.py",          # 137
+    "tests/integration/test_replay.py",              # 122
+    "tests/integration/test_audio_reliance.py",      # 106
+    "tests/unit/rl/test_update.py",                  # 74
+    "tests/integration/test_train_multiprocess.py",  # 66
+    "tests/unit/inference/test_streaming.py",        # 58
+    "tests/integration/test_train_cli.py",           # 51
+    "tests/unit/serving/test_export.py",             # 46
+    "tests/unit/models/test_llm.py",                 # 37
+    "tests/unit/serving/test_server.py",             # 35
+    "tests/unit/models/test_s2st.py",                # 32
+    "tests/unit/serving/test_server_sampling.py",    # 29
+    "tests/unit/inference/test_turn_rows.py",        # 26
+    "tests/unit/inference/test_translate_cli.py",    # 26
+    "tests/unit/models/test_codec.py",               # 26
+    "tests/unit/models/test_conformer.py",           # 23
+    "tests/unit/inference/test_codec_tail.py",       # 22
+    "tests/unit/test_serving_memory.py",             # 21
 )
 
 
