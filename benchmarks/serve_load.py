@@ -49,8 +49,9 @@ _MAX_TURN = flags.DEFINE_integer("max_turn_tokens", None, "decode budget per chu
                                  "(default: the config's)")
 _FRAME_MS = flags.DEFINE_float("frame_ms", 100.0, "audio per client frame")
 _SLOTS = flags.DEFINE_integer("max_sessions", None, "server slots (default: --clients)")
-_LANES = flags.DEFINE_integer("lanes", 1, "server's decoder lanes (batches stepped "
-                              "concurrently; must divide the slots)")
+_LANES = flags.DEFINE_string("lanes", "auto", "server's decoder lanes (batches stepped "
+                             "concurrently; must divide the slots); auto: serve's default "
+                             "(serve.auto_lanes)")
 _WAIT = flags.DEFINE_float("batch_wait_ms", None, "server's dynamic batching wait "
                            "(default: ServerConfig's)")
 _CODEC_ROWS = flags.DEFINE_integer("codec_rows", 1, "codec on the speaking slots only, "
@@ -149,9 +150,10 @@ def main(argv):
         **batching)
   build_s = time.perf_counter() - t0
   slots = _SLOTS.value or n
+  lanes = serve.parse_lanes(_LANES.value, slots)
   srv = server_lib.StreamServer(decoder, tokenizer=tokenizer, config=server_lib.ServerConfig(
       port=0, max_sessions=slots, idle_timeout_s=60.0,
-      lanes=_LANES.value,
+      lanes=lanes,
       **({} if _WAIT.value is None else {"batch_wait_ms": _WAIT.value})))
   print(f"[serve_load] {_SIZE.value if not _WORKDIR.value else _WORKDIR.value}: built in "
         f"{build_s:.1f} s; compiling the step for {slots} slots...", flush=True)
@@ -181,7 +183,7 @@ def main(argv):
   chunks = stats["counts"].get("chunks", 0)
   row = {
       "clients": n, "speed": _SPEED.value, "seconds": _SECONDS.value,
-      "lanes": _LANES.value, "codec_rows": _CODEC_ROWS.value, "turn_rows": ",".join(_TURN_ROWS.value),
+      "lanes": lanes, "lanes_flag": _LANES.value, "codec_rows": _CODEC_ROWS.value, "turn_rows": ",".join(_TURN_ROWS.value),
       "chunk_ms": decoder.chunk_ms, "p50_ms": lat["p50"],
       "p95_ms": lat["p95"],
       "p99_ms": lat["p99"], "max_ms": lat["max"],

@@ -13,8 +13,9 @@ of `liveinterp.serving.loader.load_export` (whose `.tokenizer` is used when no t
 is given).
 
 Batching. The server holds one decoder state of B = `max_sessions / lanes` slots per
-*lane* (`ServerConfig.lanes`, default 1). Each session owns a slot for its lifetime (a new
-one goes to the lane with the fewest sessions). Each lane's ticker task takes, from every
+*lane* (`ServerConfig.lanes`, default 1; `serve --lanes=auto` picks more on CPU). Each
+session owns a slot for its lifetime (a new one goes to the lane with the fewest
+sessions). Each lane's ticker task takes, from every
 active session of its lane with a full chunk buffered (or an ended stream's zero-padded
 last partial chunk), that chunk, and runs one `decoder.step` for the lane's B slots
 (`valid_b` False for the rest, whose rows the step leaves untouched) in a worker thread

@@ -2,6 +2,7 @@
 mistakes of the client and of `python -m liveinterp.serve` (one line, exit code 2)."""
 
 import json
+import os
 import socket
 
 import numpy as np
@@ -103,3 +104,20 @@ def test_serve_cli_mistakes_are_one_line(tmp_path):
     serve.main(["--init=random", "--config=configs/micro.py", "--lanes=3"])
   with pytest.raises(cli.UserError, match="--turn_rows cannot change it"):
     serve.main(["--export", str(tmp_path), "--turn_rows=4,2"])
+  with pytest.raises(cli.UserError, match="--lanes=two: expected 'auto' or an integer"):
+    serve.main(["--init=random", "--config=configs/micro.py", "--lanes=two"])
+
+
+def test_auto_lanes_rule():
+  """--lanes=auto: 1 on an accelerator; on CPU the most lanes of >= 4 slots, <= 2 per core
+  (2 cores: 16 sessions -> 4 lanes, 8 -> 2, the best measured by serve_load)."""
+  assert serve.auto_lanes(16, "cpu", 2) == 4
+  assert serve.auto_lanes(8, "cpu", 2) == 2
+  assert serve.auto_lanes(16, "gpu", 2) == serve.auto_lanes(64, "tpu", 8) == 1
+  assert serve.auto_lanes(2, "cpu", 2) == serve.auto_lanes(7, "cpu", 4) == 1  # < 4 slots
+  assert serve.auto_lanes(64, "cpu", 16) == 16 and serve.auto_lanes(12, "cpu", 2) == 3
+  assert serve.auto_lanes(16, "cpu", 1) == 2
+  assert serve.parse_lanes("3", 16) == 3  # ServerConfig.check rejects it (above)
+  import jax
+  assert serve.parse_lanes("auto", 16) == serve.auto_lanes(
+      16, jax.default_backend(), len(os.sched_getaffinity(0)))
