@@ -55,7 +55,7 @@ _PARTS = (
     ("models/llm.py", None, "llm_other"),
 )
 # Functions -> phase of the step, the outermost match wins (`_step_models` calls them).
-_PHASES = {"_decode_turn": "turn", "_decode_speech": "codec", "embed_audio": "speaker",
+_PHASES = {"_decode_turn": "turn", "decode_speech": "codec", "embed_audio": "speaker",
            "extend_step": "encoder", "extend": "prefill"}
 
 
@@ -97,8 +97,10 @@ def part_of(chain: list[tuple[str, str]], kind: str) -> str:
         break
     if part:
       break
-  phase = next((_PHASES[f] for _, fn in reversed(chain) for f in fn.split(".")
-                if f in _PHASES), "other")
+  # the speaker embedding runs inside the codec's row groups (`speech_decode`): its own part
+  phase = ("speaker" if any("embed_audio" in fn.split(".") for _, fn in chain) else
+           next((_PHASES[f] for _, fn in reversed(chain) for f in fn.split(".")
+                 if f in _PHASES), "other"))
   if phase in ("codec", "speaker", "encoder"):
     return phase
   if part is None:

@@ -15,7 +15,7 @@ tokens written, and every turn here is forced, so the workload is deterministic)
 - `ragged`: like `talk` but row b speaks `frames - (b % 4)` frames (rows of different
   lengths, as in a real batch: the codec's per-row tail);
 and, timed alone on the same shapes, the speaker embedding (`SpeakerEncoder.embed_audio`
-of the window) and the codec decode (`decode_step._decode_speech`, equal and ragged rows).
+of the window) and the codec decode (`speech_decode.decode_speech`, equal and ragged rows).
 
 Per-stream ms = best-of-`--repeats` wall time of the batch step / B; RTF = that / chunk
 duration. `x_vs_b1` = (time of the B-stream step) / (time of the 1-stream step): the
@@ -61,7 +61,7 @@ def main(argv):
   from benchmarks import common
   from liveinterp.common import config as config_lib
   from liveinterp.common import token_layout
-  from liveinterp.inference import decode_step, decoder as decoder_lib, loading
+  from liveinterp.inference import decoder as decoder_lib, loading, speech_decode
 
   cfg = config_lib.load(_SIZE.value)
   models = loading.build_models(cfg)
@@ -150,7 +150,7 @@ def main(argv):
       def codec_fn(p, s, n, spk=spk, spec=spec):
         mm = nnx.merge(spec.graphdef, p)
         # the codec alone: the speaker embeddings given (`embed` returns them)
-        return decode_step._decode_speech(spec, mm.codec, mm.codec.init_decode_state(
+        return speech_decode.decode_speech(spec, mm.codec, mm.codec.init_decode_state(
             s.shape[0]), s, n, lambda rows=None: spk if rows is None else spk[rows], spk)
       codec_jit = jax.jit(codec_fn)
       n_eq = jnp.full((b,), frames, jnp.int32)

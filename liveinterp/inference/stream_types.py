@@ -1,5 +1,6 @@
 """The plain types and checks the streaming decoder's callers share, free of flax and of
-the networks: `DecoderState`, `StepOutputs`, the `EOT` / `PAD` ids, `check_finite`.
+the networks: `DecoderState`, `StepOutputs`, the `EOT` / `PAD` ids, `check_finite`,
+`select_rows` (per-row choice between two batch-major state pytrees).
 
 `liveinterp.inference.session` (the host side) and `liveinterp.serving.loader` (the
 exported decoder) need only these, so they import this module, never
@@ -117,3 +118,18 @@ def _vector(x, batch: int, name: str):
 
 
 __all__ = ["DecoderState", "StepOutputs", "check_finite", "step_inputs", "EOT", "PAD"]
+
+
+def select_rows(valid_b: jax.Array, new: Any, old: Any) -> Any:
+  """Per-row choice between two state pytrees whose leaves are batch-major.
+
+  Scalars (stream-global counters such as the encoder's frame position) advance when
+  any row does.
+  """
+  any_valid = jnp.any(valid_b)
+
+  def pick(n, o):
+    if n.ndim == 0:
+      return jnp.where(any_valid, n, o)
+    return jnp.where(valid_b.reshape((-1,) + (1,) * (n.ndim - 1)), n, o)
+  return jax.tree.map(pick, new, old)
