@@ -21,8 +21,9 @@ tokens, which the run checks: `same_tokens`):
 
 Per setting: the step time (one chunk of every stream) mean / p50 / p99 after the first
 two chunks, RTF = mean step / chunk duration, tokens written per step and the longest
-row's tokens per step. `--single` adds a row for one stream (`plain` at B = 1, the first
-stream's audio) with issue #14's streaming goals: the speaking chunks' mean RTF (goal
+row's tokens per step. `--single` adds a row for one stream (the server's options at
+B = 1, where turn_rows and codec_rows have nothing to compact: the plain computation; the
+first stream's audio) with issue #14's streaming goals: the speaking chunks' mean RTF (goal
 <= 0.05) and the p99 chunk time over the chunk duration (goal <= 0.25).
 """
 
@@ -138,7 +139,9 @@ def main(argv):
     audio = np.stack([common.chirp(_SECONDS.value, i, rate) for i in range(b)])
   runs = [(name, opts, lanes, audio) for name, opts, lanes in settings]
   if _SINGLE.value:
-    runs.append(("single", _DECODER["plain"], 1, audio[:1]))
+    # the server's options (at B = 1 the plain computation): lanesL rows of one stream per
+    # lane have compiled this program already
+    runs.append(("single", _DECODER["turn_codec"], 1, audio[:1]))
   rows, reference = [], {}
   for name, opts, lanes, a in runs:
     dec = decoder_for(opts)
