@@ -61,7 +61,7 @@ def main(argv):
   from benchmarks import common
   from liveinterp.common import config as config_lib
   from liveinterp.common import token_layout
-  from liveinterp.inference import decoder as decoder_lib, loading, speech_decode
+  from liveinterp.inference import decode_step, decoder as decoder_lib, loading, speech_decode
 
   cfg = config_lib.load(_SIZE.value)
   models = loading.build_models(cfg)
