@@ -183,7 +183,8 @@ def main(argv):
   chunks = stats["counts"].get("chunks", 0)
   row = {
       "clients": n, "speed": _SPEED.value, "seconds": _SECONDS.value,
-      "lanes": lanes, "lanes_flag": _LANES.value, "codec_rows": _CODEC_ROWS.value, "turn_rows": ",".join(_TURN_ROWS.value),
+      "lanes": lanes, "lanes_flag": _LANES.value, "codec_rows": _CODEC_ROWS.value,
+      "turn_rows": ",".join(_TURN_ROWS.value),
       "chunk_ms": decoder.chunk_ms, "p50_ms": lat["p50"],
       "p95_ms": lat["p95"],
       "p99_ms": lat["p99"], "max_ms": lat["max"],

@@ -153,8 +153,9 @@ def parse_lanes(text, max_sessions: int) -> int:
   ServerConfig check then names a lane count that does not divide --max_sessions)."""
   if str(text) == "auto":
     import jax  # pylint: disable=g-import-not-at-top  (jax, not flax: still before the model)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return auto_lanes(int(max_sessions), jax.default_backend(), int(cores or 1))
+    cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+             else os.cpu_count() or 1)
+    return auto_lanes(int(max_sessions), jax.default_backend(), cores)
   try:
     return int(text)
   except ValueError:

@@ -60,9 +60,6 @@ class _Models(nnx.Module):
     self.speaker = speaker
 
 
-
-
-
 @dataclasses.dataclass(frozen=True)
 class DecodeSpec:
   """Everything static about a decoder (hashable): equal specs share compiled code."""
@@ -207,11 +204,11 @@ def _step_models(spec: DecodeSpec, m: _Models, st: DecoderState, audio_bc, valid
     mask = (start[:, None] + jnp.arange(n_win)[None, :]) >= (n_buf - fill_k)[:, None]
     return m.speaker.embed_audio(win, mask).astype(jnp.float32)
   if spec.decode_speech:
-    # 5. codec: one frame per iteration; tails advance only on real frames. A row's
-    # speaker embedding is computed when it speaks (with the codec's rows); a row that
-    # does not speak this chunk keeps its last one.
-    audio_out, codec_state, spk = speech_decode.decode_speech(spec, m.codec, st.codec, turn["speech"],
-                                                 n_frames, embed, st.speaker)
+    # 5. codec on the turn's speech frames (each row's tails advance only on its real
+    # frames), with the speaker embedding of the rows that speak; a row that does not
+    # speak this chunk keeps its last one (`speech_decode`).
+    audio_out, codec_state, spk = speech_decode.decode_speech(
+        spec, m.codec, st.codec, turn["speech"], n_frames, embed, st.speaker)
     n_samples = n_frames * spec.hop
   else:  # text only: no speaker embedding, no codec (silent audio, 0 samples)
     spk, codec_state = st.speaker, st.codec

@@ -187,9 +187,10 @@ class StreamingDecoder:
       exactly its own frames (`Codec.decode_step(..., n_valid_b)`); "frames" (the
       previous path) one frame per `while_loop` iteration at full batch. Same audio.
     codec_rows: 0 (default) = the codec and speaker encoder run on every row of the
-      batch, speaking or not; k > 0 = on the speaking rows only, gathered k at a time (as many groups of k
-      as there are speaking rows, one when at most k speak): a server's batch of B
-      streams, of which a few speak per chunk, pays the codec for k rows, not B.
+      batch, speaking or not; k > 0 = on the speaking rows only, gathered k at a time
+      (as many groups of k as there are speaking rows, one when at most k speak): a
+      server's batch of B streams, of which a few speak per chunk, pays the codec for k
+      rows, not B.
       Same audio, codec state and speaker embeddings (rows are independent).
     turn_rows: () (default) = the turn's token loop runs on every row until the last
       one ends its turn; e.g. (8, 4) = once at most 8 rows are still writing, the loop

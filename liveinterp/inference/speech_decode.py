@@ -16,8 +16,7 @@ import jax.numpy as jnp
 from liveinterp.inference.stream_types import select_rows
 
 
-def decode_speech(spec, codec, codec_state, speech_bm, n_frames_b, embed,
-                   speaker_be):
+def decode_speech(spec, codec, codec_state, speech_bm, n_frames_b, embed, speaker_be):
   """Speech ids `[B, M]` -> (audio `[B, F * hop]`, codec state, speaker embeddings `[B, E]`);
   each row's codec tails advance over exactly its `n_frames` frames.
 

@@ -60,9 +60,8 @@ def test_memorised_sft_model_replays_its_training_set_and_listens(memorised):
   from liveinterp import evaluate
   n = len(pipelines.open_corpus(cfg, "train"))               # 18 micro utterances
   t0 = time.time()
-  # 8 streams at a time, as the stage's dev evaluation above: the same compiled decoder
   md = evaluate.run(cfg, run, split="train", max_examples=n, speech=False, controls=True,
-                    offline=False, batch=8)
+                    offline=False, batch=n)        # every utterance in one batch
   report = json.load(open(md.replace(".md", ".json")))
   bleu = report["simul"]["bleu"]
   zero = report["controls"]["zero_audio"]["bleu"]
