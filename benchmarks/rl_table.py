@@ -224,14 +224,18 @@ def paired_intervals(report: dict | None, sft: dict | None) -> dict:
           "laal_change_pct_ci95": [lat["lo"], lat["hi"]]}
 
 
-def needs_evaluation(report: dict | None, n: int, stage: str = "") -> bool:
+def needs_evaluation(report: dict | None, n: int, stage: str = "",
+                     speech: bool = False) -> bool:
   """Whether `--evaluate` (re-)evaluates a stage: no report, one on other than the first
-  `n` utterances, one without per-utterance outputs (made before they were kept), or
-  SFT's without its offline ceiling (the table's scale row on the same utterances)."""
+  `n` utterances, one without per-utterance outputs (made before they were kept), SFT's
+  without its offline ceiling (the table's scale row on the same utterances), or, with
+  `speech` (`--speech`), a text-only one (the main job's table leaves text-only reports;
+  reusing them left the speech columns empty)."""
   if report is None:
     return True
   return (report.get("examples") != n or "utterances" not in report.get("simul", {})
-          or (stage == "sft" and "offline" not in report))
+          or (stage == "sft" and "offline" not in report)
+          or (speech and not report.get("speech")))
 
 
 def scale_rows(rows: list[dict], reports: dict, main_report: dict | None,
@@ -342,7 +346,7 @@ def main(argv):
     if os.path.exists(path):
       with open(path) as f:
         report = json.load(f)
-    if F["evaluate"] and needs_evaluation(report, F["n"], stage) and os.path.isdir(
+    if F["evaluate"] and needs_evaluation(report, F["n"], stage, F["speech"]) and os.path.isdir(
         os.path.join(run_dir, stage, "checkpoints")):
       _evaluate(run_dir, stage, F["n"], F["speech"])
       path = report_path(run_dir, stage)  # eval_table_<stage>/ now exists

@@ -197,6 +197,12 @@ def test_changes_against_sft_get_paired_intervals(tmp_path):
   assert not rl_table.needs_evaluation(sft, 64 if sft["examples"] == 64 else 0)
   assert rl_table.needs_evaluation(sft, 150)
   assert rl_table.needs_evaluation(_report(30.0, 1000.0), 64)
+  # --speech remakes a text-only report (as the main job's table leaves them), not a
+  # report that decoded speech
+  n = sft["examples"]
+  assert rl_table.needs_evaluation(dict(sft, speech=False), n, "rl2", speech=True)
+  assert not rl_table.needs_evaluation(dict(sft, speech=False), n, "rl2")
+  assert not rl_table.needs_evaluation(dict(sft, speech=True), n, "rl2", speech=True)
 
 
 def test_scale_rows_are_on_the_stages_utterances(tmp_path):
