@@ -384,15 +384,26 @@ def main(argv):
   print(f"[rl_table] wrote {F['out']}")
 
 
+def run_recipe(run_dir: str) -> str:
+  """The recipe (config name: tiny, small, ...) a run was trained with, read from its SFT
+  stage's saved config (every stage writes config.json); "tiny" when there is none."""
+  path = os.path.join(run_dir, "sft", "config.json")
+  if not os.path.exists(path):
+    return "tiny"
+  with open(path) as f:
+    return json.load(f).get("name", "tiny")
+
+
 def _evaluate(run_dir: str, stage: str, n: int, speech: bool):
   from data_pipelines import build  # pylint: disable=g-import-not-at-top
   from liveinterp import evaluate  # pylint: disable=g-import-not-at-top
   from liveinterp.common import config as config_lib  # pylint: disable=g-import-not-at-top
   from liveinterp.train.stage_configs import stage_config  # pylint: disable=g-import-not-at-top
   data_dir = os.path.join(os.path.dirname(run_dir), "data")
-  base = config_lib.load("tiny:pretrain")
+  recipe = run_recipe(run_dir)
+  base = config_lib.load(f"{recipe}:pretrain")
   tok = build.tokenizer_prefix_for(data_dir, base)
-  cfg = stage_config("tiny", "sft", run_dir, data_dir, tok)
+  cfg = stage_config(recipe, "sft", run_dir, data_dir, tok)
   evaluate.run(cfg, run_dir, "test", n, speech=speech, offline=stage == "sft",
                stage=stage, out_subdir=f"eval_table_{stage}")
 

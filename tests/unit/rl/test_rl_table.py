@@ -241,3 +241,14 @@ def test_scale_rows_are_on_the_stages_utterances(tmp_path):
   sft["simul"]["utterances"] = {"ids": []}
   assert rl_table.needs_evaluation(sft, 150, "sft")
   assert not rl_table.needs_evaluation(sft, 150, "rl2")
+
+
+def test_evaluation_config_follows_the_runs_recipe(tmp_path):
+  """`--evaluate` rebuilds the stage config of the run's own recipe (the name in the SFT
+  stage's saved config.json, as the recipe writes it), not always tiny's."""
+  from configs import micro
+  from liveinterp.common import config as config_lib
+  assert rl_table.run_recipe(str(tmp_path)) == "tiny"  # no saved config: the default
+  (tmp_path / "sft").mkdir()
+  config_lib.save(micro.get_config("sft"), str(tmp_path / "sft" / "config.json"))
+  assert rl_table.run_recipe(str(tmp_path)) == "micro"
