@@ -1,6 +1,6 @@
 r"""Batched streaming decoder: per-stream cost of waiting and speaking steps for B streams.
 
-    python -m benchmarks.streaming_batch [--size=tiny] [--cores=1] [--batches=1,4,16]
+    python -m benchmarks.streaming_batch [--size=tiny] [--cores=1] [--batches=1,4,16,64]
         [--repeats=5] [--codec_tail=masked|frames] [--out=benchmarks/results/...json]
 
 B independent streams in one `StreamingDecoder.step`, pinned to `--cores` CPU cores as in
@@ -40,7 +40,8 @@ from benchmarks import cpu_pinning
 
 _SIZE = flags.DEFINE_string("size", "tiny", "config recipe (configs/<size>.py)")
 _CORES = flags.DEFINE_integer("cores", 1, "CPU cores to pin to (0 = no pinning)")
-_BATCHES = flags.DEFINE_list("batches", ["1", "4", "16"], "batch sizes B")
+_BATCHES = flags.DEFINE_list("batches", ["1", "4", "16", "64"],
+                             "batch sizes B (issue #14 asks for 1, 4, 16, 64)")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "timed steps per workload (best is kept)")
 _TAILS = flags.DEFINE_list("codec_tail", ["masked"],
                            "codec ragged-tail paths to time: masked and/or frames")
@@ -105,6 +106,9 @@ def main(argv):
   jitted = (decode_step._step_donate, decode_step._step_keep)
   rows, comp_rows, recompiles = [], [], {}
   base = {}
+  # The machine's own speed on the same core(s), at both ends of the run: per-stream
+  # milliseconds drift with it from day to day, the x_vs_b1 ratios much less.
+  peaks = [common.matmul_flops_per_second(512)]
   for tail in tails:
     for b in [int(x) for x in _BATCHES.value]:
       audio = (0.1 * rng.standard_normal((b, c))).astype(np.float32)
@@ -167,9 +171,11 @@ def main(argv):
         print(f"{tail} B={b}: {name} {ms:.1f} ms", flush=True)
       del mods
 
+  peaks.append(common.matmul_flops_per_second(512))
   env = common.environment()
   env.update(load_avg_1m=round(os.getloadavg()[0], 2), cores=cores,
-             xla_flags=os.environ.get("XLA_FLAGS", ""))
+             xla_flags=os.environ.get("XLA_FLAGS", ""),
+             matmul_512_GFLOP_s_before_after=[round(p / 1e9, 1) for p in peaks])
   res = dict(
       command=("python -m benchmarks.streaming_batch " + " ".join(sys.argv[1:])).strip(),
       size=_SIZE.value, chunk_ms=chunk_ms, max_turn_tokens=m, speech_frames=frames,
@@ -178,7 +184,8 @@ def main(argv):
       zero_recompiles=all(v == 0 for v in recompiles.values()), env=env,
       goal=dict(rtf_speaking=0.05, batch16_vs_b1=4.0))
   print(f"batched streaming decoder, {_SIZE.value} (random weights), {chunk_ms} ms chunks, "
-        f"{frames} speech frames/turn, {len(cores)} core(s), load {env['load_avg_1m']}")
+        f"{frames} speech frames/turn, {len(cores)} core(s), load {env['load_avg_1m']}, "
+        f"512^3 matmul {env['matmul_512_GFLOP_s_before_after']} GFLOP/s before/after")
   common.print_table(rows, ["codec_tail", "B", "workload", "step_ms", "per_stream_ms",
                             "rtf_per_stream", "x_vs_b1"])
   common.print_table(comp_rows, ["codec_tail", "B", "component", "ms", "per_stream_ms"])

@@ -189,7 +189,8 @@ def test_serve_load_streams_a_runs_test_speech(tmp_path):
 def test_streaming_batch_benchmark_runs_batched_workloads(tmp_path):
   """benchmarks/streaming_batch.py (the issue #14 per-stream cost table) on micro at B = 2
   (one decoder compile; the B = 1 baseline is the same code at another batch): every
-  workload and component timed, nothing recompiled after warm-up."""
+  workload and component timed, nothing recompiled after warm-up, the matmul roofline
+  measured at both ends of the run."""
   out = tmp_path / "streaming_batch.json"
   r = subprocess.run([sys.executable, "-m", "benchmarks.streaming_batch", "--size=micro",
                       "--batches=2", "--repeats=1", "--cores=0", f"--out={out}"],
@@ -203,6 +204,8 @@ def test_streaming_batch_benchmark_runs_batched_workloads(tmp_path):
     assert b == 2 and row["step_ms"] > 0
     assert row["per_stream_ms"] == pytest.approx(row["step_ms"] / b, rel=0.02)
   assert {c["component"] for c in data["components"]} >= {"speaker_embed", "codec_equal"}
+  peaks = data["env"]["matmul_512_GFLOP_s_before_after"]  # the machine's speed, same run
+  assert len(peaks) == 2 and all(p > 0 for p in peaks)
   assert "per_stream_ms" in r.stdout  # the printed table
 
 
