@@ -8,7 +8,8 @@
 # Outputs: runs/data (corpus), RUN_DIR/<stage> (checkpoints, TensorBoard, result.json),
 # RUN_DIR/eval_<stage> (report of the selected stage, RUN_DIR/selected_stage.json:
 # markdown + plots; eval/ for sft), RUN_DIR/export (the serving artifact), RUN_DIR/example_translation.wav (+ its
-# source and JSON), benchmarks/results/rl_table.json + rl_table_latency_quality.png.
+# source and JSON), RUN_DIR/rl_table.json + rl_table_latency_quality.png (the RL table of
+# this run; benchmarks/results/ keeps the committed tables the README is rendered from).
 # RUN_DIR=... overrides runs/tiny; extra args go to the recipe (e.g. --steps=..., or
 # --config.a.b=v overrides).
 set -euo pipefail
@@ -21,7 +22,8 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" TF_CPP_MIN_LOG_LEVEL=3
 # reports made once) — a benchmark script, so run here rather than imported by the
 # library (liveinterp never imports benchmarks/). Needs a trained sft at least.
 if [ -d "$RUN_DIR/sft/checkpoints" ]; then
-  .venv/bin/python -m benchmarks.rl_table --run_dir="$RUN_DIR" --evaluate --stages=sft,rl1,rl2
+  .venv/bin/python -m benchmarks.rl_table --run_dir="$RUN_DIR" --evaluate --stages=sft,rl1,rl2 \
+    --out="$RUN_DIR/rl_table.json"
 fi
 
 # Where everything is: the report of the selected stage, chosen as the recipe's evaluate
@@ -34,7 +36,7 @@ fi
 REPORT_DIR="$RUN_DIR/eval_$STAGE"
 [ "$STAGE" = sft ] && REPORT_DIR="$RUN_DIR/eval"
 echo "[main] report ($STAGE): $REPORT_DIR/report_test.md (plots: $REPORT_DIR/*.png)"
-echo "[main] RL table: benchmarks/results/rl_table.json, plot benchmarks/results/rl_table_latency_quality.png"
+echo "[main] RL table: $RUN_DIR/rl_table.json, plot $RUN_DIR/rl_table_latency_quality.png"
 echo "[main] exported artifact: $RUN_DIR/export"
 echo "[main] example translation: $RUN_DIR/example_translation.wav (source $RUN_DIR/example_source.wav, text and timeline $RUN_DIR/example_translation.json)"
 echo "[main] serve it: .venv/bin/python -m liveinterp.serve --export=$RUN_DIR/export   then open http://127.0.0.1:8765/"
