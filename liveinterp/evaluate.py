@@ -416,8 +416,10 @@ def run(cfg, run_dir: str, split: str = "test", max_examples: int = 64,
 def _define_flags():
   return dict(
       run_dir=flags.DEFINE_string("run_dir", "runs/tiny", "trained run (recipe output)"),
-      config=flags.DEFINE_string("config", "configs/tiny.py:sft", "config file[:stage] "
-                                 "(config.load spec); override fields with --config.a.b=v"),
+      config=flags.DEFINE_string("config", "", "config file[:stage] (config.load spec); "
+                                 "default: the run's own (RUN_DIR/<stage>/config.json, "
+                                 "else RUN_DIR/config.json); override fields with "
+                                 "--config.a.b=v"),
       split=flags.DEFINE_string("split", "test", "corpus split"),
       n=flags.DEFINE_integer("max_examples", 64, "utterances to evaluate"),
       data_dir=flags.DEFINE_string("data_dir", "", "corpus dir (default RUN_DIR/../data)"),
@@ -434,6 +436,20 @@ def _define_flags():
           "to check the voice follows the speaker (speech only; 0 = off)"),
       stage=flags.DEFINE_string("stage", "sft", "trained stage to evaluate (sft, rl1, rl2, "
                                 "an RL ablation); reports go to RUN_DIR/eval_<stage>"))
+
+
+def run_config(run_dir: str, stage: str) -> str:
+  """The config a run was trained with, for evaluating its `stage`: the stage's own saved
+  config (every stage writes `config.json` into its workdir), else the run's (the recipe
+  writes RUN_DIR/config.json after each LLM stage); UserError when there is neither, so
+  that a run of another recipe is never evaluated with tiny's shapes."""
+  for path in (os.path.join(run_dir, stage, "config.json"),
+               os.path.join(run_dir, "config.json")):
+    if os.path.exists(path):
+      return path
+  from liveinterp.common import cli  # pylint: disable=g-import-not-at-top
+  raise cli.UserError(f"--config is required: {run_dir} has no {stage}/config.json nor "
+                      f"config.json (the recipe and the train CLI write them)")
 
 
 def main(argv):
@@ -458,7 +474,8 @@ def main(argv):
     cli.check_writable_file(os.path.join(ROOT, "benchmarks", "results", "evaluation.json"),
                             "--publish")
   data_dir = os.path.abspath(F["data_dir"] or os.path.join(os.path.dirname(run_dir), "data"))
-  base = config_lib.load(F["config"], cli.config_overrides())
+  base = config_lib.load(F["config"] or run_config(run_dir, F["stage"]),
+                         cli.config_overrides())
   tok = build.tokenizer_prefix_for(data_dir, base)
   cfg = stage_config(base.name if base.name != "base" else "tiny", "sft", run_dir, data_dir, tok,
                      overrides=cli.config_overrides())

@@ -22,6 +22,8 @@ CASES = [
      "--data_dir={tmp}/data"),
     ("liveinterp.evaluate", ["--run_dir={tmp}", "--bogus"], "Unknown command line flag "
                                                              "'bogus'"),
+    ("liveinterp.evaluate", ["--run_dir={tmp}", "--stage=rl1"],  # a run of no recipe
+     "--config is required: {tmp} has no rl1/config.json nor config.json"),
     ("liveinterp.recipe", ["--run_dir={tmp}/run", "--steps=data,bogus"],  # data not built
      "--steps: unknown step(s) bogus; expected some of data, codec"),
     ("liveinterp.recipe", ["--run_dir={tmp}/file/run", "--steps=codec"],
