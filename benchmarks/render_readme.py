@@ -156,6 +156,11 @@ def render_rl_table(data):
     lines.append("\n[lo, hi]: 95% paired-bootstrap interval over the test utterances "
                  "(1,000 resamples; an interval holding 0 is a change the test set cannot "
                  "tell from none).")
+  if data.get("asr_recognizer"):
+    lines.append(f"\nASR-BLEU: the played speech transcribed by {data['asr_recognizer']}, "
+                 f"scored against the reference with both sides normalised; the *reference "
+                 f"speech* row is the same recogniser on the corpus's own target speech "
+                 f"(its ceiling).")
   if data.get("notes"):  # how the stages were run, when not the recipe's defaults
     lines.append(f"\n{data['notes']}")
   return (f"### rl_table (`{data.get('command', 'python -m benchmarks.rl_table')}`)\n\n"

@@ -166,6 +166,11 @@ def reference_rows(report: dict) -> list[dict]:
     rows.append(dict(blank, stage=f"reference text, {name} policy", bleu=pol.get("bleu"),
                      laal_text=lat.get("LAAL"), flal_text=lat.get("FLAL"),
                      n=report["examples"]))
+  ceiling = report.get("asr_ceiling")
+  if ceiling:  # the recogniser on the corpus's reference speech: ASR-BLEU's ceiling
+    rec = report.get("simul", {}).get("asr_recognizer") or "the recogniser"
+    rows.append(dict(blank, stage=f"reference speech, {rec.split(' (')[0]}",
+                     asr_bleu=ceiling.get("asr_bleu"), n=report["examples"]))
   return rows
 
 
@@ -225,17 +230,21 @@ def paired_intervals(report: dict | None, sft: dict | None) -> dict:
 
 
 def needs_evaluation(report: dict | None, n: int, stage: str = "",
-                     speech: bool = False) -> bool:
+                     speech: bool = False, judged: bool = False) -> bool:
   """Whether `--evaluate` (re-)evaluates a stage: no report, one on other than the first
   `n` utterances, one without per-utterance outputs (made before they were kept), SFT's
   without its offline ceiling (the table's scale row on the same utterances), or, with
   `speech` (`--speech`), a text-only one (the main job's table leaves text-only reports;
-  reusing them left the speech columns empty)."""
+  reusing them left the speech columns empty) or, when the run has an ASR judge
+  (`judged`: RUN_DIR/asr_judge, `models/asr_judge.py`), one scored by another recogniser
+  (pocketsphinx ASR-BLEU is ~0 for every system here)."""
   if report is None:
     return True
+  rec = str(report.get("simul", {}).get("asr_recognizer") or "")
   return (report.get("examples") != n or "utterances" not in report.get("simul", {})
           or (stage == "sft" and "offline" not in report)
-          or (speech and not report.get("speech")))
+          or (speech and not report.get("speech"))
+          or (speech and judged and not rec.startswith("ctc-judge")))
 
 
 def scale_rows(rows: list[dict], reports: dict, main_report: dict | None,
@@ -340,13 +349,14 @@ def main(argv):
   F = {k: v.value for k, v in _FLAGS.items()}
   run_dir = os.path.abspath(F["run_dir"])
   rows, reports = [], {}
+  judged = _has_judge(run_dir)
   for stage in F["stages"]:
     path = report_path(run_dir, stage)
     report = None
     if os.path.exists(path):
       with open(path) as f:
         report = json.load(f)
-    if F["evaluate"] and needs_evaluation(report, F["n"], stage, F["speech"]) and os.path.isdir(
+    if F["evaluate"] and needs_evaluation(report, F["n"], stage, F["speech"], judged) and os.path.isdir(
         os.path.join(run_dir, stage, "checkpoints")):
       _evaluate(run_dir, stage, F["n"], F["speech"])
       path = report_path(run_dir, stage)  # eval_table_<stage>/ now exists
@@ -377,11 +387,22 @@ def main(argv):
                          f"{' --evaluate' if F['evaluate'] else ''}"
                          f"{' --speech' if F['speech'] else ''}"
                          f"{max_flag}")}
+  recs = sorted({str(r["simul"]["asr_recognizer"]) for r in reports.values()
+                 if r.get("simul", {}).get("asr_recognizer")})
+  if recs:
+    payload["asr_recognizer"] = ", ".join(recs)
   if F["notes"]:
     payload["notes"] = F["notes"]
   common.write_json(F["out"], payload)
   plot(rows, plot_path(F["out"]), references, payload["versus_sft"])
   print(f"[rl_table] wrote {F['out']}")
+
+
+def _has_judge(run_dir: str) -> bool:
+  """Whether the run has a trained ASR judge for its target language (English here:
+  the corpus builds are zh->en)."""
+  from liveinterp.models import asr_judge  # pylint: disable=g-import-not-at-top
+  return asr_judge.trained_for(os.path.join(run_dir, asr_judge.STAGE), "en")
 
 
 def run_recipe(run_dir: str) -> str:

@@ -57,6 +57,7 @@ SIZES = {
                       # decoder step (codec decode inside) in 7.5 s instead of 10.5 s
                       dilations=(1,), stft_resolutions=((256, 64, 256),)),
         "voice": dict(channels=16, embed_dim=16),
+        "judge": dict(d_model=64, num_layers=2, num_heads=4, mlp_dim=128, conv_kernel=5),
     },
     "tiny": {},
     "small": {
@@ -131,6 +132,15 @@ def get_config():
       # residual stream; the per-block renormalisation stalls learning at these budgets
       # (CTC fit of one fixed batch after 100 steps: 3.7 with it, 0.013 without).
       block_norm=False,
+  ))
+  # The ASR-BLEU judge (liveinterp/models/asr_judge.py, stage `asr_judge`): a word CTC
+  # recogniser trained on the corpus's reference target speech. Its own conformer width;
+  # utterances longer than max_seconds or with more than max_words words are left out of
+  # its training (counted); frame_weight x the frame cross-entropy on the word times;
+  # train_examples > 0 trains on the first that many usable clips only (tests, probes).
+  c.judge = ml_collections.ConfigDict(dict(
+      d_model=144, num_layers=4, num_heads=4, mlp_dim=576, conv_kernel=15,
+      max_seconds=8.0, max_words=48, frame_weight=1.0, eval_examples=64, train_examples=0,
   ))
   # out_norm: RMSNorm on the adapter output (audio enters the LLM at token-embedding scale)
   c.adapter = ml_collections.ConfigDict(dict(stack=2, out_norm=True))

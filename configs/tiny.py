@@ -15,6 +15,7 @@ from configs import base
 BUDGETS = {  # stage: (steps, peak learning rate, warmup)
     "demo": (200, 3e-3, 20),
     "codec": (200, 2e-3, 20),
+    "asr_judge": (400, 2e-3, 40),  # the ASR-BLEU judge (liveinterp/models/asr_judge.py)
     "pretrain": (500, 2e-3, 40),
     "sft_text": (300, 1e-3, 20),   # SFT on text-only turns first (recipe step sft_text)
     "sft": (250, 1e-3, 20),
@@ -53,6 +54,9 @@ def get_config(stage: str = "demo"):
   c.data.size_from_data = True
   c.data.task_weights = dict(asr=1.0, st=1.0, tts=0.0, s2st=0.0)
   c.train.speech_weight = 0.25  # sft turns are ~84% codec tokens: text gets ~half the loss
+  if c.stage == "asr_judge":
+    c.train.batch_size = 32
+    c.judge.max_seconds = 5.12  # the laptop build's target clips are at most 4.75 s
   if c.stage in ("rl1", "rl2"):  # the RL stages and their ablations
     c.train.batch_size = RL_BATCH
     c.rl.update(RL_SETTINGS)

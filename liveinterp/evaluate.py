@@ -49,10 +49,31 @@ from liveinterp.eval.streaming_metrics import simul_scores  # noqa: F401
 ROOT = report_lib.ROOT
 
 
-def codec_quality(codec, speaker, records, cfg, max_items: int = 16) -> dict:
+def speech_recognizer(run_dir: str, lang: str):
+  """The recogniser ASR-BLEU uses for `lang` speech: the run's trained judge
+  (`RUN_DIR/asr_judge`, `models/asr_judge.py`: a word CTC recogniser trained on the
+  corpus's reference target speech) when it has one for `lang`, else the shared
+  pocketsphinx (English only; `recognizers.NoRecognizerError` otherwise). One judge per
+  directory per process."""
+  from liveinterp.models import asr_judge
+  judge_dir = os.path.abspath(os.path.join(run_dir, asr_judge.STAGE))
+  if asr_judge.trained_for(judge_dir, lang):
+    if judge_dir not in _JUDGES:
+      _JUDGES[judge_dir] = asr_judge.JudgeRecognizer.from_dir(judge_dir)
+    return _JUDGES[judge_dir]
+  from liveinterp.eval import recognizers
+  return recognizers.get_recognizer(lang)
+
+
+_JUDGES: dict = {}
+
+
+def codec_quality(codec, speaker, records, cfg, max_items: int = 16,
+                  recognizer=None) -> dict:
   """Target speech → codec encode → decode in the voice of the *source* utterance (same
-  speaker, other language): mel distance to the original, and pocketsphinx chrF of the
-  resynthesis vs of the original audio against the reference text (English only)."""
+  speaker, other language): mel distance to the original, and ASR chrF/BLEU of the
+  resynthesis vs of the original audio against the reference text (`recognizer`, default
+  pocketsphinx: English only)."""
   import jax.numpy as jnp
   from flax import nnx
   from liveinterp.eval import quality
@@ -73,15 +94,15 @@ def codec_quality(codec, speaker, records, cfg, max_items: int = 16) -> dict:
     resy.append(y[0])
     refs.append(r["tgt_text"])
   out = {"items": len(items), "mel_l1": float(np.mean(mel_d)) if mel_d else None}
-  if items and items[0]["tgt_lang"].startswith("en"):
+  if items and (recognizer is not None or items[0]["tgt_lang"].startswith("en")):
     from liveinterp.eval import recognizers
-    rec = recognizers.get_recognizer("en")
+    rec = recognizer or recognizers.get_recognizer("en")
     hyp_o = [rec(a, cfg.audio.sample_rate) for a in orig]
     hyp_r = [rec(a, cfg.audio.sample_rate) for a in resy]
     orig_s, resy_s = quality.asr_scores(hyp_o, refs), quality.asr_scores(hyp_r, refs)
     out.update(asr_chrf_original=orig_s["asr_chrf"], asr_chrf_resynthesized=resy_s["asr_chrf"],
                asr_bleu_original=orig_s["asr_bleu"], asr_bleu_resynthesized=resy_s["asr_bleu"],
-               transcripts=list(zip(refs[:2], hyp_o[:2], hyp_r[:2])))
+               transcripts=list(zip(refs[:2], hyp_o[:2], hyp_r[:2])), recognizer=rec.name)
   return out
 
 
@@ -323,10 +344,10 @@ def run(cfg, run_dir: str, split: str = "test", max_examples: int = 64,
           "examples": [r.text.strip() for r in res[:3]]}
 
   if speech:
-    # ASR-BLEU with an independent recogniser (English only here).
+    # ASR-BLEU with an independent recogniser: the run's judge, else pocketsphinx.
+    rec = None
     try:
-      from liveinterp.eval import recognizers
-      rec = recognizers.get_recognizer(tgt_lang)
+      rec = speech_recognizer(run_dir, tgt_lang)
       waves = [r.speech if r.speech is not None and r.speech.size
                else np.zeros(160, np.float32) for r in results]
       asr = quality.asr_bleu(waves, refs, rec, tgt_lang, cfg.audio.sample_rate)
@@ -373,7 +394,7 @@ def run(cfg, run_dir: str, split: str = "test", max_examples: int = 64,
       else:
         report["voice_multi"] = {"note": "no two records of different speakers"}
     # ---- codec: resynthesis quality and intelligibility (English target speech) ------
-    report["codec"] = codec_quality(codec, speaker, records, cfg)
+    report["codec"] = codec_quality(codec, speaker, records, cfg, recognizer=rec)
   else:
     report["simul"]["asr_bleu"] = None
     report["simul"]["asr_note"] = "text-only evaluation (speech=False)"

@@ -47,16 +47,18 @@ _RECIPE = flags.DEFINE_string("recipe", "tiny", "configs/<recipe>.py")
 _RUN_DIR = flags.DEFINE_string("run_dir", "runs/tiny", "outputs of every step")
 _DATA_DIR = flags.DEFINE_string("data_dir", "", "corpus build dir (default RUN_DIR/../data)")
 _CPU = flags.DEFINE_integer("cpu_devices", 0, "CPU devices (0 = default)")
-_STEPS = flags.DEFINE_list("steps", ["data", "codec", "speech_tokens", "pretrain",
-                                     "sft_text", "sft", "rl1", "rl2", "evaluate", "export"],
-                           "steps to run, in order (sft_text: SFT on text-only turns, "
-                           "which sft then starts from; evaluate and export take the "
-                           "latest trained of rl2, rl1, sft)")
+_STEPS = flags.DEFINE_list("steps", ["data", "codec", "asr_judge", "speech_tokens",
+                                     "pretrain", "sft_text", "sft", "rl1", "rl2", "evaluate",
+                                     "export"],
+                           "steps to run, in order (asr_judge: the ASR-BLEU recogniser, "
+                           "trained on the corpus's reference speech; sft_text: SFT on "
+                           "text-only turns, which sft then starts from; evaluate and "
+                           "export take the stage chosen by dev score of rl2, rl1, sft)")
 _SCALE = flags.DEFINE_float("budget_scale", 1.0, "multiply every stage's step budget")
 from configs.base import RL_ABLATIONS  # noqa: E402  (stage name -> RL stage + changes)
 
-STEPS = ("data", "codec", "speech_tokens", "pretrain", "sft_text", "sft", "rl1", "rl2",
-         *RL_ABLATIONS, "evaluate", "export")
+STEPS = ("data", "codec", "asr_judge", "speech_tokens", "pretrain", "sft_text", "sft",
+         "rl1", "rl2", *RL_ABLATIONS, "evaluate", "export")
 # The LLM stages `evaluate` and `export` choose from, latest first (the RL ablations are
 # side branches of rl1/rl2, evaluated by benchmarks/rl_table.py, never "the" model).
 TRAINED_STAGES = ("rl2", "rl1", "sft")
@@ -312,7 +314,8 @@ def main(argv):
       build.run(base.data.pair, base.data.build, data_dir, model=_RECIPE.value,
                 config_overrides=[o for o in overrides if config_lib.parse_override(o)[0]
                                   not in build.FLAG_FIELDS])
-    elif step in ("codec", "pretrain", "sft_text", "sft", "rl1", "rl2", *RL_ABLATIONS):
+    elif step in ("codec", "asr_judge", "pretrain", "sft_text", "sft", "rl1", "rl2",
+                  *RL_ABLATIONS):
       cfg = stage_config(_RECIPE.value, step, run_dir, data_dir, tok_prefix, _SCALE.value,
                          overrides)
       # Checked before the stage is built (its data pipeline and model): issue #12.

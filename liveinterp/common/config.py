@@ -25,14 +25,14 @@ import warnings
 
 from liveinterp.common import axes, files
 
-STAGES = ("demo", "codec", "pretrain", "sft", "rl1", "rl2")
+STAGES = ("demo", "codec", "asr_judge", "pretrain", "sft", "rl1", "rl2")
 DTYPES = ("float32", "bfloat16")
 NUM_SPECIAL_TOKENS = 32  # control tokens reserved by the tokenizer (<text>, <speech>, ...)
 # Stages that train on simultaneous streams, the input the streaming decoder serves.
 STREAM_STAGES = ("sft", "rl1", "rl2")
 # Stages that read the corpus build (`data.data_dir`), and of those the ones that also
 # read the tokenizer (`tokenizer.model_path`).
-DATA_STAGES = ("codec", "pretrain", "sft", "rl1", "rl2")
+DATA_STAGES = ("codec", "asr_judge", "pretrain", "sft", "rl1", "rl2")
 TOKENIZER_STAGES = ("pretrain", "sft", "rl1", "rl2")
 # The TFDS dataset the stages read (data_pipelines.pipelines.open_corpus); its config is
 # `<src>_<tgt>_<build>` (data_pipelines.tfds_builders.liveinterp_corpus.config_name,
@@ -147,6 +147,16 @@ def validate(c, num_devices: int | None = None):
     _positive(c, path)
   for path in ("seed", "data.shuffle_seed", "data.worker_count"):
     _nonneg_int(c, path)
+  if "judge" in c:  # the ASR-BLEU judge (models/asr_judge.py, stage asr_judge)
+    for f in ("d_model", "num_layers", "num_heads", "mlp_dim", "conv_kernel", "max_seconds",
+              "max_words", "eval_examples"):
+      _positive(c, f"judge.{f}")
+    _nonneg_int(c, "judge.train_examples")
+    if c.judge.frame_weight < 0:
+      raise ConfigError(f"judge.frame_weight={c.judge.frame_weight!r}: must be >= 0")
+    if c.judge.d_model % c.judge.num_heads:
+      raise ConfigError(f"judge.d_model={c.judge.d_model} is not divisible by "
+                        f"judge.num_heads={c.judge.num_heads}")
   if "dilations" in c.codec:  # optional in the codec (models/codec.py has a default)
     _positive(c, "codec.dilations")
   for path in ("train.warmup_steps", "train.weight_decay", "train.grad_clip",

@@ -112,6 +112,10 @@ BAD = [
     ("codec.dilations", (1, 0, 9), "codec.dilations=(1, 0, 9): must be positive"),
     ("codec.stft_resolutions", ((512, 0, 512),), "codec.stft_resolutions[0]="
                                                  "(512, 0, 512): expected three"),
+    ("judge.num_heads", 5, "judge.d_model=144 is not divisible by judge.num_heads=5"),
+    ("judge.max_seconds", 0.0, "judge.max_seconds=0.0: must be positive"),
+    ("judge.train_examples", -1, "judge.train_examples=-1: must be an integer >= 0"),
+    ("judge.frame_weight", -0.5, "judge.frame_weight=-0.5: must be >= 0"),
 ]
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib
 
 # stage name -> module under liveinterp.train.stages
-_MODULES = {"demo": "demo", "codec": "codec", "pretrain": "stream_lm", "sft": "stream_lm"}
+_MODULES = {"demo": "demo", "codec": "codec", "asr_judge": "asr_judge", "pretrain": "stream_lm",
+            "sft": "stream_lm"}
 
 
 def available() -> tuple[str, ...]:

@@ -60,9 +60,16 @@ def test_rows_versus_sft_and_rendering(tmp_path, monkeypatch):
   assert [r["stage"] for r in refs] == ["constant output", "offline (sft, whole source)",
                                        "reference text, wait-3 policy"]
   assert refs[0]["laal_text"] is None and refs[1]["laal_text"] == 3272.0
+  # a speech report adds the recogniser's ceiling: the reference speech it transcribes
+  judged = dict(main, asr_ceiling={"asr_bleu": 61.5, "asr_chrf": 80.0},
+                simul=dict(main["simul"], asr_recognizer="ctc-judge (tiny/asr_judge, step 9)"))
+  ceil = rl_table.reference_rows(judged)[-1]
+  assert ceil["stage"] == "reference speech, ctc-judge" and ceil["asr_bleu"] == 61.5
+  assert ceil["bleu"] is None
   with open(tmp_path / "rl_table.json", "w") as f:
     json.dump({"rows": rows, "references": refs, "versus_sft": vs,
-               "command": "python -m benchmarks.rl_table", "notes": "rl2: 20 iterations"}, f)
+               "command": "python -m benchmarks.rl_table", "notes": "rl2: 20 iterations",
+               "asr_recognizer": "ctc-judge (tiny/asr_judge, step 9)"}, f)
   monkeypatch.setattr(render_readme, "RESULTS", str(tmp_path))
   text = render_readme.render()
   assert "### rl_table (`python -m benchmarks.rl_table`)" in text
@@ -70,6 +77,7 @@ def test_rows_versus_sft_and_rendering(tmp_path, monkeypatch):
   assert "- rl2: LAAL -25.0% vs SFT, BLEU -0.50" in text
   assert "| *constant output* | 1 | 18 | — | — | — |" in text
   assert "\nrl2: 20 iterations" in text
+  assert "ASR-BLEU: the played speech transcribed by ctc-judge (tiny/asr_judge, step 9)" in text
   assert "| *offline (sft, whole source)* | 16.5 | 35.5 | — | — | 3272 |" in text
 
 
@@ -203,6 +211,13 @@ def test_changes_against_sft_get_paired_intervals(tmp_path):
   assert rl_table.needs_evaluation(dict(sft, speech=False), n, "rl2", speech=True)
   assert not rl_table.needs_evaluation(dict(sft, speech=False), n, "rl2")
   assert not rl_table.needs_evaluation(dict(sft, speech=True), n, "rl2", speech=True)
+  # a run with an ASR judge remakes speech reports another recogniser scored
+  sphinx = dict(sft, speech=True, simul=dict(sft["simul"], asr_recognizer="pocketsphinx-en"))
+  judged = dict(sft, speech=True,
+                simul=dict(sft["simul"], asr_recognizer="ctc-judge (tiny/asr_judge, step 400)"))
+  assert rl_table.needs_evaluation(sphinx, n, "rl2", speech=True, judged=True)
+  assert not rl_table.needs_evaluation(sphinx, n, "rl2", speech=True)
+  assert not rl_table.needs_evaluation(judged, n, "rl2", speech=True, judged=True)
 
 
 def test_scale_rows_are_on_the_stages_utterances(tmp_path):
