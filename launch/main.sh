@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The main job: set-up (idempotent), then the tiny zh→en pipeline end to end on this
-# machine — corpus → tokenizer → codec → speech tokens → pretraining → SFT (text-only
-# turns, then with speech) → RL stage 1 → RL stage 2 → evaluation → export — sharded over
-# 2 CPU devices, then the RL table (SFT vs RL stage 1 vs stage 2). Re-running resumes
-# where it stopped (finished steps are skipped, an interrupted stage continues from its
-# last checkpoint, an up-to-date export and RL-table report are reused).
+# machine — corpus → tokenizer → codec → ASR judge (the ASR-BLEU recogniser) → speech
+# tokens → pretraining → SFT (text-only turns, then with speech) → RL stage 1 → RL stage 2
+# → evaluation → export — sharded over 2 CPU devices, then the RL table (SFT vs RL stage 1
+# vs stage 2). Re-running resumes where it stopped (finished steps are skipped, an
+# interrupted stage continues from its last checkpoint, an up-to-date export and RL-table
+# report are reused).
 # Outputs: runs/data (corpus), RUN_DIR/<stage> (checkpoints, TensorBoard, result.json),
 # RUN_DIR/eval_<stage> (report of the selected stage, RUN_DIR/selected_stage.json:
 # markdown + plots; eval/ for sft), RUN_DIR/export (the serving artifact), RUN_DIR/example_translation.wav (+ its
