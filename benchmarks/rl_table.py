@@ -425,8 +425,9 @@ def _evaluate(run_dir: str, stage: str, n: int, speech: bool):
   base = config_lib.load(f"{recipe}:pretrain")
   tok = build.tokenizer_prefix_for(data_dir, base)
   cfg = stage_config(recipe, "sft", run_dir, data_dir, tok)
+  # No two-speaker talks: the table has no voice columns (they are the main evaluation's).
   evaluate.run(cfg, run_dir, "test", n, speech=speech, offline=stage == "sft",
-               stage=stage, out_subdir=f"eval_table_{stage}")
+               stage=stage, out_subdir=f"eval_table_{stage}", multi_speaker_talks=0)
 
 
 if __name__ == "__main__":
