@@ -305,6 +305,8 @@ def plot(rows: list[dict], path: str, references: list[dict] = (),
       a.annotate(r["stage"], (r["laal_text"], r["bleu"]), textcoords="offset points",
                  xytext=(4, 4 + 7 * (i % 2)), fontsize=7 if a is ax else 8)
   for r in references:  # grey: the scale (constant output has no latency: a line)
+    if r["bleu"] is None:  # no text score (the recogniser's reference-speech ceiling)
+      continue
     if r["laal_text"] is None:
       ax.axhline(r["bleu"], color="0.6", ls=":", lw=1)
       ax.annotate(r["stage"], (ax.get_xlim()[0], r["bleu"]), fontsize=7, color="0.4",

@@ -8,7 +8,9 @@ reports, as JSON + markdown + plots in `<run_dir>/eval/`:
   StartOffset, EndOffset, FLAL of the text output and of the played speech (segments back
   to back), non-computation-aware and computation-aware (measured step times);
 - quality: BLEU / chrF of the text output; ASR-BLEU of the speech output through an
-  independent recogniser (pocketsphinx, English targets only);
+  independent recogniser (`speech_recognizer`: the run's ASR judge, trained on the
+  corpus's reference speech, when it has one; else pocketsphinx, English targets only)
+  with its ceiling (the reference speech recognised the same way);
 - the offline ceiling: the same model and prompt given the whole source first (every turn
   before the last chunk waits);
 - reference policy points: the training targets' own latency (alignment ready times and

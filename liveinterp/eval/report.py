@@ -65,7 +65,8 @@ def markdown(r) -> str:
   c = r.get("codec", {})
   if c.get("mel_l1") is not None:
     lines.append(f"Codec resynthesis ({c['items']} target utterances, voice from the source "
-                 f"utterance): log-mel L1 {_fmt(c['mel_l1'])}; pocketsphinx chrF original "
+                 f"utterance): log-mel L1 {_fmt(c['mel_l1'])}; "
+                 f"{c.get('recognizer') or 'pocketsphinx-en'} chrF original "
                  f"{_fmt(c.get('asr_chrf_original'))} vs resynthesized "
                  f"{_fmt(c.get('asr_chrf_resynthesized'))} (BLEU "
                  f"{_fmt(c.get('asr_bleu_original'))} vs "

@@ -199,6 +199,10 @@ def test_changes_against_sft_get_paired_intervals(tmp_path):
   text = render_readme.render_rl_table({"rows": rows, "versus_sft": v})
   assert "- rl2: LAAL -15.0% [" in text and "paired-bootstrap" in text
   rl_table.plot(rows, str(tmp_path / "p.png"), [], v)  # with the intervals' error bars
+  # scale rows without a text score (the recogniser's reference-speech ceiling) are skipped
+  ceiling = dict({c: None for c in rl_table.COLUMNS}, stage="reference speech, ctc-judge",
+                 asr_bleu=94.6, n=8)
+  rl_table.plot(rows, str(tmp_path / "q.png"), [ceiling], v)
   assert (tmp_path / "p.png").stat().st_size > 1000
   # --evaluate remakes reports on other utterance counts or without per-utterance outputs
   assert rl_table.needs_evaluation(None, 64)
