@@ -358,8 +358,10 @@ def main(argv):
     if os.path.exists(path):
       with open(path) as f:
         report = json.load(f)
-    if F["evaluate"] and needs_evaluation(report, F["n"], stage, F["speech"], judged) and os.path.isdir(
-        os.path.join(run_dir, stage, "checkpoints")):
+    # only a stage that finished training: result.json is written at its end (a stage
+    # still training has checkpoints already; liveinterp.recipe defines flags of its own)
+    if F["evaluate"] and needs_evaluation(report, F["n"], stage, F["speech"], judged) and \
+        os.path.exists(os.path.join(run_dir, stage, "result.json")):
       _evaluate(run_dir, stage, F["n"], F["speech"])
       path = report_path(run_dir, stage)  # eval_table_<stage>/ now exists
       with open(path) as f:
