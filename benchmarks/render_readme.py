@@ -161,6 +161,14 @@ def render_rl_table(data):
                  f"scored against the reference with both sides normalised; the *reference "
                  f"speech* row is the same recogniser on the corpus's own target speech "
                  f"(its ceiling).")
+  c = data.get("codec_resynthesis")
+  if c:
+    lines.append(f"\nThe codec alone (SFT's report): {c['items']} reference utterances encoded "
+                 f"and decoded in their speaker's voice are recognised at ASR-BLEU "
+                 f"{_fmt(c['asr_bleu_resynthesized'])} / chrF "
+                 f"{_fmt(c['asr_chrf_resynthesized'])}, the same utterances unprocessed at "
+                 f"{_fmt(c['asr_bleu_original'])} / {_fmt(c['asr_chrf_original'])} "
+                 f"(log-mel L1 {_fmt(c['mel_l1'])}).")
   if data.get("notes"):  # how the stages were run, when not the recipe's defaults
     lines.append(f"\n{data['notes']}")
   return (f"### rl_table (`{data.get('command', 'python -m benchmarks.rl_table')}`)\n\n"

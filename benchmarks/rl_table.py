@@ -395,6 +395,11 @@ def main(argv):
                  if r.get("simul", {}).get("asr_recognizer")})
   if recs:
     payload["asr_recognizer"] = ", ".join(recs)
+  codec = (reports.get("sft") or {}).get("codec") or {}
+  if codec.get("asr_bleu_resynthesized") is not None:  # the codec's share of ASR-BLEU
+    payload["codec_resynthesis"] = {k: codec.get(k) for k in (
+        "items", "mel_l1", "asr_bleu_original", "asr_bleu_resynthesized",
+        "asr_chrf_original", "asr_chrf_resynthesized", "recognizer")}
   if F["notes"]:
     payload["notes"] = F["notes"]
   common.write_json(F["out"], payload)

@@ -69,7 +69,11 @@ def test_rows_versus_sft_and_rendering(tmp_path, monkeypatch):
   with open(tmp_path / "rl_table.json", "w") as f:
     json.dump({"rows": rows, "references": refs, "versus_sft": vs,
                "command": "python -m benchmarks.rl_table", "notes": "rl2: 20 iterations",
-               "asr_recognizer": "ctc-judge (tiny/asr_judge, step 9)"}, f)
+               "asr_recognizer": "ctc-judge (tiny/asr_judge, step 9)",
+               "codec_resynthesis": {"items": 16, "mel_l1": 4.5, "asr_bleu_original": 91.6,
+                                     "asr_bleu_resynthesized": 0.4, "asr_chrf_original": 97.0,
+                                     "asr_chrf_resynthesized": 15.5,
+                                     "recognizer": "ctc-judge"}}, f)
   monkeypatch.setattr(render_readme, "RESULTS", str(tmp_path))
   text = render_readme.render()
   assert "### rl_table (`python -m benchmarks.rl_table`)" in text
@@ -78,6 +82,7 @@ def test_rows_versus_sft_and_rendering(tmp_path, monkeypatch):
   assert "| *constant output* | 1 | 18 | — | — | — |" in text
   assert "\nrl2: 20 iterations" in text
   assert "ASR-BLEU: the played speech transcribed by ctc-judge (tiny/asr_judge, step 9)" in text
+  assert "recognised at ASR-BLEU 0.4 / chrF 15.5, the same utterances unprocessed at 91.6" in text
   assert "| *offline (sft, whole source)* | 16.5 | 35.5 | — | — | 3272 |" in text
 
 
