@@ -230,21 +230,21 @@ def paired_intervals(report: dict | None, sft: dict | None) -> dict:
 
 
 def needs_evaluation(report: dict | None, n: int, stage: str = "",
-                     speech: bool = False, judged: bool = False) -> bool:
+                     speech: bool = False, judge: str = "") -> bool:
   """Whether `--evaluate` (re-)evaluates a stage: no report, one on other than the first
   `n` utterances, one without per-utterance outputs (made before they were kept), SFT's
   without its offline ceiling (the table's scale row on the same utterances), or, with
   `speech` (`--speech`), a text-only one (the main job's table leaves text-only reports;
   reusing them left the speech columns empty) or, when the run has an ASR judge
-  (`judged`: RUN_DIR/asr_judge, `models/asr_judge.py`), one scored by another recogniser
-  (pocketsphinx ASR-BLEU is ~0 for every system here)."""
+  (`judge`: its name, RUN_DIR/asr_judge, `models/asr_judge.py`), one scored by another
+  recogniser (pocketsphinx ASR-BLEU is ~0 for every system here) or another judge."""
   if report is None:
     return True
   rec = str(report.get("simul", {}).get("asr_recognizer") or "")
   return (report.get("examples") != n or "utterances" not in report.get("simul", {})
           or (stage == "sft" and "offline" not in report)
           or (speech and not report.get("speech"))
-          or (speech and judged and not rec.startswith("ctc-judge")))
+          or bool(speech and judge and rec != judge))
 
 
 def scale_rows(rows: list[dict], reports: dict, main_report: dict | None,
@@ -351,7 +351,7 @@ def main(argv):
   F = {k: v.value for k, v in _FLAGS.items()}
   run_dir = os.path.abspath(F["run_dir"])
   rows, reports = [], {}
-  judged = _has_judge(run_dir)
+  judge = _judge_name(run_dir)
   for stage in F["stages"]:
     path = report_path(run_dir, stage)
     report = None
@@ -360,7 +360,7 @@ def main(argv):
         report = json.load(f)
     # only a stage that finished training: result.json is written at its end (a stage
     # still training has checkpoints already; liveinterp.recipe defines flags of its own)
-    if F["evaluate"] and needs_evaluation(report, F["n"], stage, F["speech"], judged) and \
+    if F["evaluate"] and needs_evaluation(report, F["n"], stage, F["speech"], judge) and \
         os.path.exists(os.path.join(run_dir, stage, "result.json")):
       _evaluate(run_dir, stage, F["n"], F["speech"])
       path = report_path(run_dir, stage)  # eval_table_<stage>/ now exists
@@ -407,11 +407,12 @@ def main(argv):
   print(f"[rl_table] wrote {F['out']}")
 
 
-def _has_judge(run_dir: str) -> bool:
-  """Whether the run has a trained ASR judge for its target language (English here:
-  the corpus builds are zh->en)."""
+def _judge_name(run_dir: str) -> str:
+  """The name of the run's trained ASR judge for its target language (English here: the
+  corpus builds are zh->en), "" when it has none."""
   from liveinterp.models import asr_judge  # pylint: disable=g-import-not-at-top
-  return asr_judge.trained_for(os.path.join(run_dir, asr_judge.STAGE), "en")
+  judge_dir = os.path.join(run_dir, asr_judge.STAGE)
+  return asr_judge.describe(judge_dir) if asr_judge.trained_for(judge_dir, "en") else ""
 
 
 def run_recipe(run_dir: str) -> str:

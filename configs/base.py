@@ -137,10 +137,14 @@ def get_config():
   # recogniser trained on the corpus's reference target speech. Its own conformer width;
   # utterances longer than max_seconds or with more than max_words words are left out of
   # its training (counted); frame_weight x the frame cross-entropy on the word times;
-  # train_examples > 0 trains on the first that many usable clips only (tests, probes).
+  # train_examples > 0 trains on the first that many usable clips only (tests, probes);
+  # codec_clips > 0 adds a twin of that many training clips passed through the trained
+  # codec (encode, decode in the speaker's voice: the channel the system speaks through;
+  # codec_dir, default RUN_DIR/codec in the recipe).
   c.judge = ml_collections.ConfigDict(dict(
       d_model=144, num_layers=4, num_heads=4, mlp_dim=576, conv_kernel=15,
       max_seconds=8.0, max_words=48, frame_weight=1.0, eval_examples=64, train_examples=0,
+      codec_clips=0, codec_dir="",
   ))
   # out_norm: RMSNorm on the adapter output (audio enters the LLM at token-embedding scale)
   c.adapter = ml_collections.ConfigDict(dict(stack=2, out_norm=True))

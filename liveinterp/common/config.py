@@ -152,6 +152,7 @@ def validate(c, num_devices: int | None = None):
               "max_words", "eval_examples"):
       _positive(c, f"judge.{f}")
     _nonneg_int(c, "judge.train_examples")
+    _nonneg_int(c, "judge.codec_clips")
     if c.judge.frame_weight < 0:
       raise ConfigError(f"judge.frame_weight={c.judge.frame_weight!r}: must be >= 0")
     if c.judge.d_model % c.judge.num_heads:

@@ -6,8 +6,11 @@ speech itself, so every system's ASR-BLEU reads ~0 and the speech columns of the
 evaluation cannot tell systems apart. The judge is trained for the corpus instead:
 
 - **Data**: the training split's reference *target* speech (`tgt_audio`, the corpus's own
-  TTS voices) and its text. Never a model's output, so it judges the models it scores
-  without having learnt from them (trainer: `liveinterp/train/stages/asr_judge.py`).
+  TTS voices) and its text, plus `judge.codec_clips` of those clips passed through the
+  run's trained codec (encoded, decoded in the speaker's voice): the channel every model
+  speaks through, which a judge of clean speech alone does not understand. Never a
+  model's output, so it judges the models it scores without having learnt from them
+  (trainer: `liveinterp/train/stages/asr_judge.py`).
 - **Units**: the words of the training targets after `quality.asr_normalize` (the form
   ASR-BLEU scores), one CTC class each, blank = 0. A closed vocabulary, as the corpus's;
   the judge can only write words it was trained on (pocketsphinx has a lexicon too).
@@ -122,6 +125,18 @@ def load_vocab(judge_dir: str) -> list[str]:
   return list(words)
 
 
+def describe(judge_dir: str, step: int | None = None) -> str:
+  """The judge's name in reports: "ctc-judge (<run>/<dir>, step N[, K codec twins])" —
+  two judges of one run that differ in training are told apart (`benchmarks/rl_table`
+  remakes reports another judge scored)."""
+  judge_dir = os.path.abspath(judge_dir)
+  res = _result(judge_dir)
+  twins = int(res.get("codec_twins") or 0)
+  where = f"{os.path.basename(os.path.dirname(judge_dir))}/{os.path.basename(judge_dir)}"
+  return (f"ctc-judge ({where}, step {res.get('step') if step is None else step}"
+          f"{f', {twins} codec twins' if twins else ''})")
+
+
 def trained_for(judge_dir: str, lang: str) -> bool:
   """Whether `judge_dir` holds a finished judge for language `lang` ("en", "en-US", ...:
   the base language is compared)."""
@@ -170,8 +185,7 @@ class JudgeRecognizer:
     vocab = load_vocab(judge_dir)
     model, step = checkpointing.restore_model(lambda rngs: CTCJudge(cfg, len(vocab), rngs=rngs),
                                               os.path.join(judge_dir, "checkpoints"))
-    return cls(model, vocab, cfg, name=f"ctc-judge ({os.path.basename(os.path.dirname(judge_dir))}"
-                                       f"/{STAGE}, step {step})")
+    return cls(model, vocab, cfg, name=describe(judge_dir, step))
 
   def transcribe_batch(self, audios, sample_rate: int) -> list[str]:
     """Transcripts of several clips, padded together to one bucket length."""

@@ -63,6 +63,8 @@ def stage_config(recipe, stage, run_dir, data_dir, tokenizer_prefix, scale=1.0,
     size_from_data(c, build.length_stats(data_dir, c.data.pair, c.data.build))
   c.tokenizer.model_path = tokenizer_prefix
   c.data.codes_path = os.path.join(run_dir, "speech_codes.npz")
+  if c.stage == "asr_judge" and c.judge.codec_clips and not c.judge.codec_dir:
+    c.judge.codec_dir = os.path.join(run_dir, "codec")  # the run's codec (step codec)
   if scale != 1.0:
     c.train.steps = max(2, int(c.train.steps * scale))
     c.train.warmup_steps = min(c.train.warmup_steps, c.train.steps // 2)

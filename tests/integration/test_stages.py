@@ -93,6 +93,31 @@ def test_codec_loss_falls_and_reports_dev_metrics(codec_run, run_dir):
   assert np.isfinite(codec_run["eval/mel"]) and codec_run["eval/perplexity"] >= 1.0
 
 
+def test_asr_judge_trains_with_codec_twins_of_the_trained_codec(micro_data, run_dir,
+                                                               codec_run, tmp_path):
+  """The ASR judge's codec twins: each clip through the run's codec (same length, int16,
+  not the original), made at build time and counted in the stage's result; a judge
+  asked for twins without a codec says which field is wrong."""
+  from data_pipelines import pipelines
+  from liveinterp.train.stages import asr_judge as judge_stage
+  del codec_run  # the codec workdir it wrote
+  c = _cfg("asr_judge", micro_data, run_dir, steps=2)
+  c.judge.train_examples, c.judge.codec_clips = 4, 2
+  c.judge.codec_dir = os.path.join(run_dir, "codec")
+  source = pipelines.open_corpus(c, "train")
+  recs = [source[i] for i in range(2)]
+  twins = judge_stage.resynthesize(c, c.judge.codec_dir, recs)
+  for t, r in zip(twins, recs):
+    assert t.dtype == np.int16 and t.size == len(r["tgt_audio"])
+    assert np.abs(t).max() > 0 and not np.array_equal(t, np.asarray(r["tgt_audio"]))
+  result = loop.run(c, os.path.join(run_dir, "judge"), stages.build(c))
+  assert result["codec_twins"] == 2 and result["step"] == 2
+  assert np.isfinite(result["train/loss"])
+  c.judge.codec_dir = str(tmp_path / "no_codec")
+  with pytest.raises(FileNotFoundError, match="judge.codec_dir="):
+    stages.build(c)
+
+
 def test_speech_tokens_from_the_trained_codec(micro_data, run_dir, speech_codes):
   stats = speech_codes
   assert stats["records"] == 25 and 0 < stats["frames"] <= stats["encoded_frames"]

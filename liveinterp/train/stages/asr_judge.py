@@ -7,6 +7,10 @@ classes 1..V) for CTC, and a class per 40 ms encoder frame from the corpus's tar
 times (`tgt_word_start_ms` / `tgt_word_end_ms`; a corpus word that normalises to several
 words, e.g. "25" -> "twenty five", splits its span evenly) for the frame loss.
 
+With `judge.codec_clips` > 0 the first that many clips also get a codec twin
+(`resynthesize`: the clip through the run's trained codec, in its speaker's voice; same
+words and word times), made once at build time and trained on beside the originals.
+
 Left out and counted (`data_drops` in the stage's result.json; the scan is done once, at
 build time): clips longer than `judge.max_seconds`, more than `judge.max_words` words,
 no words, empty audio, word times that do not match the text, or more labels than CTC
@@ -21,6 +25,7 @@ speech (`judge.eval_examples` clips).
 from __future__ import annotations
 
 import collections
+import time
 
 import jax
 import jax.numpy as jnp
@@ -101,14 +106,15 @@ def scan(source, config, vocab=None):
   return usable, vocab, drops
 
 
-def make_example(rec, config, index) -> tuple[dict | None, str | None]:
-  """(example, None) or (None, drop reason) for one record."""
+def make_example(rec, config, index, audio=None) -> tuple[dict | None, str | None]:
+  """(example, None) or (None, drop reason) for one record; `audio` (int16) replaces its
+  target speech (a codec twin: same words, same times)."""
   sr, j = int(config.audio.sample_rate), config.judge
   max_samples = int(j.max_seconds * sr)
   hop = int(sr * config.audio.hop_ms / 1000)
   n_frames = max_samples // hop // 4
   fms = asr_judge.frame_ms(config)
-  audio = np.asarray(rec["tgt_audio"], np.int16)
+  audio = np.asarray(rec["tgt_audio"] if audio is None else audio, np.int16)
   lang = str(rec["tgt_lang"])
   words = asr_judge.words_of(str(rec["tgt_text"]), lang)
   if any(w not in index for w in words):
@@ -128,6 +134,56 @@ def make_example(rec, config, index) -> tuple[dict | None, str | None]:
   pad_labels[:len(labels)] = labels
   return dict(audio=pad_audio, audio_lengths=np.int32(audio.size), labels=pad_labels,
               label_lengths=np.int32(len(labels)), frame_labels=frames), None
+
+
+def resynthesize(config, codec_dir: str, records, batch: int = 8,
+                 log=None) -> list[np.ndarray]:
+  """Each record's target speech encoded and decoded by the codec trained in `codec_dir`
+  in its speaker's voice (the embedding of the record's source speech, its last
+  `data.codec_ref_ms`), as the evaluation's codec check does: int16 clips as long as the
+  originals. Clips are padded to `judge.max_seconds` (one compile)."""
+  import os  # pylint: disable=g-import-not-at-top
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from liveinterp.common import checkpointing  # pylint: disable=g-import-not-at-top
+  from liveinterp.models import voice  # pylint: disable=g-import-not-at-top
+  ckpt = os.path.join(codec_dir, "checkpoints")
+  if not codec_dir or not os.path.isdir(ckpt):
+    raise FileNotFoundError(f"judge.codec_dir={codec_dir!r}: no codec checkpoints there "
+                            f"(train the codec first: recipe step codec), or set "
+                            f"judge.codec_clips=0")
+  model, _ = checkpointing.restore_model(lambda rngs: voice.VoiceCodec(config, rngs=rngs),
+                                         ckpt)
+  graphdef, weights = nnx.split(model)
+  sr = int(config.audio.sample_rate)
+  hop = model.codec.hop
+  n = -(-int(config.judge.max_seconds * sr) // hop) * hop
+  m = int(config.data.codec_ref_ms) * sr // 1000
+
+  @jax.jit
+  def run(w, x, ref, ref_mask):
+    vc = nnx.merge(graphdef, w)
+    return vc.codec.decode(vc.codec.encode(x), vc.speaker.embed_audio(ref, ref_mask))
+
+  out = []
+  for k in range(0, len(records), batch):
+    part = records[k:k + batch]
+    x = np.zeros((batch, n), np.float32)
+    ref = np.zeros((batch, m), np.float32)
+    ref_mask = np.zeros((batch, m), bool)
+    ref_mask[:, -1] = True  # rows past the end: one valid (silent) sample
+    for i, r in enumerate(part):
+      a = np.asarray(r["tgt_audio"], np.float32)[:n] / 32768.0
+      x[i, :a.size] = a
+      s = np.asarray(r["src_audio"], np.float32)[-m:] / 32768.0
+      if s.size:
+        ref[i, m - s.size:], ref_mask[i, m - s.size:] = s, True
+    y = np.asarray(run(weights, jnp.asarray(x), jnp.asarray(ref), jnp.asarray(ref_mask)))
+    for i, r in enumerate(part):
+      size = min(len(r["tgt_audio"]), n)
+      out.append(np.clip(np.round(y[i, :size] * 32767.0), -32768, 32767).astype(np.int16))
+    if log and (k // batch + 1) % 50 == 0:
+      log(f"codec twins {len(out)}/{len(records)}")
+  return out
 
 
 def loss_fn(frame_weight: float):
@@ -182,6 +238,17 @@ def build(config) -> loop.Stage:
   local = global_batch // nproc
   reporting.console(f"[asr_judge] {len(usable)} training clips, {len(vocab)} words; left out "
                     f"{dict(drops) or 'none'}")
+  # Training items: (record index, codec twin or None); the twins' audio is made once.
+  items = [(i, None) for i in usable]
+  n_twins = min(int(config.judge.codec_clips), len(usable))
+  if n_twins:
+    t0 = time.time()
+    twins = resynthesize(config, config.judge.codec_dir,
+                         [source[i] for i in usable[:n_twins]],
+                         log=lambda m: reporting.console(f"[asr_judge] {m}"))
+    items += list(zip(usable[:n_twins], twins))
+    reporting.console(f"[asr_judge] {n_twins} codec twins ({config.judge.codec_dir}) in "
+                      f"{time.time() - t0:.0f}s")
 
   def make_data(start: int):
     """Deterministic in the step: step s reads global positions s*B .. s*B+B-1 of a
@@ -192,11 +259,12 @@ def build(config) -> loop.Stage:
     while True:
       rows, pos = [], step * global_batch + pid * local
       while len(rows) < local:
-        epoch, k = divmod(pos, len(usable))
+        epoch, k = divmod(pos, len(items))
         if epoch not in perms:
           perms = {epoch: np.random.default_rng([int(config.seed), epoch]).permutation(
-              len(usable))}
-        ex, reason = make_example(source[usable[perms[epoch][k]]], config, index)
+              len(items))}
+        i, twin = items[perms[epoch][k]]
+        ex, reason = make_example(source[i], config, index, twin)
         if ex is None:
           drops[reason] += 1
         else:
@@ -218,5 +286,6 @@ def build(config) -> loop.Stage:
   return loop.Stage("asr_judge",
                     lambda rngs: asr_judge.CTCJudge(config, len(vocab), rngs=rngs),
                     loss_fn(float(config.judge.frame_weight)), make_data, eval_fn=eval_fn,
-                    info={"data_drops": drops, asr_judge.VOCAB_KEY: vocab,
+                    info={"data_drops": drops, "codec_twins": n_twins,
+                          asr_judge.VOCAB_KEY: vocab,
                           asr_judge.LANG_KEY: train_lang})

@@ -239,6 +239,20 @@ def test_recipe_stage_configs_take_the_overrides(tmp_path, stage):
     recipes.stage_config("micro", stage, "R", "D", "TOK", overrides=["train.lr=1"])
 
 
+def test_recipe_asr_judge_hears_the_runs_codec(tmp_path):
+  """The recipe's asr_judge takes its codec twins from the run's codec (tiny: 2000 clips);
+  an explicit judge.codec_dir, or none wanted, is left as it is."""
+  from liveinterp.train import stage_configs as recipes  # pylint: disable=g-import-not-at-top
+  run = str(tmp_path / "run")
+  c = recipes.stage_config("tiny", "asr_judge", run, "D", "TOK")
+  assert c.judge.codec_clips == 2000 and c.judge.codec_dir == f"{run}/codec"
+  c = recipes.stage_config("tiny", "asr_judge", run, "D", "TOK",
+                           overrides=["judge.codec_dir=/elsewhere"])
+  assert c.judge.codec_dir == "/elsewhere"
+  c = recipes.stage_config("micro", "asr_judge", run, "D", "TOK")
+  assert c.judge.codec_clips == 0 and c.judge.codec_dir == ""
+
+
 def test_negated_override_takes_no_value():
   with pytest.raises(cli.UserError, match="--noconfig.a.b=1: --noconfig.* takes no value"):
     cli.split_config_overrides(["--noconfig.a.b=1"])

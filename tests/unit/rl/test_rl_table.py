@@ -224,9 +224,12 @@ def test_changes_against_sft_get_paired_intervals(tmp_path):
   sphinx = dict(sft, speech=True, simul=dict(sft["simul"], asr_recognizer="pocketsphinx-en"))
   judged = dict(sft, speech=True,
                 simul=dict(sft["simul"], asr_recognizer="ctc-judge (tiny/asr_judge, step 400)"))
-  assert rl_table.needs_evaluation(sphinx, n, "rl2", speech=True, judged=True)
+  name = "ctc-judge (tiny/asr_judge, step 400)"
+  assert rl_table.needs_evaluation(sphinx, n, "rl2", speech=True, judge=name)
   assert not rl_table.needs_evaluation(sphinx, n, "rl2", speech=True)
-  assert not rl_table.needs_evaluation(judged, n, "rl2", speech=True, judged=True)
+  assert not rl_table.needs_evaluation(judged, n, "rl2", speech=True, judge=name)
+  assert rl_table.needs_evaluation(judged, n, "rl2", speech=True,
+                                   judge="ctc-judge (tiny/asr_judge, step 400, 9 codec twins)")
 
 
 def test_scale_rows_are_on_the_stages_utterances(tmp_path):
