@@ -81,7 +81,8 @@ def codec_quality(codec, speaker, records, cfg, max_items: int = 16,
   from liveinterp.eval import quality
   from liveinterp.layers.audio_frontend import LogMelFrontend
   fe = LogMelFrontend.from_config(cfg.audio)
-  resynth = nnx.jit(lambda c, s, x, ref: c.decode(c.encode(x), s.embed_audio(ref)))
+  from liveinterp.models.voice import resynthesize
+  resynth = nnx.jit(resynthesize)
   items = [r for r in records if len(r["tgt_audio"]) and len(r["src_audio"])][:max_items]
   mel_d, orig, resy, refs = [], [], [], []
   for r in items:
@@ -143,6 +144,7 @@ def voice_lost_controls(codec, speaker, results, records, sample_rate: int,
   import jax.numpy as jnp
   from flax import nnx
   from liveinterp.eval import speaker_similarity
+  from liveinterp.models import voice
   n_win = int(window_samples or 3 * sample_rate)
   hop = int(codec.hop)
   min_frames = max(1, -(-int(bucket_s * sample_rate) // hop))
@@ -154,7 +156,7 @@ def voice_lost_controls(codec, speaker, results, records, sample_rate: int,
   ids = [str(r["speaker"]) for r in records]
   partners = speaker_similarity.control_partners(ids)
   srcs = [np.asarray(r["src_audio"], np.float32) / 32768.0 for r in records]
-  from_audio = nnx.jit(lambda c, s, x, ref, m: c.decode(c.encode(x), s.embed_audio(ref, m)))
+  from_audio = nnx.jit(voice.resynthesize)
   from_codes = nnx.jit(lambda c, s, q, ref, m: c.decode(q, s.embed_audio(ref, m)))
   controls, resynth = [], []
   for i, res in enumerate(results):

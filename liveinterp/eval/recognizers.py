@@ -116,13 +116,18 @@ _SHARED_LOCK = threading.Lock()
 OFFLINE_LANGS = ("en",)
 
 
+def base_language(lang: str) -> str:
+  """"en" of "en", "en-US", "EN_gb": the language a recogniser is chosen by."""
+  return str(lang).lower().replace("_", "-").split("-")[0]
+
+
 def get_recognizer(lang: str) -> PocketSphinxRecognizer:
   """The shared offline recogniser for `lang` ("en" or "en-XX"); one per process.
 
   Raises NoRecognizerError for any other language: ASR-BLEU of zh/es/de speech needs
   the model's own ASR mode (reported as self-judged) instead.
   """
-  base = str(lang).lower().replace("_", "-").split("-")[0]
+  base = base_language(lang)
   if base not in OFFLINE_LANGS:
     raise NoRecognizerError(
         f"no offline speech recogniser for language {lang!r} (available: "

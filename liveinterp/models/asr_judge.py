@@ -42,7 +42,7 @@ import numpy as np
 from flax import nnx
 
 from liveinterp.common import audio as audio_lib, axes
-from liveinterp.eval import quality
+from liveinterp.eval import quality, recognizers
 from liveinterp.layers.linears import Dense
 from liveinterp.models import conformer
 
@@ -140,12 +140,12 @@ def describe(judge_dir: str, step: int | None = None) -> str:
 def trained_for(judge_dir: str, lang: str) -> bool:
   """Whether `judge_dir` holds a finished judge for language `lang` ("en", "en-US", ...:
   the base language is compared)."""
-  base = lambda x: str(x).lower().replace("_", "-").split("-")[0]  # noqa: E731
   try:
     res = _result(judge_dir)
   except (FileNotFoundError, ValueError):
     return False
-  return (bool(res.get(VOCAB_KEY)) and base(res.get(LANG_KEY, "")) == base(lang)
+  same = recognizers.base_language(res.get(LANG_KEY, "")) == recognizers.base_language(lang)
+  return (bool(res.get(VOCAB_KEY)) and same
           and os.path.isdir(os.path.join(judge_dir, "checkpoints")))
 
 

@@ -137,6 +137,13 @@ class VoiceCodec(nnx.Module):
     return out
 
 
+def resynthesize(codec: Codec, speaker: SpeakerEncoder, audio_bn: jax.Array,
+                 ref_audio_bn: jax.Array, ref_mask_bn: jax.Array | None = None) -> jax.Array:
+  """Audio [B, N] through the codec (encode, quantize, decode) in the voice embedded from
+  the reference audio [B, N_ref] (+ validity): the channel the system speaks through."""
+  return codec.decode(codec.encode(audio_bn), speaker.embed_audio(ref_audio_bn, ref_mask_bn))
+
+
 def _abstract_speaker_encoder(cfg) -> SpeakerEncoder:
   with nnx.use_eager_sharding(False):
     return nnx.eval_shape(lambda: SpeakerEncoder(cfg, rngs=nnx.Rngs(0)))

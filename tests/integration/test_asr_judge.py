@@ -90,7 +90,7 @@ def test_frame_labels_of_every_corpus_clip_are_a_ctc_path_of_its_words():
   for split in ("train", "dev", "test"):
     source = pipelines.open_corpus(c, split)
     usable, vocab, _ = stage.scan(source, c)
-    index = {w: k + 1 for k, w in enumerate(vocab)}
+    index = stage.vocab_index(vocab)
     made = 0
     for i in usable:
       ex, why = stage.make_example(source[i], c, index)

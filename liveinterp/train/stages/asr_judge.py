@@ -11,8 +11,8 @@ With `judge.codec_clips` > 0 the first that many clips also get a codec twin
 (`resynthesize`: the clip through the run's trained codec, in its speaker's voice; same
 words and word times), made once at build time and trained on beside the originals.
 
-Left out and counted (`data_drops` in the stage's result.json; the scan is done once, at
-build time): clips longer than `judge.max_seconds`, more than `judge.max_words` words,
+Left out and counted (`data_drops` in the stage's result.json; `scan`, once, at build
+time): clips longer than `judge.max_seconds`, more than `judge.max_words` words,
 no words, empty audio, word times that do not match the text, or more labels than CTC
 can emit in the clip's frames.
 
@@ -25,17 +25,19 @@ speech (`judge.eval_examples` clips).
 from __future__ import annotations
 
 import collections
+import os
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import nnx
 
 from data_pipelines import pipelines
-from liveinterp.common import reporting
+from liveinterp.common import checkpointing, reporting
 from liveinterp.eval import quality
-from liveinterp.models import asr_judge
+from liveinterp.models import asr_judge, voice
 from liveinterp.train import loop
 
 FIELDS = ("audio", "audio_lengths", "labels", "label_lengths", "frame_labels")
@@ -81,12 +83,15 @@ def _frame_classes(rec, words, index, n_frames: int, frame_ms: float, lang: str)
 
 
 def scan(source, config, vocab=None):
-  """One pass over `source`: (usable record indices, vocabulary, drop counts). The
-  vocabulary is that of the usable records unless given."""
+  """One pass over `source`: (usable record indices, vocabulary, drop counts). Every
+  reason `make_example` has to leave a clip out is checked here, once (word times, CTC
+  speed: they depend on the words, not on their class ids), so the training data never
+  drops a clip. The vocabulary is that of the usable records unless given."""
   j, lang_words = config.judge, []
   max_samples = int(j.max_seconds * config.audio.sample_rate)
   drops = collections.Counter()
   usable = []
+  given = vocab_index(vocab) if vocab is not None else None
   for i in range(len(source)):
     rec = source[i]
     n = len(rec["tgt_audio"])
@@ -94,6 +99,8 @@ def scan(source, config, vocab=None):
     reason = ("empty_audio" if n == 0 else "too_long" if n > max_samples else
               "no_words" if not words else "too_many_words" if len(words) > j.max_words
               else None)
+    if reason is None:
+      reason = make_example(rec, config, given or vocab_index(sorted(set(words))))[1]
     if reason:
       drops[reason] += 1
       continue
@@ -104,6 +111,11 @@ def scan(source, config, vocab=None):
   if vocab is None:
     vocab = sorted({w for ws in lang_words for w in ws})
   return usable, vocab, drops
+
+
+def vocab_index(vocab) -> dict[str, int]:
+  """Word -> CTC class (1..V; 0 is the blank)."""
+  return {w: k + 1 for k, w in enumerate(vocab)}
 
 
 def make_example(rec, config, index, audio=None) -> tuple[dict | None, str | None]:
@@ -142,10 +154,6 @@ def resynthesize(config, codec_dir: str, records, batch: int = 8,
   in its speaker's voice (the embedding of the record's source speech, its last
   `data.codec_ref_ms`), as the evaluation's codec check does: int16 clips as long as the
   originals. Clips are padded to `judge.max_seconds` (one compile)."""
-  import os  # pylint: disable=g-import-not-at-top
-  from flax import nnx  # pylint: disable=g-import-not-at-top
-  from liveinterp.common import checkpointing  # pylint: disable=g-import-not-at-top
-  from liveinterp.models import voice  # pylint: disable=g-import-not-at-top
   ckpt = os.path.join(codec_dir, "checkpoints")
   if not codec_dir or not os.path.isdir(ckpt):
     raise FileNotFoundError(f"judge.codec_dir={codec_dir!r}: no codec checkpoints there "
@@ -162,7 +170,7 @@ def resynthesize(config, codec_dir: str, records, batch: int = 8,
   @jax.jit
   def run(w, x, ref, ref_mask):
     vc = nnx.merge(graphdef, w)
-    return vc.codec.decode(vc.codec.encode(x), vc.speaker.embed_audio(ref, ref_mask))
+    return voice.resynthesize(vc.codec, vc.speaker, x, ref, ref_mask)
 
   out = []
   for k in range(0, len(records), batch):
@@ -208,11 +216,12 @@ def loss_fn(frame_weight: float):
   return fn
 
 
-def dev_scores(recognizer, records, lang: str, batch: int = 16) -> dict:
+def dev_scores(recognizer, records, lang: str, batch: int = 16,
+               sample_rate: int = 16000) -> dict:
   """Word error rate and ASR-BLEU/chrF of `recognizer` on the records' reference target
-  speech."""
+  speech (recorded at `sample_rate`, the corpus's `audio.sample_rate`)."""
   refs = [str(r["tgt_text"]) for r in records]
-  sr = int(records[0]["sample_rate"]) if records and "sample_rate" in records[0] else 16000
+  sr = int(sample_rate)
   hyps = []
   for k in range(0, len(records), batch):
     part = [np.asarray(r["tgt_audio"], np.float32) / 32768.0 for r in records[k:k + batch]]
@@ -231,7 +240,7 @@ def build(config) -> loop.Stage:
   if not usable:
     raise ValueError(f"[asr_judge] no usable training clip in the corpus (left out: "
                      f"{dict(drops)})")
-  index = {w: k + 1 for k, w in enumerate(vocab)}
+  index = vocab_index(vocab)
   train_lang = str(source[usable[0]]["tgt_lang"])
   nproc, pid = jax.process_count(), jax.process_index()
   global_batch = int(config.train.batch_size)
@@ -253,12 +262,13 @@ def build(config) -> loop.Stage:
   def make_data(start: int):
     """Deterministic in the step: step s reads global positions s*B .. s*B+B-1 of a
     seeded per-epoch permutation (resume needs no iterator state); this process takes
-    its slice. A clip that fails `make_example` is counted and the next one taken."""
+    its slice. Every item passed `scan`'s checks (a twin has its original's words, times
+    and length)."""
     step = start
     perms = {}
     while True:
-      rows, pos = [], step * global_batch + pid * local
-      while len(rows) < local:
+      rows, first = [], step * global_batch + pid * local
+      for pos in range(first, first + local):
         epoch, k = divmod(pos, len(items))
         if epoch not in perms:
           perms = {epoch: np.random.default_rng([int(config.seed), epoch]).permutation(
@@ -266,10 +276,9 @@ def build(config) -> loop.Stage:
         i, twin = items[perms[epoch][k]]
         ex, reason = make_example(source[i], config, index, twin)
         if ex is None:
-          drops[reason] += 1
-        else:
-          rows.append(ex)
-        pos += 1
+          raise RuntimeError(f"[asr_judge] train record {i}: {reason}, after the scan "
+                             f"passed it")
+        rows.append(ex)
       yield {f: np.stack([r[f] for r in rows]) for f in FIELDS}
       step += 1
 
@@ -280,7 +289,8 @@ def build(config) -> loop.Stage:
     del step
     if not dev_records:
       return {}
-    s = dev_scores(asr_judge.JudgeRecognizer(model, vocab, config), dev_records, lang)
+    s = dev_scores(asr_judge.JudgeRecognizer(model, vocab, config), dev_records, lang,
+                   sample_rate=int(config.audio.sample_rate))
     return {"eval/wer": s["wer"], "eval/asr_bleu": s["asr_bleu"], "eval/asr_chrf": s["asr_chrf"]}
 
   return loop.Stage("asr_judge",

@@ -99,6 +99,10 @@ def test_scan_counts_what_it_leaves_out_and_caps_the_clips():
   assert dict(drops) == {"too_long": 1, "no_words": 1}
   c.judge.train_examples = 1
   assert stage.scan(recs, c)[0] == [0]
+  # make_example's reasons are counted by the scan too (the training data never drops)
+  c.judge.train_examples = 0
+  bad = recs + [_rec(["the", "dog"], [0], [300])]
+  assert stage.scan(bad, c)[2]["bad_word_times"] == 1
 
 
 def test_model_shapes_and_padding_mask():
